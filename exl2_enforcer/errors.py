@@ -1,0 +1,48 @@
+"""Exception types shared by the whole package.
+
+Every error names the place that is wrong: a file, a JSON pointer into a
+schema, a position in a pattern, a token id or a parameter.
+"""
+
+from __future__ import annotations
+
+
+class EnforcerError(ValueError):
+    """Base class of all errors raised by exl2_enforcer for bad input."""
+
+
+class VocabularyError(EnforcerError):
+    """A tokenizer file or object cannot be turned into an exact byte vocabulary."""
+
+
+class SchemaError(EnforcerError):
+    """A JSON Schema is invalid, unsupported, or admits no value.
+
+    ``pointer`` is the JSON pointer (RFC 6901) of the offending subschema.
+    """
+
+    def __init__(self, message: str, pointer: str = "", keyword: str | None = None) -> None:
+        self.pointer = pointer
+        self.keyword = keyword
+        where = f" at {pointer or '/'}"
+        super().__init__(f"{message}{where}" if pointer is not None else message)
+
+
+class RegexError(EnforcerError):
+    """A regular expression is malformed or uses an unsupported feature.
+
+    ``position`` is the 0-based index into ``pattern`` where the problem is.
+    """
+
+    def __init__(self, message: str, pattern: str, position: int) -> None:
+        self.pattern = pattern
+        self.position = position
+        super().__init__(f"{message} at position {position} in pattern {pattern!r}")
+
+
+class TokenRejected(EnforcerError):
+    """A token was fed whose bytes the constraint does not allow; the state is unchanged."""
+
+    def __init__(self, token_id: int, message: str) -> None:
+        self.token_id = token_id
+        super().__init__(f"token {token_id}: {message}")

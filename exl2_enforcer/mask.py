@@ -1,0 +1,207 @@
+"""Token masks: which token ids may come next in a DFA state, as packed bits.
+
+Layout (shared with xgrammar and llguidance): int32 words, bit ``j`` of word
+``i`` is token ``32*i + j``, 1 = allowed.
+
+Per vocabulary (:class:`TokenIndex`, built once and cached on the vocabulary):
+
+* the trie of all text tokens;
+* the **plain-content slice**: tokens that are complete UTF-8 with no ``"``,
+  ``\\`` or control byte.  Inside a free-text string every such token is
+  allowed, so a string state takes them wholesale (or those with at most ``R``
+  characters, for a ``maxLength`` budget) and walks only the trie of the
+  remaining tokens.  This turns the "32k allowed tokens" step, the slowest one
+  for character-trie engines, into one of the cheapest.
+
+Per compiled grammar (:class:`MaskEngine`): the walk, and an LRU cache of
+masks per DFA state bounded in bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .automaton import UNKNOWN, Automaton
+from .errors import EnforcerError
+from .trie import TokenTrie, build_trie, expand_ranges
+
+if TYPE_CHECKING:
+    from .vocabulary import TokenVocabulary
+
+
+class MaskTimeout(EnforcerError):
+    """A mask computation ran past its time budget (raised between chunks of work)."""
+
+
+def _plain_chars(data: bytes) -> int:
+    """Code points in ``data`` if it is plain JSON string content, else -1."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return -1
+    for ch in text:
+        o = ord(ch)
+        if o < 0x20 or ch == '"' or ch == "\\":
+            return -1
+    return len(text)
+
+
+class TokenIndex:
+    """Everything about a vocabulary that mask computation needs, built once.
+
+    Use :meth:`for_vocabulary`, which caches the index on the vocabulary object.
+    """
+
+    def __init__(self, vocab: "TokenVocabulary") -> None:
+        t0 = time.perf_counter()
+        self.vocab = vocab
+        tb = vocab.token_bytes
+        specials = vocab.special_ids
+        text = [i for i, b in enumerate(tb) if b and i not in specials]
+        self.text_ids = np.asarray(text, dtype=np.int32)
+        nchars = np.array([_plain_chars(tb[i]) for i in text], dtype=np.int32)
+        plain = nchars > 0
+        self.plain_ids = self.text_ids[plain]
+        self.plain_nchars = nchars[plain]
+        self.trie: TokenTrie = build_trie(self.text_ids, tb)
+        self.nonplain_trie: TokenTrie = build_trie(self.text_ids[~plain], tb)
+        self.end_ids = np.asarray(sorted(vocab.end_ids), dtype=np.int64)
+        width = max(vocab.n_ids, int(self.end_ids.max()) + 1 if self.end_ids.size else 0)
+        self.n_words = (width + 31) // 32
+        self.n_bits = self.n_words * 32
+        self.end_packed = self.pack(self.end_ids)
+        self._plain_packed: dict[int | None, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.build_seconds = time.perf_counter() - t0
+
+    @classmethod
+    def for_vocabulary(cls, vocab: "TokenVocabulary") -> "TokenIndex":
+        """The cached index of ``vocab`` (built on first use)."""
+        idx = getattr(vocab, "_exl2_token_index", None)
+        if idx is None:
+            idx = cls(vocab)
+            vocab._exl2_token_index = idx  # type: ignore[attr-defined]
+        return idx
+
+    def pack(self, ids: np.ndarray) -> np.ndarray:
+        """Packed int32 mask words with the bits of ``ids`` set."""
+        bits = np.zeros(self.n_bits, dtype=bool)
+        bits[ids] = True
+        return np.packbits(bits, bitorder="little").view("<i4").copy()
+
+    def plain_packed(self, max_chars: int | None) -> np.ndarray:
+        """Packed mask of plain-content tokens with at most ``max_chars`` code points."""
+        got = self._plain_packed.get(max_chars)
+        if got is None:
+            ids = self.plain_ids if max_chars is None else self.plain_ids[self.plain_nchars <= max_chars]
+            got = self.pack(ids)
+            with self._lock:
+                self._plain_packed[max_chars] = got
+        return got
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """Sorted token ids whose bits are set in ``packed``."""
+        bits = np.unpackbits(packed.view(np.uint8), bitorder="little")
+        return np.flatnonzero(bits)
+
+
+class MaskEngine:
+    """Computes and caches the packed token mask of each DFA state of one automaton."""
+
+    def __init__(self, automaton: Automaton, index: TokenIndex, *, cache_bytes: int = 256 << 20) -> None:
+        self.automaton = automaton
+        self.index = index
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.cached_bytes = 0
+        #: test hook: called with the DFA state id before each computed (cold) mask
+        self.before_compute: Callable[[int], None] | None = None
+
+    def mask(self, sid: int, deadline: float | None = None) -> np.ndarray:
+        """The packed mask of DFA state ``sid`` (end ids included when it accepts).
+
+        ``deadline`` is a ``time.perf_counter()`` value; a cold computation that
+        passes it raises :class:`MaskTimeout` between trie levels.
+        """
+        with self._cache_lock:
+            got = self._cache.get(sid)
+            if got is not None:
+                self._cache.move_to_end(sid)
+                return got
+        if self.before_compute is not None:
+            self.before_compute(sid)
+        packed = self._compute(sid, deadline)
+        with self._cache_lock:
+            if sid not in self._cache:
+                self._cache[sid] = packed
+                self.cached_bytes += packed.nbytes
+                while self.cached_bytes > self.cache_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self.cached_bytes -= old.nbytes
+        return packed
+
+    def _compute(self, sid: int, deadline: float | None) -> np.ndarray:
+        a, idx = self.automaton, self.index
+        with a.lock:
+            budget = a.plain_loop_budget(sid)
+            if budget is False:
+                ids = self._walk(idx.trie, sid, deadline)
+                packed = idx.pack(ids)
+            else:
+                ids = self._walk(idx.nonplain_trie, sid, deadline)
+                packed = idx.pack(ids) | idx.plain_packed(budget)
+            if a.is_accepting(sid):
+                packed |= idx.end_packed
+        return packed
+
+    def _walk(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
+        """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""
+        a = self.automaton
+        cls_of = a.class_of_byte
+        nodes = np.arange(trie.child_lo[0], trie.child_hi[0], dtype=np.int64)
+        states = np.full(nodes.shape[0], sid, dtype=np.int64)
+        hits: list[np.ndarray] = []
+        while nodes.shape[0]:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
+            cls = cls_of[trie.byte[nodes]]
+            nxt = a.table[states, cls]
+            unknown = nxt == UNKNOWN
+            if unknown.any():
+                a.ensure_rows(np.unique(states[unknown]).tolist())
+                nxt = a.table[states, cls]
+            keep = nxt >= 0
+            nodes = nodes[keep]
+            states = nxt[keep].astype(np.int64)
+            hits.append(nodes)
+            nodes, src = expand_ranges(trie.child_lo[nodes], trie.child_hi[nodes])
+            states = states[src]
+        if not hits:
+            return np.zeros(0, np.int64)
+        alive = np.concatenate(hits)
+        tok_pos, _ = expand_ranges(trie.tok_lo[alive], trie.tok_hi[alive])
+        return trie.tok_ids[tok_pos]
+
+    def fill(self, sid: int, out: np.ndarray, width: int, deadline: float | None = None) -> None:
+        """Write the mask of ``sid`` for a logits row ``width`` wide into ``out``.
+
+        ``out`` is an int32 array of at least ``ceil(width/32)`` words.  Ids at or
+        beyond ``width`` are never allowed; ids the vocabulary lacks stay 0.
+        """
+        packed = self.mask(sid, deadline)
+        n_out = (width + 31) // 32
+        n = min(n_out, packed.shape[0])
+        out[:n] = packed[:n]
+        out[n:n_out] = 0
+        if width % 32 and n == n_out:
+            out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
+        if not out[:n_out].any():
+            # cannot happen when every byte is a token below the logits width; never hand
+            # the sampler an all-masked row ("Filter excluded all tokens")
+            raise EnforcerError(f"no allowed token below logits width {width} in state {sid}")

@@ -1,0 +1,120 @@
+"""The per-generation cursor over a compiled grammar.
+
+A :class:`Matcher` holds only a DFA state id and its history; everything
+expensive lives in the shared :class:`~.grammar.CompiledGrammar`.  ``fork()``
+is therefore a list copy, and two matchers never share mutable state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .automaton import DEAD
+from .errors import TokenRejected
+from .grammar import CompiledGrammar
+
+
+class Matcher:
+    """Tracks one generation through a grammar and answers "which tokens next?"."""
+
+    def __init__(self, grammar: CompiledGrammar) -> None:
+        self.grammar = grammar
+        self._auto = grammar.automaton
+        self._tb = grammar.index.vocab.token_bytes
+        self._end = frozenset(int(i) for i in grammar.index.end_ids)
+        self._steps: dict[tuple[int, int], int] = {}
+        self.history: list[int] = [self._auto.start]
+        self.ended = False
+
+    @property
+    def state(self) -> int:
+        """The current DFA state id."""
+        return self.history[-1]
+
+    def next_state(self, token_id: int) -> int:
+        """The state after ``token_id`` (``DEAD`` if refused); does not move."""
+        sid = self.state
+        key = (sid, token_id)
+        nxt = self._steps.get(key)
+        if nxt is None:
+            data = self._tb[token_id] if 0 <= token_id < len(self._tb) else None
+            nxt = DEAD if not data else self._auto.walk(sid, data)
+            if len(self._steps) < 65536:
+                self._steps[key] = nxt
+        return nxt
+
+    def accept_token(self, token_id: int) -> None:
+        """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused."""
+        if self.ended:
+            raise TokenRejected(token_id, "the value is complete and an end token was already accepted")
+        if token_id in self._end:
+            if not self.is_accepting():
+                raise TokenRejected(token_id, "end token before the value is complete")
+            self.ended = True
+            self.history.append(self.state)
+            return
+        nxt = self.next_state(token_id)
+        if nxt < 0:
+            piece = self._tb[token_id] if 0 <= token_id < len(self._tb) else None
+            why = "has no text (special or unknown id)" if not piece else f"bytes {piece!r} are not allowed here"
+            raise TokenRejected(token_id, why)
+        self.history.append(nxt)
+
+    def try_accept(self, token_id: int) -> bool:
+        """Like :meth:`accept_token` but returns False instead of raising."""
+        try:
+            self.accept_token(token_id)
+        except TokenRejected:
+            return False
+        return True
+
+    def fill_bitmask(self, out: np.ndarray, logits_width: int, deadline: float | None = None) -> None:
+        """Write the allowed-token bits for a logits row ``logits_width`` wide into ``out`` (int32 words)."""
+        if self.ended:
+            out[: (logits_width + 31) // 32] = 0
+            ends = [e for e in self._end if e < logits_width]
+            for e in ends:
+                out[e >> 5] |= np.int32(np.uint32(1 << (e & 31)).view(np.int32))
+            return
+        self.grammar.engine.fill(self.state, out, logits_width, deadline)
+
+    def packed_mask(self, deadline: float | None = None) -> np.ndarray:
+        """The cached packed mask of the current state at vocabulary width (do not modify)."""
+        return self.grammar.engine.mask(self.state, deadline)
+
+    def allowed_ids(self, logits_width: int | None = None) -> np.ndarray:
+        """Sorted allowed token ids (below ``logits_width`` when given)."""
+        ids = self.grammar.index.unpack(self.packed_mask())
+        return ids if logits_width is None else ids[ids < logits_width]
+
+    def is_accepting(self) -> bool:
+        """Whether the text so far is a complete value (an end token may follow)."""
+        return self._auto.is_accepting(self.state)
+
+    def is_complete(self) -> bool:
+        """Whether the value is complete and nothing but an end token may follow."""
+        return self.ended or (self.is_accepting() and not self._auto.has_continuation(self.state))
+
+    def rollback(self, n: int = 1) -> None:
+        """Undo the last ``n`` accepted tokens."""
+        if n < 0 or n >= len(self.history):
+            raise ValueError(f"rollback({n}): only {len(self.history) - 1} tokens accepted")
+        if n:
+            del self.history[-n:]
+            self.ended = False
+
+    def reset(self) -> None:
+        """Return to the start state."""
+        self.history = [self._auto.start]
+        self.ended = False
+
+    def fork(self) -> "Matcher":
+        """An independent matcher at the same position sharing the compiled grammar."""
+        m = Matcher.__new__(Matcher)
+        m.grammar, m._auto, m._tb, m._end = self.grammar, self._auto, self._tb, self._end
+        m._steps = self._steps  # a cache of pure functions of (state, token): safe to share
+        m.history = list(self.history)
+        m.ended = self.ended
+        return m
+
+    copy = fork

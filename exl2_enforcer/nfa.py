@@ -1,0 +1,228 @@
+"""Byte-level NFA builder: the common target of every constraint compiler.
+
+Schema, regex, number and format compilers all emit *fragments* into one
+:class:`NFA`.  A fragment is a ``(start, end)`` pair of state ids with a single
+entry and a single exit; combinators wire fragments together with epsilon
+edges (Thompson construction).  Edges consume one byte from an inclusive byte
+range.  The automaton module later determinises the NFA lazily.
+
+Two extensions beyond a plain NFA keep the automaton small:
+
+* **calls** -- a state may *call* a sub-machine (a fragment compiled once,
+  e.g. a ``$ref`` target) and continue at a return state when it finishes.
+  This gives bounded recursion without copying the callee for every use.
+* **counted loops** -- ``loop(body, m, n)`` repeats a body fragment with a
+  counter kept in the call stack instead of n copies of the body, so
+  ``maxLength: 5000`` or ``maxItems: 100`` costs a handful of states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+
+class Frag(NamedTuple):
+    """A sub-automaton with one entry state and one exit state."""
+
+    start: int
+    end: int
+
+
+ByteRanges = Sequence[tuple[int, int]]
+
+
+@dataclass
+class Loop:
+    """A counted repetition of a called body: between ``lo`` and ``hi`` (None = unbounded) times.
+
+    ``head(k)`` states are created lazily by :meth:`NFA.loop_head`; the
+    counter therefore never multiplies the NFA size.  ``plain_string_char`` marks the
+    loop of a JSON string whose body is "any plain character": the mask engine
+    uses it to take whole slices of the vocabulary at once.
+    """
+
+    body: Frag
+    lo: int
+    hi: int | None
+    exit: int
+    plain_string_char: bool = False
+    heads: dict[int, int] = field(default_factory=dict)
+
+
+class NFA:
+    """A growing set of NFA states with byte-range, epsilon and call edges.
+
+    State ids are dense ints.  Builders must only add edges from states they
+    created; the structure is append-only, which keeps it safe to share between
+    threads once compilation has finished (loop heads are created under the
+    automaton's lock).
+    """
+
+    def __init__(self) -> None:
+        self.edges: list[list[tuple[int, int, int]]] = []
+        self.eps: list[list[int]] = []
+        #: state -> (callee Frag, return state, weight); weight counts toward the nesting bound
+        self.calls: dict[int, tuple[Frag, int, int]] = {}
+        #: loop head state -> (loop, k)
+        self.loop_of: dict[int, tuple[Loop, int]] = {}
+
+    # -- primitive construction -------------------------------------------------
+    def state(self) -> int:
+        """Create a new state and return its id."""
+        self.edges.append([])
+        self.eps.append([])
+        return len(self.edges) - 1
+
+    def edge(self, src: int, lo: int, hi: int, dst: int) -> None:
+        """Add an edge consuming one byte in ``lo..hi`` (inclusive)."""
+        if not (0 <= lo <= hi <= 255):
+            raise ValueError(f"bad byte range {lo}..{hi}")
+        self.edges[src].append((lo, hi, dst))
+
+    def epsilon(self, src: int, dst: int) -> None:
+        """Add an edge that consumes nothing."""
+        self.eps[src].append(dst)
+
+    def __len__(self) -> int:
+        return len(self.edges)
+
+    # -- fragments --------------------------------------------------------------
+    def empty(self) -> Frag:
+        """Match the empty byte string."""
+        s = self.state()
+        return Frag(s, s)
+
+    def nothing(self) -> Frag:
+        """Match no byte string at all (the exit is unreachable); trimmed later."""
+        return Frag(self.state(), self.state())
+
+    def literal(self, data: bytes) -> Frag:
+        """Match exactly ``data``."""
+        start = cur = self.state()
+        for b in data:
+            nxt = self.state()
+            self.edge(cur, b, b, nxt)
+            cur = nxt
+        return Frag(start, cur)
+
+    def byte_ranges(self, ranges: ByteRanges) -> Frag:
+        """Match one byte from the union of inclusive ``ranges``."""
+        s, e = self.state(), self.state()
+        for lo, hi in ranges:
+            self.edge(s, lo, hi, e)
+        return Frag(s, e)
+
+    def seq(self, frags: Iterable[Frag]) -> Frag:
+        """Match the fragments one after another."""
+        frags = list(frags)
+        if not frags:
+            return self.empty()
+        for a, b in zip(frags, frags[1:]):
+            self.epsilon(a.end, b.start)
+        return Frag(frags[0].start, frags[-1].end)
+
+    def alt(self, frags: Iterable[Frag]) -> Frag:
+        """Match any one of the fragments."""
+        s, e = self.state(), self.state()
+        for f in frags:
+            self.epsilon(s, f.start)
+            self.epsilon(f.end, e)
+        return Frag(s, e)
+
+    def opt(self, f: Frag) -> Frag:
+        """Match ``f`` or nothing."""
+        s, e = self.state(), self.state()
+        self.epsilon(s, f.start)
+        self.epsilon(f.end, e)
+        self.epsilon(s, e)
+        return Frag(s, e)
+
+    def star(self, f: Frag) -> Frag:
+        """Match ``f`` zero or more times."""
+        s, e = self.state(), self.state()
+        self.epsilon(s, f.start)
+        self.epsilon(f.end, s)
+        self.epsilon(s, e)
+        return Frag(s, e)
+
+    def plus(self, make: Callable[[], Frag]) -> Frag:
+        """Match one or more copies of the fragment built by ``make``."""
+        return self.seq([make(), self.star(make())])
+
+    def repeat(self, make: Callable[[], Frag], lo: int, hi: int | None) -> Frag:
+        """Match ``lo`` to ``hi`` (None = unbounded) copies, by copying the fragment.
+
+        Use for small counts (regex ``{m,n}``); large counts belong in :meth:`loop`.
+        """
+        if lo < 0 or (hi is not None and hi < lo):
+            raise ValueError(f"bad repeat bounds {{{lo},{hi}}}")
+        parts = [make() for _ in range(lo)]
+        if hi is None:
+            parts.append(self.star(make()))
+        else:
+            # nested optionals keep the NFA linear: (x(x(x)?)?)?
+            tail: Frag | None = None
+            for _ in range(hi - lo):
+                body = make() if tail is None else self.seq([make(), tail])
+                tail = self.opt(body)
+            if tail is not None:
+                parts.append(tail)
+        return self.seq(parts)
+
+    # -- calls and counted loops ------------------------------------------------
+    def call(self, callee: Frag, weight: int = 1) -> Frag:
+        """Run the shared sub-machine ``callee`` here and continue after it returns.
+
+        ``weight`` counts toward the automaton's nesting bound (1 for a ``$ref``,
+        0 for the internal calls of counted loops).
+        """
+        s, r = self.state(), self.state()
+        self.calls[s] = (callee, r, weight)
+        return Frag(s, r)
+
+    def loop(self, body: Frag, lo: int, hi: int | None, *, plain_string_char: bool = False) -> Frag:
+        """Repeat the sub-machine ``body`` ``lo``..``hi`` times with a counter, not copies."""
+        if lo < 0 or (hi is not None and hi < lo):
+            raise ValueError(f"bad repeat bounds {{{lo},{hi}}}")
+        exit_ = self.state()
+        lp = Loop(body, lo, hi, exit_, plain_string_char)
+        return Frag(self.loop_head(lp, 0), exit_)
+
+    def loop_head(self, lp: Loop, k: int) -> int:
+        """The state "``k`` iterations done" of loop ``lp``, created on first use."""
+        if lp.hi is None and k > lp.lo:
+            k = lp.lo  # past the minimum an unbounded loop needs no count
+        q = lp.heads.get(k)
+        if q is not None:
+            return q
+        q = self.state()
+        lp.heads[k] = q
+        self.loop_of[q] = (lp, k)
+        return q
+
+
+def plain_matches(nfa: NFA, frag: Frag, data: bytes) -> bool:
+    """Reference matcher for call-free, loop-free fragments (slow; for tests).
+
+    Walks ``data`` through ``frag`` one byte at a time with epsilon closure.
+    """
+
+    def closure(states: set[int]) -> set[int]:
+        todo, seen = list(states), set(states)
+        while todo:
+            q = todo.pop()
+            if q in nfa.calls or q in nfa.loop_of:
+                raise ValueError(f"state {q} is a call or loop; plain_matches handles plain fragments only")
+            for t in nfa.eps[q]:
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return seen
+
+    cur = closure({frag.start})
+    for b in data:
+        cur = closure({dst for q in cur for lo, hi, dst in nfa.edges[q] if lo <= b <= hi})
+        if not cur:
+            return False
+    return frag.end in cur

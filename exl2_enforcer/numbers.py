@@ -1,0 +1,469 @@
+"""Exact byte automata for JSON numbers restricted by JSON Schema bounds.
+
+``integer_fragment`` and ``number_fragment`` emit a fragment into an
+:class:`~exl2_enforcer.nfa.NFA` that matches the text of one JSON number
+(RFC 8259) whose *value* satisfies ``minimum`` / ``maximum`` /
+``exclusiveMinimum`` / ``exclusiveMaximum`` / ``multipleOf`` (draft 2020-12).
+
+How: every constraint is a small deterministic machine over the magnitude
+digits (syntax, "value compared with a bound", "remainder modulo multipleOf");
+their product is explored from the start state only, trimmed of dead ends,
+minimised and emitted.  Comparison machines compare digit strings (longer
+integer part wins, then lexicographic, fractions padded with zeros), so the
+size is O(digits of the bounds) and never O(size of the range).
+
+Documented choices:
+
+* Negative zero is never accepted (``-0``, ``-0.0``, ``-0e5``...).
+* When any constraint is present, exponent forms (``1e3``) are refused: sound,
+  and a model can always write the plain decimal form instead.
+* ``multipleOf`` m is supported exactly whenever m = p * 10**-k with an integer
+  p <= 10_000 (0.01, 0.5, 2.5, 7, 300 ...).  Matching is by value, so for a
+  number ``2.50`` is a multiple of 0.5 and ``10.0`` a multiple of 5.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Callable, Hashable, NamedTuple
+
+import numpy as np
+
+from .errors import SchemaError
+from .nfa import NFA, Frag
+
+ALPHABET = b"0123456789.eE+-"
+MAGNITUDE = b"0123456789."  # the unsigned part of a number without exponent
+DIGITS = b"0123456789"
+DOT, MINUS = ord("."), ord("-")
+MAX_MULTIPLE_NUMERATOR = 10_000
+MAX_BOUND_DIGITS = 1000
+MAX_STATES = 100_000  # product states explored before giving up on a multipleOf
+
+Number = int | float | Decimal
+
+
+class Machine(NamedTuple):
+    """A lazily explored DFA: ``step`` returns None for "no transition"."""
+
+    start: Hashable
+    step: Callable[[Hashable, int], Hashable | None]
+    accepting: Callable[[Hashable], bool]
+
+
+# -- syntax machines (unsigned part; the sign is added by _signed) -------------
+
+Table = dict[str, dict[bytes, str]]
+_NZ = b"123456789"
+_INT: Table = {"S": {b"0": "Z", _NZ: "D"}, "D": {DIGITS: "D"}}
+_INT_FRAC0: Table = {
+    "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P"}, "D": {DIGITS: "D", b".": "P"},
+    "P": {b"0": "F"}, "F": {b"0": "F"},
+}
+_DEC: Table = {
+    "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P"}, "D": {DIGITS: "D", b".": "P"},
+    "P": {DIGITS: "F"}, "F": {DIGITS: "F"},
+}
+_FULL: Table = {
+    "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P", b"eE": "E"},
+    "D": {DIGITS: "D", b".": "P", b"eE": "E"}, "P": {DIGITS: "F"},
+    "F": {DIGITS: "F", b"eE": "E"}, "E": {b"+-": "T", DIGITS: "X"},
+    "T": {DIGITS: "X"}, "X": {DIGITS: "X"},
+}
+_FINALS = frozenset("ZDFX")
+
+
+def _table_machine(table: Table) -> Machine:
+    """A machine from a small transition table (start "S", finals Z/D/F/X)."""
+    flat = {q: {b: t for bs, t in row.items() for b in bs} for q, row in table.items()}
+    return Machine("S", lambda q, b: flat.get(q, {}).get(b), lambda q: q in _FINALS)
+
+
+# -- value machines -------------------------------------------------------------
+
+def _digits(c: Decimal) -> tuple[str, str]:
+    """Integer digits (no leading zeros, "0" for zero) and fraction digits (no trailing zeros)."""
+    ip, _, fp = format(c.copy_abs(), "f").partition(".")
+    return ip.lstrip("0") or "0", fp.rstrip("0")
+
+
+def _cmp(a: int, b: int) -> int:
+    return (a > b) - (a < b)
+
+
+def compare_machine(c: Decimal, wanted: frozenset[int]) -> Machine:
+    """Unsigned decimals ``[0-9]+(\\.[0-9]+)?`` whose value v has ``cmp(v, c)`` in ``wanted``.
+
+    Assumes no leading zeros (the syntax machine it is multiplied with
+    guarantees that), so a shorter integer part means a smaller value.
+    States: ("I", i, rel) integer prefix of length i <= len(c) vs c's prefix;
+    ("G",) integer part longer than c's; ("F", j) integer part equal and
+    fraction equal so far over j digits; ("X", o) outcome already decided.
+    """
+    ci, cf = _digits(c)
+    n_int, n_frac = len(ci), len(cf)
+
+    def int_outcome(q: tuple) -> int:
+        if q[0] == "G":
+            return 1
+        _, i, rel = q
+        return -1 if i < n_int else rel
+
+    def step(q: tuple, b: int) -> tuple | None:
+        kind = q[0]
+        if b == DOT:
+            if kind not in ("I", "G"):
+                return None
+            o = int_outcome(q)
+            return ("X", o) if o else ("F", 0)
+        if not 48 <= b <= 57:
+            return None
+        d = b - 48
+        if kind == "I":
+            _, i, rel = q
+            return ("G",) if i == n_int else ("I", i + 1, rel or _cmp(d, int(ci[i])))
+        if kind == "F":
+            j = q[1]
+            # past c's last fraction digit c is padded with zeros
+            o = _cmp(d, int(cf[j])) if j < n_frac else _cmp(d, 0)
+            return ("X", o) if o else ("F", min(j + 1, n_frac))
+        return q  # "G" and "X" ignore further digits
+
+    def outcome(q: tuple) -> int:
+        if q[0] in ("I", "G"):
+            o = int_outcome(q)
+            # equal integer parts: c is bigger iff it has a fraction (never all zeros)
+            return o if o else (-1 if n_frac else 0)
+        if q[0] == "F":
+            return -1 if q[1] < n_frac else 0
+        return q[1]
+
+    return Machine(("I", 0, 0), step, lambda q: outcome(q) in wanted)
+
+
+def multiple_machine(p: int, k: int) -> Machine:
+    """Unsigned decimals whose value is a multiple of ``p * 10**-k`` (p >= 1, k >= 0).
+
+    v is such a multiple iff v * 10**k is an integer divisible by p: the state
+    is (v's digits so far mod p, fraction digits read or -1 in the integer
+    part); fraction digits past the k-th must be zero.
+    """
+
+    def step(q: tuple[int, int], b: int) -> tuple[int, int] | None:
+        r, j = q
+        if b == DOT:
+            return (r, 0) if j < 0 else None
+        if not 48 <= b <= 57:
+            return None
+        if j < 0:
+            return ((10 * r + b - 48) % p, -1)
+        if j < k:
+            return ((10 * r + b - 48) % p, j + 1)
+        return q if b == 48 else None
+
+    def accepting(q: tuple[int, int]) -> bool:
+        r, j = q
+        return r * pow(10, k - max(j, 0), p) % p == 0
+
+    return Machine((0, -1), step, accepting)
+
+
+def _nonzero_mantissa() -> Machine:
+    """Numbers (exponent allowed) whose mantissa has a nonzero digit: rules out -0e5."""
+
+    def step(q: tuple[bool, bool], b: int) -> tuple[bool, bool]:
+        nz, done = q
+        if b in b"eE":
+            return (nz, True)
+        return (nz or (not done and 49 <= b <= 57), done)
+
+    return Machine((False, False), step, lambda q: q[0])
+
+
+# -- explicit DFAs: start is state 0; explore, intersect, trim, minimise, emit ----
+
+class DFA(NamedTuple):
+    """An explicit partial DFA whose start state is 0."""
+
+    rows: list[dict[int, int]]  # state -> {byte: next state}
+    accept: list[bool]
+
+
+def _explore(m: Machine, alphabet: bytes) -> DFA:
+    """Materialise the states of ``m`` reachable from its start."""
+    ids: dict[Hashable, int] = {m.start: 0}
+    order: list[Hashable] = [m.start]
+    rows: list[dict[int, int]] = []
+    for q in order:  # grows while iterating: breadth-first
+        row: dict[int, int] = {}
+        for b in alphabet:
+            t = m.step(q, b)
+            if t is not None:
+                if t not in ids:
+                    ids[t] = len(order)
+                    order.append(t)
+                row[b] = ids[t]
+        rows.append(row)
+    return DFA(rows, [m.accepting(q) for q in order])
+
+
+def _intersect(a: DFA, b: DFA, limit: int) -> DFA:
+    """Product automaton; raises OverflowError past ``limit`` states."""
+    nb = len(b.rows)
+    ids = {0: 0}
+    order = [0]  # pair (x, y) encoded as x * nb + y
+    rows: list[dict[int, int]] = []
+    for key in order:
+        x, y = divmod(key, nb)
+        row_b = b.rows[y]
+        row: dict[int, int] = {}
+        for byte, tx in a.rows[x].items():
+            ty = row_b.get(byte)
+            if ty is not None:
+                t = tx * nb + ty
+                i = ids.get(t)
+                if i is None:
+                    i = ids[t] = len(order)
+                    order.append(t)
+                    if i >= limit:
+                        raise OverflowError(limit)
+                row[byte] = i
+        rows.append(row)
+    return DFA(rows, [a.accept[k // nb] and b.accept[k % nb] for k in order])
+
+
+def _signed(pos: DFA | None, neg: DFA | None) -> DFA:
+    """``pos | "-" neg``; a side that is None admits nothing.  Neither side accepts ""."""
+    rows: list[dict[int, int]] = [{}]
+    accept = [False]
+    for side, via_minus in ((pos, False), (neg, True)):
+        if side is None:
+            continue
+        off = len(rows)
+        rows += [{b: t + off for b, t in row.items()} for row in side.rows]
+        accept += side.accept
+        if via_minus:
+            rows[0][MINUS] = off
+        else:
+            rows[0].update(rows[off])  # start edges of pos; its start is not accepting
+    return DFA(rows, accept)
+
+
+def _trim(d: DFA) -> DFA | None:
+    """Keep the states that reach an accepting one; None if the language is empty."""
+    back: list[list[int]] = [[] for _ in d.rows]
+    for q, row in enumerate(d.rows):
+        for t in row.values():
+            back[t].append(q)
+    live = {q for q, a in enumerate(d.accept) if a}
+    todo = list(live)
+    while todo:
+        for s in back[todo.pop()]:
+            if s not in live:
+                live.add(s)
+                todo.append(s)
+    if 0 not in live:
+        return None
+    seen, todo = {0}, [0]  # a start-row copy (see _signed) can leave states unreachable
+    while todo:
+        for t in d.rows[todo.pop()].values():
+            if t in live and t not in seen:
+                seen.add(t)
+                todo.append(t)
+    keep = sorted(seen)  # state 0 stays first, so it stays the start
+    new = {q: i for i, q in enumerate(keep)}
+    return DFA([{b: new[t] for b, t in d.rows[q].items() if t in new} for q in keep],
+               [d.accept[q] for q in keep])
+
+
+def _minimise(d: DFA) -> DFA:
+    """Moore partition refinement, vectorised (product DFAs reach 10^5 states); start stays 0."""
+    rows, accept = d
+    n = len(rows)
+    alphabet = sorted({b for row in rows for b in row})
+    table = np.full((n, len(alphabet)), n, dtype=np.int64)  # column n: an implicit sink
+    for q, row in enumerate(rows):
+        for c, b in enumerate(alphabet):
+            table[q, c] = row.get(b, n)
+    block = np.asarray(accept, dtype=np.int64)
+    count = len(np.unique(block))
+    while True:
+        with_sink = np.append(block, -1)  # the sink is a block of its own
+        key = block
+        for col in with_sink[table].T:  # fold one column at a time; 1-D unique is fast
+            _, key = np.unique(key * (n + 2) + col + 1, return_inverse=True)
+        block = key.reshape(-1)
+        if block.max() + 1 == count:
+            break
+        count = int(block.max()) + 1
+    block = block.tolist()
+    # renumber so the start's block is 0
+    remap = {block[0]: 0}
+    for x in block:
+        remap.setdefault(x, len(remap))
+    out_rows: list[dict[int, int]] = [{} for _ in range(count)]
+    out_acc = [False] * count
+    for q, row in enumerate(rows):
+        i = remap[block[q]]
+        out_rows[i] = {b: remap[block[t]] for b, t in row.items()}
+        out_acc[i] = accept[q]
+    return DFA(out_rows, out_acc)
+
+
+def _shrink(d: DFA) -> DFA | None:
+    """Trimmed and minimised ``d``, or None if its language is empty."""
+    t = _trim(d)
+    return None if t is None else _minimise(t)
+
+
+def _emit(nfa: NFA, d: DFA) -> Frag:
+    """Copy the DFA into ``nfa``: runs of bytes with one target become one range edge."""
+    rows, accept = d
+    ids = [nfa.state() for _ in rows]
+    end = nfa.state()
+    for q, row in enumerate(rows):
+        run: list[int] | None = None  # [lo, hi, target]
+        for b, t in sorted(row.items()):
+            if run and b == run[1] + 1 and t == run[2]:
+                run[1] = b
+                continue
+            if run:
+                nfa.edge(ids[q], run[0], run[1], ids[run[2]])
+            run = [b, b, t]
+        if run:
+            nfa.edge(ids[q], run[0], run[1], ids[run[2]])
+        if accept[q]:
+            nfa.epsilon(ids[q], end)
+    return Frag(ids[0], end)
+
+
+# -- schema keywords → machines ---------------------------------------------------
+
+def _to_decimal(x: Number | None, keyword: str, pointer: str) -> Decimal | None:
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float, Decimal)):
+        raise SchemaError(f"{keyword} must be a number, got {x!r}", pointer, keyword)
+    d = Decimal(repr(x)) if isinstance(x, float) else Decimal(x)
+    if not d.is_finite():
+        raise SchemaError(f"{keyword} must be finite, got {x!r}", pointer, keyword)
+    if d and sum(map(len, _digits(d))) > MAX_BOUND_DIGITS:
+        raise SchemaError(f"{keyword} {x!r} has too many digits (max {MAX_BOUND_DIGITS})", pointer, keyword)
+    return d
+
+
+Bound = tuple[Decimal, bool]  # (value, inclusive)
+
+
+def _tightest(incl: Decimal | None, excl: Decimal | None, lower: bool) -> Bound | None:
+    """Combine the inclusive and exclusive bound of one side; exclusive wins a tie."""
+    cands = [(v, i) for v, i in ((incl, True), (excl, False)) if v is not None]
+    if not cands:
+        return None
+    # tighter = larger lower bound / smaller upper bound; on a tie exclusive sorts first
+    return max(cands, key=lambda c: (c[0] if lower else -c[0], not c[1]))
+
+
+def _side_constraints(lo: Bound | None, hi: Bound | None, negative: bool) -> list[Machine] | None:
+    """Comparison machines on the magnitude for one sign; None if that sign is impossible."""
+    ge, gt, le, lt = frozenset({0, 1}), frozenset({1}), frozenset({-1, 0}), frozenset({-1})
+    out: list[Machine] = []
+    if not negative:
+        if hi is not None and (hi[0] < 0 or (hi[0] == 0 and not hi[1])):
+            return None
+        if lo is not None and lo[0] > 0:
+            out.append(compare_machine(lo[0], ge if lo[1] else gt))
+        elif lo is not None and lo[0] == 0 and not lo[1]:
+            out.append(compare_machine(lo[0], gt))
+        if hi is not None:
+            out.append(compare_machine(hi[0], le if hi[1] else lt))
+        return out
+    if lo is not None and lo[0] >= 0:
+        return None
+    out.append(compare_machine(Decimal(0), gt))  # no negative zero
+    if lo is not None:  # v >= lo  <=>  |v| <= -lo
+        out.append(compare_machine(-lo[0], le if lo[1] else lt))
+    if hi is not None and hi[0] < 0:  # v <= hi  <=>  |v| >= -hi
+        out.append(compare_machine(-hi[0], ge if hi[1] else gt))
+    return out
+
+
+def _multiple(m: Decimal, pointer: str) -> tuple[int, int]:
+    """Write ``m`` as p * 10**-k with integer p; refuse what needs too many states."""
+    if m <= 0:
+        raise SchemaError(f"multipleOf must be > 0, got {m}", pointer, "multipleOf")
+    exp = m.normalize().as_tuple().exponent
+    k = max(0, -int(exp))
+    p = int(m.scaleb(k))
+    if p > MAX_MULTIPLE_NUMERATOR:
+        raise SchemaError(f"multipleOf {m} is not supported: it needs more than "
+                          f"{MAX_MULTIPLE_NUMERATOR} remainder states", pointer, "multipleOf")
+    return p, k
+
+
+def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) -> Frag:
+    names = {"minimum": "minimum", "maximum": "maximum", "exclusive_minimum": "exclusiveMinimum",
+             "exclusive_maximum": "exclusiveMaximum", "multiple_of": "multipleOf"}
+    d = {k: _to_decimal(kw[k], names[k], pointer) for k in names}
+    lo = _tightest(d["minimum"], d["exclusive_minimum"], lower=True)
+    hi = _tightest(d["maximum"], d["exclusive_maximum"], lower=False)
+    mult = None
+    if d["multiple_of"] is not None:
+        mult = _shrink(_explore(multiple_machine(*_multiple(d["multiple_of"], pointer)), MAGNITUDE))
+    sides: list[DFA | None] = []
+    for negative in (False, True):
+        cons = _side_constraints(lo, hi, negative)
+        side = None if cons is None else _shrink(_explore(_table_machine(syntax), MAGNITUDE))
+        # intersect the small comparison machines first; the remainder machine last
+        for m in cons or ():
+            side = side and _shrink(_intersect(side, _explore(m, MAGNITUDE), MAX_STATES))
+        if side and mult:
+            try:
+                side = _shrink(_intersect(side, mult, MAX_STATES))
+            except OverflowError:
+                raise SchemaError(f"multipleOf {d['multiple_of']} is not supported with these bounds: "
+                                  f"it needs more than {MAX_STATES} automaton states",
+                                  pointer, "multipleOf") from None
+        sides.append(side)
+    if sides == [None, None]:
+        raise SchemaError("the numeric range admits no value", pointer, "minimum" if lo else "maximum")
+    return _emit(nfa, _shrink(_signed(*sides)))
+
+
+def _unbounded_number(nfa: NFA) -> Frag:
+    full = _explore(_table_machine(_FULL), ALPHABET)
+    neg = _intersect(full, _explore(_nonzero_mantissa(), ALPHABET), MAX_STATES)
+    return _emit(nfa, _shrink(_signed(_shrink(full), _shrink(neg))))
+
+
+def integer_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number | None = None,
+                     exclusive_minimum: Number | None = None, exclusive_maximum: Number | None = None,
+                     multiple_of: Number | None = None, allow_integral_fraction: bool = False,
+                     pointer: str = "") -> Frag:
+    """Emit a fragment matching exactly the JSON integers ``-?(0|[1-9][0-9]*)`` within the bounds.
+
+    Non-integer bounds work by value (minimum 1.5 admits 2, 3, ...).
+    ``allow_integral_fraction`` also admits ``.0``, ``.00``... after the digits
+    ("3.0" is a JSON-Schema integer).  Raises :class:`SchemaError` when no
+    integer fits or ``multipleOf`` is unsupported (see module docstring).
+    """
+    kw = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum,
+              exclusive_maximum=exclusive_maximum, multiple_of=multiple_of)
+    return _build(nfa, _INT_FRAC0 if allow_integral_fraction else _INT, kw, pointer)
+
+
+def number_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number | None = None,
+                    exclusive_minimum: Number | None = None, exclusive_maximum: Number | None = None,
+                    multiple_of: Number | None = None, pointer: str = "") -> Frag:
+    """Emit a fragment matching JSON numbers within the bounds.
+
+    Without constraints: the full RFC 8259 grammar (exponents included).  With
+    any constraint: exactly the plain decimals ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``
+    whose value satisfies them; exponent forms are refused.  Negative zero is
+    never accepted.  Raises :class:`SchemaError` like :func:`integer_fragment`.
+    """
+    kw = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum,
+              exclusive_maximum=exclusive_maximum, multiple_of=multiple_of)
+    if all(v is None for v in kw.values()):
+        return _unbounded_number(nfa)
+    return _build(nfa, _DEC, kw, pointer)

@@ -1,0 +1,417 @@
+"""JSON Schema (draft 2020-12, draft 7 spellings) to a byte NFA.
+
+:func:`compile_schema` validates the schema against its meta-schema, resolves
+``$ref`` with the ``referencing`` library, and emits one NFA fragment per
+subschema.  Scalars live here; objects and arrays in :mod:`.schema_struct`;
+``allOf`` merging and ``oneOf`` disjointness in :mod:`.schema_merge`.
+
+Language choices (documented in docs/schema-support.md):
+
+* objects are closed by default (``strict_objects``): extra keys only when the
+  schema allows them explicitly; properties appear in schema order;
+* whitespace between JSON tokens is bounded (``max_whitespace`` bytes per run,
+  0 = compact); none before the value and none after it;
+* enum/const strings and property names are written in their canonical JSON
+  form (``escapes="canonical"``) unless ``escapes="all"`` asks for every
+  escape spelling; free-text strings always accept every escape.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+
+from .charset import ANY_CP, json_char_fragment
+from .errors import EnforcerError, SchemaError
+from .nfa import NFA, Frag
+
+JSON_TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
+
+#: keywords that never change the accepted language
+ANNOTATIONS = frozenset({
+    "$schema", "$id", "$anchor", "$comment", "$defs", "definitions", "$vocabulary", "$dynamicAnchor",
+    "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
+    "contentMediaType", "contentEncoding", "contentSchema",
+})
+
+#: standard keywords this compiler does not implement: an error unless lenient
+UNSUPPORTED = frozenset({
+    "not", "if", "then", "else", "contains", "minContains", "maxContains", "unevaluatedProperties",
+    "unevaluatedItems", "dependentRequired", "dependentSchemas", "dependencies", "propertyNames",
+    "$dynamicRef", "$recursiveRef", "$recursiveAnchor", "patternProperties",
+})
+
+TYPE_KEYWORDS = {
+    "string": {"minLength", "maxLength", "pattern", "format"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+    "object": {"properties", "required", "additionalProperties", "minProperties", "maxProperties"},
+    "array": {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"},
+}
+TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
+STRUCTURAL = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref"}
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """How a schema becomes a language; every field is part of the grammar cache key.
+
+    * ``strict_objects`` -- True: objects take only the properties the schema
+      names unless ``additionalProperties`` allows more (what function calling
+      wants).  False: follow the spec default (extra keys allowed).
+    * ``max_whitespace`` -- the longest run of JSON whitespace between tokens
+      (0 = compact output).
+    * ``max_depth`` -- nesting bound for recursive ``$ref`` and free-form values.
+    * ``escapes`` -- "canonical" or "all" spellings for enum/const strings and keys.
+    * ``lenient`` -- unsupported keywords become warnings instead of errors
+      (the language then ignores them, so outputs may not validate).
+    * ``integral_fractions`` -- integers may be written ``1.0`` (spec-valid; off by
+      default because a model should not be invited to write them).
+    """
+
+    strict_objects: bool = True
+    max_whitespace: int = 20
+    max_depth: int = 16
+    escapes: str = "canonical"
+    lenient: bool = False
+    integral_fractions: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_whitespace < 0:
+            raise EnforcerError(f"max_whitespace must be >= 0, got {self.max_whitespace}")
+        if self.max_depth < 1:
+            raise EnforcerError(f"max_depth must be >= 1, got {self.max_depth}")
+        if self.escapes not in ("canonical", "all"):
+            raise EnforcerError(f"escapes must be 'canonical' or 'all', got {self.escapes!r}")
+
+
+@dataclass
+class Ctx:
+    """Where a subschema sits: its JSON pointer and the resolver for its ``$ref``s."""
+
+    pointer: str
+    resolver: referencing.Resolver
+    draft7: bool = False
+
+    def child(self, *parts: Any) -> "Ctx":
+        """The context of a subschema below this one."""
+        ptr = self.pointer + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+        return Ctx(ptr, self.resolver, self.draft7)
+
+
+@dataclass
+class SchemaCompiler:
+    """Emits NFA fragments for subschemas; one instance per compiled schema."""
+
+    options: SchemaOptions
+    nfa: NFA = field(default_factory=NFA)
+    warnings: list[str] = field(default_factory=list)
+    _ref_machines: dict[tuple[int, str], Frag] = field(default_factory=dict)
+    _shared: dict[str, Frag] = field(default_factory=dict)
+
+    # -- shared pieces -------------------------------------------------------------
+    def shared(self, key: str, build: Callable[[], Frag]) -> Frag:
+        """A sub-machine built once and called from many places (weight 0)."""
+        frag = self._shared.get(key)
+        if frag is None:
+            frag = build()
+            self._shared[key] = frag
+        return frag
+
+    def ws(self) -> Frag:
+        """Optional JSON whitespace, at most ``max_whitespace`` bytes."""
+        if self.options.max_whitespace == 0:
+            return self.nfa.empty()
+        body = self.shared("ws", lambda: self.nfa.byte_ranges([(0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20)]))
+        return self.nfa.loop(body, 0, self.options.max_whitespace)
+
+    def punct(self, ch: bytes) -> Frag:
+        """A structural character surrounded by optional whitespace."""
+        return self.nfa.seq([self.ws(), self.nfa.literal(ch), self.ws()])
+
+    def string_literal(self, text: str) -> Frag:
+        """A JSON string whose decoded value is exactly ``text`` (quotes included)."""
+        nfa = self.nfa
+        if self.options.escapes == "canonical":
+            return nfa.literal(json.dumps(text, ensure_ascii=False).encode())
+        return nfa.seq([nfa.literal(b'"'), *(self.char_literal(ch) for ch in text), nfa.literal(b'"')])
+
+    def char_literal(self, ch: str) -> Frag:
+        """One character inside a JSON string, spelled as ``escapes`` allows."""
+        if self.options.escapes == "canonical":
+            return self.nfa.literal(json.dumps(ch, ensure_ascii=False).encode()[1:-1])
+        return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
+
+    # -- dispatch -------------------------------------------------------------------
+    def compile(self, schema: Any, ctx: Ctx) -> Frag:
+        """A fragment matching the JSON text of every instance of ``schema``."""
+        from .schema_merge import merge_all_of
+
+        if schema is True:
+            return self.any_value(ctx)
+        if schema is False:
+            return self.nfa.nothing()
+        if not isinstance(schema, dict):
+            raise SchemaError("a schema must be an object or a boolean", ctx.pointer)
+        self.check_keywords(schema, ctx)
+        if "$ref" in schema:
+            return self.compile_ref_schema(schema, ctx)
+        if "allOf" in schema:
+            return self.compile(merge_all_of(schema, ctx, self), ctx)
+        if "anyOf" in schema or "oneOf" in schema:
+            return self.compile_alternatives(schema, ctx)
+        if "enum" in schema or "const" in schema:
+            return self.compile_values(schema, ctx)
+        types = self.types_of(schema, ctx)
+        if not types:
+            raise SchemaError("the schema admits no value (no type is possible)", ctx.pointer)
+        return self.nfa.alt([self.compile_type(t, schema, ctx) for t in types])
+
+    def check_keywords(self, schema: dict, ctx: Ctx) -> None:
+        """Raise (or warn, when lenient) on standard keywords that are not implemented."""
+        for key, value in schema.items():
+            if key in UNSUPPORTED or (key == "uniqueItems" and value is True and schema.get("maxItems", 2) > 1):
+                msg = f"keyword {key!r} is not supported"
+                if not self.options.lenient:
+                    raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
+                self.warnings.append(f"{msg} at {ctx.child(key).pointer or '/'}; ignored")
+                warnings.warn(self.warnings[-1], stacklevel=3)
+            if key == "items" and isinstance(value, list) and not ctx.draft7:
+                raise SchemaError("array-form 'items' is draft 7; use prefixItems in 2020-12",
+                                  ctx.child(key).pointer, keyword=key)
+
+    def types_of(self, schema: dict, ctx: Ctx) -> list[str]:
+        """The JSON types this (enum/combinator-free) schema may produce."""
+        declared = schema.get("type")
+        if declared is None:
+            types = list(JSON_TYPES)
+            if self.options.strict_objects:
+                implied = [t for t, kws in TYPE_KEYWORDS.items() if kws & schema.keys()]
+                if implied:
+                    types = implied
+        else:
+            types = [declared] if isinstance(declared, str) else list(declared)
+        if "integer" in types and "number" in types:
+            types.remove("integer")  # number already holds every integer
+        return types
+
+    def compile_type(self, t: str, schema: dict, ctx: Ctx) -> Frag:
+        """The fragment for one JSON type under the keywords that apply to it."""
+        from .schema_struct import compile_array, compile_object
+
+        nfa = self.nfa
+        if t == "null":
+            return nfa.literal(b"null")
+        if t == "boolean":
+            return nfa.alt([nfa.literal(b"true"), nfa.literal(b"false")])
+        if t in ("integer", "number"):
+            return self.compile_number(t, schema, ctx)
+        if t == "string":
+            return self.compile_string(schema, ctx)
+        if t == "object":
+            return compile_object(self, schema, ctx)
+        if t == "array":
+            return compile_array(self, schema, ctx)
+        raise SchemaError(f"unknown type {t!r}", ctx.child("type").pointer, keyword="type")
+
+    # -- scalars --------------------------------------------------------------------
+    def compile_number(self, t: str, schema: dict, ctx: Ctx) -> Frag:
+        """Integers and numbers with exact (integers) or sound (numbers) bounds."""
+        from .numbers import integer_fragment, number_fragment
+
+        kw = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+              if k in schema}
+        named = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum",
+                 "exclusiveMaximum": "exclusive_maximum", "multipleOf": "multiple_of"}
+        args = {named[k]: v for k, v in kw.items()}
+        try:
+            if t == "integer":
+                return integer_fragment(self.nfa, allow_integral_fraction=self.options.integral_fractions, **args)
+            return number_fragment(self.nfa, **args)
+        except SchemaError as e:
+            raise SchemaError(str(e).removesuffix(" at /"), ctx.pointer, keyword=e.keyword) from None
+
+    def compile_string(self, schema: dict, ctx: Ctx) -> Frag:
+        """A JSON string under minLength/maxLength, pattern and format."""
+        from .formats import format_fragment
+        from .regex import compile_regex
+
+        nfa = self.nfa
+        lo = int(schema.get("minLength", 0))
+        hi = schema.get("maxLength")
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
+            raise SchemaError(f"maxLength {hi} < minLength {lo}: the string admits no value", ctx.pointer)
+        constraints = [k for k in ("pattern", "format") if k in schema]
+        if lo > 0 or hi is not None:
+            constraints += ["minLength/maxLength"]
+        if len(constraints) > 1:
+            raise SchemaError(f"combining {' and '.join(constraints)} on one string is not supported yet",
+                              ctx.pointer, keyword=constraints[0])
+        if "pattern" in schema:
+            try:
+                body = compile_regex(nfa, schema["pattern"], mode="json", search=True)
+            except EnforcerError as e:
+                raise SchemaError(str(e), ctx.child("pattern").pointer, keyword="pattern") from None
+        elif "format" in schema:
+            try:
+                body = format_fragment(nfa, schema["format"])
+            except (KeyError, ValueError) as e:
+                if not self.options.lenient:
+                    raise SchemaError(f"format {schema['format']!r} is not supported ({e})",
+                                      ctx.child("format").pointer, keyword="format") from None
+                self.warnings.append(f"format {schema['format']!r} at {ctx.pointer or '/'} ignored")
+                body = self.plain_string_body(0, None)
+        else:
+            body = self.plain_string_body(lo, hi)
+        return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
+
+    def plain_string_body(self, lo: int, hi: int | None) -> Frag:
+        """Between ``lo`` and ``hi`` characters of any JSON string content."""
+        char = self.shared("char", lambda: json_char_fragment(self.nfa, ANY_CP))
+        return self.nfa.loop(char, lo, hi, plain_string_char=True)
+
+    # -- enum / const ----------------------------------------------------------------
+    def compile_values(self, schema: dict, ctx: Ctx) -> Frag:
+        """``enum``/``const``: the listed values that also satisfy the sibling keywords."""
+        values = [schema["const"]] if "const" in schema else list(schema["enum"])
+        rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
+        if "enum" in schema and "const" in schema:
+            values = [v for v in schema["enum"] if _json_equal(v, schema["const"])]
+        check = jsonschema.Draft202012Validator(rest) if rest else None
+        kept = [v for v in values if check is None or check.is_valid(v)]
+        if not kept:
+            raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
+        return self.nfa.alt([self.value_literal(v) for v in _dedupe(kept)])
+
+    def value_literal(self, value: Any) -> Frag:
+        """A fragment for one JSON value written with bounded whitespace."""
+        nfa = self.nfa
+        if isinstance(value, str):
+            return self.string_literal(value)
+        if isinstance(value, dict):
+            parts = [nfa.literal(b"{"), self.ws()]
+            for i, (k, v) in enumerate(value.items()):
+                if i:
+                    parts.append(self.punct(b","))
+                parts += [self.string_literal(k), self.punct(b":"), self.value_literal(v)]
+            return nfa.seq(parts + [self.ws(), nfa.literal(b"}")])
+        if isinstance(value, list):
+            parts = [nfa.literal(b"["), self.ws()]
+            for i, v in enumerate(value):
+                if i:
+                    parts.append(self.punct(b","))
+                parts.append(self.value_literal(v))
+            return nfa.seq(parts + [self.ws(), nfa.literal(b"]")])
+        return nfa.literal(json.dumps(value).encode())
+
+    # -- combinators and references ---------------------------------------------------
+    def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
+        """anyOf, and oneOf when its branches are provably disjoint."""
+        from .schema_merge import check_disjoint, merge_pair
+
+        key = "anyOf" if "anyOf" in schema else "oneOf"
+        branches = schema[key]
+        rest = {k: v for k, v in schema.items() if k != key}
+        if key == "anyOf" and "oneOf" in rest:
+            raise SchemaError("anyOf together with oneOf is not supported", ctx.pointer, keyword="oneOf")
+        merged = []
+        for i, b in enumerate(branches):
+            bctx = ctx.child(key, i)
+            merged.append((merge_pair(rest, b, bctx, self) if rest else b, bctx))
+        if key == "oneOf":
+            check_disjoint([m for m, _ in merged], [c for _, c in merged], self)
+        return self.nfa.alt([self.compile(m, c) for m, c in merged])
+
+    def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
+        """``$ref``: a call into the target's shared machine (siblings merged in)."""
+        from .schema_merge import resolve_ref_siblings
+
+        siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
+        if siblings and not ctx.draft7:
+            return self.compile(resolve_ref_siblings(schema, ctx, self), ctx)
+        target, tctx = self.resolve(schema["$ref"], ctx)
+        return self.nfa.call(self.ref_machine(target, tctx), weight=1)
+
+    def resolve(self, ref: str, ctx: Ctx) -> tuple[Any, Ctx]:
+        """Look ``ref`` up relative to ``ctx``; returns the target and its context."""
+        try:
+            resolved = ctx.resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable as e:
+            raise SchemaError(f"cannot resolve $ref {ref!r} ({type(e).__name__})",
+                              ctx.child("$ref").pointer, keyword="$ref") from None
+        frag = ref.partition("#")[2]
+        return resolved.contents, Ctx(frag if frag.startswith("/") else f"{ctx.pointer}/$ref->{ref}",
+                                      resolved.resolver, ctx.draft7)
+
+    def ref_machine(self, target: Any, tctx: Ctx) -> Frag:
+        """The callee fragment for a ``$ref`` target, compiled once (recursion-safe)."""
+        key = (id(target), tctx.pointer)
+        frag = self._ref_machines.get(key)
+        if frag is None:
+            frag = Frag(self.nfa.state(), self.nfa.state())
+            self._ref_machines[key] = frag
+            body = self.compile(target, tctx)
+            self.nfa.epsilon(frag.start, body.start)
+            self.nfa.epsilon(body.end, frag.end)
+        return frag
+
+    def any_value(self, ctx: Ctx) -> Frag:
+        """Any JSON value (recursive through a shared machine, depth-bounded)."""
+        def build() -> Frag:
+            frag = Frag(self.nfa.state(), self.nfa.state())
+            self._shared["any"] = frag
+            body = self.nfa.alt([self.compile_type(t, {}, ctx) for t in JSON_TYPES if t != "integer"])
+            self.nfa.epsilon(frag.start, body.start)
+            self.nfa.epsilon(body.end, frag.end)
+            return frag
+
+        machine = self._shared.get("any") or build()
+        return self.nfa.call(machine, weight=1)
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return jsonschema.Draft202012Validator({"const": a}).is_valid(b)
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if not any(_json_equal(v, o) and type(v) is type(o) for o in out):
+            out.append(v)
+    return out
+
+
+def compile_schema(schema: Any, options: SchemaOptions | None = None,
+                   registry: referencing.Registry | None = None) -> tuple[NFA, Frag, list[str]]:
+    """Validate ``schema`` and compile it to an NFA fragment for its JSON text.
+
+    ``registry`` may hold further documents for remote ``$ref``s; nothing is
+    fetched from the network.  Returns ``(nfa, root fragment, warnings)``.
+    """
+    options = options or SchemaOptions()
+    draft7 = isinstance(schema, dict) and "draft-07" in str(schema.get("$schema", ""))
+    validator_cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
+    if isinstance(schema, dict) and "$schema" in schema and not draft7 and "2020-12" not in schema["$schema"]:
+        raise SchemaError(f"unsupported $schema {schema['$schema']!r} (use draft 2020-12 or draft-07)", "/$schema")
+    try:
+        validator_cls.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as e:
+        ptr = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in e.path)
+        raise SchemaError(f"invalid schema: {e.message}", ptr) from None
+    spec = referencing.jsonschema.DRAFT7 if draft7 else referencing.jsonschema.DRAFT202012
+    resource = referencing.Resource.from_contents(schema, default_specification=spec)
+    registry = (registry or referencing.Registry()).with_resource("urn:exl2-enforcer:root", resource)
+    resolver = registry.resolver(base_uri=resource.id() or "urn:exl2-enforcer:root")
+    if resource.id():
+        registry = registry.with_resource(resource.id(), resource)
+        resolver = registry.resolver(base_uri=resource.id())
+    compiler = SchemaCompiler(options)
+    root = compiler.compile(schema, Ctx("", resolver, draft7))
+    return compiler.nfa, root, compiler.warnings

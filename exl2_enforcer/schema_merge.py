@@ -1,0 +1,212 @@
+"""``allOf`` by merging, ``$ref`` with siblings, and the ``oneOf`` disjointness proof.
+
+An automaton cannot intersect two arbitrary sub-languages cheaply, so
+``allOf`` is compiled by merging its schemas keyword by keyword into one
+schema.  Keywords that cannot be merged exactly raise :class:`SchemaError`
+naming the pointer; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from .errors import SchemaError
+
+if TYPE_CHECKING:
+    from .schema import Ctx, SchemaCompiler
+
+_MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_SAME = ("pattern", "format", "uniqueItems")
+_IGNORED = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
+                      "writeOnly", "$schema", "$id", "$anchor", "$defs", "definitions"})
+
+
+def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """Replace a schema that is only a ``$ref`` (plus annotations) by its target."""
+    seen = 0
+    while isinstance(schema, dict) and "$ref" in schema:
+        rest = {k: v for k, v in schema.items() if k != "$ref" and k not in _IGNORED}
+        target, tctx = c.resolve(schema["$ref"], ctx)
+        if tctx.resolver is not ctx.resolver and _has_relative_refs(target):
+            raise SchemaError("merging a $ref target from another document is not supported",
+                              ctx.child("$ref").pointer, keyword="$ref")
+        schema = merge_pair(rest, target, ctx, c) if rest else target
+        seen += 1
+        if seen > 64:
+            raise SchemaError("$ref chain does not end", ctx.pointer, keyword="$ref")
+    return schema
+
+
+def _has_relative_refs(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return any(k == "$ref" or _has_relative_refs(v) for k, v in schema.items())
+    if isinstance(schema, list):
+        return any(_has_relative_refs(v) for v in schema)
+    return False
+
+
+def resolve_ref_siblings(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """A 2020-12 ``$ref`` with sibling keywords: both apply, so merge them."""
+    return expand_ref(schema, ctx, c)
+
+
+def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """Fold ``allOf`` into its parent schema."""
+    merged: Any = {k: v for k, v in schema.items() if k != "allOf"}
+    for i, branch in enumerate(schema["allOf"]):
+        merged = merge_pair(merged, branch, ctx.child("allOf", i), c)
+    return merged
+
+
+def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """One schema whose instances are exactly those of both ``a`` and ``b``."""
+    a, b = expand_ref(a, ctx, c), expand_ref(b, ctx, c)
+    if a is True or a == {}:
+        return b
+    if b is True or b == {}:
+        return a
+    if a is False or b is False:
+        return False
+    if "allOf" in a:
+        a = merge_all_of(a, ctx, c)
+    if "allOf" in b:
+        b = merge_all_of(b, ctx, c)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return merge_pair(a, b, ctx, c)
+    out = dict(a)
+    for key, bv in b.items():
+        if key not in out or key in _IGNORED:
+            out.setdefault(key, bv)
+            continue
+        av = out[key]
+        out[key] = _merge_keyword(key, av, bv, a, b, ctx, c)
+    _close_properties(out, a, b)
+    return out
+
+
+def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    if key in _MAX_OF:
+        return max(av, bv)
+    if key in _MIN_OF:
+        return min(av, bv)
+    if key == "type":
+        return _merge_types(av, bv, ctx)
+    if key == "required":
+        return list(dict.fromkeys(list(av) + list(bv)))
+    if key == "properties":
+        props = dict(av)
+        for name, sub in bv.items():
+            props[name] = merge_pair(props[name], sub, ctx.child("properties", name), c) if name in props else sub
+        return props
+    if key in ("items", "additionalProperties", "additionalItems"):
+        return merge_pair(av, bv, ctx.child(key), c)
+    if key == "prefixItems":
+        n = max(len(av), len(bv))
+        return [merge_pair(av[i] if i < len(av) else a.get("items", True),
+                           bv[i] if i < len(bv) else b.get("items", True), ctx.child(key, i), c) for i in range(n)]
+    if key == "enum":
+        return [v for v in av if any(_equal(v, w) for w in bv)]
+    if key == "const":
+        if not _equal(av, bv):
+            raise SchemaError("allOf has two different const values: the schema admits no value", ctx.pointer)
+        return av
+    if key == "multipleOf" and isinstance(av, int) and isinstance(bv, int):
+        return av * bv // math.gcd(av, bv)
+    if av == bv:
+        return av
+    raise SchemaError(f"allOf with two different {key!r} values cannot be merged exactly", ctx.child(key).pointer,
+                      keyword=key)
+
+
+def _merge_types(av: Any, bv: Any, ctx: "Ctx") -> Any:
+    ta = {av} if isinstance(av, str) else set(av)
+    tb = {bv} if isinstance(bv, str) else set(bv)
+    if "number" in ta:
+        ta.add("integer")
+    if "number" in tb:
+        tb.add("integer")
+    both = ta & tb
+    if "number" in both:
+        both.discard("integer")
+    if not both:
+        raise SchemaError("allOf branches have no type in common: the schema admits no value", ctx.pointer)
+    return sorted(both)
+
+
+def _close_properties(out: dict, a: dict, b: dict) -> None:
+    """``additionalProperties: false`` on one side forbids the other side's extra names."""
+    for side in (a, b):
+        if side.get("additionalProperties") is False:
+            allowed = set(side.get("properties", {}))
+            props = dict(out.get("properties", {}))
+            for name in list(props):
+                if name not in allowed:
+                    props[name] = False
+            out["properties"] = props
+            out["additionalProperties"] = False
+
+
+def _equal(x: Any, y: Any) -> bool:
+    return jsonschema.Draft202012Validator({"const": x}).is_valid(y)
+
+
+def _possible_types(schema: Any) -> set[str]:
+    all_types = {"null", "boolean", "object", "array", "number", "string"}
+    if not isinstance(schema, dict):
+        return all_types if schema else set()
+    if "const" in schema or "enum" in schema:
+        vals = [schema["const"]] if "const" in schema else schema["enum"]
+        return {_type_of(v) for v in vals}
+    t = schema.get("type")
+    if t is None:
+        return all_types
+    ts = {t} if isinstance(t, str) else set(t)
+    return {"number" if x == "integer" else x for x in ts}
+
+
+def _type_of(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    return {str: "string", dict: "object", list: "array"}[type(v)]
+
+
+def _disjoint(a: Any, b: Any, strict: bool) -> bool:
+    """True when no instance can satisfy both schemas (a sufficient test)."""
+    if not (_possible_types(a) & _possible_types(b)):
+        return True
+    for x, y in ((a, b), (b, a)):
+        if isinstance(x, dict) and ("const" in x or "enum" in x):
+            vals = [x["const"]] if "const" in x else x["enum"]
+            if not any(jsonschema.Draft202012Validator(y).is_valid(v) for v in vals):
+                return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        pa, pb = a.get("properties", {}), b.get("properties", {})
+        ra, rb = set(a.get("required", [])), set(b.get("required", []))
+        for name in (ra & rb) & (pa.keys() & pb.keys()):
+            if _disjoint(pa[name], pb[name], strict):
+                return True
+        for x, px, y, py, ry in ((a, pa, b, pb, rb), (b, pb, a, pa, ra)):
+            closed = x.get("additionalProperties", None if strict else True)
+            if closed in (False, None):
+                if any(n not in px or px[n] is False for n in ry):
+                    return True
+    return False
+
+
+def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") -> None:
+    """Raise unless every pair of ``oneOf`` branches is provably disjoint."""
+    expanded = [expand_ref(b, x, c) for b, x in zip(branches, ctxs)]
+    for i in range(len(expanded)):
+        for j in range(i + 1, len(expanded)):
+            if not _disjoint(expanded[i], expanded[j], c.options.strict_objects):
+                raise SchemaError(f"oneOf branches {i} and {j} may overlap, so 'exactly one' cannot be enforced;"
+                                  " make them disjoint (e.g. a const discriminator) or use anyOf",
+                                  ctxs[i].pointer.rsplit("/", 1)[0], keyword="oneOf")

@@ -1,0 +1,255 @@
+"""Objects and arrays: the container part of the schema compiler.
+
+Objects are emitted in schema order with *lanes*: the number of properties
+written so far decides whether a comma comes next and which counts
+``minProperties``/``maxProperties`` still allow.  Without those keywords two
+lanes suffice ("none yet" / "some") and every property value is inlined once.
+
+Arrays use a counted loop for the repeated element, so ``maxItems`` costs
+nothing in NFA size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .charset import ANY_CP, cp_minus, json_char_fragment
+from .errors import SchemaError
+from .nfa import Frag
+
+if TYPE_CHECKING:
+    from .schema import Ctx, SchemaCompiler
+
+
+def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any) -> list[tuple[str, Any, "Ctx", bool]]:
+    """Declared properties in schema order, then required names that are not declared."""
+    props = schema.get("properties", {})
+    required = list(dict.fromkeys(schema.get("required", [])))
+    out = [(name, sub, ctx.child("properties", name), name in required) for name, sub in props.items()]
+    for name in required:
+        if name not in props:
+            if extra is False:
+                raise SchemaError(f"required property {name!r} is not allowed (additionalProperties is false"
+                                  " or objects are closed): the object admits no value", ctx.child("required").pointer)
+            out.append((name, extra, ctx.child("additionalProperties"), True))
+    return out
+
+
+def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+    """``{ ... }`` with properties in schema order, bounded by min/maxProperties."""
+    nfa = c.nfa
+    extra = schema.get("additionalProperties", None if c.options.strict_objects else True)
+    if extra is None:
+        extra = False
+    entries = _entries(c, schema, ctx, extra)
+    min_p = int(schema.get("minProperties", 0))
+    max_p = schema.get("maxProperties")
+    max_p = None if max_p is None else int(max_p)
+    cap = max_p if max_p is not None else max(min_p, 1)
+
+    def sat(k: int) -> int:
+        return min(k, cap)
+
+    open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
+    lanes = {0: open_.end}
+    for name, sub, pctx, required in entries:
+        if sub is False:
+            if required:
+                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
+            continue
+        targets = _emit_targets(c, lanes, max_p, sat)
+        new_lanes: dict[int, int] = {}
+        _wire_kv(c, targets, new_lanes, lambda n=name, s=sub, p=pctx: _kv(c, c.string_literal(n), s, p))
+        if not required:
+            for k, q in lanes.items():
+                nfa.epsilon(q, new_lanes.setdefault(k, nfa.state()))
+        lanes = new_lanes
+        if not lanes:
+            raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+    if extra is not False:
+        lanes = _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat)
+    end = nfa.state()
+    close = nfa.seq([c.ws(), nfa.literal(b"}")])
+    nfa.epsilon(close.end, end)
+    closable = False
+    for k, q in lanes.items():
+        if k >= min_p:
+            closable = True
+            if k == 0:
+                last = nfa.literal(b"}")
+                nfa.epsilon(q, last.start)
+                nfa.epsilon(last.end, end)
+            else:
+                nfa.epsilon(q, close.start)
+    if not closable:
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+    return Frag(open_.start, end)
+
+
+def _emit_targets(c: "SchemaCompiler", lanes: dict[int, int], max_p: int | None, sat) -> dict[int, int]:
+    """Join states, by count after emitting, reached from each lane (with a comma if needed)."""
+    nfa = c.nfa
+    targets: dict[int, int] = {}
+    for k, q in lanes.items():
+        if max_p is not None and k >= max_p:
+            continue
+        j = targets.setdefault(sat(k + 1), nfa.state())
+        if k == 0:
+            nfa.epsilon(q, j)
+        else:
+            comma = c.punct(b",")
+            nfa.epsilon(q, comma.start)
+            nfa.epsilon(comma.end, j)
+    return targets
+
+
+def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int], make) -> None:
+    """Connect each join state through a key/value pair to the lane of its count.
+
+    One join: the pair is inlined.  Several (counted lanes): a shared callee
+    avoids one copy of the value per lane.
+    """
+    nfa = c.nfa
+    machine: Frag | None = None
+    if len(targets) > 1:
+        body = make()
+        machine = Frag(nfa.state(), nfa.state())
+        nfa.epsilon(machine.start, body.start)
+        nfa.epsilon(body.end, machine.end)
+    for k2, j in targets.items():
+        frag = make() if machine is None else nfa.call(machine, weight=0)
+        nfa.epsilon(j, frag.start)
+        nfa.epsilon(frag.end, dest.setdefault(k2, nfa.state()))
+
+
+def _kv(c: "SchemaCompiler", key: Frag, sub: Any, pctx: "Ctx") -> Frag:
+    return c.nfa.seq([key, c.punct(b":"), c.compile(sub, pctx)])
+
+
+def _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat) -> dict[int, int]:
+    """Zero or more further key/value pairs whose keys are not declared names."""
+    nfa = c.nfa
+    names = [e[0] for e in entries]
+    ectx = ctx.child("additionalProperties")
+    all_lanes = {k: nfa.state() for k in range(cap + 1)}
+    for k, q in lanes.items():
+        nfa.epsilon(q, all_lanes[k])
+    targets = _emit_targets(c, all_lanes, max_p, sat)
+    _wire_kv(c, targets, all_lanes, lambda: _kv(c, other_key(c, names), extra, ectx))
+    return all_lanes
+
+
+def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:
+    """A JSON string key whose decoded value is none of ``names``.
+
+    Walks a trie of the names by code point; leaving the trie leads to free
+    text.  With canonical escapes a name spelled with escapes is refused
+    entirely, which is sound.
+    """
+    nfa = c.nfa
+    if not names:
+        return nfa.seq([nfa.literal(b'"'), c.plain_string_body(0, None), nfa.literal(b'"')])
+    trie: dict = {}
+    for n in names:
+        node = trie
+        for ch in n:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    end = nfa.state()
+    free = nfa.seq([c.plain_string_body(0, None), nfa.literal(b'"')])
+    nfa.epsilon(free.end, end)
+
+    def build(node: dict, state: int) -> None:
+        chars = [ch for ch in node if ch]
+        if "" not in node:
+            close = nfa.literal(b'"')
+            nfa.epsilon(state, close.start)
+            nfa.epsilon(close.end, end)
+        others = cp_minus(ANY_CP, tuple(sorted((ord(ch), ord(ch)) for ch in chars)))
+        step = json_char_fragment(nfa, _canon(others))
+        nfa.epsilon(state, step.start)
+        nfa.epsilon(step.end, free.start)
+        for ch in chars:
+            inner = c.char_literal(ch)
+            nxt = nfa.state()
+            nfa.epsilon(state, inner.start)
+            nfa.epsilon(inner.end, nxt)
+            build(node[ch], nxt)
+
+    start = nfa.literal(b'"')
+    build(trie, start.end)
+    return Frag(start.start, end)
+
+
+def _canon(cps: tuple) -> tuple:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in cps:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
+
+
+def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+    """``[ ... ]`` with prefixItems, items (or draft 7 items/additionalItems), min/maxItems."""
+    nfa = c.nfa
+    if ctx.draft7 and isinstance(schema.get("items"), list):
+        prefix, rest, rest_key = schema["items"], schema.get("additionalItems", True), "additionalItems"
+        pkey = "items"
+    else:
+        prefix, rest, rest_key = schema.get("prefixItems", []), schema.get("items", True), "items"
+        pkey = "prefixItems"
+    min_i = int(schema.get("minItems", 0))
+    max_i = schema.get("maxItems")
+    max_i = None if max_i is None else int(max_i)
+    if rest is False:
+        max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
+    if max_i is not None and max_i < min_i:
+        raise SchemaError(f"the array admits no value (at most {max_i} items but minItems {min_i})", ctx.pointer)
+    open_ = nfa.seq([nfa.literal(b"["), c.ws()])
+    end = nfa.state()
+    close = nfa.seq([c.ws(), nfa.literal(b"]")])
+    nfa.epsilon(close.end, end)
+
+    def close_from(q: int, k: int) -> None:
+        if k == 0:
+            bracket = nfa.literal(b"]")
+            nfa.epsilon(q, bracket.start)
+            nfa.epsilon(bracket.end, end)
+        else:
+            nfa.epsilon(q, close.start)
+
+    q = open_.end
+    n_prefix = len(prefix) if max_i is None else min(len(prefix), max_i)
+    for k in range(n_prefix):
+        if k >= min_i:
+            close_from(q, k)
+        item = c.compile(prefix[k], ctx.child(pkey, k))
+        parts = [item] if k == 0 else [c.punct(b","), item]
+        f = nfa.seq(parts)
+        nfa.epsilon(q, f.start)
+        q = f.end
+    k = n_prefix
+    more_hi = None if max_i is None else max_i - k
+    if more_hi == 0 or rest is False or k < len(prefix):
+        if k < min_i:
+            raise SchemaError("the array admits no value (minItems cannot be reached)", ctx.pointer)
+        close_from(q, k)
+        return Frag(open_.start, end)
+    rctx = ctx.child(rest_key)
+    more_lo = max(0, min_i - k)
+    if k == 0:
+        # the first element has no comma: inline it, loop over ", item" for the rest
+        if more_lo == 0:
+            close_from(q, 0)
+        first = c.compile(rest, rctx)
+        nfa.epsilon(q, first.start)
+        q, more_lo = first.end, max(0, more_lo - 1)
+        more_hi = None if more_hi is None else more_hi - 1
+        k = 1
+    body = nfa.seq([c.punct(b","), c.compile(rest, rctx)])
+    loop = nfa.loop(body, more_lo, more_hi)
+    nfa.epsilon(q, loop.start)
+    nfa.epsilon(loop.end, close.start)
+    return Frag(open_.start, end)
