@@ -352,6 +352,14 @@ class Automaton:
             nxt = int(self.table[sid, self.class_of_byte[byte]])
         return nxt
 
+    def step_class(self, sid: int, c: int) -> int:
+        """The DFA state after a byte of class ``c`` in state ``sid``."""
+        nxt = self.table.item(sid, c)
+        if nxt == UNKNOWN:
+            self.ensure_rows([sid])
+            nxt = self.table.item(sid, c)
+        return nxt
+
     def walk(self, sid: int, data: bytes) -> int:
         """Feed ``data`` from state ``sid``; ``DEAD`` as soon as a byte is refused."""
         for b in data:

@@ -31,8 +31,11 @@ from typing import Iterable
 
 from .nfa import NFA, Frag
 
+#: Sorted, disjoint, non-adjacent inclusive code point ranges.
 CodePointSet = tuple[tuple[int, int], ...]
+#: Inclusive byte ranges consumed by one edge.
 ByteSet = tuple[tuple[int, int], ...]
+#: One byte set per byte of an encoding.
 ByteSeq = tuple[ByteSet, ...]
 
 MAX_CP = 0x10FFFF

@@ -61,9 +61,12 @@ _MONTH_DAY = _alt(
     "(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)",
     "02-(?:0[1-9]|1[0-9]|2[0-8])",
 )
+#: RFC 3339 full-date, exact per month and leap year.
 DATE_RE = _alt(f"{_YEAR}-{_MONTH_DAY}", f"{_LEAP_YEAR}-02-29")
 _HOUR = "(?:[01][0-9]|2[0-3])"
+#: RFC 3339 full-time: partial-time plus a required offset.
 TIME_RE = f"{_HOUR}:[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?(?:[Zz]|[+-]{_HOUR}:[0-5][0-9])"
+#: RFC 3339 date-time.
 DATE_TIME_RE = f"{DATE_RE}[Tt]{TIME_RE}"
 
 _N = "[0-9]+"
@@ -71,6 +74,7 @@ _DUR_SECOND = f"{_N}S"
 _DUR_MINUTE = f"{_N}M(?:{_DUR_SECOND})?"
 _DUR_TIME = "T" + _alt(f"{_N}H(?:{_DUR_MINUTE})?", _DUR_MINUTE, _DUR_SECOND)
 _DUR_DATE = _alt(f"{_N}D", f"{_N}M(?:{_N}D)?", f"{_N}Y(?:{_N}M(?:{_N}D)?)?") + f"(?:{_DUR_TIME})?"
+#: RFC 3339 Appendix A duration.
 DURATION_RE = "P" + _alt(_DUR_DATE, _DUR_TIME, f"{_N}W")
 
 
@@ -97,6 +101,7 @@ def hostname_re(max_total: int = 253, min_labels: int = 1) -> str:
 
 
 _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+#: Dotted-decimal IPv4 without leading zeros.
 IPV4_RE = f"{_OCTET}(?:\\.{_OCTET}){{3}}"
 
 
@@ -112,7 +117,9 @@ def _ipv6_re() -> str:
     return _alt(*forms)
 
 
+#: IPv6 in full or ``::``-compressed hex form.
 IPV6_RE = _ipv6_re()
+#: 8-4-4-4-12 hex digits.
 UUID_RE = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 
 # RFC 3986 character classes
@@ -121,6 +128,7 @@ _UNRESERVED_SUB = "A-Za-z0-9\\-._~!$&'()*+,;="
 _PCHAR = _alt(f"[{_UNRESERVED_SUB}:@]", _PCT)
 _SEGMENTS = f"(?:/{_PCHAR}*)*"
 _AUTHORITY = f"(?:{_alt(f'[{_UNRESERVED_SUB}:]', _PCT)}*@)?{_alt(f'[{_UNRESERVED_SUB}]', _PCT)}*(?::[0-9]*)?"
+#: RFC 3986 URI with a registered-name (or IPv4-looking) host, no IP literal.
 URI_RE = (
     "[A-Za-z][A-Za-z0-9+.\\-]*:"
     + _alt(f"//{_AUTHORITY}{_SEGMENTS}", f"/(?:{_PCHAR}+{_SEGMENTS})?", f"{_PCHAR}+{_SEGMENTS}", "")

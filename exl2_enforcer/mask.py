@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from .vocabulary import TokenVocabulary
 
 
+#: frontier size below which the trie walk goes on in plain Python
+SCALAR_FRONTIER = 24
+
+
 class MaskTimeout(EnforcerError):
     """A mask computation ran past its time budget (raised between chunks of work)."""
 
@@ -76,6 +80,7 @@ class TokenIndex:
         self.n_bits = self.n_words * 32
         self.end_packed = self.pack(self.end_ids)
         self._plain_packed: dict[int | None, np.ndarray] = {}
+        self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
         self.build_seconds = time.perf_counter() - t0
 
@@ -102,6 +107,16 @@ class TokenIndex:
             got = self.pack(ids)
             with self._lock:
                 self._plain_packed[max_chars] = got
+        return got
+
+    def trie_lists(self, trie: TokenTrie) -> tuple[list[int], list[int], list[int]]:
+        """Python-list views of a trie's arrays, for the scalar tail of walks (cached)."""
+        key = id(trie)
+        got = self._lists.get(key)
+        if got is None:
+            got = (trie.byte.tolist(), trie.child_lo.tolist(), trie.child_hi.tolist())
+            with self._lock:
+                self._lists[key] = got
         return got
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
@@ -170,6 +185,9 @@ class MaskEngine:
         while nodes.shape[0]:
             if deadline is not None and time.perf_counter() > deadline:
                 raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
+            if nodes.shape[0] <= SCALAR_FRONTIER:
+                hits.append(self._walk_scalar(trie, nodes.tolist(), states.tolist(), deadline))
+                break
             cls = cls_of[trie.byte[nodes]]
             nxt = a.table[states, cls]
             unknown = nxt == UNKNOWN
@@ -187,6 +205,27 @@ class MaskEngine:
         alive = np.concatenate(hits)
         tok_pos, _ = expand_ranges(trie.tok_lo[alive], trie.tok_hi[alive])
         return trie.tok_ids[tok_pos]
+
+    def _walk_scalar(self, trie: TokenTrie, nodes: list[int], states: list[int],
+                     deadline: float | None) -> np.ndarray:
+        """Depth-first walk for a narrow frontier, where numpy's per-call cost dominates."""
+        a = self.automaton
+        byte, lo, hi = self.index.trie_lists(trie)
+        cls_of = a.class_of_byte.tolist()
+        stack = list(zip(nodes, states))
+        alive: list[int] = []
+        steps = 0
+        while stack:
+            node, state = stack.pop()
+            alive.append(node)
+            steps += 1
+            if deadline is not None and not steps & 1023 and time.perf_counter() > deadline:
+                raise MaskTimeout("mask computation passed its deadline")
+            for child in range(lo[node], hi[node]):
+                nxt = a.step_class(state, cls_of[byte[child]])
+                if nxt >= 0:
+                    stack.append((child, nxt))
+        return np.asarray(alive, dtype=np.int64)
 
     def fill(self, sid: int, out: np.ndarray, width: int, deadline: float | None = None) -> None:
         """Write the mask of ``sid`` for a logits row ``width`` wide into ``out``.

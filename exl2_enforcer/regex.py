@@ -14,7 +14,12 @@ character atom always stands for one Unicode *code point* (as in Python and
 in ECMA's ``u`` mode) rather than one UTF-16 code unit: ``[^a]`` matches one
 emoji.  ``\\d`` and ``\\w`` are ASCII-only, ``\\s`` is Unicode white space, ``.``
 excludes the four line terminators.  ``{`` that does not start a valid
-quantifier is a literal (ECMA Annex B), as are ``}`` and ``]``.
+quantifier is a literal (ECMA Annex B), as are ``}`` and ``]``; so is ``-``
+next to a class escape inside a class (``[\\d-z]``).  ``\\u{...}`` is read as a
+code point escape (as in ``u`` mode), and an escaped surrogate pair
+``\\uD83D\\uDE00`` as the one astral character it encodes; a lone surrogate
+escape matches nothing (no valid text contains one), and surrogates are
+dropped from classes.  ``\\x`` needs two hex digits and ``\\c`` a letter.
 
 Unsupported (raise :class:`RegexError` naming the feature and its position):
 word boundaries ``\\b``/``\\B``, backreferences ``\\1``/``\\k<name>``, octal
@@ -384,7 +389,8 @@ class _Emitter:
             frag = self.repeat(node)
         else:
             where = "start" if node.kind == "^" else "end"
-            raise RegexError(f"'{node.kind}' is only supported at the {where} of the pattern", self.pattern, node.pos)
+            message = f"'{node.kind}' is only supported at the {where} of the pattern"
+            raise RegexError(message, self.pattern, node.pos)
         if len(nfa) - self.base > self.max_states:
             raise self.too_many(0)
         return frag

@@ -186,7 +186,9 @@ def strings_for(pattern: str) -> list[str]:
         data = sample(nfa, frag, rng, live)
         if data is not None:
             s = data.decode("utf-8")
-            out |= {s, mutate(s, alphabet, rng), "x" + s + "\n", rng.choice(alphabet) + s, s + rng.choice(alphabet)}
+            # the wrapped forms give unanchored searches positives with context around them
+            out |= {s, mutate(s, alphabet, rng), "x" + s + "\n", rng.choice(alphabet) + s,
+                    s + rng.choice(alphabet)}
     return sorted(out)
 
 
