@@ -37,50 +37,61 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     """For each NFA state, the extra call depth needed to reach the end of its machine.
 
     ``INF`` means the state cannot finish at all.  Depth counts call weights
-    (a ``$ref`` call weighs 1, loop iterations 0).  Computed as a decreasing
-    fixpoint with a work list over reverse dependencies.
+    (a ``$ref`` call weighs 1, loop iterations 0).  A bucket queue settles states
+    in increasing depth (Knuth's generalisation of Dijkstra: a call's value is
+    the max of its callee's and its return's), so each state is settled once.
     """
     n = len(nfa)
     h = [INF] * n
-    preds: list[list[int]] = [[] for _ in range(n)]
+    plain_preds: list[list[int]] = [[] for _ in range(n)]
+    combo_preds: list[list[int]] = [[] for _ in range(n)]
     for q in range(n):
         for _, _, t in nfa.edges[q]:
-            preds[t].append(q)
+            plain_preds[t].append(q)
         for t in nfa.eps[q]:
-            preds[t].append(q)
+            plain_preds[t].append(q)
     for q, (callee, r, _w) in nfa.calls.items():
-        preds[r].append(q)
-        preds[callee.start].append(q)
+        combo_preds[r].append(q)
+        combo_preds[callee.start].append(q)
     for q, (lp, _k) in nfa.loop_of.items():
-        preds[lp.exit].append(q)
-        preds[lp.body.start].append(q)
+        combo_preds[lp.exit].append(q)
+        combo_preds[lp.body.start].append(q)
 
-    def evaluate(q: int) -> int:
-        best = INF
-        for _, _, t in nfa.edges[q]:
-            best = min(best, h[t])
-        for t in nfa.eps[q]:
-            best = min(best, h[t])
+    def combo_value(q: int) -> int:
         call = nfa.calls.get(q)
         if call is not None:
             callee, r, w = call
-            best = min(best, max(w + h[callee.start], h[r]))
-        loop = nfa.loop_of.get(q)
-        if loop is not None:
-            best = min(best, _loop_head_depth(loop[0], loop[1], h))
-        return best
+            return max(w + h[callee.start], h[r])
+        lp, k = nfa.loop_of[q]
+        return _loop_head_depth(lp, k, h)
 
-    work = []
-    for e in ends:
+    buckets: dict[int, list[int]] = {0: list(dict.fromkeys(ends))}
+    for e in buckets[0]:
         h[e] = 0
-        work.append(e)
-    while work:
-        t = work.pop()
-        for q in preds[t]:
-            v = evaluate(q)
-            if v < h[q]:
-                h[q] = v
-                work.append(q)
+    settled = [False] * n
+    level = 0
+    while buckets:
+        todo = buckets.pop(level, None)
+        if todo is None:
+            level = min(buckets)
+            continue
+        while todo:
+            t = todo.pop()
+            if settled[t] or h[t] != level:
+                continue
+            settled[t] = True
+            for q in plain_preds[t]:
+                if h[q] > level:
+                    h[q] = level
+                    todo.append(q)
+            for q in combo_preds[t]:
+                v = combo_value(q)
+                if v < h[q]:
+                    h[q] = v
+                    if v == level:
+                        todo.append(q)
+                    else:
+                        buckets.setdefault(v, []).append(q)
     return h
 
 

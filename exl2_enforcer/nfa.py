@@ -170,6 +170,19 @@ class NFA:
                 parts.append(tail)
         return self.seq(parts)
 
+    def splice(self, other: "NFA", frag: Frag) -> Frag:
+        """Copy all states of the call-free ``other`` into this NFA; returns ``frag`` relocated.
+
+        Lets a fragment that is expensive to build (a format, a pattern) be built once
+        into a template NFA and reused by every compilation.
+        """
+        if other.calls or other.loop_of:
+            raise ValueError("splice needs a call-free, loop-free template")
+        off = len(self.edges)
+        self.edges.extend([[(lo, hi, t + off) for lo, hi, t in es] for es in other.edges])
+        self.eps.extend([[t + off for t in es] for es in other.eps])
+        return Frag(frag.start + off, frag.end + off)
+
     # -- calls and counted loops ------------------------------------------------
     def call(self, callee: Frag, weight: int = 1) -> Frag:
         """Run the shared sub-machine ``callee`` here and continue after it returns.

@@ -56,14 +56,9 @@ class Machine(NamedTuple):
 Table = dict[str, dict[bytes, str]]
 _NZ = b"123456789"
 _INT: Table = {"S": {b"0": "Z", _NZ: "D"}, "D": {DIGITS: "D"}}
-_INT_FRAC0: Table = {
-    "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P"}, "D": {DIGITS: "D", b".": "P"},
-    "P": {b"0": "F"}, "F": {b"0": "F"},
-}
-_DEC: Table = {
-    "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P"}, "D": {DIGITS: "D", b".": "P"},
-    "P": {DIGITS: "F"}, "F": {DIGITS: "F"},
-}
+_POINT: Table = {"S": _INT["S"], "Z": {b".": "P"}, "D": {DIGITS: "D", b".": "P"}}
+_INT_FRAC0: Table = {**_POINT, "P": {b"0": "F"}, "F": {b"0": "F"}}
+_DEC: Table = {**_POINT, "P": {DIGITS: "F"}, "F": {DIGITS: "F"}}
 _FULL: Table = {
     "S": {b"0": "Z", _NZ: "D"}, "Z": {b".": "P", b"eE": "E"},
     "D": {DIGITS: "D", b".": "P", b"eE": "E"}, "P": {DIGITS: "F"},
@@ -88,6 +83,7 @@ def _digits(c: Decimal) -> tuple[str, str]:
 
 
 def _cmp(a: int, b: int) -> int:
+    """-1, 0 or 1 like the old ``cmp``."""
     return (a > b) - (a < b)
 
 
@@ -163,7 +159,7 @@ def multiple_machine(p: int, k: int) -> Machine:
 
     def accepting(q: tuple[int, int]) -> bool:
         r, j = q
-        return r % p == 0
+        return r * pow(10, k - max(j, 0), p) % p == 0
 
     return Machine((0, -1), step, accepting)
 
@@ -340,6 +336,7 @@ def _emit(nfa: NFA, d: DFA) -> Frag:
 # -- schema keywords → machines ---------------------------------------------------
 
 def _to_decimal(x: Number | None, keyword: str, pointer: str) -> Decimal | None:
+    """A schema number as an exact Decimal (floats via repr, so 0.1 stays 0.1)."""
     if x is None:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, float, Decimal)):
@@ -347,7 +344,8 @@ def _to_decimal(x: Number | None, keyword: str, pointer: str) -> Decimal | None:
     d = Decimal(repr(x)) if isinstance(x, float) else Decimal(x)
     if not d.is_finite():
         raise SchemaError(f"{keyword} must be finite, got {x!r}", pointer, keyword)
-    if d and sum(map(len, _digits(d))) > MAX_BOUND_DIGITS:
+    # digits of the plain spelling, without building it (1e-999999 would be huge)
+    if max(d.adjusted(), 0) + max(-int(d.as_tuple().exponent), 0) > MAX_BOUND_DIGITS:
         raise SchemaError(f"{keyword} {x!r} has too many digits (max {MAX_BOUND_DIGITS})", pointer, keyword)
     return d
 
@@ -371,10 +369,8 @@ def _side_constraints(lo: Bound | None, hi: Bound | None, negative: bool) -> lis
     if not negative:
         if hi is not None and (hi[0] < 0 or (hi[0] == 0 and not hi[1])):
             return None
-        if lo is not None and lo[0] > 0:
+        if lo is not None and lo[0] >= 0:
             out.append(compare_machine(lo[0], ge if lo[1] else gt))
-        elif lo is not None and lo[0] == 0 and not lo[1]:
-            out.append(compare_machine(lo[0], gt))
         if hi is not None:
             out.append(compare_machine(hi[0], le if hi[1] else lt))
         return out
@@ -395,16 +391,19 @@ def _multiple(m: Decimal, pointer: str) -> tuple[int, int]:
     exp = m.normalize().as_tuple().exponent
     k = max(0, -int(exp))
     p = int(m.scaleb(k))
-    if p > MAX_MULTIPLE_NUMERATOR:
-        raise SchemaError(f"multipleOf {m} is not supported: it needs more than "
-                          f"{MAX_MULTIPLE_NUMERATOR} remainder states", pointer, "multipleOf")
+    if p > MAX_MULTIPLE_NUMERATOR or p * (k + 1) > MAX_STATES:
+        raise SchemaError(f"multipleOf {m} is not supported: it is {p} * 10**-{k} and needs "
+                          f"more than {MAX_MULTIPLE_NUMERATOR} remainder states", pointer, "multipleOf")
     return p, k
 
 
-def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) -> Frag:
-    names = {"minimum": "minimum", "maximum": "maximum", "exclusive_minimum": "exclusiveMinimum",
+_KEYWORDS = {"minimum": "minimum", "maximum": "maximum", "exclusive_minimum": "exclusiveMinimum",
              "exclusive_maximum": "exclusiveMaximum", "multiple_of": "multipleOf"}
-    d = {k: _to_decimal(kw[k], names[k], pointer) for k in names}
+
+
+def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) -> Frag:
+    """Intersect syntax, bounds and multipleOf per sign, then join the signs and emit."""
+    d = {k: _to_decimal(kw[k], name, pointer) for k, name in _KEYWORDS.items()}
     lo = _tightest(d["minimum"], d["exclusive_minimum"], lower=True)
     hi = _tightest(d["maximum"], d["exclusive_maximum"], lower=False)
     mult = None
@@ -426,11 +425,12 @@ def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) 
                                   pointer, "multipleOf") from None
         sides.append(side)
     if sides == [None, None]:
-        raise SchemaError("the numeric range admits no value", pointer, "minimum" if lo else "maximum")
+        raise SchemaError("the numeric range admits no value", pointer)
     return _emit(nfa, _shrink(_signed(*sides)))
 
 
 def _unbounded_number(nfa: NFA) -> Frag:
+    """The full RFC 8259 number grammar minus negative zero."""
     full = _explore(_table_machine(_FULL), ALPHABET)
     neg = _intersect(full, _explore(_nonzero_mantissa(), ALPHABET), MAX_STATES)
     return _emit(nfa, _shrink(_signed(_shrink(full), _shrink(neg))))
@@ -447,8 +447,8 @@ def integer_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number
     ("3.0" is a JSON-Schema integer).  Raises :class:`SchemaError` when no
     integer fits or ``multipleOf`` is unsupported (see module docstring).
     """
-    kw = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum,
-              exclusive_maximum=exclusive_maximum, multiple_of=multiple_of)
+    kw = {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
+          "exclusive_maximum": exclusive_maximum, "multiple_of": multiple_of}
     return _build(nfa, _INT_FRAC0 if allow_integral_fraction else _INT, kw, pointer)
 
 
@@ -462,8 +462,8 @@ def number_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number 
     whose value satisfies them; exponent forms are refused.  Negative zero is
     never accepted.  Raises :class:`SchemaError` like :func:`integer_fragment`.
     """
-    kw = dict(minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum,
-              exclusive_maximum=exclusive_maximum, multiple_of=multiple_of)
+    kw = {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
+          "exclusive_maximum": exclusive_maximum, "multiple_of": multiple_of}
     if all(v is None for v in kw.values()):
         return _unbounded_number(nfa)
     return _build(nfa, _DEC, kw, pointer)

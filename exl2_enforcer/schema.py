@@ -19,7 +19,9 @@ Language choices (documented in docs/schema-support.md):
 from __future__ import annotations
 
 import json
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -256,12 +258,13 @@ class SchemaCompiler:
                               ctx.pointer, keyword=constraints[0])
         if "pattern" in schema:
             try:
-                body = compile_regex(nfa, schema["pattern"], mode="json", search=True)
+                body = _template(nfa, ("pattern", schema["pattern"]),
+                                 lambda t: compile_regex(t, schema["pattern"], mode="json", search=True))
             except EnforcerError as e:
                 raise SchemaError(str(e), ctx.child("pattern").pointer, keyword="pattern") from None
         elif "format" in schema:
             try:
-                body = format_fragment(nfa, schema["format"])
+                body = _template(nfa, ("format", schema["format"]), lambda t: format_fragment(t, schema["format"]))
             except (KeyError, ValueError) as e:
                 if not self.options.lenient:
                     raise SchemaError(f"format {schema['format']!r} is not supported ({e})",
@@ -374,6 +377,26 @@ class SchemaCompiler:
 
         machine = self._shared.get("any") or build()
         return self.nfa.call(machine, weight=1)
+
+
+_TEMPLATES: "OrderedDict[tuple[str, str], tuple[NFA, Frag]]" = OrderedDict()
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def _template(nfa: NFA, key: tuple[str, str], build: Callable[[NFA], Frag]) -> Frag:
+    """Build a call-free fragment once per key (LRU of 256) and splice copies into ``nfa``."""
+    with _TEMPLATES_LOCK:
+        got = _TEMPLATES.get(key)
+        if got is not None:
+            _TEMPLATES.move_to_end(key)
+    if got is None:
+        tmpl = NFA()
+        got = (tmpl, build(tmpl))
+        with _TEMPLATES_LOCK:
+            _TEMPLATES[key] = got
+            while len(_TEMPLATES) > 256:
+                _TEMPLATES.popitem(last=False)
+    return nfa.splice(*got)
 
 
 def _json_equal(a: Any, b: Any) -> bool:
