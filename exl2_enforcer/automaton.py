@@ -104,12 +104,11 @@ def _loop_head_depth(lp: Loop, k: int, h: list[int]) -> int:
 class DfaState:
     """One lazily built DFA state: its configurations and whether it accepts."""
 
-    __slots__ = ("configs", "accepting", "tops")
+    __slots__ = ("configs", "accepting")
 
     def __init__(self, configs: frozenset[Config], accepting: bool) -> None:
         self.configs = configs
         self.accepting = accepting
-        self.tops = frozenset(c[-1] for c in configs)
 
 
 class Automaton:

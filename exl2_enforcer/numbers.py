@@ -82,9 +82,9 @@ def _digits(c: Decimal) -> tuple[str, str]:
     return ip.lstrip("0") or "0", fp.rstrip("0")
 
 
-def _cmp(a: int, b: int) -> int:
-    """-1, 0 or 1 like the old ``cmp``."""
-    return (a > b) - (a < b)
+def _sign(x: int) -> int:
+    """-1, 0 or 1."""
+    return (x > 0) - (x < 0)
 
 
 def compare_machine(c: Decimal, wanted: frozenset[int]) -> Machine:
@@ -117,11 +117,11 @@ def compare_machine(c: Decimal, wanted: frozenset[int]) -> Machine:
         d = b - 48
         if kind == "I":
             _, i, rel = q
-            return ("G",) if i == n_int else ("I", i + 1, rel or _cmp(d, int(ci[i])))
+            return ("G",) if i == n_int else ("I", i + 1, rel or _sign(d - int(ci[i])))
         if kind == "F":
             j = q[1]
             # past c's last fraction digit c is padded with zeros
-            o = _cmp(d, int(cf[j])) if j < n_frac else _cmp(d, 0)
+            o = _sign(d - (int(cf[j]) if j < n_frac else 0))
             return ("X", o) if o else ("F", min(j + 1, n_frac))
         return q  # "G" and "X" ignore further digits
 
@@ -293,10 +293,7 @@ def _minimise(d: DFA) -> DFA:
             break
         count = int(block.max()) + 1
     block = block.tolist()
-    # renumber so the start's block is 0
-    remap = {block[0]: 0}
-    for x in block:
-        remap.setdefault(x, len(remap))
+    remap = {x: i for i, x in enumerate(dict.fromkeys(block))}  # first seen: the start's block is 0
     out_rows: list[dict[int, int]] = [{} for _ in range(count)]
     out_acc = [False] * count
     for q, row in enumerate(rows):
@@ -318,16 +315,16 @@ def _emit(nfa: NFA, d: DFA) -> Frag:
     ids = [nfa.state() for _ in rows]
     end = nfa.state()
     for q, row in enumerate(rows):
-        run: list[int] | None = None  # [lo, hi, target]
-        for b, t in sorted(row.items()):
-            if run and b == run[1] + 1 and t == run[2]:
-                run[1] = b
-                continue
-            if run:
-                nfa.edge(ids[q], run[0], run[1], ids[run[2]])
-            run = [b, b, t]
-        if run:
-            nfa.edge(ids[q], run[0], run[1], ids[run[2]])
+        by_target: dict[int, list[list[int]]] = {}  # target -> runs [lo, hi]
+        for b in sorted(row):
+            runs = by_target.setdefault(row[b], [])
+            if runs and runs[-1][1] == b - 1:
+                runs[-1][1] = b  # extend the run of consecutive bytes
+            else:
+                runs.append([b, b])
+        for t, runs in by_target.items():
+            for lo, hi in runs:
+                nfa.edge(ids[q], lo, hi, ids[t])
         if accept[q]:
             nfa.epsilon(ids[q], end)
     return Frag(ids[0], end)

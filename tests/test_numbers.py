@@ -163,7 +163,7 @@ def random_schema(rng: random.Random) -> dict[str, Any]:
 @pytest.mark.parametrize("seed", range(8))
 def test_random_bounds(kind: str, seed: int) -> None:
     rng = random.Random(f"{kind}-{seed}")
-    for _ in range(25):
+    for _ in range(20):
         schema = random_schema(rng)
         check(kind, schema, rng, floats=rng.random() < 0.3)
 
