@@ -95,6 +95,12 @@ class TokenIndex:
 
     def pack(self, ids: np.ndarray) -> np.ndarray:
         """Packed int32 mask words with the bits of ``ids`` set."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape[0] < 1000:
+            # few ids: scatter bits straight into words (4x faster than packbits here)
+            words = np.zeros(self.n_words, dtype=np.uint32)
+            np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
+            return words.view("<i4")
         bits = np.zeros(self.n_bits, dtype=bool)
         bits[ids] = True
         return np.packbits(bits, bitorder="little").view("<i4").copy()
@@ -212,7 +218,12 @@ class MaskEngine:
         a = self.automaton
         byte, lo, hi = self.index.trie_lists(trie)
         cls_of = a.class_of_byte.tolist()
-        stack = list(zip(nodes, states))
+        # frontier states are the parents' states: step each node's own byte first
+        stack = []
+        for node, parent_state in zip(nodes, states):
+            nxt = a.step_class(parent_state, cls_of[byte[node]])
+            if nxt >= 0:
+                stack.append((node, nxt))
         alive: list[int] = []
         steps = 0
         while stack:
