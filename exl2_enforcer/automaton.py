@@ -138,6 +138,7 @@ class Automaton:
         self._index: dict[frozenset[Config], int] = {}
         self._closure_cache: dict[Config, tuple[frozenset[Config], bool]] = {}
         self._body_tops_cache: dict[int, frozenset[int]] = {}
+        self._starts_cache: dict[tuple[int, str], bool] = {}
         self._eps_cache: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._special = frozenset(ends)
         self.table = np.full((64, self.n_classes), UNKNOWN, dtype=np.int32)
@@ -307,38 +308,66 @@ class Automaton:
             return DEAD
         return self._intern(frozenset(configs), accepting)
 
-    # -- plain-content fast path -------------------------------------------------
-    def plain_loop_budget(self, sid: int) -> "int | None | bool":
-        """How many plain string characters state ``sid`` takes in one go.
+    # -- vocabulary-slice fast path ----------------------------------------------
+    def slice_budget(self, sid: int) -> "tuple[str, int | None] | None":
+        """Whether state ``sid`` can take a whole vocabulary slice at once.
 
-        Returns ``False`` when ``sid`` is not "at a character boundary of exactly
-        one plain-string loop, with nothing else able to start on a plain byte";
-        ``None`` when that loop is unbounded (every plain token is allowed); else
-        the number of characters left before ``maxLength``.
+        That holds when ``sid`` sits at an element boundary of exactly one
+        slice loop (plain string characters, or whitespace bytes) and no other
+        configuration can start on a byte of that slice.  Returns ``(kind,
+        budget)`` -- ``budget`` is how many more elements the loop takes (None:
+        unbounded) -- or None when the state needs a full walk.
         """
         frames: dict[Config, set[int]] = {}
+        others: list[int] = []
         loop_of = self.nfa.loop_of
         for c in self.states[sid].configs:
-            if len(c) >= 2 and c[-2] in loop_of and loop_of[c[-2]][0].plain_string_char:
+            if len(c) >= 2 and c[-2] in loop_of and loop_of[c[-2]][0].slice_kind:
                 frames.setdefault(c[:-1], set()).add(c[-1])
-            elif self._starts_plain(c[-1]):
-                return False
+            else:
+                others.append(c[-1])
         if len(frames) != 1:
-            return False
+            return None
         ((frame, tops),) = frames.items()
         lp, k_next = loop_of[frame[-1]]
         if tops != self._body_tops(lp):
-            return False
-        if lp.hi is None:
             return None
-        return lp.hi - (k_next - 1)
+        starts = _SLICE_LEADS[lp.slice_kind]
+        if any(self._starts_with(q, lp.slice_kind, starts) for q in others):
+            return None
+        return lp.slice_kind, (None if lp.hi is None else lp.hi - (k_next - 1))
 
-    def _starts_plain(self, q: int) -> bool:
-        for lo, hi, _t in self.nfa.edges[q]:
-            # plain lead bytes: printable ASCII but '"' and '\\', and UTF-8 lead bytes
-            if (lo <= 0x7F and hi >= 0x20 and not (lo == hi and lo in (0x22, 0x5C))) or (lo <= 0xF4 and hi >= 0xC2):
-                return True
-        return False
+    def slice_need(self, sid: int) -> int:
+        """For a slice state: elements still required before the loop may exit (minLength)."""
+        for c in self.states[sid].configs:
+            if len(c) >= 2 and c[-2] in self.nfa.loop_of:
+                lp, k_next = self.nfa.loop_of[c[-2]]
+                if not lp.slice_kind:
+                    continue
+                if lp.hi is None and k_next == lp.lo:
+                    # an unbounded loop folds every count >= lo into one head, so the
+                    # count is either lo-1 or enough; whether the loop may exit tells
+                    return 0 if self.step(sid, 0x22) >= 0 else 1
+                return max(0, lp.lo - (k_next - 1))
+        return 0
+
+    def others_only_on(self, sid: int, byte: int) -> bool:
+        """Whether every configuration outside the slice loop reads only ``byte``."""
+        loop_of = self.nfa.loop_of
+        for c in self.states[sid].configs:
+            if len(c) >= 2 and c[-2] in loop_of and loop_of[c[-2]][0].slice_kind:
+                continue
+            if any(lo != byte or hi != byte for lo, hi, _t in self.nfa.edges[c[-1]]):
+                return False
+        return True
+
+    def _starts_with(self, q: int, kind: str, leads: tuple[tuple[int, int], ...]) -> bool:
+        key = (q, kind)
+        got = self._starts_cache.get(key)
+        if got is None:
+            got = any(lo <= b_hi and hi >= b_lo for lo, hi, _t in self.nfa.edges[q] for b_lo, b_hi in leads)
+            self._starts_cache[key] = got
+        return got
 
     def _body_tops(self, lp: Loop) -> frozenset[int]:
         tops = self._body_tops_cache.get(id(lp))
@@ -391,6 +420,14 @@ class Automaton:
         """Whether ``data`` is a complete value (reference check, byte by byte)."""
         sid = self.walk(self.start, data)
         return sid >= 0 and self.is_accepting(sid)
+
+
+#: first bytes of the tokens in each vocabulary slice (see mask.TokenIndex)
+_SLICE_LEADS: dict[str, tuple[tuple[int, int], ...]] = {
+    # printable ASCII but '"' and backslash, and the UTF-8 lead bytes
+    "plain": ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7F), (0xC2, 0xF4)),
+    "ws": ((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20)),
+}
 
 
 def _byte_classes(nfa: NFA) -> tuple[np.ndarray, int, list[int]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from .errors import EnforcerError
 from .trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
+    from .lexicon import StringLexicon
     from .vocabulary import TokenVocabulary
 
 
@@ -40,6 +42,11 @@ SCALAR_FRONTIER = 24
 
 class MaskTimeout(EnforcerError):
     """A mask computation ran past its time budget (raised between chunks of work)."""
+
+
+def _ws_bytes(data: bytes) -> int:
+    """Length of ``data`` if it is only JSON whitespace, else -1."""
+    return len(data) if data and not data.strip(b" \t\n\r") else -1
 
 
 def _plain_chars(data: bytes) -> int:
@@ -55,6 +62,22 @@ def _plain_chars(data: bytes) -> int:
     return len(text)
 
 
+@dataclass
+class VocabSlice:
+    """Tokens made only of one kind of element, and a trie of all the other tokens."""
+
+    ids: np.ndarray  # token ids in the slice
+    sizes: np.ndarray  # elements per token (code points, or bytes)
+    rest_ids: np.ndarray  # every other text token
+    rest_trie: TokenTrie  # ... as a trie
+    packed: dict[int | None, np.ndarray]  # packed masks by budget
+
+    @property
+    def max_size(self) -> int:
+        """The largest token in the slice, in elements."""
+        return int(self.sizes.max()) if self.sizes.size else 0
+
+
 class TokenIndex:
     """Everything about a vocabulary that mask computation needs, built once.
 
@@ -68,20 +91,25 @@ class TokenIndex:
         specials = vocab.special_ids
         text = [i for i, b in enumerate(tb) if b and i not in specials]
         self.text_ids = np.asarray(text, dtype=np.int32)
-        nchars = np.array([_plain_chars(tb[i]) for i in text], dtype=np.int32)
-        plain = nchars > 0
-        self.plain_ids = self.text_ids[plain]
-        self.plain_nchars = nchars[plain]
         self.trie: TokenTrie = build_trie(self.text_ids, tb)
-        self.nonplain_trie: TokenTrie = build_trie(self.text_ids[~plain], tb)
+        self.slices: dict[str, VocabSlice] = {
+            "plain": self._make_slice(np.array([_plain_chars(tb[i]) for i in text], dtype=np.int32)),
+            "ws": self._make_slice(np.array([_ws_bytes(tb[i]) for i in text], dtype=np.int32)),
+        }
         self.end_ids = np.asarray(sorted(vocab.end_ids), dtype=np.int64)
         width = max(vocab.n_ids, int(self.end_ids.max()) + 1 if self.end_ids.size else 0)
         self.n_words = (width + 31) // 32
         self.n_bits = self.n_words * 32
         self.end_packed = self.pack(self.end_ids)
-        self._plain_packed: dict[int | None, np.ndarray] = {}
         self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
+        self._lexicon: "StringLexicon | None" = None
+        # one-time work that would otherwise land on the first mask of the first grammar
+        self.trie_lists(self.trie)
+        for kind, sl in self.slices.items():
+            self.slice_packed(kind, None)
+            self.trie_lists(sl.rest_trie)
+        self.string_lexicon()
         self.build_seconds = time.perf_counter() - t0
 
     @classmethod
@@ -105,14 +133,31 @@ class TokenIndex:
         bits[ids] = True
         return np.packbits(bits, bitorder="little").view("<i4").copy()
 
-    def plain_packed(self, max_chars: int | None) -> np.ndarray:
-        """Packed mask of plain-content tokens with at most ``max_chars`` code points."""
-        got = self._plain_packed.get(max_chars)
-        if got is None:
-            ids = self.plain_ids if max_chars is None else self.plain_ids[self.plain_nchars <= max_chars]
-            got = self.pack(ids)
+    def _make_slice(self, sizes: np.ndarray) -> "VocabSlice":
+        member = sizes > 0
+        rest = self.text_ids[~member]
+        return VocabSlice(self.text_ids[member], sizes[member], rest, build_trie(rest, self.vocab.token_bytes), {})
+
+    def string_lexicon(self) -> "StringLexicon":
+        """The lexicon of non-plain tokens read inside a string (built on first use)."""
+        if self._lexicon is None:
             with self._lock:
-                self._plain_packed[max_chars] = got
+                if self._lexicon is None:
+                    from .lexicon import StringLexicon
+
+                    self._lexicon = StringLexicon(self)
+        return self._lexicon
+
+    def slice_packed(self, kind: str, budget: int | None) -> np.ndarray:
+        """Packed mask of the ``kind`` slice's tokens of at most ``budget`` elements (None: all)."""
+        sl = self.slices[kind]
+        if budget is not None and budget >= sl.max_size:
+            budget = None
+        got = sl.packed.get(budget)
+        if got is None:
+            got = self.pack(sl.ids if budget is None else sl.ids[sl.sizes <= budget])
+            with self._lock:
+                sl.packed[budget] = got
         return got
 
     def trie_lists(self, trie: TokenTrie) -> tuple[list[int], list[int], list[int]]:
@@ -141,6 +186,7 @@ class MaskEngine:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.cached_bytes = 0
+        self._posts: dict[int, np.ndarray] = {}
         #: test hook: called with the DFA state id before each computed (cold) mask
         self.before_compute: Callable[[int], None] | None = None
 
@@ -170,16 +216,43 @@ class MaskEngine:
     def _compute(self, sid: int, deadline: float | None) -> np.ndarray:
         a, idx = self.automaton, self.index
         with a.lock:
-            budget = a.plain_loop_budget(sid)
-            if budget is False:
-                ids = self._walk(idx.trie, sid, deadline)
-                packed = idx.pack(ids)
+            fast = a.slice_budget(sid)
+            if fast is None:
+                packed = idx.pack(self._walk(idx.trie, sid, deadline))
             else:
-                ids = self._walk(idx.nonplain_trie, sid, deadline)
-                packed = idx.pack(ids) | idx.plain_packed(budget)
+                kind, budget = fast
+                if kind == "plain" and a.others_only_on(sid, 0x22):
+                    ids = self._string_rest(sid, budget, deadline)
+                else:
+                    ids = self._walk(idx.slices[kind].rest_trie, sid, deadline)
+                packed = idx.pack(ids) | idx.slice_packed(kind, budget)
             if a.is_accepting(sid):
                 packed |= idx.end_packed
         return packed
+
+    def _string_rest(self, sid: int, budget: int | None, deadline: float | None) -> np.ndarray:
+        """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk)."""
+        lex = self.index.string_lexicon()
+        need = self.automaton.slice_need(sid)
+        fits = lex.ok if budget is None else lex.ok & (lex.chars <= budget)
+        keep = fits & ~lex.closes
+        closing = fits & lex.closes & (lex.chars >= need)
+        if closing.any():
+            after = self.automaton.walk(sid, b"a" * need + b'"')
+            if after >= 0:
+                keep |= closing & self._post_accept(after, deadline)[lex.post]
+        return lex.ids[keep]
+
+    def _post_accept(self, after: int, deadline: float | None) -> np.ndarray:
+        """Which post-quote byte strings the state ``after`` the closing quote accepts (cached)."""
+        got = self._posts.get(after)
+        if got is None:
+            lex = self.index.string_lexicon()
+            got = np.zeros(lex.n_posts, bool)
+            got[0] = True  # nothing after the quote
+            got[self._walk(lex.post_trie, after, deadline)] = True
+            self._posts[after] = got
+        return got
 
     def _walk(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
         """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""

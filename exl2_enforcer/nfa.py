@@ -37,16 +37,17 @@ class Loop:
     """A counted repetition of a called body: between ``lo`` and ``hi`` (None = unbounded) times.
 
     ``head(k)`` states are created lazily by :meth:`NFA.loop_head`; the
-    counter therefore never multiplies the NFA size.  ``plain_string_char`` marks the
-    loop of a JSON string whose body is "any plain character": the mask engine
-    uses it to take whole slices of the vocabulary at once.
+    counter therefore never multiplies the NFA size.  ``slice_kind`` marks a loop
+    whose body accepts every element of a vocabulary *slice* (``"plain"``: any
+    plain JSON string character; ``"ws"``: one JSON whitespace byte), so the mask
+    engine can take all tokens made only of such elements at once.
     """
 
     body: Frag
     lo: int
     hi: int | None
     exit: int
-    plain_string_char: bool = False
+    slice_kind: str | None = None
     heads: dict[int, int] = field(default_factory=dict)
 
 
@@ -194,12 +195,12 @@ class NFA:
         self.calls[s] = (callee, r, weight)
         return Frag(s, r)
 
-    def loop(self, body: Frag, lo: int, hi: int | None, *, plain_string_char: bool = False) -> Frag:
+    def loop(self, body: Frag, lo: int, hi: int | None, *, slice_kind: str | None = None) -> Frag:
         """Repeat the sub-machine ``body`` ``lo``..``hi`` times with a counter, not copies."""
         if lo < 0 or (hi is not None and hi < lo):
             raise ValueError(f"bad repeat bounds {{{lo},{hi}}}")
         exit_ = self.state()
-        lp = Loop(body, lo, hi, exit_, plain_string_char)
+        lp = Loop(body, lo, hi, exit_, slice_kind)
         return Frag(self.loop_head(lp, 0), exit_)
 
     def loop_head(self, lp: Loop, k: int) -> int:

@@ -131,7 +131,7 @@ class SchemaCompiler:
         if self.options.max_whitespace == 0:
             return self.nfa.empty()
         body = self.shared("ws", lambda: self.nfa.byte_ranges([(0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20)]))
-        return self.nfa.loop(body, 0, self.options.max_whitespace)
+        return self.nfa.loop(body, 0, self.options.max_whitespace, slice_kind="ws")
 
     def punct(self, ch: bytes) -> Frag:
         """A structural character surrounded by optional whitespace."""
@@ -278,7 +278,7 @@ class SchemaCompiler:
     def plain_string_body(self, lo: int, hi: int | None) -> Frag:
         """Between ``lo`` and ``hi`` characters of any JSON string content."""
         char = self.shared("char", lambda: json_char_fragment(self.nfa, ANY_CP))
-        return self.nfa.loop(char, lo, hi, plain_string_char=True)
+        return self.nfa.loop(char, lo, hi, slice_kind="plain")
 
     # -- enum / const ----------------------------------------------------------------
     def compile_values(self, schema: dict, ctx: Ctx) -> Frag:

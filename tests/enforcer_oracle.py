@@ -194,6 +194,19 @@ def bitmask_ids(m: Matcher, width: int) -> np.ndarray:
 STRUCTURAL = frozenset(b'"}],:')
 
 
+def nonplain_ids(table: TokenTable) -> np.ndarray:
+    """Bool per id: a text token that is not plain string content (has JSON syntax, escapes or non-ASCII)."""
+    got = getattr(table, "_nonplain", None)
+    if got is None:
+        got = np.zeros(table.vocab.n_ids, dtype=bool)
+        for i in table.text_ids:
+            b = table.vocab.token_bytes[int(i)]
+            if any(c in b'"\\{}[],:' or c < 0x20 or c >= 0x80 for c in b):
+                got[int(i)] = True
+        table._nonplain = got  # type: ignore[attr-defined]
+    return got
+
+
 def structural_ids(table: TokenTable) -> np.ndarray:
     """Bool per id: the token's bytes contain a closing quote/bracket/brace/comma/colon."""
     got = getattr(table, "_structural", None)
@@ -223,6 +236,60 @@ def sample_token(rng: np.random.Generator, allowed: np.ndarray, table: TokenTabl
     return int(allowed[int(np.argmax(logits))])
 
 
+def shortest_completion(automaton, sid: int, max_states: int = 20000) -> bytes | None:
+    """Bytes of a shortest path from DFA state ``sid`` to an accepting state (BFS over byte classes)."""
+    from collections import deque
+
+    if automaton.is_accepting(sid):
+        return b""
+    prev: dict[int, tuple[int, int] | None] = {sid: None}
+    todo = deque([sid])
+    while todo and len(prev) < max_states:
+        s = todo.popleft()
+        automaton.ensure_rows([s])
+        row = automaton.table[s].tolist()
+        for c, t in enumerate(row):
+            if t < 0 or t in prev:
+                continue
+            prev[t] = (s, automaton.class_rep[c])
+            if automaton.is_accepting(t):
+                out = []
+                while prev[t] is not None:
+                    t, b = prev[t]
+                    out.append(b)
+                return bytes(reversed(out))
+            todo.append(t)
+    return None
+
+
+def bytes_to_id(table: TokenTable) -> dict[bytes, int]:
+    got = getattr(table, "_by_bytes", None)
+    if got is None:
+        got = {}
+        for i in table.text_ids:
+            got.setdefault(table.vocab.token_bytes[int(i)], int(i))
+        table._by_bytes = got  # type: ignore[attr-defined]
+    return got
+
+
+def completion_token(m: Matcher, allowed: np.ndarray, table: TokenTable) -> int | None:
+    """An allowed token that is the longest prefix of a shortest completion (or an end id)."""
+    path = shortest_completion(m.grammar.automaton, m.state)
+    if path is None:
+        return None
+    if path == b"":
+        ends = allowed[np.isin(allowed, table.ends)]
+        return int(ends[0]) if ends.size else None
+    lookup = bytes_to_id(table)
+    for k in range(min(len(path), 64), 0, -1):
+        t = lookup.get(path[:k])
+        if t is not None:
+            pos = int(np.searchsorted(allowed, t))  # allowed ids are sorted
+            if pos < allowed.shape[0] and int(allowed[pos]) == t:
+                return t
+    return None
+
+
 @dataclass
 class Generation:
     ids: list[int]
@@ -232,15 +299,24 @@ class Generation:
 
 def generate(g, rng: np.random.Generator, *, budget: int = 400, temperature: float = 1.0,
              end_bias_always: bool = False) -> Generation:
-    """Sample token by token from the fast mask until an end id or the budget."""
+    """Sample token by token from the fast mask until an end id or the budget.
+
+    First half of the budget: pure random logits.  Second half: a growing share of
+    steps take the token that heads for the nearest accepting state (BFS in the
+    automaton); the other steps stay random with a bias for end and structural tokens.
+    """
     table = token_table(g.vocab)
     m = Matcher(g)
     ids: list[int] = []
     for step in range(budget):
         allowed = m.allowed_ids()
         assert allowed.size > 0, f"empty mask in state {m.state} after {ids}"
-        tid = sample_token(rng, allowed, table, step=budget if end_bias_always else step, budget=budget,
-                           temperature=temperature)
+        eff = budget if end_bias_always else step
+        tid = None
+        if eff >= budget // 2 and rng.random() < 0.3 + 0.7 * (eff - budget // 2) / max(1, budget - budget // 2):
+            tid = completion_token(m, allowed, table)
+        if tid is None:
+            tid = sample_token(rng, allowed, table, step=eff, budget=budget, temperature=temperature)
         if tid in g.vocab.end_ids:
             assert m.is_accepting()
             m.accept_token(tid)
@@ -254,14 +330,21 @@ def generate(g, rng: np.random.Generator, *, budget: int = 400, temperature: flo
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(.+)$")
+_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?P<domain>.+)$")
 
 
-def format_checker():
-    """jsonschema's FormatChecker plus stricter hostname/email checks (no fqdn package here)."""
+def format_checker(draft7: bool = False):
+    """The draft's own format checker plus stricter hostname/email checks (no fqdn package here).
+
+    ``jsonschema.FormatChecker()`` without arguments mixes all drafts, and its ``time``
+    is draft 3's ``%H:%M:%S`` (which refuses RFC 3339 ``23:59:59Z``); use the draft's one.
+    """
+    import jsonschema
     from jsonschema import FormatChecker
 
-    fc = FormatChecker()
+    base = (jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator).FORMAT_CHECKER
+    fc = FormatChecker(formats=())
+    fc.checkers = dict(base.checkers)
 
     @fc.checks("hostname")
     def _hostname(value: object) -> bool:
@@ -272,7 +355,8 @@ def format_checker():
         if not isinstance(value, str):
             return True
         m = _EMAIL.match(value)
-        return bool(m) and len(value) <= 254 and len(value.split("@")[0]) <= 64 and bool(_HOSTNAME.match(m.group(1)))
+        return (bool(m) and len(value) <= 254 and len(value.split("@")[0]) <= 64
+                and bool(_HOSTNAME.match(m.group("domain"))))
 
     return fc
 
@@ -282,4 +366,4 @@ def validator_for(schema: Any):
 
     draft7 = isinstance(schema, dict) and "draft-07" in str(schema.get("$schema", ""))
     cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
-    return cls(schema, format_checker=format_checker())
+    return cls(schema, format_checker=format_checker(draft7))
