@@ -87,7 +87,8 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
         except json.JSONDecodeError as e:
             raise SchemaError(f"schema is not valid JSON: {e}", "") from None
     options = options or SchemaOptions()
-    key = ("schema", json.dumps(schema, sort_keys=True), options, vocab.fingerprint, id(registry) if registry else 0)
+    # property order is part of the language, so the key keeps dict order
+    key = ("schema", json.dumps(schema), options, vocab.fingerprint, id(registry) if registry else 0)
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()

@@ -45,8 +45,8 @@ class Matcher:
 
     def accept_token(self, token_id: int) -> None:
         """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused."""
-        if self.ended:
-            raise TokenRejected(token_id, "the value is complete and an end token was already accepted")
+        if self.ended and token_id not in self._end:
+            raise TokenRejected(token_id, "the value is complete: only end tokens may follow")
         if token_id in self._end:
             if not self.is_accepting():
                 raise TokenRejected(token_id, "end token before the value is complete")
@@ -84,7 +84,10 @@ class Matcher:
 
     def allowed_ids(self, logits_width: int | None = None) -> np.ndarray:
         """Sorted allowed token ids (below ``logits_width`` when given)."""
-        ids = self.grammar.index.unpack(self.packed_mask())
+        if self.ended:
+            ids = self.grammar.index.end_ids
+        else:
+            ids = self.grammar.index.unpack(self.packed_mask())
         return ids if logits_width is None else ids[ids < logits_width]
 
     def is_accepting(self) -> bool:

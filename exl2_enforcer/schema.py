@@ -58,15 +58,18 @@ TYPE_KEYWORDS = {
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
 STRUCTURAL = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref"}
+#: what "any value" means per container type: open, whatever strict_objects says
+FREE_FORM = {"object": {"additionalProperties": True}, "array": {"items": True}}
 
 
 @dataclass(frozen=True)
 class SchemaOptions:
     """How a schema becomes a language; every field is part of the grammar cache key.
 
-    * ``strict_objects`` -- True: objects take only the properties the schema
-      names unless ``additionalProperties`` allows more (what function calling
-      wants).  False: follow the spec default (extra keys allowed).
+    * ``strict_objects`` -- True: an object schema that names ``properties`` takes
+      only those unless ``additionalProperties`` allows more (what function
+      calling wants); a free-form object schema without ``properties`` stays
+      open.  False: follow the spec default (extra keys allowed everywhere).
     * ``max_whitespace`` -- the longest run of JSON whitespace between tokens
       (0 = compact output).
     * ``max_depth`` -- nesting bound for recursive ``$ref`` and free-form values.
@@ -150,6 +153,11 @@ class SchemaCompiler:
             return self.nfa.literal(json.dumps(ch, ensure_ascii=False).encode()[1:-1])
         return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
 
+    def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
+        """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits."""
+        cls = jsonschema.Draft7Validator if ctx.draft7 else jsonschema.Draft202012Validator
+        return cls(schema, _resolver=ctx.resolver)
+
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
@@ -162,6 +170,8 @@ class SchemaCompiler:
         if not isinstance(schema, dict):
             raise SchemaError("a schema must be an object or a boolean", ctx.pointer)
         self.check_keywords(schema, ctx)
+        if not (schema.keys() - ANNOTATIONS):
+            return self.any_value(ctx)
         if "$ref" in schema:
             return self.compile_ref_schema(schema, ctx)
         if "allOf" in schema:
@@ -286,8 +296,8 @@ class SchemaCompiler:
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if "enum" in schema and "const" in schema:
-            values = [v for v in schema["enum"] if _json_equal(v, schema["const"])]
-        check = jsonschema.Draft202012Validator(rest) if rest else None
+            values = [v for v in schema["enum"] if json_equal(v, schema["const"])]
+        check = self.validator(rest, ctx) if rest else None
         kept = [v for v in values if check is None or check.is_valid(v)]
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
@@ -370,7 +380,7 @@ class SchemaCompiler:
         def build() -> Frag:
             frag = Frag(self.nfa.state(), self.nfa.state())
             self._shared["any"] = frag
-            body = self.nfa.alt([self.compile_type(t, {}, ctx) for t in JSON_TYPES if t != "integer"])
+            body = self.nfa.alt([self.compile_type(t, FREE_FORM.get(t, {}), ctx) for t in JSON_TYPES if t != "integer"])
             self.nfa.epsilon(frag.start, body.start)
             self.nfa.epsilon(body.end, frag.end)
             return frag
@@ -399,14 +409,15 @@ def _template(nfa: NFA, key: tuple[str, str], build: Callable[[NFA], Frag]) -> F
     return nfa.splice(*got)
 
 
-def _json_equal(a: Any, b: Any) -> bool:
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON Schema equality (1 == 1.0, key order ignored), as ``const`` defines it."""
     return jsonschema.Draft202012Validator({"const": a}).is_valid(b)
 
 
 def _dedupe(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for v in values:
-        if not any(_json_equal(v, o) and type(v) is type(o) for o in out):
+        if not any(json_equal(v, o) and type(v) is type(o) for o in out):
             out.append(v)
     return out
 

@@ -9,9 +9,7 @@ naming the pointer; nothing is silently dropped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import SchemaError
 
@@ -23,6 +21,13 @@ _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxPropertie
 _SAME = ("pattern", "format", "uniqueItems")
 _IGNORED = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
                       "writeOnly", "$schema", "$id", "$anchor", "$defs", "definitions"})
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON Schema equality (see :func:`.schema.json_equal`)."""
+    from .schema import json_equal as eq
+
+    return eq(a, b)
 
 
 def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
@@ -109,9 +114,9 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: 
         return [merge_pair(av[i] if i < len(av) else a.get("items", True),
                            bv[i] if i < len(bv) else b.get("items", True), ctx.child(key, i), c) for i in range(n)]
     if key == "enum":
-        return [v for v in av if any(_equal(v, w) for w in bv)]
+        return [v for v in av if any(json_equal(v, w) for w in bv)]
     if key == "const":
-        if not _equal(av, bv):
+        if not json_equal(av, bv):
             raise SchemaError("allOf has two different const values: the schema admits no value", ctx.pointer)
         return av
     if key == "multipleOf" and isinstance(av, int) and isinstance(bv, int):
@@ -150,10 +155,6 @@ def _close_properties(out: dict, a: dict, b: dict) -> None:
             out["additionalProperties"] = False
 
 
-def _equal(x: Any, y: Any) -> bool:
-    return jsonschema.Draft202012Validator({"const": x}).is_valid(y)
-
-
 def _possible_types(schema: Any) -> set[str]:
     all_types = {"null", "boolean", "object", "array", "number", "string"}
     if not isinstance(schema, dict):
@@ -178,35 +179,39 @@ def _type_of(v: Any) -> str:
     return {str: "string", dict: "object", list: "array"}[type(v)]
 
 
-def _disjoint(a: Any, b: Any, strict: bool) -> bool:
-    """True when no instance can satisfy both schemas (a sufficient test)."""
+def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:
+    """True when no instance can satisfy both schemas (a sufficient test).
+
+    Judged with the spec's semantics (objects are open unless
+    ``additionalProperties`` is false), never with ``strict_objects``: the output
+    must be valid for the schema as written.
+    """
     if not (_possible_types(a) & _possible_types(b)):
         return True
     for x, y in ((a, b), (b, a)):
         if isinstance(x, dict) and ("const" in x or "enum" in x):
             vals = [x["const"]] if "const" in x else x["enum"]
-            if not any(jsonschema.Draft202012Validator(y).is_valid(v) for v in vals):
+            if not any(valid(y, v) for v in vals):
                 return True
     if isinstance(a, dict) and isinstance(b, dict):
         pa, pb = a.get("properties", {}), b.get("properties", {})
         ra, rb = set(a.get("required", [])), set(b.get("required", []))
         for name in (ra & rb) & (pa.keys() & pb.keys()):
-            if _disjoint(pa[name], pb[name], strict):
+            if _disjoint(pa[name], pb[name], valid):
                 return True
-        for x, px, y, py, ry in ((a, pa, b, pb, rb), (b, pb, a, pa, ra)):
-            closed = x.get("additionalProperties", None if strict else True)
-            if closed in (False, None):
-                if any(n not in px or px[n] is False for n in ry):
-                    return True
+        for x, px, ry in ((a, pa, rb), (b, pb, ra)):
+            if x.get("additionalProperties", True) is False and any(n not in px or px[n] is False for n in ry):
+                return True
     return False
 
 
 def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") -> None:
     """Raise unless every pair of ``oneOf`` branches is provably disjoint."""
     expanded = [expand_ref(b, x, c) for b, x in zip(branches, ctxs)]
+    valid = lambda schema, value: c.validator(schema, ctxs[0]).is_valid(value)  # noqa: E731
     for i in range(len(expanded)):
         for j in range(i + 1, len(expanded)):
-            if not _disjoint(expanded[i], expanded[j], c.options.strict_objects):
+            if not _disjoint(expanded[i], expanded[j], valid):
                 raise SchemaError(f"oneOf branches {i} and {j} may overlap, so 'exactly one' cannot be enforced;"
                                   " make them disjoint (e.g. a const discriminator) or use anyOf",
                                   ctxs[i].pointer.rsplit("/", 1)[0], keyword="oneOf")

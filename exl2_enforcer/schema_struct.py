@@ -38,9 +38,10 @@ def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any) -> list[
 def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """``{ ... }`` with properties in schema order, bounded by min/maxProperties."""
     nfa = c.nfa
-    extra = schema.get("additionalProperties", None if c.options.strict_objects else True)
-    if extra is None:
-        extra = False
+    # strict_objects closes objects that name their properties; a free-form object
+    # ({"type": "object"} alone) stays open, which is what its author means
+    closed = c.options.strict_objects and "properties" in schema
+    extra = schema.get("additionalProperties", False if closed else True)
     entries = _entries(c, schema, ctx, extra)
     min_p = int(schema.get("minProperties", 0))
     max_p = schema.get("maxProperties")
