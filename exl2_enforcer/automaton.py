@@ -53,17 +53,17 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     for q, (callee, r, _w) in nfa.calls.items():
         combo_preds[r].append(q)
         combo_preds[callee.start].append(q)
-    for q, (lp, _k) in nfa.loop_of.items():
-        combo_preds[lp.exit].append(q)
-        combo_preds[lp.body.start].append(q)
+    for q, (obj, _k) in nfa.loop_of.items():
+        for d in obj.deps():
+            combo_preds[d].append(q)
 
     def combo_value(q: int) -> int:
         call = nfa.calls.get(q)
         if call is not None:
             callee, r, w = call
             return max(w + h[callee.start], h[r])
-        lp, k = nfa.loop_of[q]
-        return _loop_head_depth(lp, k, h)
+        obj, key = nfa.loop_of[q]
+        return obj.head_depth(key, h)
 
     buckets: dict[int, list[int]] = {0: list(dict.fromkeys(ends))}
     for e in buckets[0]:
@@ -95,12 +95,6 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     return h
 
 
-def _loop_head_depth(lp: Loop, k: int, h: list[int]) -> int:
-    if k >= lp.lo:
-        return h[lp.exit]
-    return max(h[lp.body.start], h[lp.exit])
-
-
 class DfaState:
     """One lazily built DFA state: its configurations and whether it accepts."""
 
@@ -128,7 +122,7 @@ class Automaton:
         # Which machine a return state belongs to: return state -> (callee end, weight).
         self._ret_info: dict[int, tuple[int, int]] = {r: (callee.end, w) for callee, r, w in nfa.calls.values()}
         ends = {root.end} | {callee.end for callee, _r, _w in nfa.calls.values()}
-        ends |= {lp.body.end for lp, _k in nfa.loop_of.values()}
+        ends |= {obj.callee_end for obj, _k in nfa.loop_of.values()}
         self._h = completion_depth(nfa, ends)
         if self._h[root.start] > max_depth:
             raise EnforcerError("the constraint admits no value" if self._h[root.start] >= INF
@@ -154,8 +148,8 @@ class Automaton:
         info = self._ret_info.get(r)
         if info is not None:
             return info[0]
-        lp, _k = self.nfa.loop_of[r]
-        return lp.body.end
+        obj, _k = self.nfa.loop_of[r]
+        return obj.callee_end
 
     def _eps_reach(self, q: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """States reachable from ``q`` by epsilon edges: (those with byte edges, special ones).
@@ -212,15 +206,14 @@ class Automaton:
                     # the caller's frame must also be able to finish after the return
                     if depth + hd(r) <= limit:
                         nexts.append((base + (r, callee.start), depth + w))
-                loop = nfa.loop_of.get(q)
-                if loop is not None:
-                    lp, k = loop
-                    if k >= lp.lo:
-                        nexts.append((base + (lp.exit,), depth))
-                    if lp.hi is None or k < lp.hi:
-                        head = nfa.loop_head(lp, k + 1)
-                        if depth + hd(head) <= limit:
-                            nexts.append((base + (head, lp.body.start), depth))
+                head = nfa.loop_of.get(q)
+                if head is not None:
+                    obj, key = head
+                    for callee, target in obj.moves(nfa, key):
+                        if callee is None:
+                            nexts.append((base + (target,), depth))
+                        elif depth + hd(target) <= limit:
+                            nexts.append((base + (target, callee), depth))
                 if not base:
                     if q == self.root.end:
                         accepting = True
@@ -239,8 +232,8 @@ class Automaton:
         """Completion depth of ``q``; loop heads made after the fixpoint are derived."""
         if q < len(self._h):
             return self._h[q]
-        lp, k = self.nfa.loop_of[q]
-        return _loop_head_depth(lp, k, self._h)
+        obj, key = self.nfa.loop_of[q]
+        return obj.head_depth(key, self._h)
 
     # -- DFA states --------------------------------------------------------------
     def _intern(self, configs: frozenset[Config], accepting: bool) -> int:

@@ -19,7 +19,7 @@ Two extensions beyond a plain NFA keep the automaton small:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Hashable, Iterable, NamedTuple, Sequence
 
 
 class Frag(NamedTuple):
@@ -32,15 +32,47 @@ class Frag(NamedTuple):
 ByteRanges = Sequence[tuple[int, int]]
 
 
-@dataclass
-class Loop:
+class LazyHeads:
+    """A construct whose control states are created on demand, keyed by a small value.
+
+    Each head state stands for "this construct, in situation ``key``".  From a
+    head, :meth:`moves` lists where the automaton may go: ``(None, state)`` to
+    continue at ``state``, or ``(callee_start, return_head)`` to run a callee
+    sub-machine (ending at :attr:`callee_end`) and come back at another head.
+    The automaton handles every such construct the same way.
+    """
+
+    exit: int
+    callee_end: int
+    slice_kind: str | None = None
+    heads: dict
+
+    def canonical(self, key: Hashable) -> Hashable:
+        """Fold keys that behave the same into one (keeps the head count finite)."""
+        return key
+
+    def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
+        """Where the automaton may go from the head ``key``."""
+        raise NotImplementedError
+
+    def deps(self) -> list[int]:
+        """States whose completion depth the heads' depths depend on."""
+        raise NotImplementedError
+
+    def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
+        """Call depth still needed to finish from the head ``key``, given depths ``h``."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class Loop(LazyHeads):
     """A counted repetition of a called body: between ``lo`` and ``hi`` (None = unbounded) times.
 
-    ``head(k)`` states are created lazily by :meth:`NFA.loop_head`; the
-    counter therefore never multiplies the NFA size.  ``slice_kind`` marks a loop
-    whose body accepts every element of a vocabulary *slice* (``"plain"``: any
-    plain JSON string character; ``"ws"``: one JSON whitespace byte), so the mask
-    engine can take all tokens made only of such elements at once.
+    ``head(k)`` means "k iterations done"; the counter never multiplies the NFA
+    size.  ``slice_kind`` marks a loop whose body accepts every element of a
+    vocabulary *slice* (``"plain"``: any plain JSON string character; ``"ws"``:
+    one JSON whitespace byte), so the mask engine can take all tokens made only
+    of such elements at once.
     """
 
     body: Frag
@@ -48,7 +80,105 @@ class Loop:
     hi: int | None
     exit: int
     slice_kind: str | None = None
-    heads: dict[int, int] = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)
+
+    @property
+    def callee_end(self) -> int:  # type: ignore[override]
+        """The body's end: reaching it returns to the next count's head."""
+        return self.body.end
+
+    def canonical(self, key: Hashable) -> Hashable:
+        """Past the minimum an unbounded loop needs no count."""
+        return self.lo if self.hi is None and key > self.lo else key  # type: ignore[operator]
+
+    def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
+        """Exit once ``lo`` is reached; iterate while below ``hi``."""
+        k = int(key)  # type: ignore[arg-type]
+        out: list[tuple[int | None, int]] = []
+        if k >= self.lo:
+            out.append((None, self.exit))
+        if self.hi is None or k < self.hi:
+            out.append((self.body.start, nfa.head(self, k + 1)))
+        return out
+
+    def deps(self) -> list[int]:
+        """The exit and the body."""
+        return [self.exit, self.body.start]
+
+    def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
+        """The body's depth while iterations are still required, then the exit's."""
+        if int(key) >= self.lo:  # type: ignore[arg-type]
+            return h[self.exit]
+        return max(h[self.body.start], h[self.exit])
+
+
+@dataclass(eq=False)
+class AnyOrder(LazyHeads):
+    """Object members in any order: the head key is (names written, members written).
+
+    ``items[i]`` is ``(first, later, required)``: the callee that writes member
+    ``i`` as the first member, and the one that writes it after a comma.
+    ``extra`` is the same pair for an additional property (or None).  All
+    callees end at the shared :attr:`callee_end`.
+    """
+
+    items: list[tuple[Frag, Frag, bool]]
+    extra: tuple[Frag, Frag] | None
+    exit: int
+    callee_end: int
+    min_members: int = 0
+    max_members: int | None = None
+    heads: dict = field(default_factory=dict)
+
+    def canonical(self, key: Hashable) -> Hashable:
+        """Counts beyond what min/max can tell apart are folded."""
+        written, n = key  # type: ignore[misc]
+        cap = self.max_members if self.max_members is not None else max(self.min_members, 1)
+        return written, min(n, cap)
+
+    def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
+        """Close when every required member is written; else write any member not written yet."""
+        written, n = key  # type: ignore[misc]
+        out: list[tuple[int | None, int]] = []
+        required = all(i in written for i, (_f, _l, req) in enumerate(self.items) if req)
+        if required and n >= self.min_members:
+            out.append((None, self.exit))
+        if self.max_members is not None and n >= self.max_members:
+            return out
+        for i, (first, later, _req) in enumerate(self.items):
+            if i not in written:
+                out.append(((later if n else first).start, nfa.head(self, (written | {i}, n + 1))))
+        if self.extra is not None:
+            out.append(((self.extra[1] if n else self.extra[0]).start, nfa.head(self, (written, n + 1))))
+        return out
+
+    def deps(self) -> list[int]:
+        """The exit and every callee."""
+        out = [self.exit] + [f.start for f, _l, _r in self.items] + [l.start for _f, l, _r in self.items]
+        if self.extra is not None:
+            out += [self.extra[0].start, self.extra[1].start]
+        return out
+
+    def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
+        """Every missing required member must still be written, then the exit."""
+        written, n = key  # type: ignore[misc]
+        need = [h[self.exit]]
+        for i, (first, later, req) in enumerate(self.items):
+            if req and i not in written:
+                need.append(max(h[first.start], h[later.start]))
+        missing_required = sum(1 for i, (_f, _l, r) in enumerate(self.items) if r and i not in written)
+        optional = [max(h[f.start], h[l.start]) for i, (f, l, r) in enumerate(self.items) if not r and i not in written]
+        if self.extra is not None:
+            optional.append(max(h[self.extra[0].start], h[self.extra[1].start]))
+        short = self.min_members - n - missing_required
+        if short > 0:
+            # more members are needed than the required ones: count the worst optional one
+            if not optional or (self.extra is None and short > len(optional)):
+                return 1 << 30
+            need.append(max(optional))
+        if self.max_members is not None and n + missing_required > self.max_members:
+            return 1 << 30
+        return max(need)
 
 
 class NFA:
@@ -65,8 +195,8 @@ class NFA:
         self.eps: list[list[int]] = []
         #: state -> (callee Frag, return state, weight); weight counts toward the nesting bound
         self.calls: dict[int, tuple[Frag, int, int]] = {}
-        #: loop head state -> (loop, k)
-        self.loop_of: dict[int, tuple[Loop, int]] = {}
+        #: lazily created head state -> (its construct, its key)
+        self.loop_of: dict[int, tuple[LazyHeads, Hashable]] = {}
 
     # -- primitive construction -------------------------------------------------
     def state(self) -> int:
@@ -203,17 +333,36 @@ class NFA:
         lp = Loop(body, lo, hi, exit_, slice_kind)
         return Frag(self.loop_head(lp, 0), exit_)
 
-    def loop_head(self, lp: Loop, k: int) -> int:
-        """The state "``k`` iterations done" of loop ``lp``, created on first use."""
-        if lp.hi is None and k > lp.lo:
-            k = lp.lo  # past the minimum an unbounded loop needs no count
-        q = lp.heads.get(k)
+    def head(self, obj: LazyHeads, key: Hashable) -> int:
+        """The head state of ``obj`` for ``key``, created on first use."""
+        key = obj.canonical(key)
+        q = obj.heads.get(key)
         if q is not None:
             return q
         q = self.state()
-        lp.heads[k] = q
-        self.loop_of[q] = (lp, k)
+        obj.heads[key] = q
+        self.loop_of[q] = (obj, key)
         return q
+
+    def any_order(self, items: list[tuple[Frag, Frag, bool]], extra: tuple[Frag, Frag] | None,
+                  min_members: int = 0, max_members: int | None = None) -> Frag:
+        """Object members in any order (see :class:`AnyOrder`); callees must end at one shared state.
+
+        Returns the fragment from the first member to the point where ``}`` may follow.
+        """
+        exit_, end = self.state(), self.state()
+        wired: list[tuple[Frag, Frag, bool]] = []
+        for first, later, req in items:
+            wired.append((self._to_end(first, end), self._to_end(later, end), req))
+        ext = None if extra is None else (self._to_end(extra[0], end), self._to_end(extra[1], end))
+        obj = AnyOrder(wired, ext, exit_, end, min_members, max_members)
+        return Frag(self.head(obj, (frozenset(), 0)), exit_)
+
+    def _to_end(self, f: Frag, end: int) -> Frag:
+        self.epsilon(f.end, end)
+        return Frag(f.start, end)
+
+    loop_head = head
 
 
 def plain_matches(nfa: NFA, frag: Frag, data: bytes) -> bool:

@@ -78,6 +78,10 @@ class SchemaOptions:
       (the language then ignores them, so outputs may not validate).
     * ``integral_fractions`` -- integers may be written ``1.0`` (spec-valid; off by
       default because a model should not be invited to write them).
+    * ``property_order`` -- "schema": members in the order the schema lists them
+      (fewest states, what a model should write); "any": any order, each
+      declared member at most once (exact, via lazily built heads that track
+      the set of names written).
     """
 
     strict_objects: bool = True
@@ -86,12 +90,15 @@ class SchemaOptions:
     escapes: str = "canonical"
     lenient: bool = False
     integral_fractions: bool = False
+    property_order: str = "schema"
 
     def __post_init__(self) -> None:
         if self.max_whitespace < 0:
             raise EnforcerError(f"max_whitespace must be >= 0, got {self.max_whitespace}")
         if self.max_depth < 1:
             raise EnforcerError(f"max_depth must be >= 1, got {self.max_depth}")
+        if self.property_order not in ("schema", "any"):
+            raise EnforcerError(f"property_order must be 'schema' or 'any', got {self.property_order!r}")
         if self.escapes not in ("canonical", "all"):
             raise EnforcerError(f"escapes must be 'canonical' or 'all', got {self.escapes!r}")
 
@@ -309,20 +316,22 @@ class SchemaCompiler:
         if isinstance(value, str):
             return self.string_literal(value)
         if isinstance(value, dict):
-            parts = [nfa.literal(b"{"), self.ws()]
-            for i, (k, v) in enumerate(value.items()):
-                if i:
-                    parts.append(self.punct(b","))
-                parts += [self.string_literal(k), self.punct(b":"), self.value_literal(v)]
-            return nfa.seq(parts + [self.ws(), nfa.literal(b"}")])
+            members = [nfa.seq([self.string_literal(k), self.punct(b":"), self.value_literal(v)])
+                       for k, v in value.items()]
+            return self._container(b"{", members, b"}")
         if isinstance(value, list):
-            parts = [nfa.literal(b"["), self.ws()]
-            for i, v in enumerate(value):
-                if i:
-                    parts.append(self.punct(b","))
-                parts.append(self.value_literal(v))
-            return nfa.seq(parts + [self.ws(), nfa.literal(b"]")])
+            return self._container(b"[", [self.value_literal(v) for v in value], b"]")
         return nfa.literal(json.dumps(value).encode())
+
+    def _container(self, open_: bytes, members: list[Frag], close: bytes) -> Frag:
+        """``open ws m1 ws , ws m2 ws close``: one whitespace run between any two tokens."""
+        nfa = self.nfa
+        parts = [nfa.literal(open_), self.ws()]
+        for i, m in enumerate(members):
+            if i:
+                parts += [nfa.literal(b","), self.ws()]
+            parts += [m, self.ws()]
+        return nfa.seq(parts + [nfa.literal(close)])
 
     # -- combinators and references ---------------------------------------------------
     def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:

@@ -47,6 +47,8 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     max_p = schema.get("maxProperties")
     max_p = None if max_p is None else int(max_p)
     cap = max_p if max_p is not None else max(min_p, 1)
+    if c.options.property_order == "any":
+        return _any_order_object(c, ctx, entries, extra, min_p, max_p)
 
     def sat(k: int) -> int:
         return min(k, cap)
@@ -69,22 +71,45 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
             raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
     if extra is not False:
         lanes = _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat)
-    end = nfa.state()
-    close = nfa.seq([c.ws(), nfa.literal(b"}")])
-    nfa.epsilon(close.end, end)
+    close = nfa.literal(b"}")
     closable = False
     for k, q in lanes.items():
         if k >= min_p:
             closable = True
-            if k == 0:
-                last = nfa.literal(b"}")
-                nfa.epsilon(q, last.start)
-                nfa.epsilon(last.end, end)
-            else:
-                nfa.epsilon(q, close.start)
+            nfa.epsilon(q, close.start)
     if not closable:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
-    return Frag(open_.start, end)
+    return Frag(open_.start, close.end)
+
+
+def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
+                      min_p: int, max_p: int | None) -> Frag:
+    """``{ ... }`` whose members may come in any order (each declared one at most once)."""
+    nfa = c.nfa
+    items = []
+    for name, sub, pctx, required in entries:
+        if sub is False:
+            if required:
+                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
+            continue
+        make = lambda n=name, s=sub, p=pctx: _kv(c, c.string_literal(n), s, p)  # noqa: E731
+        items.append((make(), _after_comma(c, make()), required))
+    pair = None
+    if extra is not False:
+        names, ectx = [e[0] for e in entries], ctx.child("additionalProperties")
+        make = lambda: _kv(c, other_key(c, names), extra, ectx)  # noqa: E731
+        pair = (make(), _after_comma(c, make()))
+    n_required = sum(1 for *_x, r in items if r)
+    if max_p is not None and n_required > max_p:
+        raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+    if min_p > len(items) and pair is None:
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+    body = nfa.any_order(items, pair, min_p, max_p)
+    return nfa.seq([nfa.literal(b"{"), c.ws(), body, nfa.literal(b"}")])
+
+
+def _after_comma(c: "SchemaCompiler", member: Frag) -> Frag:
+    return c.nfa.seq([c.nfa.literal(b","), c.ws(), member])
 
 
 def _emit_targets(c: "SchemaCompiler", lanes: dict[int, int], max_p: int | None, sat) -> dict[int, int]:
@@ -98,7 +123,7 @@ def _emit_targets(c: "SchemaCompiler", lanes: dict[int, int], max_p: int | None,
         if k == 0:
             nfa.epsilon(q, j)
         else:
-            comma = c.punct(b",")
+            comma = nfa.seq([nfa.literal(b","), c.ws()])
             nfa.epsilon(q, comma.start)
             nfa.epsilon(comma.end, j)
     return targets
@@ -124,7 +149,8 @@ def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int],
 
 
 def _kv(c: "SchemaCompiler", key: Frag, sub: Any, pctx: "Ctx") -> Frag:
-    return c.nfa.seq([key, c.punct(b":"), c.compile(sub, pctx)])
+    """``"key": value`` and the whitespace after it (one run, so "," and "}" share it)."""
+    return c.nfa.seq([key, c.punct(b":"), c.compile(sub, pctx), c.ws()])
 
 
 def _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat) -> dict[int, int]:
@@ -208,26 +234,20 @@ def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
         max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
     if max_i is not None and max_i < min_i:
         raise SchemaError(f"the array admits no value (at most {max_i} items but minItems {min_i})", ctx.pointer)
+    # every item is followed by one whitespace run, then ", ws" or "]"
     open_ = nfa.seq([nfa.literal(b"["), c.ws()])
-    end = nfa.state()
-    close = nfa.seq([c.ws(), nfa.literal(b"]")])
-    nfa.epsilon(close.end, end)
+    close = nfa.literal(b"]")
 
-    def close_from(q: int, k: int) -> None:
-        if k == 0:
-            bracket = nfa.literal(b"]")
-            nfa.epsilon(q, bracket.start)
-            nfa.epsilon(bracket.end, end)
-        else:
-            nfa.epsilon(q, close.start)
+    def close_from(q: int, _k: int) -> None:
+        nfa.epsilon(q, close.start)
 
     q = open_.end
     n_prefix = len(prefix) if max_i is None else min(len(prefix), max_i)
     for k in range(n_prefix):
         if k >= min_i:
             close_from(q, k)
-        item = c.compile(prefix[k], ctx.child(pkey, k))
-        parts = [item] if k == 0 else [c.punct(b","), item]
+        item = nfa.seq([c.compile(prefix[k], ctx.child(pkey, k)), c.ws()])
+        parts = [item] if k == 0 else [nfa.literal(b","), c.ws(), item]
         f = nfa.seq(parts)
         nfa.epsilon(q, f.start)
         q = f.end
@@ -237,20 +257,20 @@ def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
         if k < min_i:
             raise SchemaError("the array admits no value (minItems cannot be reached)", ctx.pointer)
         close_from(q, k)
-        return Frag(open_.start, end)
+        return Frag(open_.start, close.end)
     rctx = ctx.child(rest_key)
     more_lo = max(0, min_i - k)
     if k == 0:
         # the first element has no comma: inline it, loop over ", item" for the rest
         if more_lo == 0:
             close_from(q, 0)
-        first = c.compile(rest, rctx)
+        first = nfa.seq([c.compile(rest, rctx), c.ws()])
         nfa.epsilon(q, first.start)
         q, more_lo = first.end, max(0, more_lo - 1)
         more_hi = None if more_hi is None else more_hi - 1
         k = 1
-    body = nfa.seq([c.punct(b","), c.compile(rest, rctx)])
+    body = nfa.seq([nfa.literal(b","), c.ws(), c.compile(rest, rctx), c.ws()])
     loop = nfa.loop(body, more_lo, more_hi)
     nfa.epsilon(q, loop.start)
     nfa.epsilon(loop.end, close.start)
-    return Frag(open_.start, end)
+    return Frag(open_.start, close.end)

@@ -59,6 +59,9 @@ CASES: dict[str, tuple[dict, SchemaOptions]] = {
         "when": {"type": "string", "format": "date-time"}, "ip": {"type": "string", "format": "ipv4"},
         "mail": {"type": "string", "format": "email"}, "id": {"type": "string", "format": "uuid"}}},
         SchemaOptions(max_whitespace=1)),
+    "extra_keys_all_escapes": ({"type": "object", "properties": {"név": {"type": "string", "maxLength": 3},
+                                                                 "n": {"type": "null"}},
+                                "additionalProperties": {"enum": [1, "ü"]}}, SchemaOptions(escapes="all")),
     "any_value": ({"type": "object", "additionalProperties": True}, SchemaOptions(max_depth=4, max_whitespace=2)),
     "pattern": ({"type": "array", "items": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2,4}$"}},
                 SchemaOptions(max_whitespace=0)),
@@ -213,7 +216,7 @@ def test_total_states_checked_mini():
     assert total >= 1000, f"only {total} distinct states checked"
 
 
-# ----------------------------------------------------------------------------- minimal reproducers
+# ----------------------------------------------------------------------------- regressions
 
 
 # Regression: an early scalar tail of the trie walk (MaskEngine._walk_scalar) marked the

@@ -1,0 +1,1 @@
+"""Adapters that plug exl2_enforcer grammars into inference libraries (each imports its library)."""

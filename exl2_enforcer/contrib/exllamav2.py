@@ -1,0 +1,539 @@
+"""ExLlamaV2 (0.3.2) filters backed by exl2_enforcer grammars.
+
+Usage::
+
+    from exl2_enforcer.contrib.exllamav2 import JsonSchemaFilter
+
+    f = JsonSchemaFilter(model, tokenizer, schema)
+    job = ExLlamaV2DynamicJob(input_ids=ids, max_new_tokens=256, filters=[f], stop_conditions=f.end_ids)
+
+This is the only module of the package that imports exllamav2.
+
+How exllamav2 0.3.2 drives a filter (``generator/dynamic.py``, ``generator/sampler.py``):
+
+1. when a job samples its first token: ``background_drop()``, then ``begin("")``;
+2. before each sample: if every filter of the job ``can_mask_logits()``, the sampler calls
+   ``get_next(mask=True)`` (→ ``prepare_logit_mask()`` or its background result) and then
+   ``mask_logits(logits[0][0])``; otherwise ``get_next()`` (→ ``next()``) gives
+   ``(pass_tokens, end_tokens)``, and sampling an end token ends the job ("end_filter");
+3. after each sample the job calls ``feed(token)`` with a (1, 1) tensor, then queues
+   ``background_prepare_logit_mask`` or ``background_next`` on the generator's 16-thread pool,
+   where it runs while the next forward pass does.
+
+Widths: masks follow ``logits.shape[-1]``.  Ids at or beyond the tokenizer's
+``get_vocab_size()`` are excluded as well, since the sampler sets their logits to -inf after the
+filters ran.  The list path never sees the logits: it uses ``model.config.vocab_size`` (the
+generator's logits are that wide, padded to 32), because the extension's
+``logit_filter_exclusive`` writes past the row for a larger id.
+
+After the value is complete only end ids are allowed: the union of every eos the model's
+configs list and ``extra_end_ids`` (Llama 3: 128001, 128008 and 128009).  Pass ``f.end_ids``
+as the job's ``stop_conditions`` so that whichever of them the model picks ends the job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+import numpy as np
+import torch
+from exllamav2.generator.filters import ExLlamaV2Filter
+
+from ..automaton import UNKNOWN, Automaton
+from ..errors import EnforcerError, TokenRejected
+from ..grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
+from ..matcher import Matcher
+from ..schema import SchemaOptions
+from ..vocabulary import TokenVocabulary
+
+__all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
+
+#: bytes of derived per-state data (torch masks, id arrays) kept per grammar
+STATE_CACHE_BYTES = 32 << 20
+_NO_LIMIT = 1 << 62
+#: bytes that can occur in free string content unescaped (no '"', no '\\', no control byte)
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x100) if b not in (0x22, 0x5C))
+_ATTACH_LOCK = threading.Lock()
+
+
+class _LruCache:
+    """Thread-safe LRU bounded in bytes; values are built outside the lock (builders are pure)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], tuple[Any, int]]) -> Any:
+        """The value of ``key``; ``build()`` returns ``(value, size in bytes)`` on a miss."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[0]
+        value, nbytes = build()
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = (value, nbytes)
+                self._bytes += nbytes
+                while self._bytes > self.max_bytes and len(self._items) > 1:
+                    _, (_, old) = self._items.popitem(last=False)
+                    self._bytes -= old
+        return value
+
+
+def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
+    """``obj.attr``, created once by ``factory`` (shared by every filter using ``obj``)."""
+    got = getattr(obj, attr, None)
+    if got is None:
+        with _ATTACH_LOCK:
+            got = getattr(obj, attr, None)
+            if got is None:
+                got = factory()
+                setattr(obj, attr, got)
+    return got
+
+
+class _VocabTables:
+    """Every token's bytes in one buffer, to walk many tokens through the DFA at once."""
+
+    def __init__(self, vocab: TokenVocabulary) -> None:
+        table = vocab.token_bytes
+        self.lengths = np.fromiter((len(b) if b else 0 for b in table), dtype=np.int64, count=len(table))
+        self.offsets = np.zeros(len(table), dtype=np.int64)
+        self.offsets[1:] = np.cumsum(self.lengths)[:-1]
+        self.flat = np.frombuffer(b"".join(b for b in table if b), dtype=np.uint8)
+        self.plain = np.fromiter((bool(b) and not b.translate(None, _PLAIN_BYTES) for b in table),
+                                 dtype=bool, count=len(table))
+
+
+def _step_many(auto: Automaton, states: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """One DFA step for many (state, byte class) pairs, computing missing rows first."""
+    nxt = auto.table[states, classes]
+    unknown = nxt == UNKNOWN
+    if unknown.any():
+        auto.ensure_rows(np.unique(states[unknown]).tolist())
+        nxt = auto.table[states, classes]  # re-read: the table may have been reallocated
+    return nxt
+
+
+def _complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: _VocabTables) -> np.ndarray:
+    """The ids whose bytes lead from ``sid`` to a complete state (accepting, nothing may follow)."""
+    if ids.size == 0:
+        return ids
+    lengths = tables.lengths[ids]
+    order = np.argsort(-lengths, kind="stable")  # longest first: the tokens still walking are a prefix
+    ids, lengths = ids[order], lengths[order]
+    offsets = tables.offsets[ids]
+    states = np.full(ids.size, sid, dtype=np.int64)
+    neg = -lengths
+    for pos in range(int(lengths[0])):
+        cur = states[: int(np.searchsorted(neg, -pos, side="left"))]
+        live = np.flatnonzero(cur >= 0)
+        if live.size == 0:
+            break
+        cur[live] = _step_many(auto, cur[live], auto.class_of_byte[tables.flat[offsets[live] + pos]])
+    reached = np.unique(states[states >= 0]).tolist()
+    complete = [s for s in reached if auto.is_accepting(s) and not auto.has_continuation(s)]
+    return ids[np.isin(states, complete)] if complete else ids[:0]
+
+
+def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> bool:
+    """Whether no run of plain bytes leads from ``sid`` to a complete state (False when unsure).
+
+    Inside a free-text string this holds, and then no plain token (most of the vocabulary)
+    needs walking to find the tokens that complete the value.  Every state reachable from a
+    safe state is safe too, so the answer is recorded in ``safe`` for the whole closure."""
+    if sid in safe:
+        return True
+    classes = np.unique(auto.class_of_byte[np.frombuffer(_PLAIN_BYTES, dtype=np.uint8)])
+    seen, frontier = {sid}, [sid]
+    while frontier:
+        auto.ensure_rows(frontier)
+        reached = np.unique(auto.table[np.asarray(frontier)][:, classes]).tolist()
+        frontier = []
+        for s in reached:
+            if s < 0 or s in seen or s in safe:
+                continue
+            if (auto.is_accepting(s) and not auto.has_continuation(s)) or len(seen) >= limit:
+                return False
+            seen.add(s)
+            frontier.append(s)
+    safe.update(seen)
+    return True
+
+
+def _token_id(token: Any) -> int:
+    """The id in a (1, 1) tensor as the job feeds it (a plain int is accepted too)."""
+    if isinstance(token, torch.Tensor):
+        if token.numel() != 1:
+            raise ValueError(f"feed() takes one token, got a tensor of shape {tuple(token.shape)}")
+        return int(token.item())
+    return int(token)
+
+
+def _parse_trigger(trigger: str | bytes | int | None) -> tuple[int | None, bytes | None]:
+    """``(trigger id, trigger bytes)``, at most one of them set."""
+    if trigger is None:
+        return None, None
+    if isinstance(trigger, int) and not isinstance(trigger, bool):
+        return trigger, None
+    if isinstance(trigger, (str, bytes)) and trigger:
+        return None, trigger.encode("utf-8") if isinstance(trigger, str) else bytes(trigger)
+    raise TypeError(f"trigger must be a non-empty string or a token id, got {trigger!r}")
+
+
+def _resolve_vocab(model: Any, tokenizer: Any, vocab: TokenVocabulary | None,
+                   extra_end_ids: Iterable[int]) -> TokenVocabulary:
+    """The given vocabulary, or the exact one of the exllamav2 tokenizer (cached per tokenizer)."""
+    extra = [int(i) for i in extra_end_ids]
+    if vocab is not None:
+        missing = sorted(set(extra) - vocab.end_ids)
+        if missing:
+            raise ValueError(f"extra_end_ids {missing} are not end ids of the vocab= given; build it with them")
+        return vocab
+    config = getattr(model, "config", None)
+    if config is None or tokenizer is None:
+        raise ValueError("pass the ExLlamaV2 model and tokenizer (or vocab=) to build the filter")
+    return TokenVocabulary.from_exllamav2(tokenizer, config, extra)
+
+
+class _EnforcerFilter(ExLlamaV2Filter):
+    """An ExLlamaV2 filter that walks a :class:`Matcher` over a compiled grammar.
+
+    With ``trigger`` (a string, or a token id) the filter starts unconstrained and switches the
+    grammar on right after the trigger appears in the generated text: the value must follow
+    directly.  Before that, the only tokens refused are those that would complete the trigger
+    with bytes after it that cannot start the value.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, compile_for: Callable[[TokenVocabulary], CompiledGrammar], *,
+                 extra_end_ids: Iterable[int] = (), trigger: str | int | None = None,
+                 vocab: TokenVocabulary | None = None) -> None:
+        super().__init__(model, tokenizer)
+        self.vocab = _resolve_vocab(model, tokenizer, vocab, extra_end_ids)
+        self.grammar = compile_for(self.vocab)
+        self._cache: _LruCache = _attached(self.grammar, "_exl2_filter_cache", lambda: _LruCache(STATE_CACHE_BYTES))
+        self._matcher = Matcher(self.grammar)
+        self._end = np.asarray(sorted(self.vocab.end_ids), dtype=np.int64)
+        self._trigger_id, self._trigger_bytes = _parse_trigger(trigger)
+        size = getattr(tokenizer, "get_vocab_size", None)
+        self._tok_limit = int(size()) if callable(size) else _NO_LIMIT
+        self._cfg_width: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
+        self._mask_width: int | None = None
+        self._mask_device = torch.device("cpu")
+        self._reset()
+
+    # ------------------------------------------------------------------ protocol
+
+    def begin(self, prefix_str: str | list[str] | None = "") -> None:
+        """Called when a job starts: by the dynamic job before its first sample (after
+        ``background_drop()``, with ``""``), by the streaming/base generators with the healed
+        token's text.  Resets to the start state, so one filter object can serve job after job.
+        Token healing (a non-empty ``prefix_str``) is not supported and raises."""
+        text = "".join(prefix_str) if isinstance(prefix_str, (list, tuple)) else (prefix_str or "")
+        if text:
+            raise ValueError("exl2_enforcer filters do not support token healing (begin() got "
+                             f"prefix {text!r}); generate with token_healing=False")
+        self.background_drop()
+        self._reset()
+
+    def feed(self, token: Any) -> None:
+        """Called by the job right after each sample with the sampled (1, 1) tensor: advance.
+
+        Raises :class:`TokenRejected` naming the id if the grammar refuses it (only possible
+        when the sampler ignored this filter's mask or token list)."""
+        tid = _token_id(token)
+        if not self._active:
+            self._watch(tid)
+            return
+        m = self._matcher
+        if m.ended and tid in self.vocab.end_ids:
+            return  # a job whose stop conditions lack this end id samples end ids until it stops
+        try:
+            m.accept_token(tid)
+        except TokenRejected as exc:
+            raise TokenRejected(tid, f"refused by the exl2_enforcer {self.grammar.description} filter ({exc}); "
+                                     "the sampler did not respect the filter's mask or token list") from None
+
+    def next(self) -> tuple[list[int], set[int]]:
+        """Called by the sampler before sampling when some filter of the job cannot mask logits
+        (the list path), or on the generator's pool via ``background_next()`` after ``feed()``.
+
+        Returns ``(pass_tokens, end_tokens)``: the allowed ids as a sorted list of Python ints
+        below the logits width (what ``logit_filter_exclusive`` needs; never empty), and the
+        set of allowed ids after which the value is complete (the end ids when the text so far
+        is complete, and the text tokens that complete it with nothing allowed after them), so
+        that sampling one ends the job with ``eos_reason == "end_filter"``."""
+        width = self._list_width()
+        if not self._active:
+            return self._free_ids(width).tolist(), set()
+        return self._allowed_ids(width).tolist(), set(self._end_tokens(width))
+
+    def clone(self, c: "_EnforcerFilter | None" = None) -> "_EnforcerFilter":
+        """An independent filter at the same position, sharing the compiled grammar and caches
+        (exllamav2 calls this when it copies a job's filters; callers may too)."""
+        if c is None:
+            c = type(self).__new__(type(self))
+        super().clone(c)
+        c.__dict__.update(self.__dict__)  # immutable or shared-by-design fields...
+        c._matcher = self._matcher.fork()  # ...except the position, which must not be shared
+        c.background_result = None
+        return c
+
+    def use_background_worker(self) -> bool:
+        """Asked by the job after each ``feed()``: True, so the next mask (or list) is computed
+        on the generator's thread pool while the model's next forward pass runs."""
+        return True
+
+    def can_mask_logits(self) -> bool:
+        """Asked by the sampler each step: True, the filter can mask a logits row in place."""
+        return True
+
+    def prepare_logit_mask(self) -> bool:
+        """Called on the generator's pool (``background_prepare_logit_mask``) after ``feed()``,
+        or by ``get_next(mask=True)`` at the first step: compute and cache the mask of the
+        current state for the logits width seen last (before any: ``config.vocab_size``
+        padded to 32, the dynamic generator's width).  Returns True as the sampler asserts."""
+        self._mask_tensor(self._mask_width or self._default_width(), self._mask_device)
+        return True
+
+    def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Called by the sampler right before sampling (mask path) with ``logits[0][0]``: set the
+        excluded logits to -inf in place and return the tensor.  The mask is sized from
+        ``logits.shape[-1]`` and built (once per state, width and device) on the logits' device."""
+        width = int(logits.shape[-1])
+        self._mask_width, self._mask_device = width, logits.device
+        excluded = self._mask_tensor(width, logits.device)
+        if excluded is not None:
+            logits.masked_fill_(excluded, float("-inf"))
+        return logits
+
+    def background_drop(self) -> None:
+        """Called by the dynamic job before ``begin()`` of each job: wait for and discard a
+        pending background result.  A failed background computation is discarded too, so the
+        filter stays reusable (the error recurs if the new state has the same problem)."""
+        pending, self.background_result = self.background_result, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - the result is dropped either way
+                pass
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def end_ids(self) -> list[int]:
+        """The ids that end a complete value (use them as the job's ``stop_conditions``)."""
+        return self._end.tolist()
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the grammar is on (always, without a trigger)."""
+        return self._active
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the constrained value is complete (only end ids may follow)."""
+        return self._active and self._matcher.is_complete()
+
+    @property
+    def matcher(self) -> Matcher:
+        """The matcher tracking this filter's position (read it, don't move it)."""
+        return self._matcher
+
+    # ------------------------------------------------------------------ internals
+
+    def _reset(self) -> None:
+        self._matcher.reset()
+        self._active = self._trigger_id is None and self._trigger_bytes is None
+        self._tail = b""  # last bytes of free text, to find a trigger split over tokens
+
+    def _state_key(self) -> Hashable:
+        return ("end",) if self._matcher.ended else self._matcher.state
+
+    def _vocab_width(self) -> int:
+        return max(self.vocab.n_ids, int(self._end[-1]) + 1 if self._end.size else 0)
+
+    def _default_width(self) -> int:
+        return (self._cfg_width + 31) // 32 * 32 if self._cfg_width else self._vocab_width()
+
+    def _list_width(self) -> int:
+        return min(self._cfg_width or self._vocab_width(), self._tok_limit)
+
+    def _no_end_error(self, width: int) -> EnforcerError:
+        return EnforcerError(
+            f"the value is complete, but none of the end ids {self.end_ids} is below the usable width {width} "
+            f"(logits width, at most the tokenizer's {self._tok_limit} ids): nothing could end the generation; "
+            "pass extra_end_ids= with an end id the model's head has")
+
+    def _allowed_words(self, width: int) -> np.ndarray:
+        """Packed int32 mask of the current state, ``width`` bits; never all zero."""
+        words = np.zeros((width + 31) // 32, dtype=np.int32)
+        m = self._matcher
+        try:
+            m.fill_bitmask(words, width)
+        except EnforcerError as exc:
+            if m.ended or m.is_complete():
+                raise self._no_end_error(width) from exc
+            raise
+        if not words.any():
+            raise self._no_end_error(width)
+        return words
+
+    def _allowed_ids(self, width: int) -> np.ndarray:
+        def build() -> tuple[np.ndarray, int]:
+            bits = np.unpackbits(self._allowed_words(width).view(np.uint8), bitorder="little", count=width)
+            ids = np.flatnonzero(bits)
+            return ids, ids.nbytes + 64
+
+        return self._cache.get(("ids", self._state_key(), width), build)
+
+    def _end_tokens(self, width: int) -> frozenset[int]:
+        def build() -> tuple[frozenset[int], int]:
+            ids = self._allowed_ids(width)
+            is_end = np.isin(ids, self._end)
+            found = set(ids[is_end].tolist())
+            m = self._matcher
+            if not m.ended:
+                tables = _attached(self.vocab, "_exl2_filter_tables", lambda: _VocabTables(self.vocab))
+                text = ids[~is_end]
+                text = text[text < self.vocab.n_ids]
+                auto = self.grammar.automaton
+                if _plain_safe(auto, m.state, _attached(self.grammar, "_exl2_plain_safe", set)):
+                    text = text[~tables.plain[text]]
+                found.update(_complete_tokens(auto, m.state, text, tables).tolist())
+            return frozenset(found), 64 * len(found) + 256
+
+        return self._cache.get(("ends", self._state_key(), width), build)
+
+    def _mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
+        """Bool tensor, True = excluded, ``width`` long on ``device``; None when nothing is."""
+        if not self._active:
+            k = self._trigger_progress()
+            bad = self._trigger_bad_ids(k)
+            bad = bad[bad < width]
+            if bad.size == 0:
+                return None
+            return self._cache.get(("free-mask", self._trigger_bytes, k, width, str(device)),
+                                   lambda: _excluded(bad, width, device))
+
+        def build() -> tuple[torch.Tensor, int]:
+            usable = min(width, self._tok_limit)
+            bits = np.unpackbits(self._allowed_words(usable).view(np.uint8), bitorder="little", count=usable)
+            excluded = torch.ones(width, dtype=torch.bool)
+            excluded[:usable] = torch.from_numpy(bits == 0)
+            return excluded.to(device), width
+
+        return self._cache.get(("mask", self._state_key(), width, str(device)), build)
+
+    # -- two-phase use: free text until the trigger ---------------------------------------
+
+    def _watch(self, tid: int) -> None:
+        """Feed one token of free text; switch the grammar on when the trigger completes."""
+        if self._trigger_id is not None:
+            if tid == self._trigger_id:
+                self._activate(b"", tid)
+            return
+        trig = self._trigger_bytes
+        piece = self.vocab.token_bytes[tid] if 0 <= tid < self.vocab.n_ids else None
+        text = self._tail + (piece or b"")
+        at = text.find(trig)
+        if at < 0:
+            self._tail = text[max(0, len(text) - (len(trig) - 1)):]
+            return
+        self._activate(text[at + len(trig):], tid)
+
+    def _activate(self, rest: bytes, tid: int) -> None:
+        self._active = True
+        self._matcher.reset()
+        if rest:
+            auto = self.grammar.automaton
+            sid = auto.walk(auto.start, rest)
+            if sid < 0:
+                raise TokenRejected(tid, f"completes the trigger, but the bytes after it, {rest!r}, cannot start the value")
+            # Matcher has no "accept these bytes" call: record the state they lead to
+            self._matcher.history.append(sid)
+
+    def _trigger_progress(self) -> int:
+        """Length of the longest end of the free text that is a proper prefix of the trigger."""
+        trig, tail = self._trigger_bytes, self._tail
+        if trig is None:
+            return 0
+        for k in range(min(len(trig) - 1, len(tail)), 0, -1):
+            if tail.endswith(trig[:k]):
+                return k
+        return 0
+
+    def _trigger_bad_ids(self, k: int) -> np.ndarray:
+        """Ids that would complete the trigger (``k`` bytes of it already written) followed by
+        bytes that cannot start the value."""
+        trig = self._trigger_bytes
+        if trig is None:
+            return np.zeros(0, dtype=np.int64)
+
+        def build() -> tuple[np.ndarray, int]:
+            head, auto, n = trig[:k], self.grammar.automaton, len(trig)
+            bad = []
+            for i, piece in enumerate(self.vocab.token_bytes):
+                if piece:
+                    text = head + piece
+                    at = text.find(trig)
+                    if at >= 0 and len(text) > at + n and auto.walk(auto.start, text[at + n:]) < 0:
+                        bad.append(i)
+            arr = np.asarray(bad, dtype=np.int64)
+            return arr, arr.nbytes + 64
+
+        return self._cache.get(("trigger-bad", trig, k), build)
+
+    def _free_ids(self, width: int) -> np.ndarray:
+        k = self._trigger_progress()
+
+        def build() -> tuple[np.ndarray, int]:
+            ids = np.setdiff1d(np.arange(width, dtype=np.int64), self._trigger_bad_ids(k))
+            return ids, ids.nbytes
+
+        return self._cache.get(("free-ids", self._trigger_bytes, self._trigger_id, k, width), build)
+
+
+def _excluded(ids: np.ndarray, width: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    excluded = torch.zeros(width, dtype=torch.bool)
+    excluded[torch.from_numpy(ids)] = True
+    return excluded.to(device), width
+
+
+class JsonSchemaFilter(_EnforcerFilter):
+    """Constrain the output to one JSON value valid against ``schema`` (dict, bool or JSON text).
+
+    ``options`` (:class:`~exl2_enforcer.schema.SchemaOptions`) chooses whitespace, nesting depth,
+    strict objects...; ``extra_end_ids`` adds end ids to those of the model's configs;
+    ``trigger`` starts the constraint only after that text (or token id); ``vocab`` reuses a
+    prebuilt :class:`~exl2_enforcer.vocabulary.TokenVocabulary` instead of reading the tokenizer.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, schema: Any, *, options: SchemaOptions | None = None,
+                 extra_end_ids: Iterable[int] = (), trigger: str | int | None = None,
+                 vocab: TokenVocabulary | None = None) -> None:
+        super().__init__(model, tokenizer, lambda v: compile_json_schema(schema, v, options),
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
+
+
+class RegexFilter(_EnforcerFilter):
+    """Constrain the whole output to match ``pattern`` (ECMA-262 subset, fully anchored)."""
+
+    def __init__(self, model: Any, tokenizer: Any, pattern: str, *, extra_end_ids: Iterable[int] = (),
+                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None) -> None:
+        super().__init__(model, tokenizer, lambda v: compile_regex_constraint(pattern, v),
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
+
+
+class ChoiceFilter(_EnforcerFilter):
+    """Constrain the whole output to be exactly one of ``choices``."""
+
+    def __init__(self, model: Any, tokenizer: Any, choices: Sequence[str], *, extra_end_ids: Iterable[int] = (),
+                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None) -> None:
+        super().__init__(model, tokenizer, lambda v: compile_choice(choices, v),
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
