@@ -114,16 +114,18 @@ class Loop(LazyHeads):
 
 @dataclass(eq=False)
 class AnyOrder(LazyHeads):
-    """Object members in any order: the head key is (names written, members written).
+    """Object members in any order.
 
-    ``items[i]`` is ``(first, later, required)``: the callee that writes member
-    ``i`` as the first member, and the one that writes it after a comma.
-    ``extra`` is the same pair for an additional property (or None).  All
-    callees end at the shared :attr:`callee_end`.
+    The head key is ``(names written, members written, after a comma)``.
+    ``items[i]`` is ``(callee, required)`` for declared member ``i``; ``extra``
+    the callee of an additional member (or None); ``comma`` the callee for
+    ``", ws"``.  One comma state per situation keeps a single whitespace run in
+    each DFA state.  All callees end at the shared :attr:`callee_end`.
     """
 
-    items: list[tuple[Frag, Frag, bool]]
-    extra: tuple[Frag, Frag] | None
+    items: list[tuple[Frag, bool]]
+    extra: Frag | None
+    comma: Frag
     exit: int
     callee_end: int
     min_members: int = 0
@@ -132,52 +134,52 @@ class AnyOrder(LazyHeads):
 
     def canonical(self, key: Hashable) -> Hashable:
         """Counts beyond what min/max can tell apart are folded."""
-        written, n = key  # type: ignore[misc]
+        written, n, comma = key  # type: ignore[misc]
         cap = self.max_members if self.max_members is not None else max(self.min_members, 1)
-        return written, min(n, cap)
+        return written, min(n, cap), comma
+
+    def _open(self, written: frozenset, n: int) -> list[tuple[Frag, frozenset]]:
+        if self.max_members is not None and n >= self.max_members:
+            return []
+        out = [(f, written | {i}) for i, (f, _r) in enumerate(self.items) if i not in written]
+        if self.extra is not None:
+            out.append((self.extra, written))
+        return out
 
     def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
-        """Close when every required member is written; else write any member not written yet."""
-        written, n = key  # type: ignore[misc]
+        """Close when every required member is written; else a comma, then any member not written yet."""
+        written, n, comma = key  # type: ignore[misc]
         out: list[tuple[int | None, int]] = []
-        required = all(i in written for i, (_f, _l, req) in enumerate(self.items) if req)
-        if required and n >= self.min_members:
-            out.append((None, self.exit))
-        if self.max_members is not None and n >= self.max_members:
-            return out
-        for i, (first, later, _req) in enumerate(self.items):
-            if i not in written:
-                out.append(((later if n else first).start, nfa.head(self, (written | {i}, n + 1))))
-        if self.extra is not None:
-            out.append(((self.extra[1] if n else self.extra[0]).start, nfa.head(self, (written, n + 1))))
+        choices = self._open(written, n)
+        if comma or n == 0:
+            out += [(f.start, nfa.head(self, (w, n + 1, False))) for f, w in choices]
+        if not comma:
+            if all(i in written for i, (_f, r) in enumerate(self.items) if r) and n >= self.min_members:
+                out.append((None, self.exit))
+            if n and choices:
+                out.append((self.comma.start, nfa.head(self, (written, n, True))))
         return out
 
     def deps(self) -> list[int]:
-        """The exit and every callee."""
-        out = [self.exit] + [f.start for f, _l, _r in self.items] + [l.start for _f, l, _r in self.items]
-        if self.extra is not None:
-            out += [self.extra[0].start, self.extra[1].start]
-        return out
+        """The exit, the comma and every callee."""
+        out = [self.exit, self.comma.start] + [f.start for f, _r in self.items]
+        return out + ([self.extra.start] if self.extra is not None else [])
 
     def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
-        """Every missing required member must still be written, then the exit."""
-        written, n = key  # type: ignore[misc]
-        need = [h[self.exit]]
-        for i, (first, later, req) in enumerate(self.items):
-            if req and i not in written:
-                need.append(max(h[first.start], h[later.start]))
-        missing_required = sum(1 for i, (_f, _l, r) in enumerate(self.items) if r and i not in written)
-        optional = [max(h[f.start], h[l.start]) for i, (f, l, r) in enumerate(self.items) if not r and i not in written]
-        if self.extra is not None:
-            optional.append(max(h[self.extra[0].start], h[self.extra[1].start]))
-        short = self.min_members - n - missing_required
-        if short > 0:
-            # more members are needed than the required ones: count the worst optional one
-            if not optional or (self.extra is None and short > len(optional)):
-                return 1 << 30
-            need.append(max(optional))
-        if self.max_members is not None and n + missing_required > self.max_members:
+        """An upper bound: the exit, the comma, and every member still to write (safe to overestimate)."""
+        written, n, comma = key  # type: ignore[misc]
+        missing = [f for i, (f, r) in enumerate(self.items) if r and i not in written]
+        if self.max_members is not None and n + len(missing) > self.max_members:
             return 1 << 30
+        choices = self._open(written, n)
+        short = self.min_members - n - len(missing)
+        if (short > 0 or comma) and not choices:
+            return 1 << 30
+        if self.extra is None and short > len(choices) - len(missing):
+            return 1 << 30
+        need = [h[self.exit], h[self.comma.start]] + [h[f.start] for f in missing]
+        if short > 0 or comma:
+            need.append(max(h[f.start] for f, _w in choices))
         return max(need)
 
 
@@ -344,19 +346,17 @@ class NFA:
         self.loop_of[q] = (obj, key)
         return q
 
-    def any_order(self, items: list[tuple[Frag, Frag, bool]], extra: tuple[Frag, Frag] | None,
+    def any_order(self, items: list[tuple[Frag, bool]], extra: Frag | None, comma: Frag,
                   min_members: int = 0, max_members: int | None = None) -> Frag:
-        """Object members in any order (see :class:`AnyOrder`); callees must end at one shared state.
+        """Object members in any order (see :class:`AnyOrder`).
 
         Returns the fragment from the first member to the point where ``}`` may follow.
         """
         exit_, end = self.state(), self.state()
-        wired: list[tuple[Frag, Frag, bool]] = []
-        for first, later, req in items:
-            wired.append((self._to_end(first, end), self._to_end(later, end), req))
-        ext = None if extra is None else (self._to_end(extra[0], end), self._to_end(extra[1], end))
-        obj = AnyOrder(wired, ext, exit_, end, min_members, max_members)
-        return Frag(self.head(obj, (frozenset(), 0)), exit_)
+        wired = [(self._to_end(f, end), req) for f, req in items]
+        ext = None if extra is None else self._to_end(extra, end)
+        obj = AnyOrder(wired, ext, self._to_end(comma, end), exit_, end, min_members, max_members)
+        return Frag(self.head(obj, (frozenset(), 0, False)), exit_)
 
     def _to_end(self, f: Frag, end: int) -> Frag:
         self.epsilon(f.end, end)

@@ -49,37 +49,111 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     cap = max_p if max_p is not None else max(min_p, 1)
     if c.options.property_order == "any":
         return _any_order_object(c, ctx, entries, extra, min_p, max_p)
+    return _schema_order_object(c, ctx, entries, extra, min_p, max_p)
 
-    def sat(k: int) -> int:
-        return min(k, cap)
 
-    open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
-    lanes = {0: open_.end}
+def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
+                         min_p: int, max_p: int | None) -> Frag:
+    """Members in schema order.
+
+    States per position and count ``k`` of members written: ``a0`` (nothing
+    written yet), ``A[k]`` (after a member and its whitespace: a comma or the
+    close may follow) and ``B[k]`` (after ", ws": a member must follow; optional
+    members are skipped here).  Each ``A`` state has exactly one comma, so a
+    DFA state never holds two whitespace runs at once.
+    """
+    nfa = c.nfa
+    cap = max_p if max_p is not None else max(min_p, 1)
+
+    def can_add(k: int) -> bool:
+        return max_p is None or k < max_p
+
+    props = []
     for name, sub, pctx, required in entries:
         if sub is False:
             if required:
                 raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
             continue
-        targets = _emit_targets(c, lanes, max_p, sat)
-        new_lanes: dict[int, int] = {}
-        _wire_kv(c, targets, new_lanes, lambda n=name, s=sub, p=pctx: _kv(c, c.string_literal(n), s, p))
-        if not required:
-            for k, q in lanes.items():
-                nfa.epsilon(q, new_lanes.setdefault(k, nfa.state()))
-        lanes = new_lanes
-        if not lanes:
-            raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
-    if extra is not False:
-        lanes = _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat)
+        props.append((name, sub, pctx, required))
+    n = len(props)
+    optional_from = [all(not p[3] for p in props[i:]) for i in range(n + 1)]
+    more_from = [i < n or extra is not False for i in range(n + 1)]
+    open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
     close = nfa.literal(b"}")
     closable = False
-    for k, q in lanes.items():
-        if k >= min_p:
-            closable = True
-            nfa.epsilon(q, close.start)
+    a0: int | None = open_.end
+    A: dict[int, int] = {}
+    B: dict[int, int] = {}
+
+    def finish(states: dict[int, int], i: int) -> None:
+        nonlocal closable
+        for k, q in states.items():
+            if k >= min_p and optional_from[i]:
+                nfa.epsilon(q, close.start)
+                closable = True
+            if can_add(k) and more_from[i]:
+                comma = nfa.seq([nfa.literal(b","), c.ws()])
+                nfa.epsilon(q, comma.start)
+                nfa.epsilon(comma.end, B.setdefault(k, nfa.state()))
+
+    for i, (name, sub, pctx, required) in enumerate(props):
+        finish(A, i)
+        targets: dict[int, int] = {}
+        if a0 is not None and can_add(0):
+            nfa.epsilon(a0, targets.setdefault(min(1, cap), nfa.state()))
+        for k, q in B.items():
+            nfa.epsilon(q, targets.setdefault(min(k + 1, cap), nfa.state()))
+        new_a: dict[int, int] = {}
+        _wire_kv(c, targets, new_a, lambda n_=name, s=sub, p=pctx: _kv(c, c.string_literal(n_), s, p))
+        new_b: dict[int, int] = {}
+        new_a0 = None
+        if not required:
+            if a0 is not None:
+                new_a0 = nfa.state()
+                nfa.epsilon(a0, new_a0)
+            for k, q in B.items():
+                nfa.epsilon(q, new_b.setdefault(k, nfa.state()))
+        if not new_a and new_a0 is None and not new_b:
+            raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+        a0, A, B = new_a0, new_a, new_b
+    finish(A, n)
+    if a0 is not None and min_p == 0:
+        nfa.epsilon(a0, close.start)
+        closable = True
+    if extra is not False:
+        closable |= _extras(c, ctx, extra, [e[0] for e in entries], a0, B, close, min_p, max_p, cap)
     if not closable:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
     return Frag(open_.start, close.end)
+
+
+def _extras(c: "SchemaCompiler", ctx: "Ctx", extra: Any, names: list[str], a0: int | None,
+            B: dict[int, int], close: Frag, min_p: int, max_p: int | None, cap: int) -> bool:
+    """Further members whose keys are not declared names, any number (within maxProperties)."""
+    nfa = c.nfa
+    ectx = ctx.child("additionalProperties")
+
+    def can_add(k: int) -> bool:
+        return max_p is None or k < max_p
+
+    after_comma = {k: B.get(k) or nfa.state() for k in range(1, cap + 1) if can_add(k)}
+    targets: dict[int, int] = {}
+    if a0 is not None and can_add(0):
+        nfa.epsilon(a0, targets.setdefault(min(1, cap), nfa.state()))
+    for k, q in after_comma.items():
+        nfa.epsilon(q, targets.setdefault(min(k + 1, cap), nfa.state()))
+    members: dict[int, int] = {}
+    _wire_kv(c, targets, members, lambda: _kv(c, other_key(c, names), extra, ectx))
+    closable = False
+    for k, q in members.items():
+        if k >= min_p:
+            nfa.epsilon(q, close.start)
+            closable = True
+        if can_add(k):
+            comma = nfa.seq([nfa.literal(b","), c.ws()])
+            nfa.epsilon(q, comma.start)
+            nfa.epsilon(comma.end, after_comma[k])
+    return closable
 
 
 def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
@@ -92,41 +166,17 @@ def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any
             if required:
                 raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
             continue
-        make = lambda n=name, s=sub, p=pctx: _kv(c, c.string_literal(n), s, p)  # noqa: E731
-        items.append((make(), _after_comma(c, make()), required))
-    pair = None
+        items.append((_kv(c, c.string_literal(name), sub, pctx), required))
+    member = None
     if extra is not False:
-        names, ectx = [e[0] for e in entries], ctx.child("additionalProperties")
-        make = lambda: _kv(c, other_key(c, names), extra, ectx)  # noqa: E731
-        pair = (make(), _after_comma(c, make()))
-    n_required = sum(1 for *_x, r in items if r)
-    if max_p is not None and n_required > max_p:
+        member = _kv(c, other_key(c, [e[0] for e in entries]), extra, ctx.child("additionalProperties"))
+    if max_p is not None and sum(1 for _f, r in items if r) > max_p:
         raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
-    if min_p > len(items) and pair is None:
+    if min_p > len(items) and member is None:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
-    body = nfa.any_order(items, pair, min_p, max_p)
+    comma = nfa.seq([nfa.literal(b","), c.ws()])
+    body = nfa.any_order(items, member, comma, min_p, max_p)
     return nfa.seq([nfa.literal(b"{"), c.ws(), body, nfa.literal(b"}")])
-
-
-def _after_comma(c: "SchemaCompiler", member: Frag) -> Frag:
-    return c.nfa.seq([c.nfa.literal(b","), c.ws(), member])
-
-
-def _emit_targets(c: "SchemaCompiler", lanes: dict[int, int], max_p: int | None, sat) -> dict[int, int]:
-    """Join states, by count after emitting, reached from each lane (with a comma if needed)."""
-    nfa = c.nfa
-    targets: dict[int, int] = {}
-    for k, q in lanes.items():
-        if max_p is not None and k >= max_p:
-            continue
-        j = targets.setdefault(sat(k + 1), nfa.state())
-        if k == 0:
-            nfa.epsilon(q, j)
-        else:
-            comma = nfa.seq([nfa.literal(b","), c.ws()])
-            nfa.epsilon(q, comma.start)
-            nfa.epsilon(comma.end, j)
-    return targets
 
 
 def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int], make) -> None:
@@ -151,19 +201,6 @@ def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int],
 def _kv(c: "SchemaCompiler", key: Frag, sub: Any, pctx: "Ctx") -> Frag:
     """``"key": value`` and the whitespace after it (one run, so "," and "}" share it)."""
     return c.nfa.seq([key, c.punct(b":"), c.compile(sub, pctx), c.ws()])
-
-
-def _extras(c, schema, ctx, extra, lanes, entries, cap, max_p, sat) -> dict[int, int]:
-    """Zero or more further key/value pairs whose keys are not declared names."""
-    nfa = c.nfa
-    names = [e[0] for e in entries]
-    ectx = ctx.child("additionalProperties")
-    all_lanes = {k: nfa.state() for k in range(cap + 1)}
-    for k, q in lanes.items():
-        nfa.epsilon(q, all_lanes[k])
-    targets = _emit_targets(c, all_lanes, max_p, sat)
-    _wire_kv(c, targets, all_lanes, lambda: _kv(c, other_key(c, names), extra, ectx))
-    return all_lanes
 
 
 def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:

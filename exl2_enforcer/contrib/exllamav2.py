@@ -142,13 +142,16 @@ def _complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: _VocabT
 
 
 def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> bool:
-    """Whether no run of plain bytes leads from ``sid`` to a complete state (False when unsure).
+    """Whether no run of zero or more plain bytes leads from ``sid`` to a complete state
+    (False when unsure).
 
     Inside a free-text string this holds, and then no plain token (most of the vocabulary)
     needs walking to find the tokens that complete the value.  Every state reachable from a
     safe state is safe too, so the answer is recorded in ``safe`` for the whole closure."""
     if sid in safe:
         return True
+    if auto.is_accepting(sid) and not auto.has_continuation(sid):
+        return False  # the empty run: a complete state must never enter ``safe``
     classes = np.unique(auto.class_of_byte[np.frombuffer(_PLAIN_BYTES, dtype=np.uint8)])
     seen, frontier = {sid}, [sid]
     while frontier:
