@@ -32,6 +32,7 @@ from .errors import EnforcerError
 from .trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
+    from .distance import Distances
     from .lexicon import StringLexicon
     from .vocabulary import TokenVocabulary
 
@@ -187,6 +188,8 @@ class MaskEngine:
         self._cache_lock = threading.Lock()
         self.cached_bytes = 0
         self._posts: dict[int, np.ndarray] = {}
+        self._salvage: dict[int, np.ndarray] = {}
+        self._distances: "Distances | None" = None
         #: test hook: called with the DFA state id before each computed (cold) mask
         self.before_compute: Callable[[int], None] | None = None
 
@@ -256,16 +259,23 @@ class MaskEngine:
 
     def _walk(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
         """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""
+        return self._walk_states(trie, sid, deadline)[0]
+
+    def _walk_states(self, trie: TokenTrie, sid: int, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`_walk`, also giving the state each allowed token ends in."""
         a = self.automaton
         cls_of = a.class_of_byte
         nodes = np.arange(trie.child_lo[0], trie.child_hi[0], dtype=np.int64)
         states = np.full(nodes.shape[0], sid, dtype=np.int64)
-        hits: list[np.ndarray] = []
+        hit_nodes: list[np.ndarray] = []
+        hit_states: list[np.ndarray] = []
         while nodes.shape[0]:
             if deadline is not None and time.perf_counter() > deadline:
                 raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
             if nodes.shape[0] <= SCALAR_FRONTIER:
-                hits.append(self._walk_scalar(trie, nodes.tolist(), states.tolist(), deadline))
+                tail_nodes, tail_states = self._walk_scalar(trie, nodes.tolist(), states.tolist(), deadline)
+                hit_nodes.append(tail_nodes)
+                hit_states.append(tail_states)
                 break
             cls = cls_of[trie.byte[nodes]]
             nxt = a.table[states, cls]
@@ -276,17 +286,18 @@ class MaskEngine:
             keep = nxt >= 0
             nodes = nodes[keep]
             states = nxt[keep].astype(np.int64)
-            hits.append(nodes)
+            hit_nodes.append(nodes)
+            hit_states.append(states)
             nodes, src = expand_ranges(trie.child_lo[nodes], trie.child_hi[nodes])
             states = states[src]
-        if not hits:
-            return np.zeros(0, np.int64)
-        alive = np.concatenate(hits)
-        tok_pos, _ = expand_ranges(trie.tok_lo[alive], trie.tok_hi[alive])
-        return trie.tok_ids[tok_pos]
+        if not hit_nodes:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        alive = np.concatenate(hit_nodes)
+        tok_pos, src = expand_ranges(trie.tok_lo[alive], trie.tok_hi[alive])
+        return trie.tok_ids[tok_pos], np.concatenate(hit_states)[src]
 
     def _walk_scalar(self, trie: TokenTrie, nodes: list[int], states: list[int],
-                     deadline: float | None) -> np.ndarray:
+                     deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Depth-first walk for a narrow frontier, where numpy's per-call cost dominates."""
         a = self.automaton
         byte, lo, hi = self.index.trie_lists(trie)
@@ -298,10 +309,12 @@ class MaskEngine:
             if nxt >= 0:
                 stack.append((node, nxt))
         alive: list[int] = []
+        alive_states: list[int] = []
         steps = 0
         while stack:
             node, state = stack.pop()
             alive.append(node)
+            alive_states.append(state)
             steps += 1
             if deadline is not None and not steps & 1023 and time.perf_counter() > deadline:
                 raise MaskTimeout("mask computation passed its deadline")
@@ -309,7 +322,41 @@ class MaskEngine:
                 nxt = a.step_class(state, cls_of[byte[child]])
                 if nxt >= 0:
                     stack.append((child, nxt))
-        return np.asarray(alive, dtype=np.int64)
+        return np.asarray(alive, dtype=np.int64), np.asarray(alive_states, dtype=np.int64)
+
+    # -- salvage: shortest completion ----------------------------------------------------
+    def salvage_mask(self, sid: int, deadline: float | None = None) -> np.ndarray:
+        """Packed mask of tokens that bring ``sid`` strictly closer to a complete value.
+
+        In an accepting state only the end ids.  Every salvage step lowers the
+        distance, so a salvaged generation ends within ``distance(sid)`` bytes.
+        The mask is never empty: the single-byte token of a shortest
+        completion's next byte always qualifies.
+        """
+        got = self._salvage.get(sid)
+        if got is not None:
+            return got
+        idx = self.index
+        with self.automaton.lock:
+            dist = self.distances()
+            here = dist.of_state(sid)
+            if here == 0:
+                packed = idx.end_packed.copy()
+            else:
+                ids, ends = self._walk_states(idx.trie, sid, deadline)
+                uniq, inv = np.unique(ends, return_inverse=True)
+                closer = np.array([dist.of_state(int(s)) < here for s in uniq.tolist()], dtype=bool)
+                packed = idx.pack(ids[closer[inv]])
+            self._salvage[sid] = packed
+        return packed
+
+    def distances(self) -> "Distances":
+        """The completion distances of this automaton (built on first use)."""
+        if self._distances is None:
+            from .distance import Distances
+
+            self._distances = Distances(self.automaton)
+        return self._distances
 
     def fill(self, sid: int, out: np.ndarray, width: int, deadline: float | None = None) -> None:
         """Write the mask of ``sid`` for a logits row ``width`` wide into ``out``.
@@ -317,14 +364,20 @@ class MaskEngine:
         ``out`` is an int32 array of at least ``ceil(width/32)`` words.  Ids at or
         beyond ``width`` are never allowed; ids the vocabulary lacks stay 0.
         """
-        packed = self.mask(sid, deadline)
-        n_out = (width + 31) // 32
-        n = min(n_out, packed.shape[0])
-        out[:n] = packed[:n]
-        out[n:n_out] = 0
-        if width % 32 and n == n_out:
-            out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
-        if not out[:n_out].any():
-            # cannot happen when every byte is a token below the logits width; never hand
-            # the sampler an all-masked row ("Filter excluded all tokens")
-            raise EnforcerError(f"no allowed token below logits width {width} in state {sid}")
+        write_words(self.mask(sid, deadline), out, width, f"state {sid}")
+
+
+def write_words(packed: np.ndarray, out: np.ndarray, width: int, what: str) -> None:
+    """Copy a packed mask into ``out`` for a logits row ``width`` wide, clearing every bit >= ``width``.
+
+    Raises instead of handing the sampler an all-masked row ("Filter excluded all
+    tokens"); that cannot happen while every byte is a token below the width.
+    """
+    n_out = (width + 31) // 32
+    n = min(n_out, packed.shape[0])
+    out[:n] = packed[:n]
+    out[n:n_out] = 0
+    if width % 32 and n == n_out:
+        out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
+    if not out[:n_out].any():
+        raise EnforcerError(f"no allowed token below logits width {width} in {what}")

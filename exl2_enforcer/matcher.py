@@ -12,6 +12,7 @@ import numpy as np
 from .automaton import DEAD
 from .errors import TokenRejected
 from .grammar import CompiledGrammar
+from .mask import write_words
 
 
 class Matcher:
@@ -24,7 +25,12 @@ class Matcher:
         self._end = frozenset(int(i) for i in grammar.index.end_ids)
         self._steps: dict[tuple[int, int], int] = {}
         self.history: list[int] = [self._auto.start]
+        #: accepted token ids, end tokens included
+        self.tokens: list[int] = []
         self.ended = False
+        #: "normal", "salvage" (only tokens that move closer to a complete value) or
+        #: "stop" (only end tokens, even before the value is complete)
+        self.mode = "normal"
 
     @property
     def state(self) -> int:
@@ -48,10 +54,11 @@ class Matcher:
         if self.ended and token_id not in self._end:
             raise TokenRejected(token_id, "the value is complete: only end tokens may follow")
         if token_id in self._end:
-            if not self.is_accepting():
+            if not self.is_accepting() and self.mode != "stop":
                 raise TokenRejected(token_id, "end token before the value is complete")
             self.ended = True
             self.history.append(self.state)
+            self.tokens.append(token_id)
             return
         nxt = self.next_state(token_id)
         if nxt < 0:
@@ -59,6 +66,7 @@ class Matcher:
             why = "has no text (special or unknown id)" if not piece else f"bytes {piece!r} are not allowed here"
             raise TokenRejected(token_id, why)
         self.history.append(nxt)
+        self.tokens.append(token_id)
 
     def try_accept(self, token_id: int) -> bool:
         """Like :meth:`accept_token` but returns False instead of raising."""
@@ -70,24 +78,22 @@ class Matcher:
 
     def fill_bitmask(self, out: np.ndarray, logits_width: int, deadline: float | None = None) -> None:
         """Write the allowed-token bits for a logits row ``logits_width`` wide into ``out`` (int32 words)."""
-        if self.ended:
-            out[: (logits_width + 31) // 32] = 0
-            ends = [e for e in self._end if e < logits_width]
-            for e in ends:
-                out[e >> 5] |= np.int32(np.uint32(1 << (e & 31)).view(np.int32))
+        if self.ended or self.mode != "normal":
+            write_words(self.packed_mask(deadline), out, logits_width, f"{self.mode} mode, state {self.state}")
             return
         self.grammar.engine.fill(self.state, out, logits_width, deadline)
 
     def packed_mask(self, deadline: float | None = None) -> np.ndarray:
         """The cached packed mask of the current state at vocabulary width (do not modify)."""
+        if self.ended or self.mode == "stop":
+            return self.grammar.index.end_packed
+        if self.mode == "salvage":
+            return self.grammar.engine.salvage_mask(self.state, deadline)
         return self.grammar.engine.mask(self.state, deadline)
 
     def allowed_ids(self, logits_width: int | None = None) -> np.ndarray:
         """Sorted allowed token ids (below ``logits_width`` when given)."""
-        if self.ended:
-            ids = self.grammar.index.end_ids
-        else:
-            ids = self.grammar.index.unpack(self.packed_mask())
+        ids = self.grammar.index.unpack(self.packed_mask())
         return ids if logits_width is None else ids[ids < logits_width]
 
     def is_accepting(self) -> bool:
@@ -98,18 +104,46 @@ class Matcher:
         """Whether the value is complete and nothing but an end token may follow."""
         return self.ended or (self.is_accepting() and not self._auto.has_continuation(self.state))
 
+    def text_bytes(self) -> bytes:
+        """The bytes of the accepted text tokens (end tokens contribute nothing)."""
+        return b"".join(self._tb[t] or b"" for t in self.tokens if t not in self._end)
+
+    def salvage(self) -> None:
+        """From now on allow only tokens that bring the value strictly closer to complete, then an end token.
+
+        The watchdog's default reaction to a trip: the output stays valid and ends
+        within :meth:`distance` bytes.
+        """
+        self.mode = "salvage"
+
+    def stop(self) -> None:
+        """From now on allow only end tokens (the value may be left incomplete)."""
+        self.mode = "stop"
+
+    def distance(self) -> int:
+        """Fewest bytes still needed for a complete value (0 when complete)."""
+        return 0 if self.ended else self.grammar.engine.distances().of_state(self.state)
+
+    @property
+    def complete_value(self) -> bool:
+        """Whether an end token was accepted after a complete value (not a forced stop)."""
+        return self.ended and self._auto.is_accepting(self.state)
+
     def rollback(self, n: int = 1) -> None:
         """Undo the last ``n`` accepted tokens."""
         if n < 0 or n >= len(self.history):
             raise ValueError(f"rollback({n}): only {len(self.history) - 1} tokens accepted")
         if n:
             del self.history[-n:]
-            self.ended = False
+            del self.tokens[-n:]
+            self.ended = any(t in self._end for t in self.tokens)
 
     def reset(self) -> None:
-        """Return to the start state."""
+        """Return to the start state in normal mode."""
         self.history = [self._auto.start]
+        self.tokens = []
         self.ended = False
+        self.mode = "normal"
 
     def fork(self) -> "Matcher":
         """An independent matcher at the same position sharing the compiled grammar."""
@@ -117,7 +151,9 @@ class Matcher:
         m.grammar, m._auto, m._tb, m._end = self.grammar, self._auto, self._tb, self._end
         m._steps = self._steps  # a cache of pure functions of (state, token): safe to share
         m.history = list(self.history)
+        m.tokens = list(self.tokens)
         m.ended = self.ended
+        m.mode = self.mode
         return m
 
     copy = fork

@@ -63,6 +63,10 @@ class LazyHeads:
         """Call depth still needed to finish from the head ``key``, given depths ``h``."""
         raise NotImplementedError
 
+    def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
+        """Fewest bytes still needed to finish from the head ``key``, given distances ``d``."""
+        raise NotImplementedError
+
 
 @dataclass(eq=False)
 class Loop(LazyHeads):
@@ -110,6 +114,11 @@ class Loop(LazyHeads):
         if int(key) >= self.lo:  # type: ignore[arg-type]
             return h[self.exit]
         return max(h[self.body.start], h[self.exit])
+
+    def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
+        """Fewest bytes to finish: the iterations still required, then the exit."""
+        k = int(key)  # type: ignore[arg-type]
+        return max(0, self.lo - k) * d[self.body.start] + d[self.exit]
 
 
 @dataclass(eq=False)
@@ -181,6 +190,28 @@ class AnyOrder(LazyHeads):
         if short > 0 or comma:
             need.append(max(h[f.start] for f, _w in choices))
         return max(need)
+
+    def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
+        """Fewest bytes to finish: missing required members, enough optional ones, commas, exit."""
+        written, n, comma = key  # type: ignore[misc]
+        inf = 1 << 30
+        missing = [d[f.start] for i, (f, r) in enumerate(self.items) if r and i not in written]
+        optional = sorted(d[f.start] for i, (f, r) in enumerate(self.items) if not r and i not in written)
+        short = max(0, self.min_members - n - len(missing), 1 if comma and not missing else 0)
+        extra = d[self.extra.start] if self.extra is not None else None
+        cost = sum(missing)
+        for _ in range(short):
+            if optional and (extra is None or optional[0] <= extra):
+                cost += optional.pop(0)
+            elif extra is not None:
+                cost += extra
+            else:
+                return inf
+        to_write = len(missing) + short
+        if self.max_members is not None and n + to_write > self.max_members:
+            return inf
+        commas = max(0, to_write - 1) if (comma or n == 0) else to_write
+        return min(inf, cost + commas * d[self.comma.start] + d[self.exit])
 
 
 class NFA:

@@ -7,24 +7,21 @@ Usage::
     f = JsonSchemaFilter(model, tokenizer, schema)
     job = ExLlamaV2DynamicJob(input_ids=ids, max_new_tokens=256, filters=[f], stop_conditions=f.end_ids)
 
-This is the only module of the package that imports exllamav2.
-
-How exllamav2 0.3.2 drives a filter (``generator/dynamic.py``, ``generator/sampler.py``):
+This is the only module of the package that imports exllamav2.  How exllamav2 0.3.2 drives a
+filter (``generator/dynamic.py``, ``generator/sampler.py``):
 
 1. when a job samples its first token: ``background_drop()``, then ``begin("")``;
 2. before each sample: if every filter of the job ``can_mask_logits()``, the sampler calls
-   ``get_next(mask=True)`` (→ ``prepare_logit_mask()`` or its background result) and then
+   ``get_next(mask=True)`` (→ ``prepare_logit_mask()`` or its background result), then
    ``mask_logits(logits[0][0])``; otherwise ``get_next()`` (→ ``next()``) gives
    ``(pass_tokens, end_tokens)``, and sampling an end token ends the job ("end_filter");
 3. after each sample the job calls ``feed(token)`` with a (1, 1) tensor, then queues
-   ``background_prepare_logit_mask`` or ``background_next`` on the generator's 16-thread pool,
-   where it runs while the next forward pass does.
+   ``background_prepare_logit_mask`` or ``background_next`` on the generator's 16-thread pool.
 
-Widths: masks follow ``logits.shape[-1]``.  Ids at or beyond the tokenizer's
-``get_vocab_size()`` are excluded as well, since the sampler sets their logits to -inf after the
-filters ran.  The list path never sees the logits: it uses ``model.config.vocab_size`` (the
-generator's logits are that wide, padded to 32), because the extension's
-``logit_filter_exclusive`` writes past the row for a larger id.
+Widths: masks follow ``logits.shape[-1]``; ids from the tokenizer's ``get_vocab_size()`` on are
+excluded too (the sampler sets them to -inf after the filters).  The list path never sees the
+logits and uses ``model.config.vocab_size``: ``logit_filter_exclusive`` writes past the row for
+a larger id.
 
 After the value is complete only end ids are allowed: the union of every eos the model's
 configs list and ``extra_end_ids`` (Llama 3: 128001, 128008 and 128009).  Pass ``f.end_ids``
@@ -87,14 +84,10 @@ class _LruCache:
 
 def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
     """``obj.attr``, created once by ``factory`` (shared by every filter using ``obj``)."""
-    got = getattr(obj, attr, None)
-    if got is None:
-        with _ATTACH_LOCK:
-            got = getattr(obj, attr, None)
-            if got is None:
-                got = factory()
-                setattr(obj, attr, got)
-    return got
+    with _ATTACH_LOCK:
+        if getattr(obj, attr, None) is None:
+            setattr(obj, attr, factory())
+        return getattr(obj, attr)
 
 
 class _VocabTables:
@@ -209,8 +202,9 @@ class _EnforcerFilter(ExLlamaV2Filter):
 
     With ``trigger`` (a string, or a token id) the filter starts unconstrained and switches the
     grammar on right after the trigger appears in the generated text: the value must follow
-    directly.  Before that, the only tokens refused are those that would complete the trigger
-    with bytes after it that cannot start the value.
+    directly (to let Qwen write its newline after ``<tool_call>``, use ``"<tool_call>\n"``).
+    Before that, the only tokens refused are those that would complete the trigger with bytes
+    after it that cannot start the value.
     """
 
     def __init__(self, model: Any, tokenizer: Any, compile_for: Callable[[TokenVocabulary], CompiledGrammar], *,
@@ -277,8 +271,8 @@ class _EnforcerFilter(ExLlamaV2Filter):
         return self._allowed_ids(width).tolist(), set(self._end_tokens(width))
 
     def clone(self, c: "_EnforcerFilter | None" = None) -> "_EnforcerFilter":
-        """An independent filter at the same position, sharing the compiled grammar and caches
-        (exllamav2 calls this when it copies a job's filters; callers may too)."""
+        """An independent filter at the same position, sharing the compiled grammar and caches.
+        exllamav2 0.3.2's generators never call it; use it to give each job its own filter."""
         if c is None:
             c = type(self).__new__(type(self))
         super().clone(c)
@@ -463,13 +457,8 @@ class _EnforcerFilter(ExLlamaV2Filter):
 
     def _trigger_progress(self) -> int:
         """Length of the longest end of the free text that is a proper prefix of the trigger."""
-        trig, tail = self._trigger_bytes, self._tail
-        if trig is None:
-            return 0
-        for k in range(min(len(trig) - 1, len(tail)), 0, -1):
-            if tail.endswith(trig[:k]):
-                return k
-        return 0
+        trig, tail = self._trigger_bytes or b"", self._tail
+        return next((k for k in range(min(len(trig) - 1, len(tail)), 0, -1) if tail.endswith(trig[:k])), 0)
 
     def _trigger_bad_ids(self, k: int) -> np.ndarray:
         """Ids that would complete the trigger (``k`` bytes of it already written) followed by
