@@ -102,6 +102,11 @@ class TokenIndex:
         self.n_words = (width + 31) // 32
         self.n_bits = self.n_words * 32
         self.end_packed = self.pack(self.end_ids)
+        #: byte value -> a token id made of exactly that byte (-1 if the vocabulary has none)
+        self.single_byte_ids = np.full(256, -1, dtype=np.int64)
+        for i in reversed(text):
+            if len(tb[i]) == 1:
+                self.single_byte_ids[tb[i][0]] = i
         self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
         self._lexicon: "StringLexicon | None" = None
@@ -192,6 +197,8 @@ class MaskEngine:
         self._distances: "Distances | None" = None
         #: test hook: called with the DFA state id before each computed (cold) mask
         self.before_compute: Callable[[int], None] | None = None
+        #: test hook: called between chunks of walk work (to simulate a slow constraint)
+        self.chunk_hook: Callable[[], None] | None = None
 
     def mask(self, sid: int, deadline: float | None = None) -> np.ndarray:
         """The packed mask of DFA state ``sid`` (end ids included when it accepts).
@@ -270,6 +277,8 @@ class MaskEngine:
         hit_nodes: list[np.ndarray] = []
         hit_states: list[np.ndarray] = []
         while nodes.shape[0]:
+            if self.chunk_hook is not None:
+                self.chunk_hook()
             if deadline is not None and time.perf_counter() > deadline:
                 raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
             if nodes.shape[0] <= SCALAR_FRONTIER:
@@ -315,9 +324,12 @@ class MaskEngine:
             node, state = stack.pop()
             alive.append(node)
             alive_states.append(state)
+            if not steps & 1023:  # a chunk of work: on entry, then every 1024 nodes
+                if self.chunk_hook is not None:
+                    self.chunk_hook()
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise MaskTimeout("mask computation passed its deadline")
             steps += 1
-            if deadline is not None and not steps & 1023 and time.perf_counter() > deadline:
-                raise MaskTimeout("mask computation passed its deadline")
             for child in range(lo[node], hi[node]):
                 nxt = a.step_class(state, cls_of[byte[child]])
                 if nxt >= 0:
@@ -365,6 +377,14 @@ class MaskEngine:
         beyond ``width`` are never allowed; ids the vocabulary lacks stay 0.
         """
         write_words(self.mask(sid, deadline), out, width, f"state {sid}")
+
+
+def popcount(packed: np.ndarray) -> int:
+    """Number of set bits in a packed mask."""
+    words = packed.view(np.uint32)
+    if hasattr(np, "bitwise_count"):
+        return int(np.bitwise_count(words).sum())
+    return int(np.unpackbits(words.view(np.uint8)).sum())  # numpy < 2.0
 
 
 def write_words(packed: np.ndarray, out: np.ndarray, width: int, what: str) -> None:

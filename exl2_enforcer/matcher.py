@@ -108,6 +108,22 @@ class Matcher:
         """The bytes of the accepted text tokens (end tokens contribute nothing)."""
         return b"".join(self._tb[t] or b"" for t in self.tokens if t not in self._end)
 
+    def next_completion_token(self) -> int:
+        """One token on a shortest completion: a single-byte token, or an end id when complete.
+
+        The cheapest safe answer when there is no time to compute a mask.
+        """
+        if self.ended or self.is_accepting():
+            return int(self.grammar.index.end_ids[0])
+        auto, dist = self._auto, self.grammar.engine.distances()
+        here = dist.of_state(self.state)
+        auto.ensure_rows([self.state])
+        single = self.grammar.index.single_byte_ids
+        for c, nxt in enumerate(auto.table[self.state].tolist()):
+            if nxt >= 0 and dist.of_state(nxt) == here - 1 and single[auto.class_rep[c]] >= 0:
+                return int(single[auto.class_rep[c]])
+        raise TokenRejected(-1, "no single-byte token continues a shortest completion")
+
     def salvage(self) -> None:
         """From now on allow only tokens that bring the value strictly closer to complete, then an end token.
 

@@ -350,7 +350,9 @@ class _EnforcerFilter(ExLlamaV2Filter):
         self._tail = b""  # last bytes of free text, to find a trigger split over tokens
 
     def _state_key(self) -> Hashable:
-        return ("end",) if self._matcher.ended else self._matcher.state
+        m = self._matcher
+        # a matcher mode other than "normal" (the watchdog's, where present) changes a state's mask
+        return ("end",) if m.ended else (getattr(m, "mode", "normal"), m.state)
 
     def _vocab_width(self) -> int:
         return max(self.vocab.n_ids, int(self._end[-1]) + 1 if self._end.size else 0)
