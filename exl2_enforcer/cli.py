@@ -90,8 +90,9 @@ def _config_vocab_size(path: str | None) -> int:
 
 def schema_options(args: argparse.Namespace) -> SchemaOptions:
     """SchemaOptions from the shared option flags."""
-    return SchemaOptions(max_whitespace=0 if args.compact else args.max_whitespace, max_depth=args.max_depth,
-                         lenient=args.lenient, property_order="any" if args.any_order else "schema")
+    return SchemaOptions(max_whitespace=args.max_whitespace, max_depth=args.max_depth,
+                         lenient=args.lenient, property_order="any" if args.any_order else "schema",
+                         strict_objects=not args.open_objects)
 
 
 def _vocab_label(path: str | None, vocab: TokenVocabulary) -> str:
@@ -111,9 +112,7 @@ def check_report(schema: Any, vocab: TokenVocabulary, options: SchemaOptions) ->
     grammar._CACHE.clear()  # a fresh compile, so compile_ms means the same on every run
     t0 = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lenient warnings come back through g.warnings
-            g = grammar.compile_json_schema(schema, vocab, options)
+        g = grammar.compile_json_schema(schema, vocab, options)
     except EnforcerError as exc:
         pointer = getattr(exc, "pointer", "")
         return {"supported": False, "error": str(exc), "pointer": pointer, "compile_ms": None, "risks": []}, []
@@ -214,6 +213,9 @@ def refusal_hints(schema: Any, vocab: TokenVocabulary, options: SchemaOptions, i
             options, property_order="any"), ids):
         hints.append("the instance's keys are not in schema order (the engine writes members in schema order "
                      "by default): pass --any-order, or reorder the keys")
+    if options.strict_objects and _accepts(schema, vocab, dataclasses.replace(options, strict_objects=False), ids):
+        hints.append("the instance has keys the schema does not list: objects that list properties are closed "
+                     "unless additionalProperties allows more; pass --open-objects, or list the keys")
     if _accepts(schema, vocab, dataclasses.replace(options, max_whitespace=10_000), ids):
         hints.append(f"the instance has a whitespace run longer than --max-whitespace {options.max_whitespace}: "
                      "pass a larger --max-whitespace, or indent less")
@@ -230,9 +232,7 @@ def bench_report(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     ids, note = encode_for_generation(ctx.hf, text)
     engine = Ours()
     engine.prepare(ctx)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seconds, cold, warm = time_passes(engine, schema, options, ids, ctx.end_ids)
+    seconds, cold, warm = time_passes(engine, schema, options, ids, ctx.end_ids)
     refusal = cold.refusal or warm.refusal
     invalid = validation_error(schema, instance)
     report = {"accepted": refusal is None,
@@ -340,10 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     opts = common.add_argument_group("schema options")
     opts.add_argument("--any-order", action="store_true", help="object members in any order (default: schema order)")
-    ws = opts.add_mutually_exclusive_group()
-    ws.add_argument("--compact", action="store_true", help="no whitespace between JSON tokens")
-    ws.add_argument("--max-whitespace", type=_non_negative, default=SchemaOptions.max_whitespace, metavar="N",
-                    help=f"longest whitespace run between JSON tokens (default {SchemaOptions.max_whitespace})")
+    opts.add_argument("--compact", dest="max_whitespace", action="store_const", const=0,
+                      default=SchemaOptions.max_whitespace,
+                      help="no whitespace between JSON tokens (= --max-whitespace 0)")
+    opts.add_argument("--max-whitespace", type=_non_negative, default=SchemaOptions.max_whitespace, metavar="N",
+                      help=f"longest whitespace run between JSON tokens (default {SchemaOptions.max_whitespace})")
+    opts.add_argument("--open-objects", action="store_true",
+                      help="objects without additionalProperties take extra keys, as the spec says (default: "
+                           "an object that lists properties is closed)")
     opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
     opts.add_argument("--max-depth", type=_positive, default=SchemaOptions.max_depth, metavar="N",
                       help=f"nesting bound for recursive $ref and free-form values (default {SchemaOptions.max_depth})")
@@ -371,7 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors: keep main() returning a code
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # --lenient's warnings come back in the report (g.warnings, ignored_keyword risks)
+            warnings.simplefilter("ignore")
+            return args.func(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

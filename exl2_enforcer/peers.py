@@ -152,7 +152,6 @@ class Engine:
 
     def prepare(self, ctx: TokenizerContext) -> None:
         """Load the engine and build its per-tokenizer data."""
-        raise NotImplementedError
 
     def compile(self, schema: Any, options: SchemaOptions) -> tuple[Any, float]:
         """A fresh compiled grammar for ``schema`` and the seconds it took."""
@@ -173,10 +172,9 @@ class Ours(Engine):
     name = "exl2_enforcer"
 
     def prepare(self, ctx: TokenizerContext) -> None:
-        """Build the token index, and warm the process up, so neither counts as compile time.
+        """Build the token index and warm the process up, so neither counts as compile time.
 
-        The first compile in a process also pays for lazy imports and jsonschema's validator
-        set-up (tens of ms); a throwaway compile of a tiny schema takes that out of the figure.
+        A throwaway compile of a tiny schema pays for lazy imports and jsonschema's set-up.
         """
         from . import grammar
         from .mask import TokenIndex
@@ -217,22 +215,12 @@ class XGrammarPeer(Engine):
     name = "xgrammar"
 
     def prepare(self, ctx: TokenizerContext) -> None:
-        """What ``TokenizerInfo.from_huggingface`` does, from the tokenizer.json text."""
-        import json
-
+        """A ``GrammarCompiler`` without cache: every compile is cold, like ours after a cache clear."""
         import xgrammar as xgr
-        from xgrammar.base import _core
 
         self.xgr, self.ctx = xgr, ctx
-        encoded = [""] * ctx.width
-        for piece, i in ctx.hf.get_vocab(with_added_tokens=True).items():
-            if i < ctx.width:
-                encoded[i] = piece
-        meta = json.loads(_core.TokenizerInfo._detect_metadata_from_hf(ctx.text))
-        info = xgr.TokenizerInfo(encoded, xgr.VocabType(meta["vocab_type"]), vocab_size=ctx.width,
-                                 stop_token_ids=list(ctx.end_ids), add_prefix_space=meta["add_prefix_space"])
-        # no cache: every compile is a cold one, like ours after clearing the grammar cache
-        self.compiler = xgr.GrammarCompiler(info, max_threads=os.cpu_count() or 1, cache_enabled=False)
+        self.compiler = xgr.GrammarCompiler(xgrammar_tokenizer_info(ctx), max_threads=os.cpu_count() or 1,
+                                            cache_enabled=False)
 
     def compile(self, schema: Any, options: SchemaOptions) -> tuple[Any, float]:
         """``compile_json_schema`` with the closest settings to ``options``."""
@@ -262,14 +250,10 @@ class LLGuidancePeer(Engine):
     name = "llguidance"
 
     def prepare(self, ctx: TokenizerContext) -> None:
-        """``LLTokenizer`` at the logits width, or at its own size if it refuses a smaller one."""
+        """The ``LLTokenizer`` of the tokenizer."""
         import llguidance
 
-        self.llg, self.ctx = llguidance, ctx
-        try:
-            self.tok = llguidance.LLTokenizer(ctx.text, n_vocab=ctx.width, eos_token=list(ctx.end_ids))
-        except Exception:  # n_vocab below the tokenizer's own size (gemma3's extra id)
-            self.tok = llguidance.LLTokenizer(ctx.text, eos_token=list(ctx.end_ids))
+        self.llg, self.ctx, self.tok = llguidance, ctx, llguidance_tokenizer(ctx)
 
     def compile(self, schema: Any, options: SchemaOptions) -> tuple[Any, float]:
         """``grammar_from_json_schema`` + ``LLMatcher``; the warm matcher is a deep copy taken first."""
@@ -295,35 +279,16 @@ class LLGuidancePeer(Engine):
 
 
 class LMFormatEnforcerPeer(Engine):
-    """lm-format-enforcer: ``TokenEnforcer`` over ``JsonSchemaParser``; its masks are id lists.
-
-    Its ``transformers`` helper does not work with transformers 5, so the tokenizer data
-    is built here from the exact token bytes: a token that is complete UTF-8 counts as a
-    "new word" token (its text is used as is); a partial-UTF-8 token goes through the
-    decoder together with the tokens before it, as the library does for such tokens.
-    """
+    """lm-format-enforcer: ``TokenEnforcer`` over ``JsonSchemaParser``; its masks are id lists
+    (timed as it returns them, with no packing into a bitmask)."""
 
     name = "lm-format-enforcer"
 
     def prepare(self, ctx: TokenizerContext) -> None:
-        """``TokenEnforcerTokenizerData`` from the vocabulary (list masks, no bitmask)."""
-        from lmformatenforcer import TokenEnforcerTokenizerData
-
+        """The enforcer's tokenizer data, built from the exact token bytes."""
         if ctx.vocab is None:
             raise ValueError("lm-format-enforcer needs the TokenVocabulary of the tokenizer")
-        self.ctx = ctx
-        vocab = ctx.vocab
-        regular = []
-        for i, data in enumerate(vocab.token_bytes):
-            if data and i not in vocab.special_ids and i < ctx.width:
-                text, whole = _utf8_or_replace(data)
-                regular.append((i, text, whole))
-
-        def decode(ids: list[int]) -> str:
-            return vocab.decode_bytes(ids).decode("utf-8", errors="replace").rstrip("\ufffd")
-
-        ends = [e for e in sorted(vocab.end_ids) if e < ctx.width] or list(ctx.end_ids)
-        self.data = TokenEnforcerTokenizerData(regular, decode, ends, False, ctx.width)
+        self.data = lmfe_tokenizer_data(ctx.vocab, ctx.width, ctx.end_ids)
 
     def compile(self, schema: Any, options: SchemaOptions) -> tuple[Any, float]:
         """``JsonSchemaParser(schema)``; the enforcer itself is built per matcher."""
@@ -356,6 +321,63 @@ class LMFormatEnforcerPeer(Engine):
         return fill, (lambda t: t in m["allowed"]), accept
 
 
+# ----------------------------------------------------------------------------- peer tokenizer data
+
+def xgrammar_tokenizer_info(ctx: Any) -> Any:
+    """``xgrammar.TokenizerInfo`` without ``transformers`` (``ctx``: ``text, hf, width, end_ids``).
+
+    What ``from_huggingface`` does for a fast tokenizer: raw vocabulary strings by id, the
+    vocab type and prefix-space flag xgrammar detects from tokenizer.json, ``vocab_size`` =
+    the logits width.
+    """
+    import json
+
+    import xgrammar as xgr
+    from xgrammar.base import _core
+
+    encoded = [""] * ctx.width
+    for piece, i in ctx.hf.get_vocab(with_added_tokens=True).items():
+        if i < ctx.width:
+            encoded[i] = piece
+    meta = json.loads(_core.TokenizerInfo._detect_metadata_from_hf(ctx.text))
+    return xgr.TokenizerInfo(encoded, xgr.VocabType(meta["vocab_type"]), vocab_size=ctx.width,
+                             stop_token_ids=list(ctx.end_ids), add_prefix_space=meta["add_prefix_space"])
+
+
+def llguidance_tokenizer(ctx: Any) -> Any:
+    """``llguidance.LLTokenizer`` (``ctx``: ``text, width, end_ids``) at the logits width, or
+    at its own size when it refuses a smaller one; no ``transformers`` involved."""
+    import llguidance
+
+    try:
+        return llguidance.LLTokenizer(ctx.text, n_vocab=ctx.width, eos_token=list(ctx.end_ids))
+    except Exception:  # n_vocab below the tokenizer's own size (gemma3's extra id)
+        return llguidance.LLTokenizer(ctx.text, eos_token=list(ctx.end_ids))
+
+
+def lmfe_tokenizer_data(vocab: TokenVocabulary, width: int, end_ids: list[int]) -> Any:
+    """lm-format-enforcer's ``TokenEnforcerTokenizerData`` from exact token bytes (list masks).
+
+    Its ``transformers`` helper does not work with transformers 5, and its regular-token
+    list only needs (id, text, starts-a-word).  A token that is complete UTF-8 counts as a
+    word start, so its text is used as is; a partial-UTF-8 token goes through the decoder
+    together with the tokens before it, as the library does for non-word-start tokens.
+    """
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    regular = []
+    for i, data in enumerate(vocab.token_bytes):
+        if data and i not in vocab.special_ids and i < width:
+            text, whole = _utf8_or_replace(data)
+            regular.append((i, text, whole))
+
+    def decode(ids: list[int]) -> str:
+        return vocab.decode_bytes(ids).decode("utf-8", errors="replace").rstrip("\ufffd")
+
+    ends = [e for e in end_ids if e < width]
+    return TokenEnforcerTokenizerData(regular, decode, ends, False, width)
+
+
 def _utf8_or_replace(data: bytes) -> tuple[str, bool]:
     try:
         return data.decode("utf-8"), True
@@ -363,13 +385,9 @@ def _utf8_or_replace(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8", errors="replace"), False
 
 
-_PEERS: dict[str, type[Engine]] = {"xgrammar": XGrammarPeer, "llguidance": LLGuidancePeer,
-                                   "lm-format-enforcer": LMFormatEnforcerPeer}
-
-
 def make_peer(name: str) -> Engine:
     """A fresh adapter for the peer ``name`` (one of :data:`PEER_NAMES`)."""
-    return _PEERS[name]()
+    return {"xgrammar": XGrammarPeer, "llguidance": LLGuidancePeer, "lm-format-enforcer": LMFormatEnforcerPeer}[name]()
 
 
 def time_passes(engine: Engine, schema: Any, options: SchemaOptions, ids: list[int],
@@ -400,7 +418,8 @@ def peer_figures(name: str, ctx: TokenizerContext, schema: Any, options: SchemaO
         return f"failed: {_short(exc)}"
     bad = cold.refusal or warm.refusal
     if bad is not None:
-        tok = "the end token" if bad.token_id is None else f"token #{bad.index} (id {bad.token_id})"
+        piece = ctx.vocab.token_bytes[bad.token_id] if ctx.vocab and bad.token_id is not None else None
+        tok = "the end token" if bad.token_id is None else f"token #{bad.index} (id {bad.token_id}, {piece!r})"
         return f"refused {tok}: {bad.reason}"
     return {"compile_ms": round(seconds * 1000, 3), "cold": stats_us(cold.fill_ns), "warm": stats_us(warm.fill_ns)}
 

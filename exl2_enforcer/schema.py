@@ -78,6 +78,9 @@ class SchemaOptions:
       (the language then ignores them, so outputs may not validate).
     * ``integral_fractions`` -- integers may be written ``1.0`` (spec-valid; off by
       default because a model should not be invited to write them).
+    * ``format_assertion`` -- True: ``format`` constrains strings (an unknown
+      format is an error); False: ``format`` is an annotation, as draft 2020-12
+      says by default.
     * ``property_order`` -- "schema": members in the order the schema lists them
       (fewest states, what a model should write); "any": any order, each
       declared member at most once (exact, via lazily built heads that track
@@ -91,6 +94,7 @@ class SchemaOptions:
     lenient: bool = False
     integral_fractions: bool = False
     property_order: str = "schema"
+    format_assertion: bool = True
 
     def __post_init__(self) -> None:
         if self.max_whitespace < 0:
@@ -267,6 +271,8 @@ class SchemaCompiler:
         hi = None if hi is None else int(hi)
         if hi is not None and hi < lo:
             raise SchemaError(f"maxLength {hi} < minLength {lo}: the string admits no value", ctx.pointer)
+        if not self.options.format_assertion:
+            schema = {k: v for k, v in schema.items() if k != "format"}
         constraints = [k for k in ("pattern", "format") if k in schema]
         if lo > 0 or hi is not None:
             constraints += ["minLength/maxLength"]
@@ -318,10 +324,25 @@ class SchemaCompiler:
         if isinstance(value, dict):
             members = [nfa.seq([self.string_literal(k), self.punct(b":"), self.value_literal(v)])
                        for k, v in value.items()]
+            if self.options.property_order == "any" and len(members) > 1:
+                return self._any_order_literal(members)
             return self._container(b"{", members, b"}")
         if isinstance(value, list):
             return self._container(b"[", [self.value_literal(v) for v in value], b"]")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # a number equals its value in every decimal spelling (1 == 1.0 in JSON Schema)
+            from .numbers import number_fragment
+
+            return number_fragment(nfa, minimum=value, maximum=value)
         return nfa.literal(json.dumps(value).encode())
+
+    def _any_order_literal(self, members: list[Frag]) -> Frag:
+        """An object literal whose members may come in any order."""
+        nfa = self.nfa
+        items = [(nfa.seq([m, self.ws()]), True) for m in members]
+        comma = nfa.seq([nfa.literal(b","), self.ws()])
+        body = nfa.any_order(items, None, comma, len(members), len(members))
+        return nfa.seq([nfa.literal(b"{"), self.ws(), body, nfa.literal(b"}")])
 
     def _container(self, open_: bytes, members: list[Frag], close: bytes) -> Frag:
         """``open ws m1 ws , ws m2 ws close``: one whitespace run between any two tokens."""
@@ -340,7 +361,8 @@ class SchemaCompiler:
 
         key = "anyOf" if "anyOf" in schema else "oneOf"
         branches = schema[key]
-        rest = {k: v for k, v in schema.items() if k != key}
+        # annotations ($defs, title, ...) constrain nothing and must not travel into branches
+        rest = {k: v for k, v in schema.items() if k != key and k not in ANNOTATIONS}
         if key == "anyOf" and "oneOf" in rest:
             raise SchemaError("anyOf together with oneOf is not supported", ctx.pointer, keyword="oneOf")
         merged = []
@@ -369,12 +391,14 @@ class SchemaCompiler:
             raise SchemaError(f"cannot resolve $ref {ref!r} ({type(e).__name__})",
                               ctx.child("$ref").pointer, keyword="$ref") from None
         frag = ref.partition("#")[2]
-        return resolved.contents, Ctx(frag if frag.startswith("/") else f"{ctx.pointer}/$ref->{ref}",
+        # a JSON pointer names the target; an anchor, "#" or a URI is named by the ref itself
+        # (never by the path that led here: that would grow without end through recursion)
+        return resolved.contents, Ctx(frag if frag.startswith("/") else f"/$ref:{ref}",
                                       resolved.resolver, ctx.draft7)
 
     def ref_machine(self, target: Any, tctx: Ctx) -> Frag:
         """The callee fragment for a ``$ref`` target, compiled once (recursion-safe)."""
-        key = (id(target), tctx.pointer)
+        key = (id(target), base_uri(tctx.resolver))
         frag = self._ref_machines.get(key)
         if frag is None:
             frag = Frag(self.nfa.state(), self.nfa.state())
@@ -418,6 +442,11 @@ def _template(nfa: NFA, key: tuple[str, str], build: Callable[[NFA], Frag]) -> F
     return nfa.splice(*got)
 
 
+def base_uri(resolver: referencing.Resolver) -> str:
+    """The base URI a resolver resolves relative references against."""
+    return str(getattr(resolver, "_base_uri", ""))
+
+
 def json_equal(a: Any, b: Any) -> bool:
     """JSON Schema equality (1 == 1.0, key order ignored), as ``const`` defines it."""
     return jsonschema.Draft202012Validator({"const": a}).is_valid(b)
@@ -431,6 +460,10 @@ def _dedupe(values: list[Any]) -> list[Any]:
     return out
 
 
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+DRAFT_7 = ("http://json-schema.org/draft-07/schema", "https://json-schema.org/draft-07/schema")
+
+
 def compile_schema(schema: Any, options: SchemaOptions | None = None,
                    registry: referencing.Registry | None = None) -> tuple[NFA, Frag, list[str]]:
     """Validate ``schema`` and compile it to an NFA fragment for its JSON text.
@@ -439,10 +472,12 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     fetched from the network.  Returns ``(nfa, root fragment, warnings)``.
     """
     options = options or SchemaOptions()
-    draft7 = isinstance(schema, dict) and "draft-07" in str(schema.get("$schema", ""))
+    meta = str(schema.get("$schema", DRAFT_2020_12)).rstrip("#") if isinstance(schema, dict) else DRAFT_2020_12
+    if meta not in (DRAFT_2020_12, *DRAFT_7):
+        raise SchemaError(f"unsupported $schema {meta!r}: use draft 2020-12 ({DRAFT_2020_12}) or draft-07",
+                          "/$schema", keyword="$schema")
+    draft7 = meta in DRAFT_7
     validator_cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
-    if isinstance(schema, dict) and "$schema" in schema and not draft7 and "2020-12" not in schema["$schema"]:
-        raise SchemaError(f"unsupported $schema {schema['$schema']!r} (use draft 2020-12 or draft-07)", "/$schema")
     try:
         validator_cls.check_schema(schema)
     except jsonschema.exceptions.SchemaError as e:

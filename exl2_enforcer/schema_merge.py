@@ -30,13 +30,20 @@ def json_equal(a: Any, b: Any) -> bool:
     return eq(a, b)
 
 
+def base_uri(resolver: Any) -> str:
+    """See :func:`.schema.base_uri`."""
+    from .schema import base_uri as b
+
+    return b(resolver)
+
+
 def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
     """Replace a schema that is only a ``$ref`` (plus annotations) by its target."""
     seen = 0
     while isinstance(schema, dict) and "$ref" in schema:
         rest = {k: v for k, v in schema.items() if k != "$ref" and k not in _IGNORED}
         target, tctx = c.resolve(schema["$ref"], ctx)
-        if tctx.resolver is not ctx.resolver and _has_relative_refs(target):
+        if base_uri(tctx.resolver) != base_uri(ctx.resolver) and _has_relative_refs(target):
             raise SchemaError("merging a $ref target from another document is not supported",
                               ctx.child("$ref").pointer, keyword="$ref")
         schema = merge_pair(rest, target, ctx, c) if rest else target
@@ -82,15 +89,64 @@ def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
         b = merge_all_of(b, ctx, c)
     if isinstance(a, bool) or isinstance(b, bool):
         return merge_pair(a, b, ctx, c)
-    out = dict(a)
+    out = {k: v for k, v in a.items() if k not in _MEMBER_KEYS}
     for key, bv in b.items():
+        if key in _MEMBER_KEYS:
+            continue
         if key not in out or key in _IGNORED:
             out.setdefault(key, bv)
             continue
-        av = out[key]
-        out[key] = _merge_keyword(key, av, bv, a, b, ctx, c)
-    _close_properties(out, a, b)
+        out[key] = _merge_keyword(key, out[key], bv, a, b, ctx, c)
+    _merge_members(out, a, b, ctx, c)
+    _merge_positions(out, a, b, ctx, c)
     return out
+
+
+#: keywords whose meaning depends on each other within one schema (merged together)
+_MEMBER_KEYS = frozenset({"properties", "additionalProperties", "prefixItems", "items", "additionalItems"})
+
+
+def _merge_members(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> None:
+    """Object members: each side constrains a name by its ``properties`` entry, else its
+    ``additionalProperties``; the merge keeps both constraints for every name."""
+    if not any(k in x for x in (a, b) for k in ("properties", "additionalProperties")):
+        return
+    pa, pb = a.get("properties", {}), b.get("properties", {})
+    xa, xb = a.get("additionalProperties", True), b.get("additionalProperties", True)
+    names = list(pa) + [n for n in pb if n not in pa]
+    if names:
+        out["properties"] = {n: merge_pair(pa.get(n, xa), pb.get(n, xb), ctx.child("properties", n), c)
+                             for n in names}
+    if "additionalProperties" in a or "additionalProperties" in b:
+        out["additionalProperties"] = merge_pair(xa, xb, ctx.child("additionalProperties"), c)
+
+
+def _positions(x: dict, draft7: bool) -> tuple[list, Any]:
+    """(per-position schemas, schema of every later item) in either draft's spelling."""
+    if draft7 and isinstance(x.get("items"), list):
+        return list(x["items"]), x.get("additionalItems", True)
+    if draft7:
+        return [], x.get("items", True)
+    return list(x.get("prefixItems", [])), x.get("items", True)
+
+
+def _merge_positions(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> None:
+    """Array items: position by position, each side's prefix schema or its rest schema."""
+    if not any(k in x for x in (a, b) for k in ("prefixItems", "items", "additionalItems")):
+        return
+    (pa, ra), (pb, rb) = _positions(a, ctx.draft7), _positions(b, ctx.draft7)
+    n = max(len(pa), len(pb))
+    prefix = [merge_pair(pa[i] if i < len(pa) else ra, pb[i] if i < len(pb) else rb, ctx.child("items", i), c)
+              for i in range(n)]
+    rest = merge_pair(ra, rb, ctx.child("items"), c)
+    if ctx.draft7 and prefix:
+        out["items"], out["additionalItems"] = prefix, rest
+    elif ctx.draft7:
+        out["items"] = rest
+    else:
+        if prefix:
+            out["prefixItems"] = prefix
+        out["items"] = rest
 
 
 def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
@@ -102,17 +158,6 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: 
         return _merge_types(av, bv, ctx)
     if key == "required":
         return list(dict.fromkeys(list(av) + list(bv)))
-    if key == "properties":
-        props = dict(av)
-        for name, sub in bv.items():
-            props[name] = merge_pair(props[name], sub, ctx.child("properties", name), c) if name in props else sub
-        return props
-    if key in ("items", "additionalProperties", "additionalItems"):
-        return merge_pair(av, bv, ctx.child(key), c)
-    if key == "prefixItems":
-        n = max(len(av), len(bv))
-        return [merge_pair(av[i] if i < len(av) else a.get("items", True),
-                           bv[i] if i < len(bv) else b.get("items", True), ctx.child(key, i), c) for i in range(n)]
     if key == "enum":
         return [v for v in av if any(json_equal(v, w) for w in bv)]
     if key == "const":
@@ -140,19 +185,6 @@ def _merge_types(av: Any, bv: Any, ctx: "Ctx") -> Any:
     if not both:
         raise SchemaError("allOf branches have no type in common: the schema admits no value", ctx.pointer)
     return sorted(both)
-
-
-def _close_properties(out: dict, a: dict, b: dict) -> None:
-    """``additionalProperties: false`` on one side forbids the other side's extra names."""
-    for side in (a, b):
-        if side.get("additionalProperties") is False:
-            allowed = set(side.get("properties", {}))
-            props = dict(out.get("properties", {}))
-            for name in list(props):
-                if name not in allowed:
-                    props[name] = False
-            out["properties"] = props
-            out["additionalProperties"] = False
 
 
 def _possible_types(schema: Any) -> set[str]:

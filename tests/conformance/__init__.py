@@ -1,0 +1,1 @@
+"""Conformance against the official JSON-Schema-Test-Suite (see ``harness.py``)."""
