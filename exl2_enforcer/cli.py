@@ -22,8 +22,8 @@ from . import __version__, grammar
 from .errors import EnforcerError, SchemaError
 from .mask import TokenIndex
 from .matcher import Matcher
-from .peers import PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us
-from .peers import time_passes
+from .peers import (PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us,
+                    time_passes)
 from .risk import analyse_schema
 from .schema import UNSUPPORTED, SchemaOptions
 from .vocabulary import TokenVocabulary, default_vocabulary
@@ -262,7 +262,8 @@ def print_bench(report: dict[str, Any], facts: dict[str, Any], args: argparse.Na
     if r is None:
         print(f"accepted:   yes, every token and then an end token ({report['steps']} mask steps per pass)")
     else:
-        tok = "the end token" if r["token_id"] is None else f"token #{r['index']} (id {r['token_id']}, {r['token_bytes']})"
+        tok = ("the end token" if r["token_id"] is None
+               else f"token #{r['index']} (id {r['token_id']}, {r['token_bytes']})")
         print(f"accepted:   NO: {tok} refused: {r['reason']}")
         print(f"text so far (last 120 characters): {r['text_so_far'][-120:]!r}")
         if facts["invalid"]:

@@ -242,7 +242,7 @@ class _Walker:
                          f"pattern {s['pattern']!r} adds {states:,} NFA states (a plain string needs {base})",
                          "avoid long counted repeats of wide classes such as .{0,100} (each repeat is a copy): "
                          "use a plain string with maxLength, or split the value into smaller fields")
-        elif "format" in s:
+        elif "format" in s and getattr(self.options, "format_assertion", True):
             fmt = s["format"]
             if fmt in COSTLY_FORMATS:
                 c_ms, m_ms, mx_ms, n = format_cost(fmt, self.vocab)
