@@ -33,6 +33,30 @@ UNKNOWN = -2
 Config = tuple[int, ...]
 
 
+def predecessors(nfa: NFA) -> tuple[list[list[tuple[int, int]]], list[list[int]]]:
+    """Reverse edges for backward fixpoints: (plain predecessors with byte weight, combo predecessors).
+
+    A plain predecessor reaches a state by a byte edge (weight 1) or an epsilon
+    edge (weight 0).  A combo predecessor is a call or lazy-head state whose
+    value depends on the state (callee start, return state, loop exit...).
+    """
+    n = len(nfa)
+    plain: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    combo: list[list[int]] = [[] for _ in range(n)]
+    for q in range(n):
+        for _lo, _hi, t in nfa.edges[q]:
+            plain[t].append((q, 1))
+        for t in nfa.eps[q]:
+            plain[t].append((q, 0))
+    for q, (callee, r, _w) in nfa.calls.items():
+        combo[r].append(q)
+        combo[callee.start].append(q)
+    for q, (obj, _k) in nfa.loop_of.items():
+        for dep in obj.deps():
+            combo[dep].append(q)
+    return plain, combo
+
+
 def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     """For each NFA state, the extra call depth needed to reach the end of its machine.
 
@@ -43,19 +67,7 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     """
     n = len(nfa)
     h = [INF] * n
-    plain_preds: list[list[int]] = [[] for _ in range(n)]
-    combo_preds: list[list[int]] = [[] for _ in range(n)]
-    for q in range(n):
-        for _, _, t in nfa.edges[q]:
-            plain_preds[t].append(q)
-        for t in nfa.eps[q]:
-            plain_preds[t].append(q)
-    for q, (callee, r, _w) in nfa.calls.items():
-        combo_preds[r].append(q)
-        combo_preds[callee.start].append(q)
-    for q, (obj, _k) in nfa.loop_of.items():
-        for d in obj.deps():
-            combo_preds[d].append(q)
+    plain_preds, combo_preds = predecessors(nfa)
 
     def combo_value(q: int) -> int:
         call = nfa.calls.get(q)
@@ -80,7 +92,7 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
             if settled[t] or h[t] != level:
                 continue
             settled[t] = True
-            for q in plain_preds[t]:
+            for q, _w in plain_preds[t]:
                 if h[q] > level:
                     h[q] = level
                     todo.append(q)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterable
 
-from .automaton import INF, Automaton
+from .automaton import INF, Automaton, predecessors
 from .nfa import NFA
 
 
@@ -25,19 +25,7 @@ def completion_bytes(nfa: NFA, ends: Iterable[int]) -> list[int]:
     """Fewest bytes from each NFA state to the end of its machine (``INF`` if none)."""
     n = len(nfa)
     d = [INF] * n
-    plain_preds: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    combo_preds: list[list[int]] = [[] for _ in range(n)]
-    for q in range(n):
-        for _lo, _hi, t in nfa.edges[q]:
-            plain_preds[t].append((q, 1))
-        for t in nfa.eps[q]:
-            plain_preds[t].append((q, 0))
-    for q, (callee, r, _w) in nfa.calls.items():
-        combo_preds[r].append(q)
-        combo_preds[callee.start].append(q)
-    for q, (obj, _k) in nfa.loop_of.items():
-        for dep in obj.deps():
-            combo_preds[dep].append(q)
+    plain_preds, combo_preds = predecessors(nfa)
 
     def combo(q: int) -> int:
         call = nfa.calls.get(q)

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from exl2_enforcer.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
 from exl2_enforcer.nfa import NFA, Frag, plain_matches
+from nfa_walks import coreachable
 
 # FormatChecker() with no draft merges every draft's checkers, and draft 3's "time"
 # (bare HH:MM:SS) wins there; the draft 2020-12 checker is the one that applies.
@@ -97,28 +98,6 @@ def is_valid(name: str, s: str) -> bool:
 
 
 # -- sampling -----------------------------------------------------------------------------
-def coreachable(nfa: NFA, frag: Frag) -> set[int]:
-    """States reachable from the start that can reach the end."""
-    seen, todo = {frag.start}, [frag.start]
-    while todo:
-        q = todo.pop()
-        for t in list(nfa.eps[q]) + [d for _, _, d in nfa.edges[q]]:
-            if t not in seen:
-                seen.add(t)
-                todo.append(t)
-    rev: dict[int, list[int]] = {}
-    for q in seen:
-        for t in list(nfa.eps[q]) + [d for _, _, d in nfa.edges[q]]:
-            rev.setdefault(t, []).append(q)
-    live, todo = {frag.end}, [frag.end]
-    while todo:
-        for p in rev.get(todo.pop(), []):
-            if p not in live:
-                live.add(p)
-                todo.append(p)
-    return live & seen
-
-
 def sample(nfa: NFA, frag: Frag, rng: random.Random, live: set[int], stay: float) -> bytes:
     """A random walk to the end; ``stay`` biases epsilon choices toward longer strings."""
     while True:

@@ -12,6 +12,7 @@ import pytest
 from exl2_enforcer.errors import RegexError
 from exl2_enforcer.nfa import NFA, Frag, plain_matches
 from exl2_enforcer.regex import compile_regex
+from nfa_walks import coreachable
 
 # -- ECMA -> Python translation ----------------------------------------------------------
 _PY_SPACE = "\\t\\n\\x0b\\x0c\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
@@ -123,28 +124,6 @@ def alphabet_for(pattern: str, rng: random.Random) -> list[str]:
     chars |= set("aZ09_ \n\r\t\"\\/é€😀\x00\x1f\u2028\u00a0\u3000")
     chars |= {chr(rng.randrange(0x20, 0xD800)) for _ in range(3)} | {chr(rng.randrange(0x10000, 0x110000))}
     return sorted(chars)
-
-
-def coreachable(nfa: NFA, frag: Frag) -> set[int]:
-    """States reachable from ``frag.start`` that can still reach ``frag.end``."""
-    seen, todo = {frag.start}, [frag.start]
-    while todo:
-        q = todo.pop()
-        for t in list(nfa.eps[q]) + [d for _, _, d in nfa.edges[q]]:
-            if t not in seen:
-                seen.add(t)
-                todo.append(t)
-    rev: dict[int, list[int]] = {}
-    for q in seen:
-        for t in list(nfa.eps[q]) + [d for _, _, d in nfa.edges[q]]:
-            rev.setdefault(t, []).append(q)
-    live, todo = {frag.end}, [frag.end]
-    while todo:
-        for p in rev.get(todo.pop(), []):
-            if p not in live:
-                live.add(p)
-                todo.append(p)
-    return live & seen
 
 
 def sample(nfa: NFA, frag: Frag, rng: random.Random, live: set[int], max_steps: int = 300) -> bytes | None:
