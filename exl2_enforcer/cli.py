@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", type=_peer_list, default=[], metavar="LIST",
                        help=f"comma list of peers to time too: {', '.join(PEER_NAMES)} (or all)")
     bench.set_defaults(func=cmd_bench)
+    from .cli_generate import add_parser as add_generate
+
+    add_generate(sub)
     return parser
 
 

@@ -267,11 +267,41 @@ def test_bad_json_and_unsupported_schema_in_bench(tmp_path, capsys):
     assert code == 2 and out == "" and "/properties/a/if" in err and "Traceback" not in err
 
 
-def test_parser_has_no_generate_yet(capsys):
-    assert "generate" not in build_parser().format_help()
-    code, _, err = run(capsys, "generate", REC_SCHEMA)
-    assert code == 2 and "invalid choice" in err
-    assert run(capsys, "--help")[0] == 0
+def test_generate_without_cuda_says_so(capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = run(capsys, "generate", "--model", str(ROOT), "--schema", REC_SCHEMA, "--prompt", "hi")
+    assert code == 3 and out == "" and "needs a CUDA GPU" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("lines,needle", [
+    (['"a"', "{not json"], ":2: not JSON"),
+    (['{"text": "a"}'], 'object with a "prompt" string'),
+    (["", "  "], "no prompts"),
+])
+def test_generate_prompt_file_errors(tmp_path, capsys, lines, needle):
+    f = tmp_path / "p.jsonl"
+    f.write_text("\n".join(lines), encoding="utf-8")
+    code, _, err = run(capsys, "generate", "--model", str(ROOT), "--schema", REC_SCHEMA, "--prompts", str(f))
+    assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_generate_needs_one_prompt_source(capsys):
+    code, _, err = run(capsys, "generate", "--model", str(ROOT), "--schema", REC_SCHEMA)
+    assert code == 2 and "--prompt" in err
+    code, _, err = run(capsys, "generate", "--model", ".", "--schema", REC_SCHEMA, "--prompt", "a", "--prompts", "x")
+    assert code == 2 and "not allowed with" in err
+
+
+def test_generate_reads_prompts_file(tmp_path):
+    import argparse
+
+    from exl2_enforcer.cli_generate import read_prompts
+
+    f = tmp_path / "p.jsonl"
+    f.write_text('"first"\n\n{"prompt": "second", "id": 7}\n', encoding="utf-8")
+    assert read_prompts(argparse.Namespace(prompt=None, prompts=str(f))) == ["first", "second"]
 
 
 # ----------------------------------------------------------------------------- subprocess
