@@ -62,7 +62,7 @@ SCHEMAS = {
                          HERE / "schemas" / "patterns_formats.instance.json"),
 }
 
-ENGINES = ("ours", "xgrammar", "llguidance")
+ENGINES = ("ours", "xgrammar", "llguidance", "lm-format-enforcer")
 PEERS = ("xgrammar", "llguidance")
 FIGURES = ("compile_ms", "first_ms", "cold_mean", "cold_p50", "cold_p99", "cold_max",
            "warm_mean", "warm_p50", "warm_p99", "warm_max")
@@ -357,8 +357,51 @@ class LLGuidance(Engine):
         return fill, buf[0], accept
 
 
+class LMFormatEnforcer(Engine):
+    """lm-format-enforcer through the CLI's adapter (``exl2_enforcer.peers``).
+
+    Its masks are id lists; ``fill`` also packs the list into the bitmask a sampler needs, so its
+    figures include that packing.  Its tokenizer data is built from our exact token bytes
+    (its transformers helper breaks under transformers 5).
+    """
+
+    name = "lm-format-enforcer"
+
+    def prepare(self, ctx: Ctx) -> dict[str, float]:
+        from exl2_enforcer.peers import LMFormatEnforcerPeer, TokenizerContext
+        from exl2_enforcer.vocabulary import TokenVocabulary
+
+        self.ctx = ctx
+        t0 = time.perf_counter()
+        vocab = TokenVocabulary.from_file(ctx.path)
+        self.peer = LMFormatEnforcerPeer()
+        self.peer.prepare(TokenizerContext(ctx.text, ctx.width, ctx.end_ids, ctx.hf, vocab))
+        return {"total_s": time.perf_counter() - t0}
+
+    def compile(self, schema: dict) -> tuple[Any, float]:
+        from exl2_enforcer.schema import SchemaOptions
+
+        return self.peer.compile(schema, SchemaOptions())
+
+    def matcher(self, handle: Any, first: bool) -> Any:
+        return self.peer.matcher(handle, first)
+
+    def bind(self, m: Any):
+        peer_fill, _allowed, accept = self.peer.bind(m)
+        words = np.zeros((self.ctx.width + 31) // 32, np.uint32)
+
+        def fill() -> None:
+            peer_fill()
+            words[:] = 0
+            ids = np.asarray(m["allowed"], dtype=np.int64)
+            ids = ids[ids < self.ctx.width]
+            np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
+
+        return fill, words.view(np.int32), accept
+
+
 def make_engine(name: str) -> Engine:
-    return {"ours": Ours, "xgrammar": XGrammar, "llguidance": LLGuidance}[name]()
+    return {"ours": Ours, "xgrammar": XGrammar, "llguidance": LLGuidance, "lm-format-enforcer": LMFormatEnforcer}[name]()
 
 
 def engine_version(name: str) -> str | None:
@@ -586,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizers", default="llama3,gemma3",
                     help=f"comma list from {','.join(LOGITS_WIDTH)} (default llama3,gemma3)")
     ap.add_argument("--schemas", default=",".join(SCHEMAS), help=f"comma list from {','.join(SCHEMAS)}")
-    ap.add_argument("--engines", default=",".join(ENGINES), help="comma list from ours,xgrammar,llguidance")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma list from ours,xgrammar,llguidance,lm-format-enforcer")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run compile + cold + warm N times per engine (fresh compile each) and report medians")
     ap.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
@@ -626,7 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     # engines that cannot even be imported are n/a for the whole run
     unavailable: dict[str, str] = {}
     for e in engine_names:
-        mod = {"ours": "exl2_enforcer", "xgrammar": "xgrammar", "llguidance": "llguidance"}[e]
+        mod = {"ours": "exl2_enforcer", "xgrammar": "xgrammar", "llguidance": "llguidance",
+               "lm-format-enforcer": "lmformatenforcer"}[e]
         try:
             __import__(mod)
         except Exception as exc:
