@@ -26,11 +26,21 @@ a larger id.
 After the value is complete only end ids are allowed: the union of every eos the model's
 configs list and ``extra_end_ids`` (Llama 3: 128001, 128008 and 128009).  Pass ``f.end_ids``
 as the job's ``stop_conditions`` so that whichever of them the model picks ends the job.
+
+Guarded mode (``policy=GuardPolicy(...)``): every protocol call goes through a
+:class:`~exl2_enforcer.watchdog.GuardedMatcher` (timing, per-token deadline with a safe fallback
+mask, trip rules) and never raises: an exception is recorded in ``error``, sets
+``cancel_requested`` and gets an end-only answer, so one job's failure cannot escape
+``generator.iterate()`` and stop the batch.  :class:`~exl2_enforcer.contrib.guarded.GuardedGenerator`
+reads ``tripped``, ``cancel_requested`` and ``error`` between steps and cancels or reports the job.
+Without a policy nothing of this runs.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
@@ -44,6 +54,7 @@ from ..grammar import CompiledGrammar, compile_choice, compile_json_schema, comp
 from ..matcher import Matcher
 from ..schema import SchemaOptions
 from ..vocabulary import TokenVocabulary
+from ..watchdog import GuardedMatcher, GuardPolicy, WatchStats
 
 __all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
 
@@ -53,6 +64,7 @@ _NO_LIMIT = 1 << 62
 #: bytes that can occur in free string content unescaped (no '"', no '\\', no control byte)
 _PLAIN_BYTES = bytes(b for b in range(0x20, 0x100) if b not in (0x22, 0x5C))
 _ATTACH_LOCK = threading.Lock()
+log = logging.getLogger("exl2_enforcer.watchdog")
 
 
 class _LruCache:
@@ -205,12 +217,23 @@ class _EnforcerFilter(ExLlamaV2Filter):
     directly (to let Qwen write its newline after ``<tool_call>``, use ``"<tool_call>\n"``).
     Before that, the only tokens refused are those that would complete the trigger with bytes
     after it that cannot start the value.
+
+    With ``policy`` the filter runs guarded (see the module docstring); ``job_id`` names the job
+    in the watchdog's log lines.  The watchdog's rules apply once the grammar is on.
     """
 
     def __init__(self, model: Any, tokenizer: Any, compile_for: Callable[[TokenVocabulary], CompiledGrammar], *,
                  extra_end_ids: Iterable[int] = (), trigger: str | int | None = None,
-                 vocab: TokenVocabulary | None = None) -> None:
+                 vocab: TokenVocabulary | None = None, policy: GuardPolicy | None = None,
+                 job_id: object = None) -> None:
         super().__init__(model, tokenizer)
+        self.policy, self.job_id = policy, job_id
+        self._guard: GuardedMatcher | None = None
+        #: the exception a guarded protocol call caught (the job failed), else None
+        self.error: BaseException | None = None
+        self._clock: float | None = None
+        self._prepared: tuple[tuple, torch.Tensor | None] | None = None
+        self._call_max_s = 0.0
         self.vocab = _resolve_vocab(model, tokenizer, vocab, extra_end_ids)
         self.grammar = compile_for(self.vocab)
         self._cache: _LruCache = _attached(self.grammar, "_exl2_filter_cache", lambda: _LruCache(STATE_CACHE_BYTES))
@@ -243,6 +266,9 @@ class _EnforcerFilter(ExLlamaV2Filter):
 
         Raises :class:`TokenRejected` naming the id if the grammar refuses it (only possible
         when the sampler ignored this filter's mask or token list)."""
+        if self._guard is not None:
+            self._shielded(lambda: self._guarded_feed(_token_id(token)), lambda: None)
+            return
         tid = _token_id(token)
         if not self._active:
             self._watch(tid)
@@ -265,6 +291,8 @@ class _EnforcerFilter(ExLlamaV2Filter):
         set of allowed ids after which the value is complete (the end ids when the text so far
         is complete, and the text tokens that complete it with nothing allowed after them), so
         that sampling one ends the job with ``eos_reason == "end_filter"``."""
+        if self._guard is not None:
+            return self._shielded(self._guarded_next, self._fallback_next)
         width = self._list_width()
         if not self._active:
             return self._free_ids(width).tolist(), set()
@@ -279,6 +307,9 @@ class _EnforcerFilter(ExLlamaV2Filter):
         c.__dict__.update(self.__dict__)  # immutable or shared-by-design fields...
         c._matcher = self._matcher.fork()  # ...except the position, which must not be shared
         c.background_result = None
+        if self._guard is not None:
+            c._guard = GuardedMatcher(c._matcher, self.policy, self.job_id)
+            c._prepared, c.error, c._call_max_s = None, None, 0.0
         return c
 
     def use_background_worker(self) -> bool:
@@ -295,7 +326,11 @@ class _EnforcerFilter(ExLlamaV2Filter):
         or by ``get_next(mask=True)`` at the first step: compute and cache the mask of the
         current state for the logits width seen last (before any: ``config.vocab_size``
         padded to 32, the dynamic generator's width).  Returns True as the sampler asserts."""
-        self._mask_tensor(self._mask_width or self._default_width(), self._mask_device)
+        width, device = self._mask_width or self._default_width(), self._mask_device
+        if self._guard is None:
+            self._mask_tensor(width, device)
+        else:
+            self._shielded(lambda: self._guarded_mask_tensor(width, device), lambda: None)
         return True
 
     def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -304,7 +339,11 @@ class _EnforcerFilter(ExLlamaV2Filter):
         ``logits.shape[-1]`` and built (once per state, width and device) on the logits' device."""
         width = int(logits.shape[-1])
         self._mask_width, self._mask_device = width, logits.device
-        excluded = self._mask_tensor(width, logits.device)
+        if self._guard is None:
+            excluded = self._mask_tensor(width, logits.device)
+        else:
+            excluded = self._shielded(lambda: self._guarded_mask_tensor(width, logits.device),
+                                      lambda: self._fallback_excluded(width, logits.device))
         if excluded is not None:
             logits.masked_fill_(excluded, float("-inf"))
         return logits
@@ -342,12 +381,147 @@ class _EnforcerFilter(ExLlamaV2Filter):
         """The matcher tracking this filter's position (read it, don't move it)."""
         return self._matcher
 
+    @property
+    def value_bytes(self) -> bytes:
+        """The bytes of the constrained value so far (after the trigger, end tokens excluded)."""
+        return self._rest + self._matcher.text_bytes() if self._active else b""
+
+    # ------------------------------------------------------------------ guarded mode
+
+    def guard_with(self, policy: GuardPolicy, job_id: object = None) -> None:
+        """Turn guarded mode on (or change its policy); call it before the job starts."""
+        self.policy = policy
+        if job_id is not None:
+            self.job_id = job_id
+        self._new_guard()
+
+    def arm(self, job_id: object = None, started: float | None = None) -> None:
+        """Called by the guarded generator when it enqueues this filter's job (to name it in log
+        lines) and when the job leaves the queue (``started``, a ``time.monotonic()`` value: the
+        job deadline counts from there; by default it counts from ``begin()``)."""
+        self.job_id, self._clock = job_id, started
+        if self._guard is not None:
+            self._guard.job_id = job_id
+            if started is not None:
+                self._guard.stats.started = started
+
+    @property
+    def guard(self) -> GuardedMatcher | None:
+        """The watchdog of the current job (None when unguarded); a new one per ``begin()``."""
+        return self._guard
+
+    @property
+    def stats(self) -> WatchStats | None:
+        """The watchdog's figures for the current job (None when unguarded)."""
+        return None if self._guard is None else self._guard.stats
+
+    @property
+    def tripped(self) -> bool:
+        """Whether a watchdog rule was broken in the current job."""
+        return self._guard is not None and self._guard.tripped
+
+    @property
+    def trip_reason(self) -> str | None:
+        """Why the watchdog tripped (None if it did not)."""
+        return None if self._guard is None else self._guard.stats.trip_reason
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether only the generator can end the job now: a "cancel" trip, an end-token stall,
+        or a failure (``error``)."""
+        return self.error is not None or (self._guard is not None and self._guard.cancel_requested)
+
+    @property
+    def max_call_ms(self) -> float:
+        """Longest guarded protocol call of the current job, in milliseconds (all work included)."""
+        return 1e3 * self._call_max_s
+
+    def _new_guard(self) -> None:
+        started, self._clock = self._clock, None
+        self._guard = GuardedMatcher(self._matcher, self.policy, self.job_id)
+        if started is not None:
+            self._guard.stats.started = started
+        self._prepared, self.error, self._call_max_s = None, None, 0.0
+
+    def _shielded(self, call: Callable[[], Any], fallback: Callable[[], Any]) -> Any:
+        """One guarded protocol call: timed, and never raising into the generator (a failure is
+        recorded in ``error`` and every later call gets the fallback answer)."""
+        t0 = time.perf_counter()
+        try:
+            if self.error is None:
+                try:
+                    return call()
+                except Exception as exc:  # noqa: BLE001 - escaping would stop every job of the batch
+                    self.error = exc
+                    log.error("exl2_enforcer filter failed: job=%s %s: %s", self.job_id, type(exc).__name__, exc,
+                              exc_info=exc)
+            return fallback()
+        finally:
+            self._call_max_s = max(self._call_max_s, time.perf_counter() - t0)
+
+    def _guarded_feed(self, tid: int) -> None:
+        if not self._active:
+            self._watch(tid)
+            return
+        try:
+            self._guard.accept_token(tid)
+        except TokenRejected as exc:
+            raise TokenRejected(tid, f"refused by the guarded exl2_enforcer filter ({exc})") from None
+
+    def _guarded_mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
+        """The step's mask under the watchdog.  Computed once per step: ``mask_logits()`` reuses
+        what ``prepare_logit_mask()`` made (the guard counts each call as a step).  A mask made
+        by a call that tripped (a deadline cut's fallback, a stop) is not the state's: not cached."""
+        if not self._active:
+            return self._mask_tensor(width, device)
+        g, m = self._guard, self._matcher
+        if self._prepared is not None and self._prepared[0] == (len(m.history), m.mode, width, str(device)):
+            return self._prepared[1]
+        key, was_tripped, usable = self._state_key(), g.tripped, min(width, self._tok_limit)
+        words = self._allowed_words(usable, g)
+        if g.tripped and not was_tripped:
+            excluded = _excluded_from_words(words, usable, width, device)
+        else:
+            excluded = self._cache.get(("mask", key, width, str(device)),
+                                       lambda: (_excluded_from_words(words, usable, width, device), width))
+        # keyed by the mode after the call: a cut's fallback suits the mode the trip switched to
+        self._prepared = ((len(m.history), m.mode, width, str(device)), excluded)
+        return excluded
+
+    def _guarded_next(self) -> tuple[list[int], set[int]]:
+        width = self._list_width()
+        if not self._active:
+            return self._free_ids(width).tolist(), set()
+        g = self._guard
+        was_tripped = g.tripped
+        ids = g.allowed_ids(width)
+        if ids.size == 0:
+            raise self._no_end_error(width)
+        ends = self._find_end_tokens(ids) if g.tripped and not was_tripped else self._end_tokens(width, ids)
+        return ids.tolist(), set(ends)
+
+    def _fallback_excluded(self, width: int, device: torch.device) -> torch.Tensor | None:
+        """After a failure: only end ids (nothing masked if none fits; the job is cancelled anyway)."""
+        ends = [i for i in self.end_ids if i < min(width, self._tok_limit)]
+        if not ends:
+            return None
+        excluded = torch.ones(width, dtype=torch.bool)
+        excluded[ends] = False
+        return excluded.to(device)
+
+    def _fallback_next(self) -> tuple[list[int], set[int]]:
+        ends = [i for i in self.end_ids if i < self._list_width()] or [0]
+        return ends, set(ends)
+
     # ------------------------------------------------------------------ internals
 
     def _reset(self) -> None:
         self._matcher.reset()
         self._active = self._trigger_id is None and self._trigger_bytes is None
         self._tail = b""  # last bytes of free text, to find a trigger split over tokens
+        self._rest = b""  # bytes of the value inside the token that completed the trigger
+        if self.policy is not None:
+            self._new_guard()
 
     def _state_key(self) -> Hashable:
         m = self._matcher
@@ -369,12 +543,13 @@ class _EnforcerFilter(ExLlamaV2Filter):
             f"(logits width, at most the tokenizer's {self._tok_limit} ids): nothing could end the generation; "
             "pass extra_end_ids= with an end id the model's head has")
 
-    def _allowed_words(self, width: int) -> np.ndarray:
-        """Packed int32 mask of the current state, ``width`` bits; never all zero."""
+    def _allowed_words(self, width: int, guard: GuardedMatcher | None = None) -> np.ndarray:
+        """Packed int32 mask of the current state, ``width`` bits; never all zero.  With ``guard``
+        the computation runs under its deadline and rules."""
         words = np.zeros((width + 31) // 32, dtype=np.int32)
         m = self._matcher
         try:
-            m.fill_bitmask(words, width)
+            (m.fill_bitmask if guard is None else guard.fill_bitmask)(words, width)
         except EnforcerError as exc:
             if m.ended or m.is_complete():
                 raise self._no_end_error(width) from exc
@@ -391,23 +566,27 @@ class _EnforcerFilter(ExLlamaV2Filter):
 
         return self._cache.get(("ids", self._state_key(), width), build)
 
-    def _end_tokens(self, width: int) -> frozenset[int]:
+    def _end_tokens(self, width: int, ids: np.ndarray | None = None) -> frozenset[int]:
+        """The end tokens among the allowed ``ids`` (default: the state's own), cached per state."""
         def build() -> tuple[frozenset[int], int]:
-            ids = self._allowed_ids(width)
-            is_end = np.isin(ids, self._end)
-            found = set(ids[is_end].tolist())
-            m = self._matcher
-            if not m.ended:
-                tables = _attached(self.vocab, "_exl2_filter_tables", lambda: _VocabTables(self.vocab))
-                text = ids[~is_end]
-                text = text[text < self.vocab.n_ids]
-                auto = self.grammar.automaton
-                if _plain_safe(auto, m.state, _attached(self.grammar, "_exl2_plain_safe", set)):
-                    text = text[~tables.plain[text]]
-                found.update(_complete_tokens(auto, m.state, text, tables).tolist())
-            return frozenset(found), 64 * len(found) + 256
+            found = self._find_end_tokens(self._allowed_ids(width) if ids is None else ids)
+            return found, 64 * len(found) + 256
 
         return self._cache.get(("ends", self._state_key(), width), build)
+
+    def _find_end_tokens(self, ids: np.ndarray) -> frozenset[int]:
+        is_end = np.isin(ids, self._end)
+        found = set(ids[is_end].tolist())
+        m = self._matcher
+        if not m.ended:
+            tables = _attached(self.vocab, "_exl2_filter_tables", lambda: _VocabTables(self.vocab))
+            text = ids[~is_end]
+            text = text[text < self.vocab.n_ids]
+            auto = self.grammar.automaton
+            if _plain_safe(auto, m.state, _attached(self.grammar, "_exl2_plain_safe", set)):
+                text = text[~tables.plain[text]]
+            found.update(_complete_tokens(auto, m.state, text, tables).tolist())
+        return frozenset(found)
 
     def _mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
         """Bool tensor, True = excluded, ``width`` long on ``device``; None when nothing is."""
@@ -422,10 +601,7 @@ class _EnforcerFilter(ExLlamaV2Filter):
 
         def build() -> tuple[torch.Tensor, int]:
             usable = min(width, self._tok_limit)
-            bits = np.unpackbits(self._allowed_words(usable).view(np.uint8), bitorder="little", count=usable)
-            excluded = torch.ones(width, dtype=torch.bool)
-            excluded[:usable] = torch.from_numpy(bits == 0)
-            return excluded.to(device), width
+            return _excluded_from_words(self._allowed_words(usable), usable, width, device), width
 
         return self._cache.get(("mask", self._state_key(), width, str(device)), build)
 
@@ -456,6 +632,7 @@ class _EnforcerFilter(ExLlamaV2Filter):
                 raise TokenRejected(tid, f"completes the trigger, but the bytes after it, {rest!r}, cannot start the value")
             # Matcher has no "accept these bytes" call: record the state they lead to
             self._matcher.history.append(sid)
+            self._rest = rest
 
     def _trigger_progress(self) -> int:
         """Length of the longest end of the free text that is a proper prefix of the trigger."""
@@ -493,6 +670,14 @@ class _EnforcerFilter(ExLlamaV2Filter):
         return self._cache.get(("free-ids", self._trigger_bytes, self._trigger_id, k, width), build)
 
 
+def _excluded_from_words(words: np.ndarray, usable: int, width: int, device: torch.device) -> torch.Tensor:
+    """Bool tensor ``width`` long, True = excluded: the bits of ``words`` for the first ``usable`` ids."""
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little", count=usable)
+    excluded = torch.ones(width, dtype=torch.bool)
+    excluded[:usable] = torch.from_numpy(bits == 0)
+    return excluded.to(device)
+
+
 def _excluded(ids: np.ndarray, width: int, device: torch.device) -> tuple[torch.Tensor, int]:
     excluded = torch.zeros(width, dtype=torch.bool)
     excluded[torch.from_numpy(ids)] = True
@@ -510,24 +695,29 @@ class JsonSchemaFilter(_EnforcerFilter):
 
     def __init__(self, model: Any, tokenizer: Any, schema: Any, *, options: SchemaOptions | None = None,
                  extra_end_ids: Iterable[int] = (), trigger: str | int | None = None,
-                 vocab: TokenVocabulary | None = None) -> None:
+                 vocab: TokenVocabulary | None = None, policy: GuardPolicy | None = None,
+                 job_id: object = None) -> None:
         super().__init__(model, tokenizer, lambda v: compile_json_schema(schema, v, options),
-                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab, policy=policy, job_id=job_id)
+        #: the schema as given (the guarded generator validates results against it)
+        self.schema = schema
 
 
 class RegexFilter(_EnforcerFilter):
     """Constrain the whole output to match ``pattern`` (ECMA-262 subset, fully anchored)."""
 
     def __init__(self, model: Any, tokenizer: Any, pattern: str, *, extra_end_ids: Iterable[int] = (),
-                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None) -> None:
+                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None,
+                 policy: GuardPolicy | None = None, job_id: object = None) -> None:
         super().__init__(model, tokenizer, lambda v: compile_regex_constraint(pattern, v),
-                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab, policy=policy, job_id=job_id)
 
 
 class ChoiceFilter(_EnforcerFilter):
     """Constrain the whole output to be exactly one of ``choices``."""
 
     def __init__(self, model: Any, tokenizer: Any, choices: Sequence[str], *, extra_end_ids: Iterable[int] = (),
-                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None) -> None:
+                 trigger: str | int | None = None, vocab: TokenVocabulary | None = None,
+                 policy: GuardPolicy | None = None, job_id: object = None) -> None:
         super().__init__(model, tokenizer, lambda v: compile_choice(choices, v),
-                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab)
+                         extra_end_ids=extra_end_ids, trigger=trigger, vocab=vocab, policy=policy, job_id=job_id)
