@@ -36,8 +36,7 @@ def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any) -> list[
 
 
 def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
-    """``{ ... }`` with properties in schema order, bounded by min/maxProperties."""
-    nfa = c.nfa
+    """``{ ... }`` with properties in schema order (or any order), bounded by min/maxProperties."""
     # strict_objects closes objects that name their properties; a free-form object
     # ({"type": "object"} alone) stays open, which is what its author means
     closed = c.options.strict_objects and "properties" in schema
@@ -46,7 +45,6 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     min_p = int(schema.get("minProperties", 0))
     max_p = schema.get("maxProperties")
     max_p = None if max_p is None else int(max_p)
-    cap = max_p if max_p is not None else max(min_p, 1)
     if c.options.property_order == "any":
         return _any_order_object(c, ctx, entries, extra, min_p, max_p)
     return _schema_order_object(c, ctx, entries, extra, min_p, max_p)

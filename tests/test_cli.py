@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from exl2_enforcer.cli import build_parser, main
+from exl2_enforcer.cli import main
 from exl2_enforcer.risk import analyse_schema
 from exl2_enforcer.vocabulary import default_vocabulary
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from enforcer_oracle import SCHEMAS, bitmask_ids, encode, shared_file, token_table, unpack_bits, vocab_by_name
+from enforcer_oracle import SCHEMAS, bitmask_ids, encode, token_table, unpack_bits, vocab_by_name
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher

@@ -38,178 +38,27 @@ Without a policy nothing of this runs.
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections import OrderedDict
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 import torch
 from exllamav2.generator.filters import ExLlamaV2Filter
 
-from ..automaton import UNKNOWN, Automaton
 from ..errors import EnforcerError, TokenRejected
 from ..grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
 from ..matcher import Matcher
 from ..schema import SchemaOptions
 from ..vocabulary import TokenVocabulary
-from ..watchdog import GuardedMatcher, GuardPolicy, WatchStats
+from ..watchdog import GuardedMatcher, GuardPolicy
+from ._filter_support import (NO_LIMIT, STATE_CACHE_BYTES, _attached, _complete_tokens, _excluded,
+                              _excluded_from_words, _LruCache, _parse_trigger, _plain_safe, _resolve_vocab,
+                              _token_id, _VocabTables)
+from ._guarded_mode import GuardedMode
 
 __all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
 
-#: bytes of derived per-state data (torch masks, id arrays) kept per grammar
-STATE_CACHE_BYTES = 32 << 20
-_NO_LIMIT = 1 << 62
-#: bytes that can occur in free string content unescaped (no '"', no '\\', no control byte)
-_PLAIN_BYTES = bytes(b for b in range(0x20, 0x100) if b not in (0x22, 0x5C))
-_ATTACH_LOCK = threading.Lock()
-log = logging.getLogger("exl2_enforcer.watchdog")
 
-
-class _LruCache:
-    """Thread-safe LRU bounded in bytes; values are built outside the lock (builders are pure)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, build: Callable[[], tuple[Any, int]]) -> Any:
-        """The value of ``key``; ``build()`` returns ``(value, size in bytes)`` on a miss."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit[0]
-        value, nbytes = build()
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = (value, nbytes)
-                self._bytes += nbytes
-                while self._bytes > self.max_bytes and len(self._items) > 1:
-                    _, (_, old) = self._items.popitem(last=False)
-                    self._bytes -= old
-        return value
-
-
-def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
-    """``obj.attr``, created once by ``factory`` (shared by every filter using ``obj``)."""
-    with _ATTACH_LOCK:
-        if getattr(obj, attr, None) is None:
-            setattr(obj, attr, factory())
-        return getattr(obj, attr)
-
-
-class _VocabTables:
-    """Every token's bytes in one buffer, to walk many tokens through the DFA at once."""
-
-    def __init__(self, vocab: TokenVocabulary) -> None:
-        table = vocab.token_bytes
-        self.lengths = np.fromiter((len(b) if b else 0 for b in table), dtype=np.int64, count=len(table))
-        self.offsets = np.zeros(len(table), dtype=np.int64)
-        self.offsets[1:] = np.cumsum(self.lengths)[:-1]
-        self.flat = np.frombuffer(b"".join(b for b in table if b), dtype=np.uint8)
-        self.plain = np.fromiter((bool(b) and not b.translate(None, _PLAIN_BYTES) for b in table),
-                                 dtype=bool, count=len(table))
-
-
-def _step_many(auto: Automaton, states: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """One DFA step for many (state, byte class) pairs, computing missing rows first."""
-    nxt = auto.table[states, classes]
-    unknown = nxt == UNKNOWN
-    if unknown.any():
-        auto.ensure_rows(np.unique(states[unknown]).tolist())
-        nxt = auto.table[states, classes]  # re-read: the table may have been reallocated
-    return nxt
-
-
-def _complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: _VocabTables) -> np.ndarray:
-    """The ids whose bytes lead from ``sid`` to a complete state (accepting, nothing may follow)."""
-    if ids.size == 0:
-        return ids
-    lengths = tables.lengths[ids]
-    order = np.argsort(-lengths, kind="stable")  # longest first: the tokens still walking are a prefix
-    ids, lengths = ids[order], lengths[order]
-    offsets = tables.offsets[ids]
-    states = np.full(ids.size, sid, dtype=np.int64)
-    neg = -lengths
-    for pos in range(int(lengths[0])):
-        cur = states[: int(np.searchsorted(neg, -pos, side="left"))]
-        live = np.flatnonzero(cur >= 0)
-        if live.size == 0:
-            break
-        cur[live] = _step_many(auto, cur[live], auto.class_of_byte[tables.flat[offsets[live] + pos]])
-    reached = np.unique(states[states >= 0]).tolist()
-    complete = [s for s in reached if auto.is_accepting(s) and not auto.has_continuation(s)]
-    return ids[np.isin(states, complete)] if complete else ids[:0]
-
-
-def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> bool:
-    """Whether no run of zero or more plain bytes leads from ``sid`` to a complete state
-    (False when unsure).
-
-    Inside a free-text string this holds, and then no plain token (most of the vocabulary)
-    needs walking to find the tokens that complete the value.  Every state reachable from a
-    safe state is safe too, so the answer is recorded in ``safe`` for the whole closure."""
-    if sid in safe:
-        return True
-    if auto.is_accepting(sid) and not auto.has_continuation(sid):
-        return False  # the empty run: a complete state must never enter ``safe``
-    classes = np.unique(auto.class_of_byte[np.frombuffer(_PLAIN_BYTES, dtype=np.uint8)])
-    seen, frontier = {sid}, [sid]
-    while frontier:
-        auto.ensure_rows(frontier)
-        reached = np.unique(auto.table[np.asarray(frontier)][:, classes]).tolist()
-        frontier = []
-        for s in reached:
-            if s < 0 or s in seen or s in safe:
-                continue
-            if (auto.is_accepting(s) and not auto.has_continuation(s)) or len(seen) >= limit:
-                return False
-            seen.add(s)
-            frontier.append(s)
-    safe.update(seen)
-    return True
-
-
-def _token_id(token: Any) -> int:
-    """The id in a (1, 1) tensor as the job feeds it (a plain int is accepted too)."""
-    if isinstance(token, torch.Tensor):
-        if token.numel() != 1:
-            raise ValueError(f"feed() takes one token, got a tensor of shape {tuple(token.shape)}")
-        return int(token.item())
-    return int(token)
-
-
-def _parse_trigger(trigger: str | bytes | int | None) -> tuple[int | None, bytes | None]:
-    """``(trigger id, trigger bytes)``, at most one of them set."""
-    if trigger is None:
-        return None, None
-    if isinstance(trigger, int) and not isinstance(trigger, bool):
-        return trigger, None
-    if isinstance(trigger, (str, bytes)) and trigger:
-        return None, trigger.encode("utf-8") if isinstance(trigger, str) else bytes(trigger)
-    raise TypeError(f"trigger must be a non-empty string or a token id, got {trigger!r}")
-
-
-def _resolve_vocab(model: Any, tokenizer: Any, vocab: TokenVocabulary | None,
-                   extra_end_ids: Iterable[int]) -> TokenVocabulary:
-    """The given vocabulary, or the exact one of the exllamav2 tokenizer (cached per tokenizer)."""
-    extra = [int(i) for i in extra_end_ids]
-    if vocab is not None:
-        missing = sorted(set(extra) - vocab.end_ids)
-        if missing:
-            raise ValueError(f"extra_end_ids {missing} are not end ids of the vocab= given; build it with them")
-        return vocab
-    config = getattr(model, "config", None)
-    if config is None or tokenizer is None:
-        raise ValueError("pass the ExLlamaV2 model and tokenizer (or vocab=) to build the filter")
-    return TokenVocabulary.from_exllamav2(tokenizer, config, extra)
-
-
-class _EnforcerFilter(ExLlamaV2Filter):
+class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
     """An ExLlamaV2 filter that walks a :class:`Matcher` over a compiled grammar.
 
     With ``trigger`` (a string, or a token id) the filter starts unconstrained and switches the
@@ -241,7 +90,7 @@ class _EnforcerFilter(ExLlamaV2Filter):
         self._end = np.asarray(sorted(self.vocab.end_ids), dtype=np.int64)
         self._trigger_id, self._trigger_bytes = _parse_trigger(trigger)
         size = getattr(tokenizer, "get_vocab_size", None)
-        self._tok_limit = int(size()) if callable(size) else _NO_LIMIT
+        self._tok_limit = int(size()) if callable(size) else NO_LIMIT
         self._cfg_width: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
         self._mask_width: int | None = None
         self._mask_device = torch.device("cpu")
@@ -385,133 +234,6 @@ class _EnforcerFilter(ExLlamaV2Filter):
     def value_bytes(self) -> bytes:
         """The bytes of the constrained value so far (after the trigger, end tokens excluded)."""
         return self._rest + self._matcher.text_bytes() if self._active else b""
-
-    # ------------------------------------------------------------------ guarded mode
-
-    def guard_with(self, policy: GuardPolicy, job_id: object = None) -> None:
-        """Turn guarded mode on (or change its policy); call it before the job starts."""
-        self.policy = policy
-        if job_id is not None:
-            self.job_id = job_id
-        self._new_guard()
-
-    def arm(self, job_id: object = None, started: float | None = None) -> None:
-        """Called by the guarded generator when it enqueues this filter's job (to name it in log
-        lines) and when the job leaves the queue (``started``, a ``time.monotonic()`` value: the
-        job deadline counts from there; by default it counts from ``begin()``)."""
-        self.job_id, self._clock = job_id, started
-        if self._guard is not None:
-            self._guard.job_id = job_id
-            if started is not None:
-                self._guard.stats.started = started
-
-    @property
-    def guard(self) -> GuardedMatcher | None:
-        """The watchdog of the current job (None when unguarded); a new one per ``begin()``."""
-        return self._guard
-
-    @property
-    def stats(self) -> WatchStats | None:
-        """The watchdog's figures for the current job (None when unguarded)."""
-        return None if self._guard is None else self._guard.stats
-
-    @property
-    def tripped(self) -> bool:
-        """Whether a watchdog rule was broken in the current job."""
-        return self._guard is not None and self._guard.tripped
-
-    @property
-    def trip_reason(self) -> str | None:
-        """Why the watchdog tripped (None if it did not)."""
-        return None if self._guard is None else self._guard.stats.trip_reason
-
-    @property
-    def cancel_requested(self) -> bool:
-        """Whether only the generator can end the job now: a "cancel" trip, an end-token stall,
-        or a failure (``error``)."""
-        return self.error is not None or (self._guard is not None and self._guard.cancel_requested)
-
-    @property
-    def max_call_ms(self) -> float:
-        """Longest guarded protocol call of the current job, in milliseconds (all work included)."""
-        return 1e3 * self._call_max_s
-
-    def _new_guard(self) -> None:
-        started, self._clock = self._clock, None
-        self._guard = GuardedMatcher(self._matcher, self.policy, self.job_id)
-        if started is not None:
-            self._guard.stats.started = started
-        self._prepared, self.error, self._call_max_s = None, None, 0.0
-
-    def _shielded(self, call: Callable[[], Any], fallback: Callable[[], Any]) -> Any:
-        """One guarded protocol call: timed, and never raising into the generator (a failure is
-        recorded in ``error`` and every later call gets the fallback answer)."""
-        t0 = time.perf_counter()
-        try:
-            if self.error is None:
-                try:
-                    return call()
-                except Exception as exc:  # noqa: BLE001 - escaping would stop every job of the batch
-                    self.error = exc
-                    log.error("exl2_enforcer filter failed: job=%s %s: %s", self.job_id, type(exc).__name__, exc,
-                              exc_info=exc)
-            return fallback()
-        finally:
-            self._call_max_s = max(self._call_max_s, time.perf_counter() - t0)
-
-    def _guarded_feed(self, tid: int) -> None:
-        if not self._active:
-            self._watch(tid)
-            return
-        try:
-            self._guard.accept_token(tid)
-        except TokenRejected as exc:
-            raise TokenRejected(tid, f"refused by the guarded exl2_enforcer filter ({exc})") from None
-
-    def _guarded_mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
-        """The step's mask under the watchdog.  Computed once per step: ``mask_logits()`` reuses
-        what ``prepare_logit_mask()`` made (the guard counts each call as a step).  A mask made
-        by a call that tripped (a deadline cut's fallback, a stop) is not the state's: not cached."""
-        if not self._active:
-            return self._mask_tensor(width, device)
-        g, m = self._guard, self._matcher
-        if self._prepared is not None and self._prepared[0] == (len(m.history), m.mode, width, str(device)):
-            return self._prepared[1]
-        key, was_tripped, usable = self._state_key(), g.tripped, min(width, self._tok_limit)
-        words = self._allowed_words(usable, g)
-        if g.tripped and not was_tripped:
-            excluded = _excluded_from_words(words, usable, width, device)
-        else:
-            excluded = self._cache.get(("mask", key, width, str(device)),
-                                       lambda: (_excluded_from_words(words, usable, width, device), width))
-        # keyed by the mode after the call: a cut's fallback suits the mode the trip switched to
-        self._prepared = ((len(m.history), m.mode, width, str(device)), excluded)
-        return excluded
-
-    def _guarded_next(self) -> tuple[list[int], set[int]]:
-        width = self._list_width()
-        if not self._active:
-            return self._free_ids(width).tolist(), set()
-        g = self._guard
-        was_tripped = g.tripped
-        ids = g.allowed_ids(width)
-        if ids.size == 0:
-            raise self._no_end_error(width)
-        ends = self._find_end_tokens(ids) if g.tripped and not was_tripped else self._end_tokens(width, ids)
-        return ids.tolist(), set(ends)
-
-    def _fallback_excluded(self, width: int, device: torch.device) -> torch.Tensor | None:
-        """After a failure: only end ids (nothing masked if none fits; the job is cancelled anyway)."""
-        ends = [i for i in self.end_ids if i < min(width, self._tok_limit)]
-        if not ends:
-            return None
-        excluded = torch.ones(width, dtype=torch.bool)
-        excluded[ends] = False
-        return excluded.to(device)
-
-    def _fallback_next(self) -> tuple[list[int], set[int]]:
-        ends = [i for i in self.end_ids if i < self._list_width()] or [0]
-        return ends, set(ends)
 
     # ------------------------------------------------------------------ internals
 
@@ -668,20 +390,6 @@ class _EnforcerFilter(ExLlamaV2Filter):
             return ids, ids.nbytes
 
         return self._cache.get(("free-ids", self._trigger_bytes, self._trigger_id, k, width), build)
-
-
-def _excluded_from_words(words: np.ndarray, usable: int, width: int, device: torch.device) -> torch.Tensor:
-    """Bool tensor ``width`` long, True = excluded: the bits of ``words`` for the first ``usable`` ids."""
-    bits = np.unpackbits(words.view(np.uint8), bitorder="little", count=usable)
-    excluded = torch.ones(width, dtype=torch.bool)
-    excluded[:usable] = torch.from_numpy(bits == 0)
-    return excluded.to(device)
-
-
-def _excluded(ids: np.ndarray, width: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    excluded = torch.zeros(width, dtype=torch.bool)
-    excluded[torch.from_numpy(ids)] = True
-    return excluded.to(device), width
 
 
 class JsonSchemaFilter(_EnforcerFilter):

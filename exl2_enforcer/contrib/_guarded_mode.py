@@ -1,0 +1,150 @@
+"""Guarded mode of the ExLlamaV2 filters: every protocol call through a :class:`GuardedMatcher`.
+
+A mixin of :class:`~exl2_enforcer.contrib.exllamav2._EnforcerFilter`: with a policy, calls are
+timed, masks are cut at the per-token deadline with a safe fallback, trip rules apply, and an
+exception is recorded (``error``) instead of escaping ``generator.iterate()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import torch
+
+from ..errors import TokenRejected
+from ..watchdog import GuardedMatcher, GuardPolicy, WatchStats
+from ._filter_support import _excluded_from_words
+
+log = logging.getLogger("exl2_enforcer.watchdog")
+
+
+class GuardedMode:
+    """Guarded-mode methods and queries of the filters (see the module docstring)."""
+
+
+    def guard_with(self, policy: GuardPolicy, job_id: object = None) -> None:
+        """Turn guarded mode on (or change its policy); call it before the job starts."""
+        self.policy = policy
+        if job_id is not None:
+            self.job_id = job_id
+        self._new_guard()
+
+    def arm(self, job_id: object = None, started: float | None = None) -> None:
+        """Called by the guarded generator when it enqueues this filter's job (to name it in log
+        lines) and when the job leaves the queue (``started``, a ``time.monotonic()`` value: the
+        job deadline counts from there; by default it counts from ``begin()``)."""
+        self.job_id, self._clock = job_id, started
+        if self._guard is not None:
+            self._guard.job_id = job_id
+            if started is not None:
+                self._guard.stats.started = started
+
+    @property
+    def guard(self) -> GuardedMatcher | None:
+        """The watchdog of the current job (None when unguarded); a new one per ``begin()``."""
+        return self._guard
+
+    @property
+    def stats(self) -> WatchStats | None:
+        """The watchdog's figures for the current job (None when unguarded)."""
+        return None if self._guard is None else self._guard.stats
+
+    @property
+    def tripped(self) -> bool:
+        """Whether a watchdog rule was broken in the current job."""
+        return self._guard is not None and self._guard.tripped
+
+    @property
+    def trip_reason(self) -> str | None:
+        """Why the watchdog tripped (None if it did not)."""
+        return None if self._guard is None else self._guard.stats.trip_reason
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether only the generator can end the job now: a "cancel" trip, an end-token stall,
+        or a failure (``error``)."""
+        return self.error is not None or (self._guard is not None and self._guard.cancel_requested)
+
+    @property
+    def max_call_ms(self) -> float:
+        """Longest guarded protocol call of the current job, in milliseconds (all work included)."""
+        return 1e3 * self._call_max_s
+
+    def _new_guard(self) -> None:
+        started, self._clock = self._clock, None
+        self._guard = GuardedMatcher(self._matcher, self.policy, self.job_id)
+        if started is not None:
+            self._guard.stats.started = started
+        self._prepared, self.error, self._call_max_s = None, None, 0.0
+
+    def _shielded(self, call: Callable[[], Any], fallback: Callable[[], Any]) -> Any:
+        """One guarded protocol call: timed, and never raising into the generator (a failure is
+        recorded in ``error`` and every later call gets the fallback answer)."""
+        t0 = time.perf_counter()
+        try:
+            if self.error is None:
+                try:
+                    return call()
+                except Exception as exc:  # noqa: BLE001 - escaping would stop every job of the batch
+                    self.error = exc
+                    log.error("exl2_enforcer filter failed: job=%s %s: %s", self.job_id, type(exc).__name__, exc,
+                              exc_info=exc)
+            return fallback()
+        finally:
+            self._call_max_s = max(self._call_max_s, time.perf_counter() - t0)
+
+    def _guarded_feed(self, tid: int) -> None:
+        if not self._active:
+            self._watch(tid)
+            return
+        try:
+            self._guard.accept_token(tid)
+        except TokenRejected as exc:
+            raise TokenRejected(tid, f"refused by the guarded exl2_enforcer filter ({exc})") from None
+
+    def _guarded_mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
+        """The step's mask under the watchdog.  Computed once per step: ``mask_logits()`` reuses
+        what ``prepare_logit_mask()`` made (the guard counts each call as a step).  A mask made
+        by a call that tripped (a deadline cut's fallback, a stop) is not the state's: not cached."""
+        if not self._active:
+            return self._mask_tensor(width, device)
+        g, m = self._guard, self._matcher
+        if self._prepared is not None and self._prepared[0] == (len(m.history), m.mode, width, str(device)):
+            return self._prepared[1]
+        key, was_tripped, usable = self._state_key(), g.tripped, min(width, self._tok_limit)
+        words = self._allowed_words(usable, g)
+        if g.tripped and not was_tripped:
+            excluded = _excluded_from_words(words, usable, width, device)
+        else:
+            excluded = self._cache.get(("mask", key, width, str(device)),
+                                       lambda: (_excluded_from_words(words, usable, width, device), width))
+        # keyed by the mode after the call: a cut's fallback suits the mode the trip switched to
+        self._prepared = ((len(m.history), m.mode, width, str(device)), excluded)
+        return excluded
+
+    def _guarded_next(self) -> tuple[list[int], set[int]]:
+        width = self._list_width()
+        if not self._active:
+            return self._free_ids(width).tolist(), set()
+        g = self._guard
+        was_tripped = g.tripped
+        ids = g.allowed_ids(width)
+        if ids.size == 0:
+            raise self._no_end_error(width)
+        ends = self._find_end_tokens(ids) if g.tripped and not was_tripped else self._end_tokens(width, ids)
+        return ids.tolist(), set(ends)
+
+    def _fallback_excluded(self, width: int, device: torch.device) -> torch.Tensor | None:
+        """After a failure: only end ids (nothing masked if none fits; the job is cancelled anyway)."""
+        ends = [i for i in self.end_ids if i < min(width, self._tok_limit)]
+        if not ends:
+            return None
+        excluded = torch.ones(width, dtype=torch.bool)
+        excluded[ends] = False
+        return excluded.to(device)
+
+    def _fallback_next(self) -> tuple[list[int], set[int]]:
+        ends = [i for i in self.end_ids if i < self._list_width()] or [0]
+        return ends, set(ends)
