@@ -24,6 +24,8 @@ class SchemaError(EnforcerError):
     def __init__(self, message: str, pointer: str = "", keyword: str | None = None) -> None:
         self.pointer = pointer
         self.keyword = keyword
+        #: the message without its location, for re-raising at another pointer
+        self.message = message
         where = f" at {pointer or '/'}"
         super().__init__(f"{message}{where}" if pointer is not None else message)
 

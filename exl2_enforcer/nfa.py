@@ -310,10 +310,6 @@ class NFA:
         self.epsilon(s, e)
         return Frag(s, e)
 
-    def plus(self, make: Callable[[], Frag]) -> Frag:
-        """Match one or more copies of the fragment built by ``make``."""
-        return self.seq([make(), self.star(make())])
-
     def repeat(self, make: Callable[[], Frag], lo: int, hi: int | None) -> Frag:
         """Match ``lo`` to ``hi`` (None = unbounded) copies, by copying the fragment.
 
@@ -364,7 +360,7 @@ class NFA:
             raise ValueError(f"bad repeat bounds {{{lo},{hi}}}")
         exit_ = self.state()
         lp = Loop(body, lo, hi, exit_, slice_kind)
-        return Frag(self.loop_head(lp, 0), exit_)
+        return Frag(self.head(lp, 0), exit_)
 
     def head(self, obj: LazyHeads, key: Hashable) -> int:
         """The head state of ``obj`` for ``key``, created on first use."""
@@ -393,7 +389,6 @@ class NFA:
         self.epsilon(f.end, end)
         return Frag(f.start, end)
 
-    loop_head = head
 
 
 def plain_matches(nfa: NFA, frag: Frag, data: bytes) -> bool:

@@ -57,7 +57,6 @@ TYPE_KEYWORDS = {
     "array": {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"},
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
-STRUCTURAL = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref"}
 #: what "any value" means per container type: open, whatever strict_objects says
 FREE_FORM = {"object": {"additionalProperties": True}, "array": {"items": True}}
 
@@ -258,7 +257,7 @@ class SchemaCompiler:
                 return integer_fragment(self.nfa, allow_integral_fraction=self.options.integral_fractions, **args)
             return number_fragment(self.nfa, **args)
         except SchemaError as e:
-            raise SchemaError(str(e).removesuffix(" at /"), ctx.pointer, keyword=e.keyword) from None
+            raise SchemaError(e.message, ctx.pointer, keyword=e.keyword) from None
 
     def compile_string(self, schema: dict, ctx: Ctx) -> Frag:
         """A JSON string under minLength/maxLength, pattern and format."""
@@ -375,11 +374,11 @@ class SchemaCompiler:
 
     def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
-        from .schema_merge import resolve_ref_siblings
+        from .schema_merge import expand_ref
 
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings and not ctx.draft7:
-            return self.compile(resolve_ref_siblings(schema, ctx, self), ctx)
+            return self.compile(expand_ref(schema, ctx, self), ctx)
         target, tctx = self.resolve(schema["$ref"], ctx)
         return self.nfa.call(self.ref_machine(target, tctx), weight=1)
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 _MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
-_SAME = ("pattern", "format", "uniqueItems")
 _IGNORED = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
                       "writeOnly", "$schema", "$id", "$anchor", "$defs", "definitions"})
 
@@ -59,11 +58,6 @@ def _has_relative_refs(schema: Any) -> bool:
     if isinstance(schema, list):
         return any(_has_relative_refs(v) for v in schema)
     return False
-
-
-def resolve_ref_siblings(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
-    """A 2020-12 ``$ref`` with sibling keywords: both apply, so merge them."""
-    return expand_ref(schema, ctx, c)
 
 
 def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:

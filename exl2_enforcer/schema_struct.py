@@ -50,6 +50,54 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     return _schema_order_object(c, ctx, entries, extra, min_p, max_p)
 
 
+def _writable(entries: list) -> list:
+    """The entries a member can be written for: a ``false`` property is left out (or, if
+    required, the object admits no value)."""
+    out = []
+    for name, sub, pctx, required in entries:
+        if sub is False:
+            if required:
+                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
+            continue
+        out.append((name, sub, pctx, required))
+    return out
+
+
+class _Members:
+    """Counting lanes of schema-order objects: ``k`` members written, capped at ``cap``."""
+
+    def __init__(self, c: "SchemaCompiler", min_p: int, max_p: int | None, close: Frag) -> None:
+        self.c, self.nfa, self.min_p, self.max_p, self.close = c, c.nfa, min_p, max_p, close
+        self.cap = max_p if max_p is not None else max(min_p, 1)
+
+    def can_add(self, k: int) -> bool:
+        """Whether a member may still be written after ``k``."""
+        return self.max_p is None or k < self.max_p
+
+    def join(self, a0: int | None, after_comma: dict[int, int]) -> dict[int, int]:
+        """Join states, by count after the next member, from ``a0`` and the after-comma states."""
+        nfa, targets = self.nfa, {}
+        if a0 is not None and self.can_add(0):
+            nfa.epsilon(a0, targets.setdefault(min(1, self.cap), nfa.state()))
+        for k, q in after_comma.items():
+            nfa.epsilon(q, targets.setdefault(min(k + 1, self.cap), nfa.state()))
+        return targets
+
+    def after_member(self, states: dict[int, int], after_comma: dict[int, int], *,
+                     may_close: bool, may_add: bool) -> bool:
+        """Give each after-member state its close and its one ", ws"; True if some state closes."""
+        nfa, closable = self.nfa, False
+        for k, q in states.items():
+            if may_close and k >= self.min_p:
+                nfa.epsilon(q, self.close.start)
+                closable = True
+            if may_add and self.can_add(k):
+                comma = nfa.seq([nfa.literal(b","), self.c.ws()])
+                nfa.epsilon(q, comma.start)
+                nfa.epsilon(comma.end, after_comma.setdefault(k, nfa.state()))
+        return closable
+
+
 def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
                          min_p: int, max_p: int | None) -> Frag:
     """Members in schema order.
@@ -61,48 +109,19 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: 
     DFA state never holds two whitespace runs at once.
     """
     nfa = c.nfa
-    cap = max_p if max_p is not None else max(min_p, 1)
-
-    def can_add(k: int) -> bool:
-        return max_p is None or k < max_p
-
-    props = []
-    for name, sub, pctx, required in entries:
-        if sub is False:
-            if required:
-                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
-            continue
-        props.append((name, sub, pctx, required))
+    props = _writable(entries)
     n = len(props)
     optional_from = [all(not p[3] for p in props[i:]) for i in range(n + 1)]
-    more_from = [i < n or extra is not False for i in range(n + 1)]
     open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
-    close = nfa.literal(b"}")
+    lanes = _Members(c, min_p, max_p, nfa.literal(b"}"))
     closable = False
     a0: int | None = open_.end
     A: dict[int, int] = {}
     B: dict[int, int] = {}
-
-    def finish(states: dict[int, int], i: int) -> None:
-        nonlocal closable
-        for k, q in states.items():
-            if k >= min_p and optional_from[i]:
-                nfa.epsilon(q, close.start)
-                closable = True
-            if can_add(k) and more_from[i]:
-                comma = nfa.seq([nfa.literal(b","), c.ws()])
-                nfa.epsilon(q, comma.start)
-                nfa.epsilon(comma.end, B.setdefault(k, nfa.state()))
-
     for i, (name, sub, pctx, required) in enumerate(props):
-        finish(A, i)
-        targets: dict[int, int] = {}
-        if a0 is not None and can_add(0):
-            nfa.epsilon(a0, targets.setdefault(min(1, cap), nfa.state()))
-        for k, q in B.items():
-            nfa.epsilon(q, targets.setdefault(min(k + 1, cap), nfa.state()))
+        closable |= lanes.after_member(A, B, may_close=optional_from[i], may_add=True)
         new_a: dict[int, int] = {}
-        _wire_kv(c, targets, new_a, lambda n_=name, s=sub, p=pctx: _kv(c, c.string_literal(n_), s, p))
+        _wire_kv(c, lanes.join(a0, B), new_a, lambda n_=name, s=sub, p=pctx: _kv(c, c.string_literal(n_), s, p))
         new_b: dict[int, int] = {}
         new_a0 = None
         if not required:
@@ -114,57 +133,34 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: 
         if not new_a and new_a0 is None and not new_b:
             raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
         a0, A, B = new_a0, new_a, new_b
-    finish(A, n)
+    closable |= lanes.after_member(A, B, may_close=True, may_add=extra is not False)
     if a0 is not None and min_p == 0:
-        nfa.epsilon(a0, close.start)
+        nfa.epsilon(a0, lanes.close.start)
         closable = True
     if extra is not False:
-        closable |= _extras(c, ctx, extra, [e[0] for e in entries], a0, B, close, min_p, max_p, cap)
+        closable |= _extras(c, ctx, extra, [e[0] for e in entries], a0, B, lanes)
     if not closable:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
-    return Frag(open_.start, close.end)
+    return Frag(open_.start, lanes.close.end)
 
 
 def _extras(c: "SchemaCompiler", ctx: "Ctx", extra: Any, names: list[str], a0: int | None,
-            B: dict[int, int], close: Frag, min_p: int, max_p: int | None, cap: int) -> bool:
+            B: dict[int, int], lanes: _Members) -> bool:
     """Further members whose keys are not declared names, any number (within maxProperties)."""
     nfa = c.nfa
     ectx = ctx.child("additionalProperties")
-
-    def can_add(k: int) -> bool:
-        return max_p is None or k < max_p
-
-    after_comma = {k: B.get(k) or nfa.state() for k in range(1, cap + 1) if can_add(k)}
-    targets: dict[int, int] = {}
-    if a0 is not None and can_add(0):
-        nfa.epsilon(a0, targets.setdefault(min(1, cap), nfa.state()))
-    for k, q in after_comma.items():
-        nfa.epsilon(q, targets.setdefault(min(k + 1, cap), nfa.state()))
+    after_comma = {k: B.get(k) or nfa.state() for k in range(1, lanes.cap + 1) if lanes.can_add(k)}
     members: dict[int, int] = {}
-    _wire_kv(c, targets, members, lambda: _kv(c, other_key(c, names), extra, ectx))
-    closable = False
-    for k, q in members.items():
-        if k >= min_p:
-            nfa.epsilon(q, close.start)
-            closable = True
-        if can_add(k):
-            comma = nfa.seq([nfa.literal(b","), c.ws()])
-            nfa.epsilon(q, comma.start)
-            nfa.epsilon(comma.end, after_comma[k])
-    return closable
+    _wire_kv(c, lanes.join(a0, after_comma), members, lambda: _kv(c, other_key(c, names), extra, ectx))
+    return lanes.after_member(members, after_comma, may_close=True, may_add=True)
 
 
 def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
                       min_p: int, max_p: int | None) -> Frag:
     """``{ ... }`` whose members may come in any order (each declared one at most once)."""
     nfa = c.nfa
-    items = []
-    for name, sub, pctx, required in entries:
-        if sub is False:
-            if required:
-                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
-            continue
-        items.append((_kv(c, c.string_literal(name), sub, pctx), required))
+    items = [(_kv(c, c.string_literal(name), sub, pctx), required)
+             for name, sub, pctx, required in _writable(entries)]
     member = None
     if extra is not False:
         member = _kv(c, other_key(c, [e[0] for e in entries]), extra, ctx.child("additionalProperties"))
