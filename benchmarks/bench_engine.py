@@ -214,8 +214,8 @@ class Ours(Engine):
     name = "ours"
 
     def prepare(self, ctx: Ctx) -> dict[str, float]:
-        from exl2_enforcer.mask import TokenIndex
-        from exl2_enforcer.vocabulary import TokenVocabulary
+        from exl2_enforcer.engine.mask import TokenIndex
+        from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
         self.ctx = ctx
         t0 = time.perf_counter()
@@ -358,7 +358,7 @@ class LLGuidance(Engine):
 
 
 class LMFormatEnforcer(Engine):
-    """lm-format-enforcer through the CLI's adapter (``exl2_enforcer.peers``).
+    """lm-format-enforcer through the CLI's adapter (``exl2_enforcer.cli.peers``).
 
     Its masks are id lists; ``fill`` also packs the list into the bitmask a sampler needs, so its
     figures include that packing.  Its tokenizer data is built from our exact token bytes
@@ -368,8 +368,8 @@ class LMFormatEnforcer(Engine):
     name = "lm-format-enforcer"
 
     def prepare(self, ctx: Ctx) -> dict[str, float]:
-        from exl2_enforcer.peers import LMFormatEnforcerPeer, TokenizerContext
-        from exl2_enforcer.vocabulary import TokenVocabulary
+        from exl2_enforcer.cli.peers import LMFormatEnforcerPeer, TokenizerContext
+        from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
         self.ctx = ctx
         t0 = time.perf_counter()
@@ -379,7 +379,7 @@ class LMFormatEnforcer(Engine):
         return {"total_s": time.perf_counter() - t0}
 
     def compile(self, schema: dict) -> tuple[Any, float]:
-        from exl2_enforcer.schema import SchemaOptions
+        from exl2_enforcer.compile.schema.compiler import SchemaOptions
 
         return self.peer.compile(schema, SchemaOptions())
 

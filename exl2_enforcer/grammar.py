@@ -18,12 +18,12 @@ from typing import Any, Sequence
 
 import referencing
 
-from .automaton import Automaton
-from .errors import EnforcerError, SchemaError
-from .mask import MaskEngine, TokenIndex
-from .nfa import NFA, Frag
-from .schema import SchemaOptions, compile_schema
-from .vocabulary import TokenVocabulary
+from exl2_enforcer.engine.automaton import Automaton
+from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
+from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 
 @dataclass
@@ -100,7 +100,7 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
 
 def compile_regex_constraint(pattern: str, vocab: TokenVocabulary) -> CompiledGrammar:
     """The whole output must match ``pattern`` (ECMA-262 subset, fully anchored)."""
-    from .regex import compile_regex
+    from exl2_enforcer.compile.regex import compile_regex
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .automaton import DEAD
-from .errors import TokenRejected
-from .grammar import CompiledGrammar
-from .mask import write_words
+from exl2_enforcer.engine.automaton import DEAD
+from exl2_enforcer.errors import TokenRejected
+from exl2_enforcer.grammar import CompiledGrammar
+from exl2_enforcer.engine.mask import write_words
 
 
 class Matcher:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import EnforcerError
-from .mask import MaskTimeout, popcount, write_words
-from .matcher import Matcher
+from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.engine.mask import MaskTimeout, popcount, write_words
+from exl2_enforcer.matcher import Matcher
 
 log = logging.getLogger("exl2_enforcer.watchdog")
 

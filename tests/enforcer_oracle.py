@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exl2_enforcer.automaton import UNKNOWN
+from exl2_enforcer.engine.automaton import UNKNOWN
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.vocabulary import TokenVocabulary, default_vocabulary
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"

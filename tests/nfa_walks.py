@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exl2_enforcer.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 
 def coreachable(nfa: NFA, frag: Frag) -> set[int]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from exl2_enforcer.cli import main
-from exl2_enforcer.risk import analyse_schema
-from exl2_enforcer.vocabulary import default_vocabulary
+from exl2_enforcer.cli.app import main
+from exl2_enforcer.cli.risk import analyse_schema
+from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -297,7 +297,7 @@ def test_generate_needs_one_prompt_source(capsys):
 def test_generate_reads_prompts_file(tmp_path):
     import argparse
 
-    from exl2_enforcer.cli_generate import read_prompts
+    from exl2_enforcer.cli.generate import read_prompts
 
     f = tmp_path / "p.jsonl"
     f.write_text('"first"\n\n{"prompt": "second", "id": 7}\n', encoding="utf-8")

@@ -28,7 +28,7 @@ import torch
 from jsonschema import Draft202012Validator
 
 from exl2_enforcer.errors import EnforcerError, TokenRejected
-from exl2_enforcer.schema import SchemaOptions
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 OPTIONS = SchemaOptions(max_whitespace=2, max_depth=4)
@@ -69,7 +69,7 @@ def ns(exl2):
     from exllamav2 import ExLlamaV2, ExLlamaV2Config, ExLlamaV2Tokenizer
     from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
-    from exl2_enforcer.contrib import exllamav2 as adapter
+    from exl2_enforcer.contrib.exllamav2 import filter as adapter
 
     return SimpleNamespace(ExLlamaV2=ExLlamaV2, Config=ExLlamaV2Config, Tokenizer=ExLlamaV2Tokenizer,
                            Job=ExLlamaV2DynamicJob, Sampler=ExLlamaV2Sampler, adapter=adapter)

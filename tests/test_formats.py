@@ -12,8 +12,8 @@ import uuid
 import pytest
 from jsonschema import Draft202012Validator
 
-from exl2_enforcer.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
-from exl2_enforcer.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
+from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
 from nfa_walks import coreachable
 
 # FormatChecker() with no draft merges every draft's checkers, and draft 3's "time"

@@ -33,7 +33,7 @@ import torch
 from enforcer_oracle import load_schema_file, schema_files, validator_for
 from exl2_jobloop import JobLoopGenerator, biased_logits, random_logits
 from exl2_enforcer.grammar import compile_json_schema
-from exl2_enforcer.schema import SchemaOptions
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.watchdog import GuardPolicy
 
 OPTIONS = SchemaOptions(max_whitespace=2, max_depth=4)
@@ -64,8 +64,8 @@ def ns(exl2):
     from exllamav2 import ExLlamaV2, ExLlamaV2Config, ExLlamaV2Tokenizer
     from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
-    from exl2_enforcer.contrib import exllamav2 as adapter
-    from exl2_enforcer.contrib import guarded
+    from exl2_enforcer.contrib.exllamav2 import filter as adapter
+    from exl2_enforcer.contrib.exllamav2 import guarded
 
     return SimpleNamespace(ExLlamaV2=ExLlamaV2, Config=ExLlamaV2Config, Tokenizer=ExLlamaV2Tokenizer,
                            Job=ExLlamaV2DynamicJob, Sampler=ExLlamaV2Sampler, adapter=adapter, guarded=guarded)

@@ -26,7 +26,7 @@ from enforcer_oracle import (SCHEMAS, bitmask_ids, literal_text_allowed, nonplai
                              token_table, vocab_by_name)
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.schema import SchemaOptions
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 
 FUNCTION_CALL = json.loads((SCHEMAS / "function_call.json").read_text(encoding="utf-8"))
 
@@ -223,7 +223,7 @@ def test_total_states_checked_mini():
 # frontier nodes alive without stepping their own byte, so b'{{' was allowed at the start
 # of an object.  Fixed in the library while these tests were written; keep the check.
 def test_scalar_tail_allows_no_dead_tokens():
-    from exl2_enforcer.vocabulary import default_vocabulary
+    from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
     v = default_vocabulary()
     g = compile_json_schema({"type": "object"}, v)

@@ -14,8 +14,8 @@ from enforcer_oracle import SCHEMAS, bitmask_ids, encode, token_table, unpack_bi
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.schema import SchemaOptions
-from exl2_enforcer.vocabulary import TokenVocabulary
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 FUNCTION_CALL = json.loads((SCHEMAS / "function_call.json").read_text(encoding="utf-8"))
 OBJ = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},

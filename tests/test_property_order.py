@@ -16,8 +16,8 @@ import pytest
 
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.schema import SchemaOptions
-from exl2_enforcer.vocabulary import default_vocabulary
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 SCHEMA = {
     "type": "object",

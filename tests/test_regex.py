@@ -10,8 +10,8 @@ import zlib
 import pytest
 
 from exl2_enforcer.errors import RegexError
-from exl2_enforcer.nfa import NFA, Frag, plain_matches
-from exl2_enforcer.regex import compile_regex
+from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.regex import compile_regex
 from nfa_walks import coreachable
 
 # -- ECMA -> Python translation ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of exl2_enforcer.vocabulary: exact token bytes for real tokenizers.
+"""Tests of exl2_enforcer.tokens.vocabulary: exact token bytes for real tokenizers.
 
 The five real tokenizers live in ``../shared/tokenizers`` (next to the project root);
 tests that need them skip when that folder is missing.  The committed mini tokenizers in
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import tokenizers
 
-from exl2_enforcer._bytemaps import byte_to_unicode
+from exl2_enforcer.tokens.bytemaps import byte_to_unicode
 from exl2_enforcer.errors import VocabularyError
-from exl2_enforcer.vocabulary import TokenVocabulary, default_vocabulary
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"

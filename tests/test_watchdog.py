@@ -18,7 +18,7 @@ from exl2_enforcer import grammar as G
 from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.vocabulary import default_vocabulary
+from exl2_enforcer.tokens.vocabulary import default_vocabulary
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy
 
 FREE_TEXT = {"type": "object", "properties": {"reason": {"type": "string"}, "n": {"type": "integer"}},

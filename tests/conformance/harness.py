@@ -61,10 +61,10 @@ if str(REPO) not in sys.path:  # `python tests/conformance/harness.py` from anyw
 
 from exl2_enforcer.errors import EnforcerError  # noqa: E402
 from exl2_enforcer.grammar import CompiledGrammar, compile_json_schema  # noqa: E402
-from exl2_enforcer.mask import TokenIndex  # noqa: E402
+from exl2_enforcer.engine.mask import TokenIndex  # noqa: E402
 from exl2_enforcer.matcher import Matcher  # noqa: E402
-from exl2_enforcer.schema import SchemaOptions  # noqa: E402
-from exl2_enforcer.vocabulary import TokenVocabulary  # noqa: E402
+from exl2_enforcer.compile.schema.compiler import SchemaOptions  # noqa: E402
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 SUITE = SHARED / "json-schema-test-suite"

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from . import harness
+from tests.conformance import harness
 
 pytestmark = pytest.mark.skipif(
     not harness.SUITE.is_dir(), reason=f"the JSON-Schema-Test-Suite is not at {harness.SUITE} (../shared)")

@@ -20,7 +20,7 @@ Writes, deterministically:
   even ``▁`` would come out as three fallback bytes, which decode as a literal ``▁``
   instead of a space.  The result has holes (ids with no token), which tests use too.
 * ``exl2_enforcer/data/mini_llama3.tokenizer.json.xz`` -- a copy of the first, shipped in
-  the package as the default vocabulary (:func:`exl2_enforcer.vocabulary.default_vocabulary`).
+  the package as the default vocabulary (:func:`exl2_enforcer.tokens.vocabulary.default_vocabulary`).
 
 Each result is loaded back with ``tokenizers.Tokenizer.from_str`` and checked to
 round-trip a few texts before the script exits.

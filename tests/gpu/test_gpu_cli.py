@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_generate_writes_one_valid_result_per_prompt(tmp_path, exl2_model_dir, capsys):
-    from exl2_enforcer.cli import main
+    from exl2_enforcer.cli.app import main
 
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps({"type": "object", "required": ["ok", "n"], "properties": {

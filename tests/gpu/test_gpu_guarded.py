@@ -32,7 +32,7 @@ def test_batch_with_one_tripping_job(loaded):
     from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
     from exl2_enforcer.contrib.exllamav2 import JsonSchemaFilter
-    from exl2_enforcer.contrib.guarded import GuardedGenerator
+    from exl2_enforcer.contrib.exllamav2.guarded import GuardedGenerator
     from exl2_enforcer.watchdog import GuardPolicy
 
     model, _cache, tokenizer, generator = loaded
@@ -76,7 +76,7 @@ def test_batch_with_one_tripping_job(loaded):
 @pytest.mark.parametrize("batch_deadline_s", [0.5])
 def test_generate_json_with_a_batch_deadline(loaded, batch_deadline_s):
     """Rambling jobs salvaged at the batch deadline: every prompt gets a valid value in time."""
-    from exl2_enforcer.contrib.guarded import generate_json
+    from exl2_enforcer.contrib.exllamav2.guarded import generate_json
     from exl2_enforcer.watchdog import GuardPolicy
 
     _model, _cache, tokenizer, generator = loaded

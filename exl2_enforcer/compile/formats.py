@@ -32,9 +32,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .errors import EnforcerError
-from .nfa import NFA, Frag
-from .regex import compile_regex
+from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.regex import compile_regex
 
 
 class UnknownFormatError(EnforcerError):

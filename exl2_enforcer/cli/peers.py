@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .schema import SchemaOptions
-from .vocabulary import TokenVocabulary
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 PEER_NAMES = ("xgrammar", "llguidance", "lm-format-enforcer")
 
@@ -176,8 +176,8 @@ class Ours(Engine):
 
         A throwaway compile of a tiny schema pays for lazy imports and jsonschema's set-up.
         """
-        from . import grammar
-        from .mask import TokenIndex
+        from exl2_enforcer import grammar
+        from exl2_enforcer.engine.mask import TokenIndex
 
         if ctx.vocab is None:
             raise ValueError("this engine needs the TokenVocabulary of the tokenizer")
@@ -189,7 +189,7 @@ class Ours(Engine):
 
     def compile(self, schema: Any, options: SchemaOptions) -> tuple[Any, float]:
         """Clear the grammar cache (a cold compile: no DFA states, no masks) and compile."""
-        from . import grammar
+        from exl2_enforcer import grammar
 
         grammar._CACHE.clear()
         t0 = time.perf_counter()
@@ -198,7 +198,7 @@ class Ours(Engine):
 
     def matcher(self, handle: Any, first: bool) -> Any:
         """A new ``Matcher``; the warm one shares every state and mask the cold one built."""
-        from .matcher import Matcher
+        from exl2_enforcer.matcher import Matcher
 
         return Matcher(handle)
 

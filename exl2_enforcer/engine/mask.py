@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .automaton import UNKNOWN, Automaton
-from .errors import EnforcerError
-from .trie import TokenTrie, build_trie, expand_ranges
+from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
-    from .distance import Distances
-    from .lexicon import StringLexicon
-    from .vocabulary import TokenVocabulary
+    from exl2_enforcer.engine.distance import Distances
+    from exl2_enforcer.engine.lexicon import StringLexicon
+    from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 
 #: frontier size below which the trie walk goes on in plain Python
@@ -149,7 +149,7 @@ class TokenIndex:
         if self._lexicon is None:
             with self._lock:
                 if self._lexicon is None:
-                    from .lexicon import StringLexicon
+                    from exl2_enforcer.engine.lexicon import StringLexicon
 
                     self._lexicon = StringLexicon(self)
         return self._lexicon
@@ -365,7 +365,7 @@ class MaskEngine:
     def distances(self) -> "Distances":
         """The completion distances of this automaton (built on first use)."""
         if self._distances is None:
-            from .distance import Distances
+            from exl2_enforcer.engine.distance import Distances
 
             self._distances = Distances(self.automaton)
         return self._distances

@@ -1,6 +1,6 @@
 """Guarded mode of the ExLlamaV2 filters: every protocol call through a :class:`GuardedMatcher`.
 
-A mixin of :class:`~exl2_enforcer.contrib.exllamav2._EnforcerFilter`: with a policy, calls are
+A mixin of :class:`~exl2_enforcer.contrib.exllamav2.filter._EnforcerFilter`: with a policy, calls are
 timed, masks are cut at the per-token deadline with a safe fallback, trip rules apply, and an
 exception is recorded (``error``) instead of escaping ``generator.iterate()``.
 """
@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import TokenRejected
-from ..watchdog import GuardedMatcher, GuardPolicy, WatchStats
-from ._filter_support import _excluded_from_words
+from exl2_enforcer.errors import TokenRejected
+from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy, WatchStats
+from exl2_enforcer.contrib.exllamav2.support import _excluded_from_words
 
 log = logging.getLogger("exl2_enforcer.watchdog")
 

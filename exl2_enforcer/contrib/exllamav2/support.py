@@ -13,8 +13,8 @@ from typing import Any, Callable, Hashable, Iterable
 import numpy as np
 import torch
 
-from ..automaton import UNKNOWN, Automaton
-from ..vocabulary import TokenVocabulary
+from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 #: bytes of derived per-state data (torch masks, id arrays) kept per grammar
 STATE_CACHE_BYTES = 32 << 20

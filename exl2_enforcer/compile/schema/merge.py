@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import SchemaError
+from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
-    from .schema import Ctx, SchemaCompiler
+    from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
 
 _MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
@@ -24,14 +24,14 @@ _IGNORED = frozenset({"title", "description", "default", "examples", "$comment",
 
 def json_equal(a: Any, b: Any) -> bool:
     """JSON Schema equality (see :func:`.schema.json_equal`)."""
-    from .schema import json_equal as eq
+    from exl2_enforcer.compile.schema.compiler import json_equal as eq
 
     return eq(a, b)
 
 
 def base_uri(resolver: Any) -> str:
     """See :func:`.schema.base_uri`."""
-    from .schema import base_uri as b
+    from exl2_enforcer.compile.schema.compiler import base_uri as b
 
     return b(resolver)
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .automaton import Automaton
-from .charset import ANY_CP, json_char_fragment
-from .nfa import NFA
-from .trie import TokenTrie, build_trie
+from exl2_enforcer.engine.automaton import Automaton
+from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
+from exl2_enforcer.compile.nfa import NFA
+from exl2_enforcer.tokens.trie import TokenTrie, build_trie
 
 if TYPE_CHECKING:
-    from .mask import TokenIndex
+    from exl2_enforcer.engine.mask import TokenIndex
 
 
 class StringLexicon:

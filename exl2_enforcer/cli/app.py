@@ -18,15 +18,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, grammar
-from .errors import EnforcerError, SchemaError
-from .mask import TokenIndex
-from .matcher import Matcher
-from .peers import (PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us,
+from exl2_enforcer import __version__, grammar
+from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.engine.mask import TokenIndex
+from exl2_enforcer.matcher import Matcher
+from exl2_enforcer.cli.peers import (PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us,
                     time_passes)
-from .risk import analyse_schema
-from .schema import UNSUPPORTED, SchemaOptions
-from .vocabulary import TokenVocabulary, default_vocabulary
+from exl2_enforcer.cli.risk import analyse_schema
+from exl2_enforcer.compile.schema.compiler import UNSUPPORTED, SchemaOptions
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
 
 PROG = "exl2-enforcer"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peers", type=_peer_list, default=[], metavar="LIST",
                        help=f"comma list of peers to time too: {', '.join(PEER_NAMES)} (or all)")
     bench.set_defaults(func=cmd_bench)
-    from .cli_generate import add_parser as add_generate
+    from exl2_enforcer.cli.generate import add_parser as add_generate
 
     add_generate(sub)
     return parser

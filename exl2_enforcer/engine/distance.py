@@ -17,8 +17,8 @@ from __future__ import annotations
 import heapq
 from typing import Iterable
 
-from .automaton import INF, Automaton, predecessors
-from .nfa import NFA
+from exl2_enforcer.engine.automaton import INF, Automaton, predecessors
+from exl2_enforcer.compile.nfa import NFA
 
 
 def completion_bytes(nfa: NFA, ends: Iterable[int]) -> list[int]:

@@ -2,7 +2,7 @@
 
 The compiler parses a pattern into a small AST, peels the anchors ``^``/``$``
 off the start and end of the top-level alternatives, and emits every
-character atom as a code point set through :mod:`exl2_enforcer.charset`:
+character atom as a code point set through :mod:`exl2_enforcer.compile.charset`:
 
 * mode ``"json"`` -- the fragment matches the *content* of a JSON string
   literal (between the quotes) whose decoded value matches the pattern, so
@@ -33,10 +33,10 @@ from __future__ import annotations
 import re
 from typing import Callable, NamedTuple, Union
 
-from .charset import (ANY_CP, DIGIT, LINE_TERMINATORS, SPACE, SURROGATES, WORD, CodePointSet,
+from exl2_enforcer.compile.charset import (ANY_CP, DIGIT, LINE_TERMINATORS, SPACE, SURROGATES, WORD, CodePointSet,
                       cp_from_chars, cp_minus, cp_negate, cp_union, json_char_fragment, utf8_fragment)
-from .errors import RegexError
-from .nfa import NFA, Frag
+from exl2_enforcer.errors import RegexError
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 #: Default bound on the NFA states one pattern may create.
 MAX_STATES = 200_000

@@ -3,7 +3,7 @@
 :class:`TokenVocabulary` knows, for every token id, the exact bytes the token adds to
 the decoded output.  Constraints work on bytes, so this table is what lets them decide
 which tokens may follow a given prefix.  It is built from the ``tokenizer.json``
-``model`` and ``decoder`` sections (see :mod:`exl2_enforcer._bytemaps`) and verified
+``model`` and ``decoder`` sections (see :mod:`exl2_enforcer.tokens.bytemaps`) and verified
 against the real tokenizer with a round-trip check on fixed probe texts.
 
 Logits width: the vocabulary never assumes how wide a model's logits are.  Many
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._bytemaps import KIND_BYTE_FALLBACK, KIND_BYTE_LEVEL, PROBE_TEXTS, build_tables, self_check
-from .errors import VocabularyError
+from exl2_enforcer.tokens.bytemaps import KIND_BYTE_FALLBACK, KIND_BYTE_LEVEL, PROBE_TEXTS, build_tables, self_check
+from exl2_enforcer.errors import VocabularyError
 
 if TYPE_CHECKING:  # tokenizers is a hard dependency, but keep import cost out of typing
     import tokenizers
@@ -236,7 +236,7 @@ def _fingerprint(
     table: Sequence[bytes | None], lengths: np.ndarray, specials: frozenset[int], ends: frozenset[int]
 ) -> str:
     """Hash the table injectively: lengths (-1 for None), then all bytes, then the id sets."""
-    digest = hashlib.sha256(b"exl2_enforcer.vocabulary.v1")
+    digest = hashlib.sha256(b"exl2_enforcer.tokens.vocabulary.v1")
     digest.update(lengths.astype("<i8").tobytes())
     digest.update(b"".join(b for b in table if b))
     digest.update(np.array(sorted(specials), dtype="<i8").tobytes())

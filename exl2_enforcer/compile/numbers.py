@@ -1,7 +1,7 @@
 """Exact byte automata for JSON numbers restricted by JSON Schema bounds.
 
 ``integer_fragment`` and ``number_fragment`` emit a fragment into an
-:class:`~exl2_enforcer.nfa.NFA` that matches the text of one JSON number
+:class:`~exl2_enforcer.compile.nfa.NFA` that matches the text of one JSON number
 (RFC 8259) whose *value* satisfies ``minimum`` / ``maximum`` /
 ``exclusiveMinimum`` / ``exclusiveMaximum`` / ``multipleOf`` (draft 2020-12).
 
@@ -29,8 +29,8 @@ from typing import Callable, Hashable, NamedTuple
 
 import numpy as np
 
-from .errors import SchemaError
-from .nfa import NFA, Frag
+from exl2_enforcer.errors import SchemaError
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 ALPHABET = b"0123456789.eE+-"
 MAGNITUDE = b"0123456789."  # the unsigned part of a number without exponent

@@ -30,9 +30,9 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from .charset import ANY_CP, json_char_fragment
-from .errors import EnforcerError, SchemaError
-from .nfa import NFA, Frag
+from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
+from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 JSON_TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
 
@@ -171,7 +171,7 @@ class SchemaCompiler:
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
-        from .schema_merge import merge_all_of
+        from exl2_enforcer.compile.schema.merge import merge_all_of
 
         if schema is True:
             return self.any_value(ctx)
@@ -225,7 +225,7 @@ class SchemaCompiler:
 
     def compile_type(self, t: str, schema: dict, ctx: Ctx) -> Frag:
         """The fragment for one JSON type under the keywords that apply to it."""
-        from .schema_struct import compile_array, compile_object
+        from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 
         nfa = self.nfa
         if t == "null":
@@ -245,7 +245,7 @@ class SchemaCompiler:
     # -- scalars --------------------------------------------------------------------
     def compile_number(self, t: str, schema: dict, ctx: Ctx) -> Frag:
         """Integers and numbers with exact (integers) or sound (numbers) bounds."""
-        from .numbers import integer_fragment, number_fragment
+        from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 
         kw = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
               if k in schema}
@@ -261,8 +261,8 @@ class SchemaCompiler:
 
     def compile_string(self, schema: dict, ctx: Ctx) -> Frag:
         """A JSON string under minLength/maxLength, pattern and format."""
-        from .formats import format_fragment
-        from .regex import compile_regex
+        from exl2_enforcer.compile.formats import format_fragment
+        from exl2_enforcer.compile.regex import compile_regex
 
         nfa = self.nfa
         lo = int(schema.get("minLength", 0))
@@ -330,7 +330,7 @@ class SchemaCompiler:
             return self._container(b"[", [self.value_literal(v) for v in value], b"]")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # a number equals its value in every decimal spelling (1 == 1.0 in JSON Schema)
-            from .numbers import number_fragment
+            from exl2_enforcer.compile.numbers import number_fragment
 
             return number_fragment(nfa, minimum=value, maximum=value)
         return nfa.literal(json.dumps(value).encode())
@@ -356,7 +356,7 @@ class SchemaCompiler:
     # -- combinators and references ---------------------------------------------------
     def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
         """anyOf, and oneOf when its branches are provably disjoint."""
-        from .schema_merge import check_disjoint, merge_pair
+        from exl2_enforcer.compile.schema.merge import check_disjoint, merge_pair
 
         key = "anyOf" if "anyOf" in schema else "oneOf"
         branches = schema[key]
@@ -374,7 +374,7 @@ class SchemaCompiler:
 
     def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
-        from .schema_merge import expand_ref
+        from exl2_enforcer.compile.schema.merge import expand_ref
 
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings and not ctx.draft7:

@@ -23,8 +23,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import EnforcerError
-from .nfa import NFA, Frag, Loop
+from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.compile.nfa import NFA, Frag, Loop
 
 INF = 1 << 30
 DEAD = -1

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import EnforcerError
-from .schema import SchemaOptions
-from .watchdog import TRIP_ACTIONS, GuardPolicy
+from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.watchdog import TRIP_ACTIONS, GuardPolicy
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_CUDA = 0, 1, 2, 3
 
@@ -140,7 +140,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                              on_trip=args.on_trip, max_tokens=max(1, args.max_new_tokens * 3 // 4))
         _require_cuda()
         generator, tokenizer = _load_generator(args)
-        from .contrib.guarded import GuardedGenerator
+        from exl2_enforcer.contrib.exllamav2.guarded import GuardedGenerator
 
         options = SchemaOptions(property_order="any" if args.any_order else "schema")
         gg = GuardedGenerator(generator, policy, options=options)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .charset import ANY_CP, cp_minus, json_char_fragment
-from .errors import SchemaError
-from .nfa import Frag
+from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
+from exl2_enforcer.errors import SchemaError
+from exl2_enforcer.compile.nfa import Frag
 
 if TYPE_CHECKING:
-    from .schema import Ctx, SchemaCompiler
+    from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
 
 
 def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any) -> list[tuple[str, Any, "Ctx", bool]]:

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .errors import VocabularyError
+from exl2_enforcer.errors import VocabularyError
 
 if TYPE_CHECKING:
     import tokenizers

@@ -29,7 +29,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable
 
-from .nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 #: Sorted, disjoint, non-adjacent inclusive code point ranges.
 CodePointSet = tuple[tuple[int, int], ...]

@@ -32,11 +32,11 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from . import grammar
-from .mask import TokenIndex
-from .matcher import Matcher
-from .schema import ANNOTATIONS, TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
-from .vocabulary import TokenVocabulary
+from exl2_enforcer import grammar
+from exl2_enforcer.engine.mask import TokenIndex
+from exl2_enforcer.matcher import Matcher
+from exl2_enforcer.compile.schema.compiler import ANNOTATIONS, TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 HUGE_ENUM = 100
 PATTERN_STATES = 500

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from exl2_enforcer.contrib.guarded import GuardedGenerator
+    from exl2_enforcer.contrib.exllamav2.guarded import GuardedGenerator
     from exl2_enforcer.watchdog import GuardPolicy
 
     gg = GuardedGenerator(generator, policy=GuardPolicy(token_deadline_ms=50, job_deadline_s=30))
@@ -45,9 +45,9 @@ import torch
 from exllamav2.generator import ExLlamaV2DynamicJob
 from jsonschema import Draft202012Validator, validators
 
-from ..schema import SchemaOptions
-from ..watchdog import GuardPolicy
-from .exllamav2 import JsonSchemaFilter
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.watchdog import GuardPolicy
+from exl2_enforcer.contrib.exllamav2.filter import JsonSchemaFilter
 
 __all__ = ["END_REASONS", "GuardedResult", "GuardedGenerator", "generate_json"]
 

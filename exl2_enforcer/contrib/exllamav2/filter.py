@@ -31,7 +31,7 @@ Guarded mode (``policy=GuardPolicy(...)``): every protocol call goes through a
 :class:`~exl2_enforcer.watchdog.GuardedMatcher` (timing, per-token deadline with a safe fallback
 mask, trip rules) and never raises: an exception is recorded in ``error``, sets
 ``cancel_requested`` and gets an end-only answer, so one job's failure cannot escape
-``generator.iterate()`` and stop the batch.  :class:`~exl2_enforcer.contrib.guarded.GuardedGenerator`
+``generator.iterate()`` and stop the batch.  :class:`~exl2_enforcer.contrib.exllamav2.guarded.GuardedGenerator`
 reads ``tripped``, ``cancel_requested`` and ``error`` between steps and cancels or reports the job.
 Without a policy nothing of this runs.
 """
@@ -44,16 +44,16 @@ import numpy as np
 import torch
 from exllamav2.generator.filters import ExLlamaV2Filter
 
-from ..errors import EnforcerError, TokenRejected
-from ..grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
-from ..matcher import Matcher
-from ..schema import SchemaOptions
-from ..vocabulary import TokenVocabulary
-from ..watchdog import GuardedMatcher, GuardPolicy
-from ._filter_support import (NO_LIMIT, STATE_CACHE_BYTES, _attached, _complete_tokens, _excluded,
+from exl2_enforcer.errors import EnforcerError, TokenRejected
+from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
+from exl2_enforcer.matcher import Matcher
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.tokens.vocabulary import TokenVocabulary
+from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy
+from exl2_enforcer.contrib.exllamav2.support import (NO_LIMIT, STATE_CACHE_BYTES, _attached, _complete_tokens, _excluded,
                               _excluded_from_words, _LruCache, _parse_trigger, _plain_safe, _resolve_vocab,
                               _token_id, _VocabTables)
-from ._guarded_mode import GuardedMode
+from exl2_enforcer.contrib.exllamav2.guarded_mode import GuardedMode
 
 __all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
 
@@ -395,10 +395,10 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
 class JsonSchemaFilter(_EnforcerFilter):
     """Constrain the output to one JSON value valid against ``schema`` (dict, bool or JSON text).
 
-    ``options`` (:class:`~exl2_enforcer.schema.SchemaOptions`) chooses whitespace, nesting depth,
+    ``options`` (:class:`~exl2_enforcer.compile.schema.compiler.SchemaOptions`) chooses whitespace, nesting depth,
     strict objects...; ``extra_end_ids`` adds end ids to those of the model's configs;
     ``trigger`` starts the constraint only after that text (or token id); ``vocab`` reuses a
-    prebuilt :class:`~exl2_enforcer.vocabulary.TokenVocabulary` instead of reading the tokenizer.
+    prebuilt :class:`~exl2_enforcer.tokens.vocabulary.TokenVocabulary` instead of reading the tokenizer.
     """
 
     def __init__(self, model: Any, tokenizer: Any, schema: Any, *, options: SchemaOptions | None = None,

@@ -1,0 +1,1 @@
+"""Command line: ``exl2-enforcer check | bench | generate`` (see :mod:`.app`)."""

@@ -1,0 +1,1 @@
+"""Compile: constraints (JSON Schema, regex, numbers, formats) to a byte-level NFA."""

@@ -1,0 +1,1 @@
+"""The JSON Schema compiler: keywords, containers, allOf merging."""

@@ -1,0 +1,1 @@
+"""Engine: lazy DFA over the NFA, token masks, completion distances."""

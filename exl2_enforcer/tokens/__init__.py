@@ -1,0 +1,1 @@
+"""Tokens: exact token bytes of a vocabulary, byte maps, the token trie."""
