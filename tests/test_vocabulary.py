@@ -411,7 +411,13 @@ def test_from_exllamav2_stand_ins(tmp_path: Path) -> None:
     assert TokenVocabulary.from_exllamav2(spm_like, _StandInConfig(folder)).token_bytes == vocab.token_bytes
 
 
-def test_vocabulary_module_never_imports_exllamav2() -> None:
-    for module in ("vocabulary.py", "_bytemaps.py"):
-        source = (ROOT / "exl2_enforcer" / module).read_text()
-        assert "import exllamav2" not in source and "from exllamav2" not in source
+def test_engine_never_imports_an_inference_library() -> None:
+    """tokens/, compile/, engine/ and the grammar/matcher layer stay free of exllamav2 and torch."""
+    pkg = ROOT / "exl2_enforcer"
+    files = [p for d in ("tokens", "compile", "engine") for p in (pkg / d).rglob("*.py")]
+    files += [pkg / "grammar.py", pkg / "matcher.py"]
+    assert len(files) > 10
+    for path in files:
+        source = path.read_text()
+        for lib in ("exllamav2", "torch"):
+            assert f"import {lib}" not in source and f"from {lib}" not in source, (path, lib)
