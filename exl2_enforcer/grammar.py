@@ -2,28 +2,40 @@
 
 A :class:`CompiledGrammar` joins a lazily determinised automaton (independent
 of any tokenizer) with a vocabulary's :class:`~.mask.TokenIndex` and a mask
-cache.  Grammars are cached by (canonical constraint, options, vocabulary
-fingerprint), so many jobs with one schema share every computed state and
-mask.
+cache.  Grammars are kept in :data:`GRAMMAR_CACHE`, keyed by content only
+(canonical constraint text, every option that changes behaviour, the
+vocabulary fingerprint, the mask cache size), so many jobs with one schema
+share every computed state and mask.  Schemas compiled against a caller's
+``referencing.Registry`` are not cached: a registry's content cannot be keyed
+soundly (it may retrieve documents lazily).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import sys
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
+import numpy as np
 import referencing
 
 from exl2_enforcer.engine.automaton import Automaton
-from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.compile.charset import literal_trie_fragment
+from exl2_enforcer.errors import EnforcerError, SchemaError, VocabularyError
 from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.compile.nfa import NFA, Frag
-from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
+from exl2_enforcer.compile.schema.compiler import SchemaOptions, call_with_depth, check_schema_depth, compile_schema
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
+
+#: estimated bytes per NFA state and per edge (two small lists per state, one tuple per edge)
+_NFA_STATE_BYTES = 2 * sys.getsizeof([]) + 16
+_NFA_EDGE_BYTES = sys.getsizeof((0, 0, 0)) + 8
 
 
 @dataclass
@@ -36,41 +48,175 @@ class CompiledGrammar:
     description: str
     compile_seconds: float
     warnings: list[str] = field(default_factory=list)
+    #: bytes of the NFA, fixed once compiled (estimated once, see :meth:`retained_bytes`)
+    nfa_bytes: int = 0
 
     @property
     def vocab(self) -> TokenVocabulary:
         """The vocabulary the masks are computed for."""
         return self.index.vocab
 
+    def retained_bytes(self) -> int:
+        """Estimated bytes this grammar keeps alive beyond its (shared) vocabulary index.
 
-_CACHE: "OrderedDict[tuple, CompiledGrammar]" = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-CACHE_SIZE = 64
+        The NFA, the DFA states built so far and every cached mask; grows as
+        matchers explore new states.  An estimate (``sys.getsizeof`` scale),
+        used to bound :data:`GRAMMAR_CACHE`.
+        """
+        a, e = self.automaton, self.engine
+        own = getattr(a, "retained_bytes", None)
+        if own is not None:
+            dfa = int(own())
+        else:
+            dfa = self.nfa_bytes + int(a.table.nbytes) + 200 * len(a.states)
+        return dfa + e.retained_bytes()
 
 
-def _cached(key: tuple, build) -> CompiledGrammar:
-    with _CACHE_LOCK:
-        got = _CACHE.get(key)
-        if got is not None:
-            _CACHE.move_to_end(key)
-            return got
-    grammar = build()
-    with _CACHE_LOCK:
-        _CACHE[key] = grammar
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return grammar
+def nfa_bytes(nfa: NFA) -> int:
+    """Estimated bytes held by ``nfa``'s states and edges."""
+    n_edges = sum(map(len, nfa.edges)) + sum(map(len, nfa.eps))
+    return len(nfa) * _NFA_STATE_BYTES + n_edges * _NFA_EDGE_BYTES + 200 * (len(nfa.calls) + len(nfa.loop_of))
+
+
+class GrammarCache:
+    """A thread-safe LRU of compiled grammars, bounded by entry count and retained bytes.
+
+    ``max_entries`` grammars at most; the sum of their
+    :meth:`CompiledGrammar.retained_bytes` is brought back under ``max_bytes``
+    whenever a grammar is stored or found (grammars grow while in use, so the
+    bound is enforced at those points, evicting least recently used ones).  A
+    grammar larger than ``max_bytes`` on its own is returned but not kept.
+    Keys must be built from content only (never ``id()``): equal keys must mean
+    the same language, options and vocabulary.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30, max_entries: int = 64) -> None:
+        if max_bytes < 0 or max_entries < 0:
+            raise EnforcerError(f"GrammarCache: max_bytes and max_entries must be >= 0, got {max_bytes}, {max_entries}")
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._entries: "OrderedDict[Hashable, CompiledGrammar]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_build(self, key: Hashable, build: Callable[[], CompiledGrammar]) -> CompiledGrammar:
+        """The cached grammar for ``key``, or ``build()``'s result (stored if it fits)."""
+        with self._lock:
+            got = self._entries.get(key)
+            if got is not None:
+                self._entries.move_to_end(key)
+                self._shrink()
+                return got
+        grammar = build()
+        with self._lock:
+            self._entries[key] = grammar
+            self._entries.move_to_end(key)
+            self._shrink()
+        return grammar
+
+    def _shrink(self) -> None:
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        total = sum(g.retained_bytes() for g in self._entries.values())
+        while self._entries and total > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            total -= old.retained_bytes()
+
+    def clear(self) -> None:
+        """Forget every grammar (matchers holding one keep it alive)."""
+        with self._lock:
+            self._entries.clear()
+
+    def discard(self, grammar: CompiledGrammar) -> None:
+        """Forget ``grammar`` under whichever keys hold it."""
+        with self._lock:
+            for k in [k for k, g in self._entries.items() if g is grammar]:
+                del self._entries[k]
+
+    def retained_bytes(self) -> int:
+        """Sum of the retained bytes of the cached grammars."""
+        with self._lock:
+            return sum(g.retained_bytes() for g in self._entries.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, grammar: object) -> bool:
+        with self._lock:
+            return any(g is grammar for g in self._entries.values())
+
+
+#: the process-wide cache every ``compile_*`` function uses
+GRAMMAR_CACHE = GrammarCache()
+
+
+_GC_LOCK = threading.Lock()
+_GC_PAUSES = [0, False]  # [compiles running, whether gc was enabled before the first]
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector while compiling (nesting and thread safe).
+
+    A compile allocates hundreds of thousands of small acyclic lists; each
+    allocation burst would trigger full collections that traverse every live
+    object of the process (a loaded vocabulary holds millions), which costs
+    two to four times the compile itself.
+    """
+    with _GC_LOCK:
+        if _GC_PAUSES[0] == 0:
+            _GC_PAUSES[1] = gc.isenabled()
+            gc.disable()
+        _GC_PAUSES[0] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_PAUSES[0] -= 1
+            if _GC_PAUSES[0] == 0 and _GC_PAUSES[1]:
+                gc.enable()
+
+
+def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
+    """Prove that every byte the constraint can consume is reachable token by token.
+
+    Sufficient condition, checked in one pass over the NFA edges: every byte
+    range on an edge contains a byte that is a single-byte text token, and the
+    vocabulary has at least one end id (so an accepting state can finish).  Then
+    every live DFA state has an allowed token and its mask is never empty.
+    Raises :class:`VocabularyError` naming the uncovered byte ranges otherwise
+    (refusing rather than risking an empty mask mid-generation).
+    """
+    vocab = index.vocab
+    if not vocab.end_ids:
+        raise VocabularyError(f"{desc}: vocabulary {vocab.source} has no end id, so no output can ever finish;"
+                              " pass extra_end_ids")
+    single = index.single_byte_ids >= 0
+    if single.all():
+        return  # every byte is a token (every real byte-level or byte-fallback vocabulary)
+    covered = np.concatenate([[0], np.cumsum(single)])
+    missing: set[tuple[int, int]] = set()
+    for es in nfa.edges:
+        for lo, hi, _dst in es:
+            if covered[hi + 1] == covered[lo]:
+                missing.add((lo, hi))
+    if missing:
+        shown = ", ".join(f"0x{lo:02X}" if lo == hi else f"0x{lo:02X}-0x{hi:02X}" for lo, hi in sorted(missing)[:8])
+        raise VocabularyError(f"{desc}: vocabulary {vocab.source} has no single-byte token for any byte in {shown}"
+                              f"{' ...' if len(missing) > 8 else ''}, which the constraint may need next;"
+                              " its masks could be empty, so it is refused")
 
 
 def _finish(nfa: NFA, root: Frag, vocab: TokenVocabulary, max_depth: int, desc: str, t0: float,
             warnings: list[str], cache_bytes: int) -> CompiledGrammar:
+    index = TokenIndex.for_vocabulary(vocab)
+    check_vocabulary_covers(nfa, index, desc)
     try:
         automaton = Automaton(nfa, root, max_depth=max_depth)
     except EnforcerError as e:
         raise SchemaError(f"{desc}: {e}", "") from None
-    index = TokenIndex.for_vocabulary(vocab)
     engine = MaskEngine(automaton, index, cache_bytes=cache_bytes)
-    return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings)
+    return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings, nfa_bytes(nfa))
 
 
 def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOptions | None = None, *,
@@ -79,7 +225,13 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     """Compile a JSON Schema (dict, bool or JSON text) for ``vocab``; cached.
 
     Raises :class:`SchemaError` with a JSON pointer for invalid or unsupported
-    schemas and for schemas that admit no value.
+    schemas, for schemas that admit no value, nest deeper than
+    ``options.max_schema_depth`` or pass the compile budget
+    (``options.compile_timeout_s``, ``options.max_nfa_states``), and
+    :class:`VocabularyError` when ``vocab`` cannot write the language (see
+    :func:`check_vocabulary_covers`).  ``mask_cache_bytes`` bounds the masks
+    cached for this grammar.  Cached in :data:`GRAMMAR_CACHE` unless a
+    ``registry`` is given.
     """
     if isinstance(schema, (str, bytes)):
         try:
@@ -87,15 +239,22 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
         except json.JSONDecodeError as e:
             raise SchemaError(f"schema is not valid JSON: {e}", "") from None
     options = options or SchemaOptions()
-    # property order is part of the language, so the key keeps dict order
-    key = ("schema", json.dumps(schema), options, vocab.fingerprint, id(registry) if registry else 0)
+    if mask_cache_bytes < 0:
+        raise EnforcerError(f"mask_cache_bytes must be >= 0, got {mask_cache_bytes}")
+    depth = check_schema_depth(schema, options.max_schema_depth)  # before json.dumps recurses into it
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
-        nfa, root, warns = compile_schema(schema, options, registry)
-        return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes)
+        with gc_paused():
+            nfa, root, warns = compile_schema(schema, options, registry)
+            return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes)
 
-    return _cached(key, build)
+    if registry is not None:
+        return build()
+    # property order is part of the language, so the key keeps dict order (and 1 vs 1.0 apart)
+    text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
+    key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes)
+    return GRAMMAR_CACHE.get_or_build(key, build)
 
 
 def compile_regex_constraint(pattern: str, vocab: TokenVocabulary) -> CompiledGrammar:
@@ -105,10 +264,11 @@ def compile_regex_constraint(pattern: str, vocab: TokenVocabulary) -> CompiledGr
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
         nfa = NFA()
-        root = compile_regex(nfa, pattern, mode="raw", search=False)
-        return _finish(nfa, root, vocab, 1, f"regex {pattern!r}", t0, [], 64 << 20)
+        with gc_paused():
+            root = compile_regex(nfa, pattern, mode="raw", search=False)
+            return _finish(nfa, root, vocab, 1, f"regex {pattern!r}", t0, [], 64 << 20)
 
-    return _cached(("regex", pattern, vocab.fingerprint), build)
+    return GRAMMAR_CACHE.get_or_build(("regex", pattern, vocab.fingerprint, 64 << 20), build)
 
 
 def compile_choice(choices: Sequence[str], vocab: TokenVocabulary) -> CompiledGrammar:
@@ -122,7 +282,8 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary) -> CompiledGr
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
         nfa = NFA()
-        root = nfa.alt([nfa.literal(c.encode()) for c in dict.fromkeys(choices)])
-        return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20)
+        with gc_paused():
+            root = literal_trie_fragment(nfa, (c.encode() for c in choices))
+            return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20)
 
-    return _cached(("choice", tuple(choices), vocab.fingerprint), build)
+    return GRAMMAR_CACHE.get_or_build(("choice", tuple(choices), vocab.fingerprint, 64 << 20), build)

@@ -191,7 +191,7 @@ class Ours(Engine):
         """Clear the grammar cache (a cold compile: no DFA states, no masks) and compile."""
         from exl2_enforcer import grammar
 
-        grammar._CACHE.clear()
+        grammar.GRAMMAR_CACHE.clear()
         t0 = time.perf_counter()
         g = grammar.compile_json_schema(schema, self.ctx.vocab, options)
         return g, time.perf_counter() - t0

@@ -308,3 +308,76 @@ def json_char_fragment(nfa: NFA, cps: CodePointSet) -> Frag:
     ones -- each only for code points in ``cps``.  An escape is one character.
     """
     return _emit(nfa, _json_dag(cps))
+
+
+# -- sets of literal byte strings ------------------------------------------------------
+def literal_trie_fragment(nfa: NFA, literals: Iterable[bytes]) -> Frag:
+    """Match exactly one of ``literals`` (any number of byte strings) with a minimal acyclic automaton.
+
+    A plain alternation of n literals puts n NFA states into the first DFA
+    state and every later one.  Here common prefixes *and* common suffixes are
+    shared (the minimal DAFSA, built incrementally from the sorted strings,
+    Daciuk et al. 2000), so a DFA step touches only the strings still possible
+    and 100,000 numbered names cost a few hundred states.  No recursion (a
+    literal may be thousands of bytes long).  An empty collection matches
+    nothing.
+    """
+    children, final = _dafsa(sorted(set(literals)))
+    order = [0]  # reachable nodes, numbered breadth first (merged twins leave holes)
+    number = {0: 0}
+    for node in order:  # ``order`` grows while it is walked
+        for child in children[node].values():
+            if child not in number:
+                number[child] = len(order)
+                order.append(child)
+    # emitted in bulk (the NFA's state lists are plain lists): one state per node, then the end
+    base = len(nfa)
+    end = base + len(order)
+    nfa.edges.extend([[(b, b, base + number[c]) for b, c in children[n].items()] for n in order])
+    nfa.eps.extend([[end] if final[n] else [] for n in order])
+    nfa.state()
+    return Frag(base, end)
+
+
+def _dafsa(words: list[bytes]) -> tuple[list[dict[int, int]], list[bool]]:
+    """Minimal acyclic automaton of sorted, distinct ``words``: (children per node, final per node); root 0."""
+    children: list[dict[int, int]] = [{}]
+    final = [False]
+    register: dict[tuple, int] = {}
+    path = [0]  # path[i]: the node after the first i bytes of the previous word
+    prev = b""
+
+    def freeze(depth: int) -> None:
+        # nodes below ``depth`` on the previous word's path are complete: merge each with its twin
+        for i in range(len(path) - 1, depth, -1):
+            node = path[i]
+            sig = (final[node], tuple(children[node].items()))
+            twin = register.setdefault(sig, node)
+            if twin != node:
+                children[path[i - 1]][prev[i - 1]] = twin
+        del path[depth + 1:]
+
+    for word in words:
+        common = _common_prefix(prev, word)
+        freeze(common)
+        for b in word[common:]:
+            children.append({})
+            final.append(False)
+            children[path[-1]][b] = len(children) - 1
+            path.append(len(children) - 1)
+        final[path[-1]] = True
+        prev = word
+    freeze(0)
+    return children, final
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix, by bisection on slice equality (C-speed compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -362,6 +362,11 @@ class MaskEngine:
             self._salvage[sid] = packed
         return packed
 
+    def retained_bytes(self) -> int:
+        """Bytes of every mask this engine holds (LRU cache, post-accept and salvage masks)."""
+        extra = sum(int(m.nbytes) for m in (*self._posts.values(), *self._salvage.values()))
+        return self.cached_bytes + extra
+
     def distances(self) -> "Distances":
         """The completion distances of this automaton (built on first use)."""
         if self._distances is None:

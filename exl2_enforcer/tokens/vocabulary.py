@@ -41,6 +41,10 @@ FALLBACK_END_NAMES: tuple[str, ...] = (
 )
 
 _SIDE_FILES = ("tokenizer_config", "config", "generation_config")
+
+#: end ids at or above this are refused: masks are as wide as the largest end id,
+#: so a bogus id (4294967295 in a config.json) would size every mask at 512 MiB
+MAX_END_ID = 1 << 24
 _CONFIG_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 
 
@@ -79,6 +83,10 @@ class TokenVocabulary:
         ends = frozenset(int(i) for i in end_ids)
         if any(i < 0 for i in ends):
             raise VocabularyError(f"{source}: negative end id in {sorted(ends)}")
+        too_big = sorted(i for i in ends if i >= MAX_END_ID)
+        if too_big:
+            raise VocabularyError(f"{source}: end id {too_big[0]} is absurd (>= 2**24 = {MAX_END_ID}; masks are as"
+                                  " wide as the largest end id); fix eos_token_id in the config or extra_end_ids")
         specials = set(int(i) for i in special_ids) | {i for i in ends if 0 <= i < n_ids}
         for i in specials:
             if not 0 <= i < n_ids:
@@ -149,6 +157,10 @@ class TokenVocabulary:
         n_ids = len(pieces)
         specials |= _ids_of(tok, _config_special_names(tokenizer_config), n_ids)
         ends = _collect_end_ids(tok, tokenizer_config, config, generation_config, extra_end_ids, source)
+        if not ends:
+            raise VocabularyError(f"{source}: no end-of-generation id found (no eos_token_id in the configs, no eos"
+                                  f" token in tokenizer_config, none of {', '.join(FALLBACK_END_NAMES)});"
+                                  " pass extra_end_ids")
         vocab = cls(pieces, special_ids=specials, end_ids=ends, kind=kind, source=source)
         vocab.prefix_space = self_check(vocab, tok, PROBE_TEXTS)
         return vocab

@@ -18,19 +18,23 @@ Language choices (documented in docs/schema-support.md):
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import jsonschema
+from json.encoder import encode_basestring
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
+from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
 from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.compile.nfa import NFA, Frag
 
@@ -84,6 +88,15 @@ class SchemaOptions:
       (fewest states, what a model should write); "any": any order, each
       declared member at most once (exact, via lazily built heads that track
       the set of names written).
+    * ``max_schema_depth`` -- deepest nesting of JSON objects/arrays allowed in
+      the schema document (the root is depth 1); a deeper schema raises
+      :class:`SchemaError` naming the first pointer past the limit.  Deep schemas
+      compile on a helper thread with a large stack (see :func:`call_with_depth`).
+    * ``compile_timeout_s`` -- seconds (``time.perf_counter``) one schema may take
+      to compile to its NFA; past it :class:`SchemaError` names the pointer being
+      compiled.
+    * ``max_nfa_states`` -- the same budget as a deterministic work count: NFA
+      states the compile may create (each costs about 150 bytes).
     """
 
     strict_objects: bool = True
@@ -94,8 +107,17 @@ class SchemaOptions:
     integral_fractions: bool = False
     property_order: str = "schema"
     format_assertion: bool = True
+    max_schema_depth: int = 256
+    compile_timeout_s: float = 10.0
+    max_nfa_states: int = 2_000_000
 
     def __post_init__(self) -> None:
+        if self.max_schema_depth < 1:
+            raise EnforcerError(f"max_schema_depth must be >= 1, got {self.max_schema_depth}")
+        if not self.compile_timeout_s > 0:
+            raise EnforcerError(f"compile_timeout_s must be > 0 seconds, got {self.compile_timeout_s}")
+        if self.max_nfa_states < 1:
+            raise EnforcerError(f"max_nfa_states must be >= 1, got {self.max_nfa_states}")
         if self.max_whitespace < 0:
             raise EnforcerError(f"max_whitespace must be >= 0, got {self.max_whitespace}")
         if self.max_depth < 1:
@@ -127,8 +149,33 @@ class SchemaCompiler:
     options: SchemaOptions
     nfa: NFA = field(default_factory=NFA)
     warnings: list[str] = field(default_factory=list)
+    #: seconds, monotonic; injectable so the compile budget can be tested without waiting
+    clock: Callable[[], float] = time.perf_counter
+    #: the JSON pointer of the subschema being compiled (named when the budget runs out)
+    pointer: str = ""
     _ref_machines: dict[tuple[int, str], Frag] = field(default_factory=dict)
     _shared: dict[str, Frag] = field(default_factory=dict)
+    _started: float | None = None
+
+    # -- compile budget --------------------------------------------------------------
+    def tick(self, pointer: str | None = None) -> None:
+        """Raise :class:`SchemaError` once the compile passes its time or NFA-state budget.
+
+        Called at every subschema and inside long loops (enum values, oneOf
+        pairs), so an explosive schema stops within one step of its limit.
+        """
+        if pointer is not None:
+            self.pointer = pointer
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        opts = self.options
+        if len(self.nfa) > opts.max_nfa_states:
+            raise SchemaError(f"compile budget exceeded: more than max_nfa_states={opts.max_nfa_states} NFA states"
+                              " (SchemaOptions.max_nfa_states) while compiling", self.pointer)
+        if now - self._started > opts.compile_timeout_s:
+            raise SchemaError(f"compile budget exceeded: more than compile_timeout_s={opts.compile_timeout_s:g} s"
+                              " (SchemaOptions.compile_timeout_s) while compiling", self.pointer)
 
     # -- shared pieces -------------------------------------------------------------
     def shared(self, key: str, build: Callable[[], Frag]) -> Frag:
@@ -173,6 +220,7 @@ class SchemaCompiler:
         """A fragment matching the JSON text of every instance of ``schema``."""
         from exl2_enforcer.compile.schema.merge import merge_all_of
 
+        self.tick(ctx.pointer)
         if schema is True:
             return self.any_value(ctx)
         if schema is False:
@@ -252,10 +300,14 @@ class SchemaCompiler:
         named = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum",
                  "exclusiveMaximum": "exclusive_maximum", "multipleOf": "multiple_of"}
         args = {named[k]: v for k, v in kw.items()}
+        fractions = self.options.integral_fractions
+        # bounds keyed by repr, so 1 and 1.0 (and True) never share an entry by accident
+        key = (t, repr(fractions), repr(sorted((k, repr(v), type(v).__name__) for k, v in args.items())))
         try:
             if t == "integer":
-                return integer_fragment(self.nfa, allow_integral_fraction=self.options.integral_fractions, **args)
-            return number_fragment(self.nfa, **args)
+                return _template(self.nfa, key, lambda n: integer_fragment(n, allow_integral_fraction=fractions,
+                                                                           **args))
+            return _template(self.nfa, key, lambda n: number_fragment(n, **args))
         except SchemaError as e:
             raise SchemaError(e.message, ctx.pointer, keyword=e.keyword) from None
 
@@ -304,16 +356,45 @@ class SchemaCompiler:
 
     # -- enum / const ----------------------------------------------------------------
     def compile_values(self, schema: dict, ctx: Ctx) -> Frag:
-        """``enum``/``const``: the listed values that also satisfy the sibling keywords."""
+        """``enum``/``const``: the listed values that also satisfy the sibling keywords.
+
+        Linear in the number of values: duplicates are found by :func:`json_key`,
+        and every value with one fixed spelling (strings, ``true``, ``false``,
+        ``null``) goes into one minimal acyclic automaton.
+        """
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if "enum" in schema and "const" in schema:
-            values = [v for v in schema["enum"] if json_equal(v, schema["const"])]
+            const = json_key(schema["const"])
+            values = [v for v in schema["enum"] if json_key(v) == const]
         check = self.validator(rest, ctx) if rest else None
-        kept = [v for v in values if check is None or check.is_valid(v)]
+        kept = []
+        for i, v in enumerate(dedupe_json(values)):
+            if i % 1024 == 1023:
+                self.tick()
+            if check is None or check.is_valid(v):
+                kept.append(v)
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
-        return self.nfa.alt([self.value_literal(v) for v in _dedupe(kept)])
+        try:
+            fixed = [self.fixed_spelling(v) for v in kept]
+        except UnicodeEncodeError:
+            raise SchemaError("an enum/const string holds a lone surrogate (U+D800..U+DFFF), which no UTF-8"
+                              " output can spell", ctx.pointer) from None
+        frags = [self.value_literal(v) for v, b in zip(kept, fixed) if b is None]
+        spelled = [b for b in fixed if b is not None]
+        if spelled:
+            frags.append(literal_trie_fragment(self.nfa, spelled))
+        self.tick()
+        return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
+
+    def fixed_spelling(self, value: Any) -> bytes | None:
+        """The only bytes that spell ``value``, or None when it has several spellings."""
+        if value is None or isinstance(value, bool):
+            return json.dumps(value).encode()
+        if isinstance(value, str) and self.options.escapes == "canonical":
+            return encode_basestring(value).encode()  # what json.dumps(value, ensure_ascii=False) writes
+        return None
 
     def value_literal(self, value: Any) -> Frag:
         """A fragment for one JSON value written with bounded whitespace."""
@@ -421,11 +502,11 @@ class SchemaCompiler:
         return self.nfa.call(machine, weight=1)
 
 
-_TEMPLATES: "OrderedDict[tuple[str, str], tuple[NFA, Frag]]" = OrderedDict()
+_TEMPLATES: "OrderedDict[tuple[str, ...], tuple[NFA, Frag]]" = OrderedDict()
 _TEMPLATES_LOCK = threading.Lock()
 
 
-def _template(nfa: NFA, key: tuple[str, str], build: Callable[[NFA], Frag]) -> Frag:
+def _template(nfa: NFA, key: tuple[str, ...], build: Callable[[NFA], Frag]) -> Frag:
     """Build a call-free fragment once per key (LRU of 256) and splice copies into ``nfa``."""
     with _TEMPLATES_LOCK:
         got = _TEMPLATES.get(key)
@@ -446,17 +527,118 @@ def base_uri(resolver: referencing.Resolver) -> str:
     return str(getattr(resolver, "_base_uri", ""))
 
 
+def json_key(value: Any) -> Hashable:
+    """A hashable key that is equal for two JSON values exactly when JSON Schema calls them equal.
+
+    Numbers compare by value (``1 == 1.0``, an integral float keys as its int),
+    booleans are not numbers (``true != 1``), object key order is irrelevant,
+    array order matters.  Raises :class:`SchemaError` for a value that is not
+    JSON (a set, bytes, ...).
+    """
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("num", value)
+    if isinstance(value, float):
+        return ("num", int(value) if value.is_integer() else value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, (list, tuple)):
+        return ("arr", tuple(json_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("obj", frozenset((k, json_key(v)) for k, v in value.items()))
+    raise SchemaError(f"{type(value).__name__} is not a JSON value")
+
+
 def json_equal(a: Any, b: Any) -> bool:
-    """JSON Schema equality (1 == 1.0, key order ignored), as ``const`` defines it."""
-    return jsonschema.Draft202012Validator({"const": a}).is_valid(b)
+    """JSON Schema equality (1 == 1.0, true != 1, key order ignored), as ``const`` defines it."""
+    return json_key(a) == json_key(b)
 
 
-def _dedupe(values: list[Any]) -> list[Any]:
+def dedupe_json(values: list[Any]) -> list[Any]:
+    """``values`` without later duplicates under :func:`json_equal`, order kept; linear time."""
+    seen: set[Hashable] = set()
     out: list[Any] = []
     for v in values:
-        if not any(json_equal(v, o) and type(v) is type(o) for o in out):
+        k = json_key(v)
+        if k not in seen:
+            seen.add(k)
             out.append(v)
     return out
+
+
+def check_schema_depth(schema: Any, limit: int) -> int:
+    """How deep objects/arrays nest in ``schema`` (the root is depth 1; a scalar is 0).
+
+    Iterative, so it is safe on any input.  Raises :class:`SchemaError` naming
+    the JSON pointer of the first value past ``limit``.
+    """
+    stack: list[tuple[Any, str, int]] = [(schema, "", 1)]
+    deepest = 0
+    while stack:
+        value, pointer, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > limit:
+            raise SchemaError(f"the schema nests deeper than max_schema_depth={limit} objects/arrays"
+                              " (SchemaOptions.max_schema_depth)", pointer)
+        deepest = max(deepest, depth)
+        for k, v in children:
+            if isinstance(v, (dict, list)):
+                stack.append((v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1))
+    return deepest
+
+
+#: schemas nesting at most this deep run on the caller's stack; deeper ones get their own
+SHALLOW_DEPTH = 24
+#: Python frames allowed per nesting level (meta-validation and merging recurse ~20 deep per level)
+_FRAMES_PER_LEVEL = 60
+_DEEP_LOCK = threading.RLock()
+
+
+def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
+    """Run ``fn`` (a recursive pass over a schema ``depth`` deep) with stack to spare; returns its result.
+
+    Shallow schemas run here.  Deeper ones run on a helper thread with a
+    256 MiB stack while the interpreter's recursion limit is raised to fit
+    (one deep compile at a time; the limit is restored afterwards), so every
+    schema within ``max_schema_depth`` compiles instead of dying with a bare
+    ``RecursionError``.  Exceptions of ``fn`` propagate unchanged.
+    """
+    frames = 1000 + _FRAMES_PER_LEVEL * depth
+    if depth <= SHALLOW_DEPTH or frames <= sys.getrecursionlimit():
+        return fn()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 -- handed back to the caller's thread
+            outcome["error"] = e
+
+    with _DEEP_LOCK:
+        old_limit = sys.getrecursionlimit()
+        old_stack = threading.stack_size()
+        sys.setrecursionlimit(max(old_limit, frames))
+        try:
+            threading.stack_size(256 << 20)
+            try:
+                worker = threading.Thread(target=run, name="exl2-enforcer-deep-compile")
+            finally:
+                threading.stack_size(old_stack)
+            worker.start()
+            worker.join()
+        finally:
+            sys.setrecursionlimit(old_limit)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -464,13 +646,38 @@ DRAFT_7 = ("http://json-schema.org/draft-07/schema", "https://json-schema.org/dr
 
 
 def compile_schema(schema: Any, options: SchemaOptions | None = None,
-                   registry: referencing.Registry | None = None) -> tuple[NFA, Frag, list[str]]:
+                   registry: referencing.Registry | None = None, *,
+                   clock: Callable[[], float] | None = None) -> tuple[NFA, Frag, list[str]]:
     """Validate ``schema`` and compile it to an NFA fragment for its JSON text.
 
     ``registry`` may hold further documents for remote ``$ref``s; nothing is
-    fetched from the network.  Returns ``(nfa, root fragment, warnings)``.
+    fetched from the network.  ``clock`` (seconds, default ``time.perf_counter``)
+    measures ``options.compile_timeout_s``.  Returns ``(nfa, root fragment,
+    warnings)``.  Raises :class:`SchemaError` naming a JSON pointer for invalid,
+    unsupported, too deep (``max_schema_depth``) or too costly
+    (``compile_timeout_s``, ``max_nfa_states``) schemas.
     """
     options = options or SchemaOptions()
+    depth = check_schema_depth(schema, options.max_schema_depth)
+    compiler = SchemaCompiler(options, clock=clock or time.perf_counter)
+    compiler.tick("")
+    try:
+        return call_with_depth(lambda: _compile_checked(schema, options, registry, compiler), depth)
+    except RecursionError:
+        # max_schema_depth was raised past what the interpreter's stack allows
+        raise SchemaError(f"the schema is too deep to compile within Python's recursion limit; lower its nesting"
+                          f" or SchemaOptions.max_schema_depth (now {options.max_schema_depth})",
+                          compiler.pointer) from None
+
+
+@functools.lru_cache(maxsize=None)
+def meta_validator(cls: Any) -> Any:
+    """One reusable validator of ``cls``'s meta-schema (building one per compile costs a third)."""
+    return cls(cls.META_SCHEMA)
+
+
+def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
+                     compiler: SchemaCompiler) -> tuple[NFA, Frag, list[str]]:
     meta = str(schema.get("$schema", DRAFT_2020_12)).rstrip("#") if isinstance(schema, dict) else DRAFT_2020_12
     if meta not in (DRAFT_2020_12, *DRAFT_7):
         raise SchemaError(f"unsupported $schema {meta!r}: use draft 2020-12 ({DRAFT_2020_12}) or draft-07",
@@ -478,7 +685,8 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     draft7 = meta in DRAFT_7
     validator_cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
     try:
-        validator_cls.check_schema(schema)
+        if not meta_validator(validator_cls).is_valid(schema):
+            validator_cls.check_schema(schema)  # slower, but picks the best error to report
     except jsonschema.exceptions.SchemaError as e:
         ptr = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in e.path)
         raise SchemaError(f"invalid schema: {e.message}", ptr) from None
@@ -489,6 +697,5 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     if resource.id():
         registry = registry.with_resource(resource.id(), resource)
         resolver = registry.resolver(base_uri=resource.id())
-    compiler = SchemaCompiler(options)
     root = compiler.compile(schema, Ctx("", resolver, draft7))
     return compiler.nfa, root, compiler.warnings

@@ -11,7 +11,7 @@ nothing in NFA size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
 from exl2_enforcer.errors import SchemaError
@@ -217,7 +217,10 @@ def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:
     free = nfa.seq([c.plain_string_body(0, None), nfa.literal(b'"')])
     nfa.epsilon(free.end, end)
 
-    def build(node: dict, state: int) -> None:
+    start = nfa.literal(b'"')
+    todo = [(trie, start.end)]  # a stack, not recursion: a name may be thousands of characters long
+    while todo:
+        node, state = todo.pop()
         chars = [ch for ch in node if ch]
         if "" not in node:
             close = nfa.literal(b'"')
@@ -232,10 +235,7 @@ def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:
             nxt = nfa.state()
             nfa.epsilon(state, inner.start)
             nfa.epsilon(inner.end, nxt)
-            build(node[ch], nxt)
-
-    start = nfa.literal(b'"')
-    build(trie, start.end)
+            todo.append((node[ch], nxt))
     return Frag(start.start, end)
 
 
@@ -291,17 +291,32 @@ def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
         return Frag(open_.start, close.end)
     rctx = ctx.child(rest_key)
     more_lo = max(0, min_i - k)
+    make_item = _shared_item(c, rest, rctx) if k == 0 and more_hi != 1 else None
     if k == 0:
         # the first element has no comma: inline it, loop over ", item" for the rest
         if more_lo == 0:
             close_from(q, 0)
-        first = nfa.seq([c.compile(rest, rctx), c.ws()])
+        first = nfa.seq([make_item() if make_item else c.compile(rest, rctx), c.ws()])
         nfa.epsilon(q, first.start)
         q, more_lo = first.end, max(0, more_lo - 1)
         more_hi = None if more_hi is None else more_hi - 1
         k = 1
-    body = nfa.seq([nfa.literal(b","), c.ws(), c.compile(rest, rctx), c.ws()])
+        if more_hi == 0:
+            close_from(q, k)
+            return Frag(open_.start, close.end)
+    body = nfa.seq([nfa.literal(b","), c.ws(), make_item() if make_item else c.compile(rest, rctx), c.ws()])
     loop = nfa.loop(body, more_lo, more_hi)
     nfa.epsilon(q, loop.start)
     nfa.epsilon(loop.end, close.start)
     return Frag(open_.start, close.end)
+
+
+def _shared_item(c: "SchemaCompiler", rest: Any, rctx: "Ctx") -> Callable[[], Frag]:
+    """A maker of calls into one machine for the item schema: the first item and the loop body
+    use it twice, and compiling it twice per level would double the NFA at every nesting level."""
+    nfa = c.nfa
+    body = c.compile(rest, rctx)
+    machine = Frag(nfa.state(), nfa.state())
+    nfa.epsilon(machine.start, body.start)
+    nfa.epsilon(body.end, machine.end)
+    return lambda: nfa.call(machine, weight=0)

@@ -29,6 +29,13 @@ def json_equal(a: Any, b: Any) -> bool:
     return eq(a, b)
 
 
+def json_key(value: Any) -> Any:
+    """See :func:`.schema.json_key`."""
+    from exl2_enforcer.compile.schema.compiler import json_key as key
+
+    return key(value)
+
+
 def base_uri(resolver: Any) -> str:
     """See :func:`.schema.base_uri`."""
     from exl2_enforcer.compile.schema.compiler import base_uri as b
@@ -153,7 +160,8 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: 
     if key == "required":
         return list(dict.fromkeys(list(av) + list(bv)))
     if key == "enum":
-        return [v for v in av if any(json_equal(v, w) for w in bv)]
+        keys = {json_key(w) for w in bv}
+        return [v for v in av if json_key(v) in keys]
     if key == "const":
         if not json_equal(av, bv):
             raise SchemaError("allOf has two different const values: the schema admits no value", ctx.pointer)
@@ -236,6 +244,7 @@ def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") 
     expanded = [expand_ref(b, x, c) for b, x in zip(branches, ctxs)]
     valid = lambda schema, value: c.validator(schema, ctxs[0]).is_valid(value)  # noqa: E731
     for i in range(len(expanded)):
+        c.tick()
         for j in range(i + 1, len(expanded)):
             if not _disjoint(expanded[i], expanded[j], valid):
                 raise SchemaError(f"oneOf branches {i} and {j} may overlap, so 'exactly one' cannot be enforced;"
