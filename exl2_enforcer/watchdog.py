@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.bitmask import check_bitmask
 from exl2_enforcer.engine.mask import MaskTimeout, popcount, write_words
 from exl2_enforcer.matcher import Matcher
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
 TRIP_ACTIONS = ("salvage", "stop", "cancel")
 
@@ -150,6 +151,7 @@ class GuardedMatcher:
 
     def fill_bitmask(self, out: np.ndarray, logits_width: int) -> None:
         """Allowed-token bits for the next step (see :meth:`Matcher.fill_bitmask`), within the deadline."""
+        out = check_bitmask(out, logits_width, name="out")
         t0 = time.perf_counter()
         try:
             self.check_job_deadline()

@@ -241,7 +241,7 @@ def test_exception_in_one_filter_fails_that_job_only(ns, env, caplog):
     for name in ("a", "b", "c"):
         f = bad if name == "b" else make_filter(ns, e, CALL, policy=policy)
         gg.enqueue(make_job(ns, e, f, name), f)
-    with caplog.at_level(logging.WARNING, logger="exl2_enforcer.watchdog"):
+    with caplog.at_level(logging.WARNING, logger="exl2_enforcer"):
         res = {r.job_id: r for r in gg.run()}
     assert res["b"].end_reason == "error" and "boom" in res["b"].error and not res["b"].valid
     assert any("job=b" in rec.getMessage() for rec in caplog.records)

@@ -51,7 +51,7 @@ from exl2_enforcer.contrib.exllamav2.filter import JsonSchemaFilter
 
 __all__ = ["END_REASONS", "GuardedResult", "GuardedGenerator", "generate_json"]
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
 #: every ``GuardedResult.end_reason``
 END_REASONS = ("completed", "salvaged", "stopped", "cancelled", "max_tokens", "error")

@@ -17,7 +17,7 @@ from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy, WatchStats
 from exl2_enforcer.contrib.exllamav2.support import _excluded_from_words
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
 
 class GuardedMode:
