@@ -83,7 +83,7 @@ def check_bitmask(bitmask: Any, logits_width: int, *, name: str = "bitmask", bat
         if bitmask.device.type != "cpu":
             raise BitmaskError(f"{name} is on {bitmask.device}: fill a CPU int32 tensor, then move it "
                                "with .to(device, non_blocking=True)")
-        array = bitmask.numpy()
+        array: np.ndarray = bitmask.numpy()
     elif isinstance(bitmask, np.ndarray):
         if bitmask.dtype != np.int32:
             raise BitmaskError(f"{name} must have dtype int32, got {bitmask.dtype}")

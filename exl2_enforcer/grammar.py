@@ -13,16 +13,17 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import referencing
 
-from exl2_enforcer.engine.automaton import Automaton
-from exl2_enforcer.errors import EnforcerError, SchemaError
-from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
+from exl2_enforcer.engine.automaton import Automaton
+from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
+from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 
@@ -43,12 +44,18 @@ class CompiledGrammar:
         return self.index.vocab
 
 
-_CACHE: "OrderedDict[tuple, CompiledGrammar]" = OrderedDict()
+_CACHE: "OrderedDict[tuple[Any, ...], CompiledGrammar]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 CACHE_SIZE = 64
 
 
-def _cached(key: tuple, build) -> CompiledGrammar:
+def clear_cache() -> None:
+    """Forget every cached grammar (the next compile of any constraint is cold)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], CompiledGrammar]) -> CompiledGrammar:
     with _CACHE_LOCK:
         got = _CACHE.get(key)
         if got is not None:

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.bitmask import check_bitmask
-from exl2_enforcer.engine.mask import MaskTimeout, popcount, write_words
+from exl2_enforcer.engine.mask import popcount, write_words
+from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.matcher import Matcher
 
 log = logging.getLogger(__name__)

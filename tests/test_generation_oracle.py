@@ -22,9 +22,8 @@ import json
 
 import numpy as np
 import pytest
+from enforcer_oracle import encode, generate, load_schema_file, schema_files, token_table, validator_for, vocab_by_name
 
-from enforcer_oracle import (encode, generate, load_schema_file, schema_files, token_table, validator_for,
-                             vocab_by_name)
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
 

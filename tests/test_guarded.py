@@ -29,11 +29,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from enforcer_oracle import load_schema_file, schema_files, validator_for
 from exl2_jobloop import JobLoopGenerator, biased_logits, random_logits
-from exl2_enforcer.grammar import compile_json_schema
+
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.watchdog import GuardPolicy
 
 OPTIONS = SchemaOptions(max_whitespace=2, max_depth=4)

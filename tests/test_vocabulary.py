@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tokenizers
+from data_sets import missing_data
 
-from exl2_enforcer.tokens.bytemaps import byte_to_unicode
 from exl2_enforcer.errors import VocabularyError
+from exl2_enforcer.tokens.bytemaps import byte_to_unicode
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,11 @@ def _path(name: str) -> Path:
     if name.startswith("mini_"):
         return DATA / f"{name}.tokenizer.json.xz"
     if not SHARED.is_dir():
-        pytest.skip(f"real tokenizers not available: {SHARED} is missing")
+        missing_data(f"real tokenizers not available: {SHARED} is missing")
     return SHARED / f"{name}.tokenizer.json.xz"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str) -> tuple[tokenizers.Tokenizer, TokenVocabulary]:
     """The real tokenizer and the vocabulary built from the same file (cached per session)."""
     path = _path(name)
@@ -52,7 +53,7 @@ def load(name: str) -> tuple[tokenizers.Tokenizer, TokenVocabulary]:
     return tok, TokenVocabulary.from_file(path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw_json(name: str) -> dict:
     """The tokenizer.json itself, parsed independently of the code under test."""
     return json.loads(lzma.decompress(_path(name).read_bytes()))

@@ -15,17 +15,26 @@ import lzma
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from exl2_enforcer import __version__, grammar
-from exl2_enforcer.errors import EnforcerError, SchemaError
-from exl2_enforcer.engine.mask import TokenIndex
-from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.cli.peers import (PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us,
-                    time_passes)
+from exl2_enforcer.cli.peers import (
+    PEER_NAMES,
+    Ours,
+    Refusal,
+    TokenizerContext,
+    encode_for_generation,
+    peer_figures,
+    stats_us,
+    time_passes,
+)
 from exl2_enforcer.cli.risk import analyse_schema
 from exl2_enforcer.compile.schema.compiler import UNSUPPORTED, SchemaOptions
+from exl2_enforcer.engine.mask import TokenIndex
+from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.matcher import Matcher
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
 
 PROG = "exl2-enforcer"

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.watchdog import TRIP_ACTIONS, GuardPolicy
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_CUDA = 0, 1, 2, 3

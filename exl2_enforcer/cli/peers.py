@@ -18,8 +18,9 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -191,8 +192,10 @@ class Ours(Engine):
         """Clear the grammar cache (a cold compile: no DFA states, no masks) and compile."""
         from exl2_enforcer import grammar
 
-        grammar._CACHE.clear()
+        grammar.clear_cache()
         t0 = time.perf_counter()
+        if self.ctx.vocab is None:
+            raise ValueError("the tokenizer context has no exl2_enforcer vocabulary")
         g = grammar.compile_json_schema(schema, self.ctx.vocab, options)
         return g, time.perf_counter() - t0
 

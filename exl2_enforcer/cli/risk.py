@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import referencing
@@ -33,9 +33,12 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer import grammar
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # referencing exports no public name for its Resolver type
+from exl2_enforcer.compile.schema.compiler import ANNOTATIONS, TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
 from exl2_enforcer.engine.mask import TokenIndex
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import ANNOTATIONS, TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 HUGE_ENUM = 100
@@ -122,7 +125,7 @@ class _Walker:
         self.done: dict[int, tuple[int, str]] = {}  # ref target id -> walk result
         self.active: set[int] = set()  # ref targets being walked (a $ref to one is recursion)
 
-    def root_resolver(self) -> referencing.Resolver:
+    def root_resolver(self) -> Resolver[Any]:
         """A resolver for the document's ``$ref``s (the same registry layout as the compiler's)."""
         spec = referencing.jsonschema.DRAFT7 if self.draft7 else referencing.jsonschema.DRAFT202012
         resource = referencing.Resource.from_contents(self.schema, default_specification=spec)
@@ -134,7 +137,7 @@ class _Walker:
         self.risks.append(Risk(pointer, kind, detail, fix))
 
     # -- dispatch --------------------------------------------------------------------
-    def walk(self, s: Any, ptr: str, res: referencing.Resolver, in_branch: bool = False) -> tuple[int, str]:
+    def walk(self, s: Any, ptr: str, res: "Resolver[Any]", in_branch: bool = False) -> tuple[int, str]:
         """Record the risks of subschema ``s`` at ``ptr`` and below."""
         if isinstance(s, dict) and self.options.lenient:
             self.ignored_keywords(s, ptr)
@@ -186,7 +189,7 @@ class _Walker:
                  f"strings of any length, nested up to max_depth={self.options.max_depth}",
                  "give it a type with bounds: properties, an enum, or a string with maxLength")
 
-    def ref(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def ref(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Follow a ``$ref`` once per target; a target that encloses the reference is recursion."""
         try:
             resolved = res.lookup(s["$ref"])
@@ -206,7 +209,7 @@ class _Walker:
                               resolved.resolver, memo=False)
         return self.enter(target, target, tptr, resolved.resolver, memo=True)
 
-    def enter(self, s: Any, target: Any, tptr: str, res: referencing.Resolver, memo: bool) -> tuple[int, str]:
+    def enter(self, s: Any, target: Any, tptr: str, res: "Resolver[Any]", memo: bool) -> tuple[int, str]:
         """Walk a ``$ref`` target with the target marked active (memoised when unmerged)."""
         if memo and id(target) in self.done:
             return self.done[id(target)]
@@ -219,7 +222,7 @@ class _Walker:
             self.done[id(target)] = got
         return got
 
-    def all_of(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def all_of(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Merge the plain branches into the parent; walk ``$ref`` branches on their own."""
         merged = {k: v for k, v in s.items() if k != "allOf"}
         best = (0, ptr)
@@ -262,7 +265,7 @@ class _Walker:
                      "add maxLength (e.g. 200 for a sentence); use an enum when the values are known; for "
                      "reasoning keep one short thought field first (maxLength ~500) and bound the rest")
 
-    def object(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def object(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Walk the properties; flag objects that take extra keys."""
         props = s.get("properties")
         extra = s.get("additionalProperties")
@@ -282,7 +285,7 @@ class _Walker:
                 best = max(best, self.walk(extra, where, res), key=lambda r: r[0])
         return best[0] + 1, best[1] if best[0] else ptr
 
-    def array(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def array(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Walk the item schemas; flag arrays without maxItems."""
         best = (0, ptr)
         items = s.get("items")
@@ -378,7 +381,7 @@ def _probe_masks(g: grammar.CompiledGrammar, data: bytes, vocab: TokenVocabulary
         if tok is None:
             break
         m.accept_token(tok)
-        pos += len(vocab.token_bytes[tok])
+        pos += len(vocab.token_bytes[tok] or b"")
     return times
 
 

@@ -30,11 +30,11 @@ more than a compact automaton can express exactly, they accept a subset:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from exl2_enforcer.errors import EnforcerError, UnknownFormatError
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.regex import compile_regex
+from exl2_enforcer.errors import UnknownFormatError
 
 
 def _alt(*parts: str) -> str:

@@ -18,8 +18,9 @@ Two extensions beyond a plain NFA keep the automaton small:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 
 class Frag(NamedTuple):

@@ -22,8 +22,9 @@ import json
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import referencing
@@ -31,8 +32,8 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
-from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import EnforcerError, SchemaError
 
 JSON_TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
 

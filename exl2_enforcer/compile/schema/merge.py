@@ -9,7 +9,8 @@ naming the pointer; nothing is silently dropped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.errors import SchemaError
 
