@@ -14,7 +14,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 import unicodedata
 from pathlib import Path
 
