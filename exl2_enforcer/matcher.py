@@ -7,6 +7,8 @@ is therefore a list copy, and two matchers never share mutable state.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from exl2_enforcer.bitmask import check_bitmask
@@ -14,6 +16,9 @@ from exl2_enforcer.engine.automaton import DEAD
 from exl2_enforcer.engine.mask import write_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar
+
+#: what a matcher allows: the grammar's tokens, only completing ones (salvage) or only end tokens
+MatcherMode = Literal["normal", "salvage", "stop"]
 
 
 class Matcher:
@@ -31,7 +36,7 @@ class Matcher:
         self.ended = False
         #: "normal", "salvage" (only tokens that move closer to a complete value) or
         #: "stop" (only end tokens, even before the value is complete)
-        self.mode = "normal"
+        self.mode: MatcherMode = "normal"
 
     @property
     def state(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -32,7 +33,9 @@ from exl2_enforcer.matcher import Matcher
 
 log = logging.getLogger(__name__)
 
-TRIP_ACTIONS = ("salvage", "stop", "cancel")
+#: what a trip does (GuardPolicy.on_trip)
+TripAction = Literal["salvage", "stop", "cancel"]
+TRIP_ACTIONS: tuple[str, ...] = get_args(TripAction)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class GuardPolicy:
     job_deadline_s: float | None = None
     max_tokens: int | None = None
     end_stall_steps: int = 4
-    on_trip: str = "salvage"
+    on_trip: TripAction = "salvage"
 
     def __post_init__(self) -> None:
         if self.on_trip not in TRIP_ACTIONS:

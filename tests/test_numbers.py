@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from nfa_walks import plain_matches
 
-from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 from exl2_enforcer.errors import SchemaError
 

@@ -8,9 +8,9 @@ import re
 import zlib
 
 import pytest
-from nfa_walks import coreachable
+from nfa_walks import coreachable, plain_matches
 
-from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.errors import RegexError
 

@@ -416,3 +416,33 @@ def test_engine_imports_neither_exllamav2_nor_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_packaged_vocabulary_found_when_the_clone_shadows_the_package(tmp_path: Path) -> None:
+    """From the clone's parent folder, a folder named exl2_enforcer (the clone) is imported as a
+    namespace package in front of an editable install's finder; the packaged vocabulary must still
+    be found (it used to be looked up through the top-level package: 'cannot read the packaged
+    vocabulary')."""
+    (tmp_path / "exl2_enforcer").mkdir()  # the clone, as seen from its parent folder
+    code = f"""
+import sys
+from importlib.machinery import PathFinder
+
+class EditableFinder:  # what setuptools' default editable install appends to sys.meta_path
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "exl2_enforcer":
+            return PathFinder.find_spec(name, [{str(ROOT)!r}])
+        if name.count(".") == 1 and name.startswith("exl2_enforcer."):  # its direct children
+            return PathFinder.find_spec(name, [{str(ROOT / "exl2_enforcer")!r}])
+        return None
+
+sys.meta_path.append(EditableFinder)
+import exl2_enforcer.tokens.vocabulary as v
+print(v.default_vocabulary().n_ids)
+"""
+    env = {k: val for k, val in __import__("os").environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "8256"
