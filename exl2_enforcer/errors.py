@@ -59,6 +59,18 @@ class BitmaskError(EnforcerError, TypeError):
     """
 
 
+class CliError(Exception):
+    """A command-line problem the user can fix: printed as one line on stderr, exits with ``code``.
+
+    Not an :class:`EnforcerError`: it is raised only by ``exl2_enforcer.cli`` (``code`` is one
+    of ``exl2_enforcer.cli.common.ExitCode``; 2 = usage error).
+    """
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class MaskTimeout(EnforcerError):
     """A mask computation ran past its time budget (raised between chunks of work)."""
 

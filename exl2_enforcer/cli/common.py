@@ -1,5 +1,7 @@
 """What every ``exl2-enforcer`` command shares: the error type, the exit codes, the schema options.
 
+``CliError`` is defined in :mod:`exl2_enforcer.errors` with every other exception and re-exported here.
+
 A command raises :class:`CliError` for anything the user can fix; :func:`run_command` prints
 it as one line on stderr (never a traceback) and returns its exit code.
 """
@@ -16,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
-from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.errors import CliError, EnforcerError
+
+__all__ = ["PROG", "CliError", "ExitCode", "read_json_file", "positive_int", "non_negative_int",
+           "schema_option_parser", "schema_options", "run_command"]
 
 PROG = "exl2-enforcer"
 
@@ -32,14 +37,6 @@ class ExitCode(enum.IntEnum):
     #: generate: no CUDA GPU, or exllamav2 cannot be imported
     NO_CUDA = 3
     INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A problem the user can fix: printed as one line on stderr, exits with ``code``."""
-
-    def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def read_json_file(path: str, what: str) -> tuple[Any, str]:
