@@ -230,7 +230,7 @@ class Ours(Engine):
     def compile(self, schema: dict) -> tuple[Any, float]:
         from exl2_enforcer import grammar as G
 
-        G._CACHE.clear()  # force a fresh compile (and an empty mask cache)
+        G.clear_cache()  # force a fresh compile (and an empty mask cache)
         t0 = time.perf_counter()
         g = G.compile_json_schema(schema, self.vocab)
         return g, time.perf_counter() - t0

@@ -10,9 +10,7 @@ mask.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +22,7 @@ from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
 from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.lru import SizedLRU
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 
@@ -44,29 +43,23 @@ class CompiledGrammar:
         return self.index.vocab
 
 
-_CACHE: "OrderedDict[tuple[Any, ...], CompiledGrammar]" = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-CACHE_SIZE = 64
+#: every compiled grammar, by (constraint, options, vocabulary fingerprint); at most
+#: ``GRAMMAR_CACHE.max_size`` grammars (default 64; set it to change the bound)
+GRAMMAR_CACHE: SizedLRU[CompiledGrammar] = SizedLRU(max_size=64)
 
 
 def clear_cache() -> None:
     """Forget every cached grammar (the next compile of any constraint is cold)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    GRAMMAR_CACHE.clear()
+
+
+def forget(grammar: CompiledGrammar) -> None:
+    """Drop ``grammar`` from the cache (it stays usable; the next compile of its constraint is cold)."""
+    GRAMMAR_CACHE.discard(lambda key, value: value is grammar)
 
 
 def _cached(key: tuple[Any, ...], build: Callable[[], CompiledGrammar]) -> CompiledGrammar:
-    with _CACHE_LOCK:
-        got = _CACHE.get(key)
-        if got is not None:
-            _CACHE.move_to_end(key)
-            return got
-    grammar = build()
-    with _CACHE_LOCK:
-        _CACHE[key] = grammar
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return grammar
+    return GRAMMAR_CACHE.get(key, build)
 
 
 def _finish(nfa: NFA, root: Frag, vocab: TokenVocabulary, max_depth: int, desc: str, t0: float,

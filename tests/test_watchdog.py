@@ -49,7 +49,7 @@ def _run(gm: GuardedMatcher, rng: np.random.Generator, *, budget: int, prefer=No
 
 
 def test_slow_constraint_trips_the_token_deadline_and_stays_bounded(vocab):
-    G._CACHE.clear()
+    G.clear_cache()
     g = compile_json_schema(FREE_TEXT, vocab)
     g.engine.chunk_hook = lambda: time.sleep(0.012)
     policy = GuardPolicy(token_deadline_ms=20)
@@ -60,7 +60,7 @@ def test_slow_constraint_trips_the_token_deadline_and_stays_bounded(vocab):
     assert gm.stats.call_seconds_max < 0.020 + 0.012 + 0.030, gm.stats.as_dict()
     assert gm.matcher.ended and gm.matcher.complete_value
     assert validator_for(FREE_TEXT).is_valid(json.loads(gm.matcher.text_bytes()))
-    G._CACHE.clear()
+    G.clear_cache()
 
 
 def test_free_text_explosion_trips_and_salvage_validates(vocab):

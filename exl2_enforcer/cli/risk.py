@@ -356,9 +356,7 @@ def format_cost(fmt: str, vocab: TokenVocabulary) -> tuple[float, float, float, 
     try:
         times = _probe_masks(g, json.dumps(FORMAT_SAMPLES[fmt]).encode(), vocab)
     finally:
-        with grammar._CACHE_LOCK:
-            for k in [k for k, v in grammar._CACHE.items() if v is g]:
-                del grammar._CACHE[k]
+        grammar.forget(g)
     _FORMATS[key] = (compile_ms, sum(times), max(times), len(times))
     return _FORMATS[key]
 
