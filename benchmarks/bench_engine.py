@@ -31,9 +31,10 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,8 @@ LOGITS_WIDTH = {
 
 #: name -> (schema file, instance file)
 SCHEMAS = {
-    "function_call": (ROOT / "tests" / "schemas" / "function_call.json", HERE / "schemas" / "function_call.instance.json"),
+    "function_call": (ROOT / "tests" / "schemas" / "function_call.json",
+                      HERE / "schemas" / "function_call.instance.json"),
     "flat_record": (HERE / "schemas" / "flat_record.schema.json", HERE / "schemas" / "flat_record.instance.json"),
     "free_text": (HERE / "schemas" / "free_text.schema.json", HERE / "schemas" / "free_text.instance.json"),
     "tree": (HERE / "schemas" / "tree.schema.json", HERE / "schemas" / "tree.instance.json"),
@@ -401,7 +403,8 @@ class LMFormatEnforcer(Engine):
 
 
 def make_engine(name: str) -> Engine:
-    return {"ours": Ours, "xgrammar": XGrammar, "llguidance": LLGuidance, "lm-format-enforcer": LMFormatEnforcer}[name]()
+    engines = {"ours": Ours, "xgrammar": XGrammar, "llguidance": LLGuidance, "lm-format-enforcer": LMFormatEnforcer}
+    return engines[name]()
 
 
 def engine_version(name: str) -> str | None:
@@ -629,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizers", default="llama3,gemma3",
                     help=f"comma list from {','.join(LOGITS_WIDTH)} (default llama3,gemma3)")
     ap.add_argument("--schemas", default=",".join(SCHEMAS), help=f"comma list from {','.join(SCHEMAS)}")
-    ap.add_argument("--engines", default=",".join(ENGINES), help="comma list from ours,xgrammar,llguidance,lm-format-enforcer")
+    ap.add_argument("--engines", default=",".join(ENGINES),
+                    help="comma list from ours,xgrammar,llguidance,lm-format-enforcer")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run compile + cold + warm N times per engine (fresh compile each) and report medians")
     ap.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
@@ -773,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"+ TokenIndex {q['token_index_s']:.2f} s")
             elif e == "xgrammar":
                 print(f"    {e:<11} {q['total_s']:.2f} s = TokenizerInfo {q['tokenizer_info_s']:.2f} s (incl. "
-                      f"tokenizers load + vocab list; {q['vocab_type']}) + GrammarCompiler {q['grammar_compiler_s']:.3f} s")
+                      f"tokenizers load + vocab list; {q['vocab_type']}) + "
+                      f"GrammarCompiler {q['grammar_compiler_s']:.3f} s")
             elif e == "llguidance":
                 extra = f"; {q['note']}" if q.get("note") else ""
                 print(f"    {e:<11} {q['total_s']:.2f} s = LLTokenizer(tokenizer.json text), vocab_size "
@@ -792,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
         print("## Mask agreement (cold pass, ours vs peer, per step)")
         for c in crosschecks:
             line = (f"  {c['tokenizer']:<7} {c['schema']:<17} vs {c['peer']:<10} {c['identical']:>3}/{c['steps']:<3} "
-                    f"identical, {c['steps_with_ours_only']:>3} with ours-only ids, {c['steps_with_peer_only']:>3} with "
+                    f"identical, {c['steps_with_ours_only']:>3} with ours-only ids, "
+                    f"{c['steps_with_peer_only']:>3} with "
                     f"peer-only ids")
             if c["diffs"]:
                 d = c["diffs"][0]

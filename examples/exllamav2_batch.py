@@ -12,11 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
-from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2DynamicJob, ExLlamaV2Sampler
-
-from exl2_enforcer.contrib.exllamav2 import JsonSchemaFilter
-
 WEATHER = {"type": "object", "required": ["city", "unit"], "properties": {
     "city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["celsius", "fahrenheit"]},
     "days": {"type": "integer", "minimum": 1, "maximum": 14}}}
@@ -50,6 +45,12 @@ def prompt_for(schema: dict, task: str) -> str:
 def main() -> None:
     """Load the model, enqueue one filtered job per request, print each result as it finishes."""
     args = parse_args()
+    # imported after the arguments, so --help works without CUDA; the adapter comes first
+    # because it explains in one paragraph what is missing when exllamav2 cannot load here
+    from exl2_enforcer.contrib.exllamav2 import JsonSchemaFilter  # noqa: I001 - first: it checks exllamav2
+    from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
+    from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2DynamicJob, ExLlamaV2Sampler
+
     config = ExLlamaV2Config(args.model)
     model = ExLlamaV2(config)
     cache = ExLlamaV2Cache(model, max_seq_len=args.max_seq_len, lazy=True)

@@ -6,6 +6,8 @@ schema, a position in a pattern, a token id or a parameter.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class EnforcerError(ValueError):
     """Base class of all errors raised by exl2_enforcer for bad input."""
@@ -48,3 +50,38 @@ class TokenRejected(EnforcerError):
     def __init__(self, token_id: int, message: str) -> None:
         self.token_id = token_id
         super().__init__(f"token {token_id}: {message}")
+
+
+class BitmaskError(EnforcerError, TypeError):
+    """A bitmask or logits buffer has the wrong library, dtype, shape or width for the call.
+
+    Also a :class:`TypeError`, since most such mistakes are a wrong buffer type.
+    """
+
+
+class CliError(Exception):
+    """A command-line problem the user can fix: printed as one line on stderr, exits with ``code``.
+
+    Not an :class:`EnforcerError`: it is raised only by ``exl2_enforcer.cli`` (``code`` is one
+    of ``exl2_enforcer.cli.common.ExitCode``; 2 = usage error).
+    """
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MaskTimeout(EnforcerError):
+    """A mask computation ran past its time budget (raised between chunks of work)."""
+
+
+class UnknownFormatError(EnforcerError):
+    """A JSON Schema ``format`` name the engine has no exact fragment for.
+
+    ``name`` is the format; ``supported`` lists the names that are.
+    """
+
+    def __init__(self, name: str, supported: Iterable[str]) -> None:
+        self.name = name
+        self.supported = sorted(supported)
+        super().__init__(f"unsupported format {name!r}; supported: {', '.join(self.supported)}")

@@ -19,18 +19,19 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import referencing
 
-from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.compile.charset import literal_trie_fragment
-from exl2_enforcer.errors import EnforcerError, SchemaError, VocabularyError
-from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, call_with_depth, check_schema_depth, compile_schema
+from exl2_enforcer.engine.automaton import Automaton
+from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
+from exl2_enforcer.errors import EnforcerError, SchemaError, VocabularyError
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 #: estimated bytes per NFA state and per edge (two small lists per state, one tuple per edge)

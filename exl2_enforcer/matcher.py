@@ -7,12 +7,18 @@ is therefore a list copy, and two matchers never share mutable state.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+from exl2_enforcer.bitmask import check_bitmask
 from exl2_enforcer.engine.automaton import DEAD
+from exl2_enforcer.engine.mask import write_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar
-from exl2_enforcer.engine.mask import write_words
+
+#: what a matcher allows: the grammar's tokens, only completing ones (salvage) or only end tokens
+MatcherMode = Literal["normal", "salvage", "stop"]
 
 
 class Matcher:
@@ -30,7 +36,7 @@ class Matcher:
         self.ended = False
         #: "normal", "salvage" (only tokens that move closer to a complete value) or
         #: "stop" (only end tokens, even before the value is complete)
-        self.mode = "normal"
+        self.mode: MatcherMode = "normal"
 
     @property
     def state(self) -> int:
@@ -77,7 +83,15 @@ class Matcher:
         return True
 
     def fill_bitmask(self, out: np.ndarray, logits_width: int, deadline: float | None = None) -> None:
-        """Write the allowed-token bits for a logits row ``logits_width`` wide into ``out`` (int32 words)."""
+        """Write the allowed-token bits for a logits row ``logits_width`` wide into ``out``.
+
+        ``out``: a C-contiguous int32 numpy array (or CPU torch tensor) of shape ``(words,)``,
+        ``words >= ceil(logits_width / 32)``; bits at or beyond ``logits_width`` are cleared.
+        ``deadline`` is a ``time.perf_counter()`` value for a cold mask computation.
+        Raises :class:`~exl2_enforcer.errors.BitmaskError` for a wrong buffer or width,
+        :class:`~exl2_enforcer.errors.MaskTimeout` past the deadline.
+        """
+        out = check_bitmask(out, logits_width, name="out")
         if self.ended or self.mode != "normal":
             write_words(self.packed_mask(deadline), out, logits_width, f"{self.mode} mode, state {self.state}")
             return

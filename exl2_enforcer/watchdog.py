@@ -22,16 +22,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
-from exl2_enforcer.errors import EnforcerError
-from exl2_enforcer.engine.mask import MaskTimeout, popcount, write_words
+from exl2_enforcer.bitmask import check_bitmask
+from exl2_enforcer.engine.mask import popcount, write_words
+from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.matcher import Matcher
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
-TRIP_ACTIONS = ("salvage", "stop", "cancel")
+#: what a trip does (GuardPolicy.on_trip)
+TripAction = Literal["salvage", "stop", "cancel"]
+TRIP_ACTIONS: tuple[str, ...] = get_args(TripAction)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class GuardPolicy:
     job_deadline_s: float | None = None
     max_tokens: int | None = None
     end_stall_steps: int = 4
-    on_trip: str = "salvage"
+    on_trip: TripAction = "salvage"
 
     def __post_init__(self) -> None:
         if self.on_trip not in TRIP_ACTIONS:
@@ -150,6 +154,7 @@ class GuardedMatcher:
 
     def fill_bitmask(self, out: np.ndarray, logits_width: int) -> None:
         """Allowed-token bits for the next step (see :meth:`Matcher.fill_bitmask`), within the deadline."""
+        out = check_bitmask(out, logits_width, name="out")
         t0 = time.perf_counter()
         try:
             self.check_job_deadline()

@@ -16,10 +16,11 @@ import importlib.util
 import json
 import lzma
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from data_sets import require_file
 
 TESTS = Path(__file__).resolve().parent
 SHARED_TOKENIZERS = TESTS.parent.parent / "shared" / "tokenizers"
@@ -61,8 +62,7 @@ def _tokenizer_files(name: str) -> tuple[str, dict]:
         text = lzma.decompress(MINI_LLAMA3.read_bytes()).decode("utf-8")
         return text, {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}
     file = SHARED_TOKENIZERS / f"{name}.tokenizer.json.xz"
-    if not file.is_file():
-        pytest.skip(f"{file} is absent (../shared/tokenizers not available)")
+    require_file(file, "real tokenizer (../shared/tokenizers)")
     config = json.loads((SHARED_TOKENIZERS / f"{name}.tokenizer_config.json").read_text(encoding="utf-8"))
     return lzma.decompress(file.read_bytes()).decode("utf-8"), config
 

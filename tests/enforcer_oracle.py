@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
+from data_sets import require_file
 
 from exl2_enforcer.engine.automaton import UNKNOWN
 from exl2_enforcer.matcher import Matcher
@@ -43,12 +43,10 @@ def shared_file(name: str) -> Path:
 
 def require_shared(name: str) -> Path:
     path = shared_file(name)
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (../shared/tokenizers not available)")
-    return path
+    return require_file(path, "real tokenizer (../shared/tokenizers)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_shared_vocab(name: str) -> TokenVocabulary:
     return TokenVocabulary.from_file(shared_file(name))
 
@@ -61,7 +59,7 @@ def vocab_by_name(name: str) -> TokenVocabulary:
     return _load_shared_vocab(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hf_tokenizer(name: str):
     import tokenizers
 

@@ -25,8 +25,9 @@ GPU timing.  It extends the attribute-only ``GeneratorStandIn`` of ``test_exllam
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,11 +7,25 @@ import random
 import zlib
 
 import pytest
+from nfa_walks import plain_matches
 
-from exl2_enforcer.compile.charset import (ANY_CP, DIGIT, SPACE, SURROGATES, WORD, CodePointSet, cp_contains,
-                                   cp_from_chars, cp_intersect, cp_minus, cp_negate, cp_union,
-                                   json_char_fragment, utf8_fragment)
-from exl2_enforcer.compile.nfa import NFA, plain_matches
+from exl2_enforcer.compile.charset import (
+    ANY_CP,
+    DIGIT,
+    SPACE,
+    SURROGATES,
+    WORD,
+    CodePointSet,
+    cp_contains,
+    cp_from_chars,
+    cp_intersect,
+    cp_minus,
+    cp_negate,
+    cp_union,
+    json_char_fragment,
+    utf8_fragment,
+)
+from exl2_enforcer.compile.nfa import NFA
 
 BOUNDARIES = [0, 0x1F, 0x20, 0x21, 0x22, 0x2F, 0x5C, 0x7E, 0x7F, 0x80, 0x81, 0x7FF, 0x800, 0x801, 0xFFF, 0x1000,
               0xD7FF, 0xD800, 0xDBFF, 0xDC00, 0xDFFF, 0xE000, 0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10001,

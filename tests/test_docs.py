@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -53,6 +54,26 @@ def test_python_block_runs(name, code, monkeypatch, request):
     exec(compile(code, name, "exec"), {"__name__": f"docs_block_{name}"})  # noqa: S102 - docs are ours
 
 
+README_ENGINE_BLOCKS = [(n, c) for n, lang, c in BLOCKS if lang == "python" and n.startswith("README")
+                       and "exllamav2" not in c]
+
+
+@pytest.mark.parametrize("name,code", README_ENGINE_BLOCKS, ids=[n for n, _ in README_ENGINE_BLOCKS])
+def test_readme_engine_blocks_run_from_any_folder(name, code, tmp_path):
+    """From a folder that is not the clone, beside a decoy ``exl2_enforcer/`` folder (what the clone's
+    parent folder looks like) and a ``shared/``: nothing may depend on the working directory."""
+    (tmp_path / "exl2_enforcer").mkdir()
+    (tmp_path / "shared").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    schema = str(ROOT / "examples" / "record.schema.json")
+    cli = subprocess.run([sys.executable, "-m", "exl2_enforcer", "check", schema], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0 and "supported:  yes" in cli.stdout, cli.stderr[-2000:]
+
+
 @pytest.mark.parametrize("name,code", [(n, c) for n, lang, c in BLOCKS if lang == "bash"],
                          ids=[n for n, lang, _ in BLOCKS if lang == "bash"])
 def test_bash_block_commands_run(name, code):
@@ -67,7 +88,8 @@ def test_bash_block_commands_run(name, code):
         assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-2000:])
         ran += 1
     if not ran:
-        assert re.search(r"^(pip|python -m pytest)", code, re.M), f"{name}: nothing to run in this bash block"
+        assert re.search(r"^(pip|python -m pytest|ruff|mypy|python -m tests\.)", code, re.M), \
+            f"{name}: nothing to run in this bash block"
 
 
 @pytest.mark.parametrize("name,code", [(n, c) for n, lang, c in BLOCKS if lang == "json"],

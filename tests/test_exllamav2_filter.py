@@ -27,8 +27,8 @@ import pytest
 import torch
 from jsonschema import Draft202012Validator
 
-from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.errors import EnforcerError, TokenRejected
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 OPTIONS = SchemaOptions(max_whitespace=2, max_depth=4)

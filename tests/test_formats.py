@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 from jsonschema import Draft202012Validator
+from nfa_walks import coreachable, plain_matches
 
 from exl2_enforcer.compile.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
-from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
-from nfa_walks import coreachable
+from exl2_enforcer.compile.nfa import NFA, Frag
 
 # FormatChecker() with no draft merges every draft's checkers, and draft 3's "time"
 # (bare HH:MM:SS) wins there; the draft 2020-12 checker is the one that applies.

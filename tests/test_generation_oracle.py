@@ -22,9 +22,8 @@ import json
 
 import numpy as np
 import pytest
+from enforcer_oracle import encode, generate, load_schema_file, schema_files, token_table, validator_for, vocab_by_name
 
-from enforcer_oracle import (encode, generate, load_schema_file, schema_files, token_table, validator_for,
-                             vocab_by_name)
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
 
@@ -200,15 +199,27 @@ def test_grammar_cache_respects_property_order():
 
 # Regression: oneOf disjointness was proved under strict_objects' closed objects while validity is
 # judged on the open schema, so {'b': 1} (matching both branches, hence invalid) was accepted.
-def test_oneof_disjointness_judged_on_open_objects():
+# The engine must refuse such a oneOf (it cannot enforce "exactly one"), whatever strict_objects says,
+# and still enforce a oneOf whose branches are disjoint on open objects too.
+@pytest.mark.parametrize("strict_objects", [True, False])
+def test_oneof_disjointness_judged_on_open_objects(strict_objects):
+    from exl2_enforcer.compile.schema.compiler import SchemaOptions
     from exl2_enforcer.errors import SchemaError
 
     vocab = vocab_by_name("mini")
-    schema = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
-                        {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]}]}
-    assert not validator_for(schema).is_valid({"b": 1})
-    try:
-        g = compile_json_schema(schema, vocab)
-    except SchemaError:
-        return  # refusing the schema would be fine
-    assert not g.automaton.matches(b'{"b": 1}')
+    options = SchemaOptions(strict_objects=strict_objects)
+    overlapping = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}},
+                             {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]}]}
+    assert not validator_for(overlapping).is_valid({"b": 1})  # both branches match
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(overlapping, vocab, options)
+    assert info.value.pointer == "/oneOf" and "overlap" in str(info.value)
+
+    closed = {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+                         "additionalProperties": False},
+                        {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"],
+                         "additionalProperties": False}]}
+    g = compile_json_schema(closed, vocab, options)
+    for value in ({"a": 1}, {"b": 1}, {"a": 1, "b": 1}, {}, {"c": 1}):
+        text = json.dumps(value).encode()
+        assert g.automaton.matches(text) == validator_for(closed).is_valid(value), value

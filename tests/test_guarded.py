@@ -29,11 +29,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from enforcer_oracle import load_schema_file, schema_files, validator_for
 from exl2_jobloop import JobLoopGenerator, biased_logits, random_logits
-from exl2_enforcer.grammar import compile_json_schema
+
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.watchdog import GuardPolicy
 
 OPTIONS = SchemaOptions(max_whitespace=2, max_depth=4)
@@ -241,7 +241,7 @@ def test_exception_in_one_filter_fails_that_job_only(ns, env, caplog):
     for name in ("a", "b", "c"):
         f = bad if name == "b" else make_filter(ns, e, CALL, policy=policy)
         gg.enqueue(make_job(ns, e, f, name), f)
-    with caplog.at_level(logging.WARNING, logger="exl2_enforcer.watchdog"):
+    with caplog.at_level(logging.WARNING, logger="exl2_enforcer"):
         res = {r.job_id: r for r in gg.run()}
     assert res["b"].end_reason == "error" and "boom" in res["b"].error and not res["b"].valid
     assert any("job=b" in rec.getMessage() for rec in caplog.records)

@@ -21,12 +21,19 @@ import json
 
 import numpy as np
 import pytest
+from enforcer_oracle import (
+    SCHEMAS,
+    bitmask_ids,
+    literal_text_allowed,
+    nonplain_ids,
+    reference_text_allowed,
+    token_table,
+    vocab_by_name,
+)
 
-from enforcer_oracle import (SCHEMAS, bitmask_ids, literal_text_allowed, nonplain_ids, reference_text_allowed,
-                             token_table, vocab_by_name)
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 
 FUNCTION_CALL = json.loads((SCHEMAS / "function_call.json").read_text(encoding="utf-8"))
 
@@ -103,7 +110,8 @@ def _check_state(g, m: Matcher, table, rng, *, full_literal: bool) -> str | None
     if not np.array_equal(fast, ref):
         extra = np.setdiff1d(fast, ref)[:8]
         missing = np.setdiff1d(ref, fast)[:8]
-        show = lambda ids: [(int(i), vocab.token_bytes[int(i)] if int(i) < vocab.n_ids else None) for i in ids]
+        def show(ids):
+            return [(int(i), vocab.token_bytes[int(i)] if int(i) < vocab.n_ids else None) for i in ids]
         return (f"state {sid} (accepting={accepting}, prefix={prefix!r}): fast mask has {fast.size} ids, "
                 f"reference {ref.size}; allowed but refused by walk: {show(extra)}; "
                 f"walkable but masked out: {show(missing)}")

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from enforcer_oracle import SCHEMAS, bitmask_ids, encode, token_table, unpack_bits, vocab_by_name
+
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 FUNCTION_CALL = json.loads((SCHEMAS / "function_call.json").read_text(encoding="utf-8"))

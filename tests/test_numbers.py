@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from nfa_walks import plain_matches
 
-from exl2_enforcer.errors import SchemaError
-from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
+from exl2_enforcer.errors import SchemaError
 
 INT_RE = re.compile(r"-?(0|[1-9][0-9]*)")
 INT_FRAC0_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.0+)?")

@@ -14,9 +14,9 @@ import jsonschema
 import numpy as np
 import pytest
 
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 SCHEMA = {

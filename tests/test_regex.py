@@ -8,11 +8,11 @@ import re
 import zlib
 
 import pytest
+from nfa_walks import coreachable, plain_matches
 
-from exl2_enforcer.errors import RegexError
-from exl2_enforcer.compile.nfa import NFA, Frag, plain_matches
+from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.regex import compile_regex
-from nfa_walks import coreachable
+from exl2_enforcer.errors import RegexError
 
 # -- ECMA -> Python translation ----------------------------------------------------------
 _PY_SPACE = "\\t\\n\\x0b\\x0c\\r \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"

@@ -10,11 +10,11 @@ import json
 
 import numpy as np
 import pytest
-
 from enforcer_oracle import load_schema_file, schema_files, shortest_completion, validator_for
+
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 FILES = schema_files()

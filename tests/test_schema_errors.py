@@ -15,12 +15,12 @@ import warnings
 
 import numpy as np
 import pytest
-
 from enforcer_oracle import encode, generate, vocab_by_name
+
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
 from exl2_enforcer.grammar import compile_choice, compile_json_schema, compile_regex_constraint
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-
 from enforcer_oracle import validator_for
+
 from exl2_enforcer import grammar as G
 from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.grammar import compile_json_schema

@@ -1,56 +1,48 @@
 """The ``exl2-enforcer`` command line: ``check`` a schema, ``bench`` the masks of one instance.
 
-Exit codes: 0 success; 1 ``bench``: the engine refused an instance that validates;
-2 usage errors, unreadable files, invalid JSON and unsupported schemas.  User
-mistakes print one line on stderr, never a traceback.  See docs/cli.md.
+Exit codes (:class:`~exl2_enforcer.cli.common.ExitCode`): 0 success; 1 ``bench``: the engine
+refused an instance that validates; 2 usage errors, unreadable files, invalid JSON and
+unsupported schemas.  User mistakes print one line on stderr, never a traceback.  See docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.resources
 import json
 import lzma
 import sys
 import time
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from exl2_enforcer import __version__, grammar
-from exl2_enforcer.errors import EnforcerError, SchemaError
-from exl2_enforcer.engine.mask import TokenIndex
-from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.cli.peers import (PEER_NAMES, Ours, Refusal, TokenizerContext, encode_for_generation, peer_figures, stats_us,
-                    time_passes)
+from exl2_enforcer.cli.common import (
+    PROG,
+    CliError,
+    ExitCode,
+    read_json_file,
+    run_command,
+    schema_option_parser,
+    schema_options,
+)
+from exl2_enforcer.cli.peers import (
+    PEER_NAMES,
+    Ours,
+    Refusal,
+    TokenizerContext,
+    encode_for_generation,
+    peer_figures,
+    stats_us,
+    time_passes,
+)
 from exl2_enforcer.cli.risk import analyse_schema
 from exl2_enforcer.compile.schema.compiler import UNSUPPORTED, SchemaOptions
-from exl2_enforcer.tokens.vocabulary import TokenVocabulary, default_vocabulary
-
-PROG = "exl2-enforcer"
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-PACKAGED_TOKENIZER = "mini_llama3.tokenizer.json.xz"
-
-
-class UsageError(Exception):
-    """A user mistake: reported as one line on stderr with exit code 2."""
-
-
-# ----------------------------------------------------------------------------- inputs
-
-def read_json_file(path: str, what: str) -> tuple[Any, str]:
-    """``(value, text)`` of a JSON file; a missing, unreadable or malformed file is a UsageError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # -sig: a BOM is not part of the value
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        return json.loads(text), text
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{what} {path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+from exl2_enforcer.engine.mask import TokenIndex
+from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.matcher import Matcher
+from exl2_enforcer.tokens.vocabulary import PACKAGED_VOCABULARY, TokenVocabulary, default_vocabulary
 
 
 def load_vocabulary(path: str | None) -> TokenVocabulary:
@@ -58,17 +50,14 @@ def load_vocabulary(path: str | None) -> TokenVocabulary:
     try:
         return default_vocabulary() if path is None else TokenVocabulary.from_file(path)
     except EnforcerError as exc:
-        raise UsageError(f"--tokenizer: {exc}") from None
+        raise CliError(f"--tokenizer: {exc}") from None
 
 
 def load_context(path: str | None, vocab: TokenVocabulary) -> TokenizerContext:
     """Everything ``bench`` needs: the tokenizer.json text, a ``tokenizers.Tokenizer``, width, end ids."""
     import tokenizers
 
-    if path is None:
-        raw = (importlib.resources.files("exl2_enforcer") / "data" / PACKAGED_TOKENIZER).read_bytes()
-    else:
-        raw = Path(vocab.source).read_bytes()  # from_file records the file it resolved
+    raw = Path(vocab.source).read_bytes()  # the file the vocabulary was read from (packaged or --tokenizer)
     text = (lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" else raw).decode("utf-8")
     ends = sorted(vocab.end_ids)
     width = max(vocab.n_ids, ends[-1] + 1 if ends else 0, _config_vocab_size(path))
@@ -88,15 +77,8 @@ def _config_vocab_size(path: str | None) -> int:
     return size if isinstance(size, int) and size > 0 else 0
 
 
-def schema_options(args: argparse.Namespace) -> SchemaOptions:
-    """SchemaOptions from the shared option flags."""
-    return SchemaOptions(max_whitespace=args.max_whitespace, max_depth=args.max_depth,
-                         lenient=args.lenient, property_order="any" if args.any_order else "schema",
-                         strict_objects=not args.open_objects)
-
-
 def _vocab_label(path: str | None, vocab: TokenVocabulary) -> str:
-    name = f"packaged {PACKAGED_TOKENIZER}" if path is None else vocab.source
+    name = f"packaged {PACKAGED_VOCABULARY}" if path is None else vocab.source
     return f"{name} ({vocab.n_ids:,} ids, end ids {sorted(vocab.end_ids)})"
 
 
@@ -164,8 +146,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print_check(report, args.schema, _vocab_label(args.tokenizer, vocab), warns)
     if not report["supported"]:
         print(f"{PROG}: schema not supported: {report['error']}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
+        return ExitCode.USAGE
+    return ExitCode.OK
 
 
 # ----------------------------------------------------------------------------- bench
@@ -175,7 +157,7 @@ def read_instance(path: str) -> tuple[Any, str]:
     value, text = read_json_file(path, "instance")
     text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
     if not text:
-        raise UsageError(f"instance {path}: empty")
+        raise CliError(f"instance {path}: empty")
     return value, text
 
 
@@ -223,7 +205,7 @@ def refusal_hints(schema: Any, vocab: TokenVocabulary, options: SchemaOptions, i
 
 
 def bench_report(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(the --json object, extra facts for the text report)``; raises UsageError / SchemaError."""
+    """``(the --json object, extra facts for the text report)``; raises CliError / SchemaError."""
     schema, _ = read_json_file(args.schema, "schema")
     instance, text = read_instance(args.instance)
     options = schema_options(args)
@@ -290,7 +272,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         report, facts = bench_report(args)
     except SchemaError as exc:
-        raise UsageError(f"schema not supported: {exc}") from None
+        raise CliError(f"schema not supported: {exc}") from None
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -299,11 +281,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if r is not None and not facts["invalid"]:
         print(f"{PROG}: the engine refused a valid instance at token #{r['index']}: {r['reason']}"
               + ("; " + facts["hints"][0] if facts["hints"] else ""), file=sys.stderr)
-        return EXIT_REFUSED
+        return ExitCode.FAILED
     if r is None and facts["invalid"] and not args.lenient:
         print(f"{PROG}: warning: the engine accepted an instance that jsonschema rejects ({facts['invalid']})",
               file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # ----------------------------------------------------------------------------- parser
@@ -317,41 +299,14 @@ def _peer_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``exl2-enforcer``."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, parents=[schema_option_parser()])
     common.add_argument("schema", metavar="SCHEMA.json", help="the JSON Schema file")
     common.add_argument("--tokenizer", metavar="PATH",
                         help="tokenizer.json, tokenizer.json.xz or a model folder (default: the packaged "
                              "Llama-3-derived mini vocabulary)")
     common.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    opts = common.add_argument_group("schema options")
-    opts.add_argument("--any-order", action="store_true", help="object members in any order (default: schema order)")
-    opts.add_argument("--compact", dest="max_whitespace", action="store_const", const=0,
-                      default=SchemaOptions.max_whitespace,
-                      help="no whitespace between JSON tokens (= --max-whitespace 0)")
-    opts.add_argument("--max-whitespace", type=_non_negative, default=SchemaOptions.max_whitespace, metavar="N",
-                      help=f"longest whitespace run between JSON tokens (default {SchemaOptions.max_whitespace})")
-    opts.add_argument("--open-objects", action="store_true",
-                      help="objects without additionalProperties take extra keys, as the spec says (default: "
-                           "an object that lists properties is closed)")
-    opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
-    opts.add_argument("--max-depth", type=_positive, default=SchemaOptions.max_depth, metavar="N",
-                      help=f"nesting bound for recursive $ref and free-form values (default {SchemaOptions.max_depth})")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Check JSON Schemas and time their token masks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -377,14 +332,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: keep main() returning a code
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        with warnings.catch_warnings():
-            # --lenient's warnings come back in the report (g.warnings, ignored_keyword risks)
-            warnings.simplefilter("ignore")
-            return args.func(args)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+        return exc.code if isinstance(exc.code, int) else int(ExitCode.USAGE)
+    return run_command(args.func, args)

@@ -15,24 +15,22 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from exl2_enforcer.errors import EnforcerError
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.cli.common import (
+    PROG,
+    CliError,
+    ExitCode,
+    read_json_file,
+    schema_option_parser,
+    schema_options,
+)
+from exl2_enforcer.contrib.requirements import exllamav2_problem
 from exl2_enforcer.watchdog import TRIP_ACTIONS, GuardPolicy
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_NO_CUDA = 0, 1, 2, 3
-
-
-class GenerateError(Exception):
-    """A user-facing problem: printed as one line, with its exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_parser(sub: Any) -> None:
     """Register ``generate`` on the command line's sub-parsers."""
-    p = sub.add_parser("generate", help="generate JSON for prompts with ExLlamaV2, under a watchdog (CUDA)",
+    p = sub.add_parser("generate", parents=[schema_option_parser()],
+                       help="generate JSON for prompts with ExLlamaV2, under a watchdog (CUDA)",
                        description="Run one guarded ExLlamaV2 job per prompt and write one result per line.")
     p.add_argument("--model", required=True, metavar="DIR", help="ExLlamaV2 model folder (EXL2 or FP16)")
     p.add_argument("--schema", required=True, metavar="SCHEMA.json", help="the JSON Schema every answer follows")
@@ -47,7 +45,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-timeout", type=float, default=None, metavar="S", help="wall-clock limit for all")
     p.add_argument("--on-trip", choices=TRIP_ACTIONS, default="salvage", help="reaction to a trip (default salvage)")
     p.add_argument("--max-seq-len", type=int, default=4096, metavar="N", help="cache length (default 4096)")
-    p.add_argument("--any-order", action="store_true", help="object members in any order")
     p.add_argument("--out", metavar="results.jsonl", help="write results here (default: stdout)")
     p.set_defaults(func=cmd_generate)
 
@@ -60,7 +57,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise GenerateError(f"cannot read {path}: {e.strerror or e}") from None
+        raise CliError(f"cannot read {path}: {e.strerror or e}") from None
     prompts = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -68,45 +65,39 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as e:
-            raise GenerateError(f"{path}:{n}: not JSON ({e.msg})") from None
+            raise CliError(f"{path}:{n}: not JSON ({e.msg})") from None
         text = item.get("prompt") if isinstance(item, dict) else item
         if not isinstance(text, str):
-            raise GenerateError(f'{path}:{n}: expected a JSON string or an object with a "prompt" string')
+            raise CliError(f'{path}:{n}: expected a JSON string or an object with a "prompt" string')
         prompts.append(text)
     if not prompts:
-        raise GenerateError(f"{path}: no prompts")
+        raise CliError(f"{path}: no prompts")
     return prompts
-
-
-def _load_schema(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GenerateError(f"cannot read {path}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise GenerateError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _require_cuda() -> None:
     try:
         import torch
     except ImportError:
-        raise GenerateError("generate needs torch with CUDA; torch is not installed", EXIT_NO_CUDA) from None
+        raise CliError("generate needs torch with CUDA; torch is not installed", ExitCode.NO_CUDA) from None
     if not torch.cuda.is_available():
-        raise GenerateError("generate needs a CUDA GPU (torch.cuda.is_available() is False); "
-                            "'check' and 'bench' work without one", EXIT_NO_CUDA)
+        raise CliError("generate needs a CUDA GPU (torch.cuda.is_available() is False); "
+                            "'check' and 'bench' work without one", ExitCode.NO_CUDA)
 
 
 def _load_generator(args: argparse.Namespace) -> tuple[Any, Any]:
     """(generator, tokenizer) for the model folder, with exllamav2's own CUDA extension."""
+    problem = exllamav2_problem()  # before importing exllamav2: a failed CUDA build prints a long traceback
+    if problem is not None:
+        raise CliError(problem, ExitCode.NO_CUDA)
     try:
         from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
         from exllamav2.generator import ExLlamaV2DynamicGenerator
     except Exception as e:  # noqa: BLE001 - missing package, or its CUDA extension failed to build
-        raise GenerateError(f"cannot import exllamav2 ({type(e).__name__}: {e}); "
-                            'install it with pip install -e ".[exllamav2]"', EXIT_NO_CUDA) from None
+        raise CliError(f"cannot import exllamav2 ({type(e).__name__}: {e}); "
+                       'install it with pip install -e ".[exllamav2]"', ExitCode.NO_CUDA) from None
     if not Path(args.model).is_dir():
-        raise GenerateError(f"--model {args.model}: not a folder")
+        raise CliError(f"--model {args.model}: not a folder")
     config = ExLlamaV2Config(args.model)
     model = ExLlamaV2(config)
     cache = ExLlamaV2Cache(model, max_seq_len=args.max_seq_len, lazy=True)
@@ -121,35 +112,32 @@ def _record(result: Any, prompt: str) -> dict:
             "error": result.error, "stats": result.stats}
 
 
-def _progress(done: int, total: int, result: Any, t0: float, err: TextIO) -> None:
-    bar = "#" * (20 * done // total)
-    err.write(f"\r[{bar:<20}] {done}/{total}  job {result.index}: {result.end_reason}"
-              f"{' (valid)' if result.valid else ' (INVALID)'}  {time.monotonic() - t0:.1f} s   ")
-    if done == total:
-        err.write("\n")
+def _report_progress(done: int, total: int, result: Any, t0: float, err: TextIO) -> None:
+    # one plain line per finished job: readable in a log file, unlike a redrawn bar
+    verdict = "valid" if result.valid else "INVALID"
+    err.write(f"{PROG}: {done}/{total} done: job {result.index} {result.end_reason} ({verdict}) "
+              f"after {time.monotonic() - t0:.1f} s\n")
     err.flush()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Run the batch; exit 0 when every result is valid, 1 when some are not."""
-    try:
-        schema = _load_schema(args.schema)
-        prompts = read_prompts(args)
-        # trip at 3/4 of the budget so salvage has room to close the value before the hard cut
-        policy = GuardPolicy(token_deadline_ms=args.token_deadline_ms, job_deadline_s=args.job_timeout,
-                             on_trip=args.on_trip, max_tokens=max(1, args.max_new_tokens * 3 // 4))
-        _require_cuda()
-        generator, tokenizer = _load_generator(args)
-        from exl2_enforcer.contrib.exllamav2.guarded import GuardedGenerator
+    schema, _ = read_json_file(args.schema, "schema")
+    prompts = read_prompts(args)
+    # trip at 3/4 of the budget so salvage has room to close the value before the hard cut
+    policy = GuardPolicy(token_deadline_ms=args.token_deadline_ms, job_deadline_s=args.job_timeout,
+                         on_trip=args.on_trip, max_tokens=max(1, args.max_new_tokens * 3 // 4))
+    _require_cuda()
+    generator, tokenizer = _load_generator(args)
+    from exl2_enforcer.contrib.exllamav2.guarded import GuardedGenerator
 
-        options = SchemaOptions(property_order="any" if args.any_order else "schema")
-        gg = GuardedGenerator(generator, policy, options=options)
-        for prompt in prompts:
-            gg.submit(tokenizer.encode(prompt, add_bos=True), schema, max_new_tokens=args.max_new_tokens)
+    gg = GuardedGenerator(generator, policy, options=schema_options(args))
+    for prompt in prompts:
+        gg.submit(tokenizer.encode(prompt, add_bos=True), schema, max_new_tokens=args.max_new_tokens)
+    try:
         out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    except (GenerateError, EnforcerError) as e:
-        print(f"exl2-enforcer: error: {e}", file=sys.stderr)
-        return getattr(e, "code", EXIT_USAGE)
+    except OSError as e:
+        raise CliError(f"--out {args.out}: cannot write it ({e.strerror or e})") from None
     t0, done, all_valid = time.monotonic(), 0, True
     try:
         for result in gg.stream(args.batch_timeout):
@@ -157,8 +145,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             all_valid &= bool(result.valid)
             out.write(json.dumps(_record(result, prompts[result.index]), ensure_ascii=False) + "\n")
             out.flush()
-            _progress(done, len(prompts), result, t0, sys.stderr)
+            _report_progress(done, len(prompts), result, t0, sys.stderr)
     finally:
         if out is not sys.stdout:
             out.close()
-    return EXIT_OK if all_valid else EXIT_INVALID
+    return ExitCode.OK if all_valid else ExitCode.FAILED

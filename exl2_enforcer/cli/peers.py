@@ -18,8 +18,9 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -193,6 +194,8 @@ class Ours(Engine):
 
         grammar.GRAMMAR_CACHE.clear()
         t0 = time.perf_counter()
+        if self.ctx.vocab is None:
+            raise ValueError("the tokenizer context has no exl2_enforcer vocabulary")
         g = grammar.compile_json_schema(schema, self.ctx.vocab, options)
         return g, time.perf_counter() - t0
 

@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import referencing
@@ -33,9 +33,13 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer import grammar
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # referencing exports no public name for its Resolver type
+from exl2_enforcer.compile.schema.compiler import TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES, child_pointer
 from exl2_enforcer.engine.mask import TokenIndex
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import ANNOTATIONS, TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 HUGE_ENUM = 100
@@ -46,7 +50,6 @@ COSTLY_FORMATS = ("email", "hostname", "uri")
 FORMAT_SAMPLES = {"email": "anna.martin@example.com", "hostname": "api.eu-west.example.com",
                   "uri": "https://example.com/docs/page?id=42"}
 FORMAT_PROBE_MASKS = 8
-ALL_TYPES = ("null", "boolean", "object", "array", "number", "string")
 
 
 @dataclass
@@ -81,20 +84,16 @@ def analyse_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOptions |
     return out
 
 
-def _child(pointer: str, *parts: Any) -> str:
-    return pointer + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
 def _pointer_map(doc: Any, pointer: str = "", out: dict[int, str] | None = None) -> dict[int, str]:
     """``id(subschema) -> pointer`` for every object in the document (to name ``$ref`` targets)."""
     out = {} if out is None else out
     if isinstance(doc, dict):
         out.setdefault(id(doc), pointer)
         for k, v in doc.items():
-            _pointer_map(v, _child(pointer, k), out)
+            _pointer_map(v, child_pointer(pointer, k), out)
     elif isinstance(doc, list):
         for i, v in enumerate(doc):
-            _pointer_map(v, _child(pointer, i), out)
+            _pointer_map(v, child_pointer(pointer, i), out)
     return out
 
 
@@ -122,7 +121,7 @@ class _Walker:
         self.done: dict[int, tuple[int, str]] = {}  # ref target id -> walk result
         self.active: set[int] = set()  # ref targets being walked (a $ref to one is recursion)
 
-    def root_resolver(self) -> referencing.Resolver:
+    def root_resolver(self) -> Resolver[Any]:
         """A resolver for the document's ``$ref``s (the same registry layout as the compiler's)."""
         spec = referencing.jsonschema.DRAFT7 if self.draft7 else referencing.jsonschema.DRAFT202012
         resource = referencing.Resource.from_contents(self.schema, default_specification=spec)
@@ -134,7 +133,7 @@ class _Walker:
         self.risks.append(Risk(pointer, kind, detail, fix))
 
     # -- dispatch --------------------------------------------------------------------
-    def walk(self, s: Any, ptr: str, res: referencing.Resolver, in_branch: bool = False) -> tuple[int, str]:
+    def walk(self, s: Any, ptr: str, res: "Resolver[Any]", in_branch: bool = False) -> tuple[int, str]:
         """Record the risks of subschema ``s`` at ``ptr`` and below."""
         if isinstance(s, dict) and self.options.lenient:
             self.ignored_keywords(s, ptr)
@@ -151,8 +150,9 @@ class _Walker:
         for key in ("anyOf", "oneOf"):
             if key in s:
                 rest = {k: v for k, v in s.items() if k != key}
-                return max((self.walk(_merge(rest, b) if isinstance(b, dict) else b, _child(ptr, key, i), res, True)
-                            for i, b in enumerate(s[key])), key=lambda r: r[0], default=(0, ptr))
+                branches = (_merge(rest, b) if isinstance(b, dict) else b for b in s[key])
+                return max((self.walk(b, child_pointer(ptr, key, i), res, True) for i, b in enumerate(branches)),
+                           key=lambda r: r[0], default=(0, ptr))
         if "enum" in s or "const" in s:
             self.enum(s, ptr)
             return 0, ptr
@@ -178,7 +178,7 @@ class _Walker:
         implied = {t for t, kws in TYPE_KEYWORDS.items() if kws & s.keys()}
         if not implied:
             return None
-        return implied if self.options.strict_objects else set(ALL_TYPES)
+        return implied if self.options.strict_objects else set(JSON_VALUE_TYPES)
 
     def any_value(self, ptr: str) -> None:
         """Flag a subschema that allows any JSON value."""
@@ -186,17 +186,18 @@ class _Walker:
                  f"strings of any length, nested up to max_depth={self.options.max_depth}",
                  "give it a type with bounds: properties, an enum, or a string with maxLength")
 
-    def ref(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def ref(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Follow a ``$ref`` once per target; a target that encloses the reference is recursion."""
         try:
             resolved = res.lookup(s["$ref"])
         except referencing.exceptions.Unresolvable:
             return 0, ptr
         target = resolved.contents
-        tptr = self.pointers.get(id(target), _child(ptr, "$ref")) if isinstance(target, dict) else _child(ptr, "$ref")
+        at_ref = child_pointer(ptr, "$ref")
+        tptr = self.pointers.get(id(target), at_ref) if isinstance(target, dict) else at_ref
         siblings = {k: v for k, v in s.items() if k not in ANNOTATIONS and k != "$ref"}
         if id(target) in self.active:
-            self.add(_child(ptr, "$ref"), "recursion",
+            self.add(child_pointer(ptr, "$ref"), "recursion",
                      f"$ref {s['$ref']!r} points back to {tptr or '/'}, which encloses it: values nest up to "
                      f"max_depth={self.options.max_depth} levels and every level adds DFA states",
                      "write out the levels you need (a flatter schema), or lower the bound with --max-depth N")
@@ -206,7 +207,7 @@ class _Walker:
                               resolved.resolver, memo=False)
         return self.enter(target, target, tptr, resolved.resolver, memo=True)
 
-    def enter(self, s: Any, target: Any, tptr: str, res: referencing.Resolver, memo: bool) -> tuple[int, str]:
+    def enter(self, s: Any, target: Any, tptr: str, res: "Resolver[Any]", memo: bool) -> tuple[int, str]:
         """Walk a ``$ref`` target with the target marked active (memoised when unmerged)."""
         if memo and id(target) in self.done:
             return self.done[id(target)]
@@ -219,13 +220,13 @@ class _Walker:
             self.done[id(target)] = got
         return got
 
-    def all_of(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def all_of(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Merge the plain branches into the parent; walk ``$ref`` branches on their own."""
         merged = {k: v for k, v in s.items() if k != "allOf"}
         best = (0, ptr)
         for i, b in enumerate(s["allOf"]):
             if isinstance(b, dict) and "$ref" in b:
-                best = max(best, self.walk(b, _child(ptr, "allOf", i), res, True), key=lambda r: r[0])
+                best = max(best, self.walk(b, child_pointer(ptr, "allOf", i), res, True), key=lambda r: r[0])
             elif isinstance(b, dict):
                 merged = _merge(merged, b)
         if merged.keys() - ANNOTATIONS:
@@ -238,7 +239,7 @@ class _Walker:
         if "pattern" in s:
             states, base = pattern_states(s["pattern"], self.vocab)
             if states > PATTERN_STATES:
-                self.add(_child(ptr, "pattern"), "costly_pattern",
+                self.add(child_pointer(ptr, "pattern"), "costly_pattern",
                          f"pattern {s['pattern']!r} adds {states:,} NFA states (a plain string needs {base})",
                          "avoid long counted repeats of wide classes such as .{0,100} (each repeat is a copy): "
                          "use a plain string with maxLength, or split the value into smaller fields")
@@ -246,7 +247,7 @@ class _Walker:
             fmt = s["format"]
             if fmt in COSTLY_FORMATS:
                 c_ms, m_ms, mx_ms, n = format_cost(fmt, self.vocab)
-                self.add(_child(ptr, "format"), "costly_format",
+                self.add(child_pointer(ptr, "format"), "costly_format",
                          f"format {fmt!r}: a fresh grammar for this format alone took {c_ms:.1f} ms to compile "
                          f"and {m_ms:.1f} ms for its first {n} masks (slowest {mx_ms:.1f} ms); the first request "
                          "with a new schema pays this once per process",
@@ -262,17 +263,17 @@ class _Walker:
                      "add maxLength (e.g. 200 for a sentence); use an enum when the values are known; for "
                      "reasoning keep one short thought field first (maxLength ~500) and bound the rest")
 
-    def object(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def object(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Walk the properties; flag objects that take extra keys."""
         props = s.get("properties")
         extra = s.get("additionalProperties")
         best = (0, ptr)
         if isinstance(props, dict):
             for name, sub in props.items():
-                best = max(best, self.walk(sub, _child(ptr, "properties", name), res), key=lambda r: r[0])
+                best = max(best, self.walk(sub, child_pointer(ptr, "properties", name), res), key=lambda r: r[0])
         open_by_default = not isinstance(props, dict) or not self.options.strict_objects
         if extra is True or isinstance(extra, dict) or (extra is None and open_by_default):
-            where = _child(ptr, "additionalProperties") if extra is not None else ptr
+            where = child_pointer(ptr, "additionalProperties") if extra is not None else ptr
             self.add(where, "open_object", "the object takes extra keys (free-text names) with "
                      + ("any values" if not isinstance(extra, dict) else "values of the given schema"),
                      "list the properties and leave additionalProperties out (objects with properties are "
@@ -282,7 +283,7 @@ class _Walker:
                 best = max(best, self.walk(extra, where, res), key=lambda r: r[0])
         return best[0] + 1, best[1] if best[0] else ptr
 
-    def array(self, s: dict, ptr: str, res: referencing.Resolver) -> tuple[int, str]:
+    def array(self, s: dict, ptr: str, res: "Resolver[Any]") -> tuple[int, str]:
         """Walk the item schemas; flag arrays without maxItems."""
         best = (0, ptr)
         items = s.get("items")
@@ -290,10 +291,10 @@ class _Walker:
         tail = s.get("additionalItems") if self.draft7 and isinstance(items, list) else items
         for i, sub in enumerate(prefix or []):
             key = "prefixItems" if not self.draft7 else "items"
-            best = max(best, self.walk(sub, _child(ptr, key, i), res), key=lambda r: r[0])
+            best = max(best, self.walk(sub, child_pointer(ptr, key, i), res), key=lambda r: r[0])
         if tail is not False:
             tail_key = "additionalItems" if self.draft7 and isinstance(items, list) else "items"
-            best = max(best, self.walk(True if tail is None else tail, _child(ptr, tail_key), res),
+            best = max(best, self.walk(True if tail is None else tail, child_pointer(ptr, tail_key), res),
                        key=lambda r: r[0])
             if "maxItems" not in s:
                 self.add(ptr, "unbounded_array", "array without maxItems: the model decides how many items "
@@ -306,7 +307,7 @@ class _Walker:
         values = s.get("enum")
         if isinstance(values, list) and len(values) > HUGE_ENUM:
             size = sum(len(json.dumps(v, ensure_ascii=False).encode()) for v in values)
-            self.add(_child(ptr, "enum"), "huge_enum",
+            self.add(child_pointer(ptr, "enum"), "huge_enum",
                      f"enum of {len(values):,} values ({size:,} bytes of JSON): compile time and automaton "
                      "size grow with them",
                      "split by a discriminator (anyOf of smaller enums), or accept a string with maxLength "
@@ -316,7 +317,7 @@ class _Walker:
         """Under ``lenient``, unsupported keywords are dropped: outputs may not validate."""
         for key, value in s.items():
             if key in UNSUPPORTED or (key == "uniqueItems" and value is True):
-                self.add(_child(ptr, key), "ignored_keyword",
+                self.add(child_pointer(ptr, key), "ignored_keyword",
                          f"keyword {key!r} is not supported and --lenient ignores it: outputs may not validate",
                          "rewrite the schema without it (e.g. an enum instead of not, anyOf instead of "
                          "if/then/else), or validate the output after generation")
@@ -376,7 +377,7 @@ def _probe_masks(g: grammar.CompiledGrammar, data: bytes, vocab: TokenVocabulary
         if tok is None:
             break
         m.accept_token(tok)
-        pos += len(vocab.token_bytes[tok])
+        pos += len(vocab.token_bytes[tok] or b"")
     return times
 
 

@@ -26,8 +26,9 @@ character (``ANY_CP``) costs about ten states.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
+from typing import Any
 
 from exl2_enforcer.compile.nfa import NFA, Frag
 
@@ -236,7 +237,7 @@ def _merge_bytesets(sets: Iterable[ByteSet]) -> ByteSet:
     return _normalize(r for s in sets for r in s)
 
 
-def _canonical(trie: dict) -> Node:
+def _canonical(trie: dict[ByteSet | None, Any]) -> Node:
     """Canonical form of a dict trie, with edges to equal children merged."""
     by_child: dict[Node, list[ByteSet]] = {}
     for key, sub in trie.items():
@@ -258,7 +259,7 @@ def _json_dag(cps: CodePointSet) -> Node:
 
 def _dag(seqs: list[ByteSeq]) -> Node:
     """Merge byte-set sequences into a canonical shared trie."""
-    root: dict = {}
+    root: dict[ByteSet | None, Any] = {}
     for seq in seqs:
         node = root
         for bs in seq:

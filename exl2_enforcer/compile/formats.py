@@ -30,20 +30,11 @@ more than a compact automaton can express exactly, they accept a subset:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.regex import compile_regex
-
-
-class UnknownFormatError(EnforcerError):
-    """A ``format`` name this module has no fragment for."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        supported = ", ".join(sorted(SUPPORTED_FORMATS))
-        super().__init__(f"unsupported format {name!r}; supported: {supported}")
+from exl2_enforcer.errors import UnknownFormatError
 
 
 def _alt(*parts: str) -> str:
@@ -195,5 +186,5 @@ def format_fragment(nfa: NFA, name: str) -> Frag:
     """
     builder = _BUILDERS.get(name)
     if builder is None:
-        raise UnknownFormatError(name)
+        raise UnknownFormatError(name, SUPPORTED_FORMATS)
     return builder(nfa)

@@ -18,8 +18,9 @@ Two extensions beyond a plain NFA keep the automaton small:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 
 class Frag(NamedTuple):
@@ -388,30 +389,3 @@ class NFA:
     def _to_end(self, f: Frag, end: int) -> Frag:
         self.epsilon(f.end, end)
         return Frag(f.start, end)
-
-
-
-def plain_matches(nfa: NFA, frag: Frag, data: bytes) -> bool:
-    """Reference matcher for call-free, loop-free fragments (slow; for tests).
-
-    Walks ``data`` through ``frag`` one byte at a time with epsilon closure.
-    """
-
-    def closure(states: set[int]) -> set[int]:
-        todo, seen = list(states), set(states)
-        while todo:
-            q = todo.pop()
-            if q in nfa.calls or q in nfa.loop_of:
-                raise ValueError(f"state {q} is a call or loop; plain_matches handles plain fragments only")
-            for t in nfa.eps[q]:
-                if t not in seen:
-                    seen.add(t)
-                    todo.append(t)
-        return seen
-
-    cur = closure({frag.start})
-    for b in data:
-        cur = closure({dst for q in cur for lo, hi, dst in nfa.edges[q] if lo <= b <= hi})
-        if not cur:
-            return False
-    return frag.end in cur

@@ -24,13 +24,14 @@ Documented choices:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from decimal import Decimal
-from typing import Callable, Hashable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from exl2_enforcer.errors import SchemaError
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import SchemaError
 
 ALPHABET = b"0123456789.eE+-"
 MAGNITUDE = b"0123456789."  # the unsigned part of a number without exponent

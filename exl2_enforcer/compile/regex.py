@@ -31,12 +31,26 @@ disagree on their meaning).
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
-from exl2_enforcer.compile.charset import (ANY_CP, DIGIT, LINE_TERMINATORS, SPACE, SURROGATES, WORD, CodePointSet,
-                      cp_from_chars, cp_minus, cp_negate, cp_union, json_char_fragment, utf8_fragment)
-from exl2_enforcer.errors import RegexError
+from exl2_enforcer.compile.charset import (
+    ANY_CP,
+    DIGIT,
+    LINE_TERMINATORS,
+    SPACE,
+    SURROGATES,
+    WORD,
+    CodePointSet,
+    cp_from_chars,
+    cp_minus,
+    cp_negate,
+    cp_union,
+    json_char_fragment,
+    utf8_fragment,
+)
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import RegexError
 
 #: Default bound on the NFA states one pattern may create.
 MAX_STATES = 200_000
@@ -76,7 +90,7 @@ class Anchor(NamedTuple):
     pos: int
 
 
-Node = Union[Chars, Seq, Alt, Repeat, Anchor]
+Node = Chars | Seq | Alt | Repeat | Anchor
 EMPTY = Seq(())
 
 _CLASS_ESCAPES: dict[str, CodePointSet] = {

@@ -19,12 +19,12 @@ time.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.compile.nfa import NFA, Frag, Loop
+from exl2_enforcer.errors import EnforcerError
 
 INF = 1 << 30
 DEAD = -1

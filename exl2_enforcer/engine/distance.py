@@ -15,10 +15,10 @@ its configurations.
 from __future__ import annotations
 
 import heapq
-from typing import Iterable
+from collections.abc import Iterable
 
-from exl2_enforcer.engine.automaton import INF, Automaton, predecessors
 from exl2_enforcer.compile.nfa import NFA
+from exl2_enforcer.engine.automaton import INF, Automaton, predecessors
 
 
 def completion_bytes(nfa: NFA, ends: Iterable[int]) -> list[int]:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
 from exl2_enforcer.compile.nfa import NFA
+from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie
 
 if TYPE_CHECKING:

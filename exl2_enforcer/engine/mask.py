@@ -22,13 +22,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
-from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
@@ -39,10 +40,6 @@ if TYPE_CHECKING:
 
 #: frontier size below which the trie walk goes on in plain Python
 SCALAR_FRONTIER = 24
-
-
-class MaskTimeout(EnforcerError):
-    """A mask computation ran past its time budget (raised between chunks of work)."""
 
 
 def _ws_bytes(data: bytes) -> int:
@@ -195,8 +192,6 @@ class MaskEngine:
         self._posts: dict[int, np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
         self._distances: "Distances | None" = None
-        #: test hook: called with the DFA state id before each computed (cold) mask
-        self.before_compute: Callable[[int], None] | None = None
         #: test hook: called between chunks of walk work (to simulate a slow constraint)
         self.chunk_hook: Callable[[], None] | None = None
 
@@ -211,8 +206,6 @@ class MaskEngine:
             if got is not None:
                 self._cache.move_to_end(sid)
                 return got
-        if self.before_compute is not None:
-            self.before_compute(sid)
         packed = self._compute(sid, deadline)
         with self._cache_lock:
             if sid not in self._cache:

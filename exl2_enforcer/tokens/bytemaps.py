@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.errors import VocabularyError
 
@@ -95,7 +96,7 @@ class DecoderSpec:
     strips_output_start: bool = False
 
 
-def analyse_decoder(decoder: dict | None, byte_fallback: bool, source: str) -> DecoderSpec:
+def analyse_decoder(decoder: dict[str, Any] | None, byte_fallback: bool, source: str) -> DecoderSpec:
     """Classify a tokenizer.json ``decoder`` section; raise VocabularyError when unsupported.
 
     ``byte_fallback`` is the model's own flag: a model that emits ``<0xNN>`` pieces
@@ -127,7 +128,7 @@ def analyse_decoder(decoder: dict | None, byte_fallback: bool, source: str) -> D
     return spec
 
 
-def _add_metaspace_step(spec: DecoderSpec, part: dict, fused: bool, source: str) -> None:
+def _add_metaspace_step(spec: DecoderSpec, part: dict[str, Any], fused: bool, source: str) -> None:
     """Append the per-token effect of one SentencePiece-style decoder to ``spec``."""
     kind = part.get("type")
     if kind == "Replace":

@@ -9,8 +9,8 @@ of numpy operations instead of visiting nodes one by one in Python.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
 import json
 import lzma
 import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exl2_enforcer.tokens.bytemaps import KIND_BYTE_FALLBACK, KIND_BYTE_LEVEL, PROBE_TEXTS, build_tables, self_check
 from exl2_enforcer.errors import VocabularyError
+from exl2_enforcer.tokens.bytemaps import KIND_BYTE_FALLBACK, KIND_BYTE_LEVEL, PROBE_TEXTS, build_tables, self_check
 
 if TYPE_CHECKING:  # tokenizers is a hard dependency, but keep import cost out of typing
     import tokenizers
@@ -118,7 +118,7 @@ class TokenVocabulary:
         """
         file = _find_tokenizer_file(Path(path))
         text = _read_text(file)
-        side: dict[str, dict | None] = dict.fromkeys(_SIDE_FILES)
+        side: dict[str, dict[str, Any] | None] = dict.fromkeys(_SIDE_FILES)
         if model_dir_files:
             side = _read_side_files(file)
         return cls.from_json_str(text, **side, extra_end_ids=extra_end_ids, source=str(file))
@@ -226,6 +226,10 @@ class TokenVocabulary:
         return f"token id {i} does not exist in {self.source}"
 
 
+#: file name of the packaged vocabulary in ``exl2_enforcer/data``
+PACKAGED_VOCABULARY = "mini_llama3.tokenizer.json.xz"
+
+
 @functools.lru_cache(maxsize=1)
 def default_vocabulary() -> TokenVocabulary:
     """Return the vocabulary shipped with the package (a truncated real Llama 3 tokenizer).
@@ -233,7 +237,10 @@ def default_vocabulary() -> TokenVocabulary:
     It has 8,000 text ids plus Llama 3's 256 special tokens renumbered to 8000..8255; the
     CLI uses it when no model is given.  Loaded once and cached.
     """
-    resource = importlib.resources.files("exl2_enforcer") / "data" / "mini_llama3.tokenizer.json.xz"
+    # Anchored on this file, not on the top-level package name: from the clone's parent folder
+    # the clone itself (a folder also named exl2_enforcer) can be imported as a namespace package
+    # in front of an editable install, and files("exl2_enforcer") then points into the clone's root.
+    resource = Path(__file__).resolve().parent.parent / "data" / PACKAGED_VOCABULARY
     try:
         text = lzma.decompress(resource.read_bytes()).decode("utf-8")
     except (OSError, lzma.LZMAError, UnicodeDecodeError) as exc:
@@ -338,17 +345,17 @@ def _read_text(file: Path) -> str:
         raise VocabularyError(f"{file}: cannot read tokenizer file: {exc}") from exc
 
 
-def _read_side_files(file: Path) -> dict[str, dict | None]:
+def _read_side_files(file: Path) -> dict[str, dict[str, Any] | None]:
     """Load tokenizer_config/config/generation_config JSON next to ``file`` when present."""
     prefix = file.name.split(".tokenizer.json")[0] if ".tokenizer.json" in file.name else ""
-    found: dict[str, dict | None] = {}
+    found: dict[str, dict[str, Any] | None] = {}
     for name in _SIDE_FILES:
         candidates = ([file.parent / f"{prefix}.{name}.json"] if prefix else []) + [file.parent / f"{name}.json"]
         found[name] = next((_read_json(c) for c in candidates if c.is_file()), None)
     return found
 
 
-def _read_json(file: Path) -> dict:
+def _read_json(file: Path) -> dict[str, Any]:
     """Parse a JSON object file, naming it in any error."""
     try:
         value = json.loads(file.read_text(encoding="utf-8"))
@@ -378,10 +385,11 @@ def _load_tokenizer(text: str, source: str) -> "tokenizers.Tokenizer":
         raise VocabularyError(f"{source}: tokenizers cannot load this file: {exc}") from exc
 
 
-_EXL2_CACHE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+_Exl2Key = tuple[str, tuple[int, ...]]
+_EXL2_CACHE: "weakref.WeakKeyDictionary[Any, dict[_Exl2Key, TokenVocabulary]]" = weakref.WeakKeyDictionary()
 
 
-def _exl2_cache_for(tokenizer: Any) -> dict:
+def _exl2_cache_for(tokenizer: Any) -> dict[_Exl2Key, TokenVocabulary]:
     """Per-tokenizer-object cache dict; dies with the tokenizer."""
     try:
         return _EXL2_CACHE.setdefault(tokenizer, {})
@@ -389,7 +397,7 @@ def _exl2_cache_for(tokenizer: Any) -> dict:
         cache = getattr(tokenizer, "_exl2_enforcer_vocab_cache", None)
         if cache is None:
             cache = {}
-            setattr(tokenizer, "_exl2_enforcer_vocab_cache", cache)
+            tokenizer._exl2_enforcer_vocab_cache = cache
         return cache
 
 

@@ -39,18 +39,19 @@ Command line (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import collections
+import dataclasses
 import json
 import lzma
 import math
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import referencing
 import referencing.jsonschema
@@ -59,15 +60,16 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `python tests/conformance/harness.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from exl2_enforcer.compile.schema.compiler import SchemaOptions  # noqa: E402
+from exl2_enforcer.engine.mask import TokenIndex  # noqa: E402
 from exl2_enforcer.errors import EnforcerError  # noqa: E402
 from exl2_enforcer.grammar import CompiledGrammar, compile_json_schema  # noqa: E402
-from exl2_enforcer.engine.mask import TokenIndex  # noqa: E402
 from exl2_enforcer.matcher import Matcher  # noqa: E402
-from exl2_enforcer.compile.schema.compiler import SchemaOptions  # noqa: E402
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-SUITE = SHARED / "json-schema-test-suite"
+#: the vendored subset of the official suite (draft2020-12, draft7, remotes, LICENSE)
+SUITE = Path(__file__).resolve().parent / "suite"
 TOKENIZERS = SHARED / "tokenizers"
 MINI_LLAMA3 = REPO / "tests" / "data" / "mini_llama3.tokenizer.json.xz"
 BASELINE = Path(__file__).resolve().parent / "baseline.json"

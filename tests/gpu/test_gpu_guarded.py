@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 from jsonschema import Draft202012Validator
-
 from test_gpu_end_to_end import SCHEMAS, loaded, real_exl2  # noqa: F401 - fixtures used by name
 
 RAMBLE = {"type": "object", "required": ["story"], "properties": {"story": {"type": "string", "minLength": 1}}}
@@ -27,7 +26,7 @@ def _valid(schema: dict, value) -> bool:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(value)
 
 
-def test_batch_with_one_tripping_job(loaded):
+def test_batch_with_one_tripping_job(loaded):  # noqa: F811 - the imported fixture
     """Slow-constraint and job-deadline trips in one batch; the other jobs complete valid."""
     from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
@@ -74,7 +73,7 @@ def test_batch_with_one_tripping_job(loaded):
 
 
 @pytest.mark.parametrize("batch_deadline_s", [0.5])
-def test_generate_json_with_a_batch_deadline(loaded, batch_deadline_s):
+def test_generate_json_with_a_batch_deadline(loaded, batch_deadline_s):  # noqa: F811 - the imported fixture
     """Rambling jobs salvaged at the batch deadline: every prompt gets a valid value in time."""
     from exl2_enforcer.contrib.exllamav2.guarded import generate_json
     from exl2_enforcer.watchdog import GuardPolicy

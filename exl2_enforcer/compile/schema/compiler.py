@@ -25,8 +25,9 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Hashable
 
 import jsonschema
 from json.encoder import encode_basestring
@@ -35,17 +36,17 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
-from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.compile.nfa import NFA, Frag
-
-JSON_TYPES = ("null", "boolean", "object", "array", "number", "integer", "string")
-
-#: keywords that never change the accepted language
-ANNOTATIONS = frozenset({
-    "$schema", "$id", "$anchor", "$comment", "$defs", "definitions", "$vocabulary", "$dynamicAnchor",
-    "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
-    "contentMediaType", "contentEncoding", "contentSchema",
-})
+from exl2_enforcer.compile.schema.terms import (
+    ANNOTATIONS,
+    ESCAPES,
+    JSON_TYPES,
+    PROPERTY_ORDERS,
+    Escapes,
+    PropertyOrder,
+    child_pointer,
+)
+from exl2_enforcer.errors import EnforcerError, SchemaError
 
 #: standard keywords this compiler does not implement: an error unless lenient
 UNSUPPORTED = frozenset({
@@ -102,10 +103,10 @@ class SchemaOptions:
     strict_objects: bool = True
     max_whitespace: int = 20
     max_depth: int = 16
-    escapes: str = "canonical"
+    escapes: Escapes = "canonical"
     lenient: bool = False
     integral_fractions: bool = False
-    property_order: str = "schema"
+    property_order: PropertyOrder = "schema"
     format_assertion: bool = True
     max_schema_depth: int = 256
     compile_timeout_s: float = 10.0
@@ -122,9 +123,9 @@ class SchemaOptions:
             raise EnforcerError(f"max_whitespace must be >= 0, got {self.max_whitespace}")
         if self.max_depth < 1:
             raise EnforcerError(f"max_depth must be >= 1, got {self.max_depth}")
-        if self.property_order not in ("schema", "any"):
+        if self.property_order not in PROPERTY_ORDERS:
             raise EnforcerError(f"property_order must be 'schema' or 'any', got {self.property_order!r}")
-        if self.escapes not in ("canonical", "all"):
+        if self.escapes not in ESCAPES:
             raise EnforcerError(f"escapes must be 'canonical' or 'all', got {self.escapes!r}")
 
 
@@ -138,8 +139,7 @@ class Ctx:
 
     def child(self, *parts: Any) -> "Ctx":
         """The context of a subschema below this one."""
-        ptr = self.pointer + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-        return Ctx(ptr, self.resolver, self.draft7)
+        return Ctx(child_pointer(self.pointer, *parts), self.resolver, self.draft7)
 
 
 @dataclass
@@ -688,8 +688,7 @@ def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.
         if not meta_validator(validator_cls).is_valid(schema):
             validator_cls.check_schema(schema)  # slower, but picks the best error to report
     except jsonschema.exceptions.SchemaError as e:
-        ptr = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in e.path)
-        raise SchemaError(f"invalid schema: {e.message}", ptr) from None
+        raise SchemaError(f"invalid schema: {e.message}", child_pointer("", *e.path)) from None
     spec = referencing.jsonschema.DRAFT7 if draft7 else referencing.jsonschema.DRAFT202012
     resource = referencing.Resource.from_contents(schema, default_specification=spec)
     registry = (registry or referencing.Registry()).with_resource("urn:exl2-enforcer:root", resource)

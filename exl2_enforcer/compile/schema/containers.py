@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
-from exl2_enforcer.errors import SchemaError
 from exl2_enforcer.compile.nfa import Frag
+from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler

@@ -9,8 +9,10 @@ naming the pointer; nothing is silently dropped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -18,8 +20,7 @@ if TYPE_CHECKING:
 
 _MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
-_IGNORED = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly",
-                      "writeOnly", "$schema", "$id", "$anchor", "$defs", "definitions"})
+_IGNORED = ANNOTATIONS  # one list with the compiler's: annotations never constrain a merge
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -190,7 +191,7 @@ def _merge_types(av: Any, bv: Any, ctx: "Ctx") -> Any:
 
 
 def _possible_types(schema: Any) -> set[str]:
-    all_types = {"null", "boolean", "object", "array", "number", "string"}
+    all_types = set(JSON_VALUE_TYPES)
     if not isinstance(schema, dict):
         return all_types if schema else set()
     if "const" in schema or "enum" in schema:

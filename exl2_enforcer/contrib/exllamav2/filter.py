@@ -38,22 +38,34 @@ Without a policy nothing of this runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from exllamav2.generator.filters import ExLlamaV2Filter
 
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.contrib.exllamav2.guarded_mode import GuardedMode
+from exl2_enforcer.contrib.exllamav2.support import (
+    NO_LIMIT,
+    STATE_CACHE_BYTES,
+    _attached,
+    _complete_tokens,
+    _excluded,
+    _excluded_from_words,
+    _LruCache,
+    _parse_trigger,
+    _plain_safe,
+    _resolve_vocab,
+    _token_id,
+    _VocabTables,
+)
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy
-from exl2_enforcer.contrib.exllamav2.support import (NO_LIMIT, STATE_CACHE_BYTES, _attached, _complete_tokens, _excluded,
-                              _excluded_from_words, _LruCache, _parse_trigger, _plain_safe, _resolve_vocab,
-                              _token_id, _VocabTables)
-from exl2_enforcer.contrib.exllamav2.guarded_mode import GuardedMode
 
 __all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
 
@@ -351,7 +363,8 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
             auto = self.grammar.automaton
             sid = auto.walk(auto.start, rest)
             if sid < 0:
-                raise TokenRejected(tid, f"completes the trigger, but the bytes after it, {rest!r}, cannot start the value")
+                raise TokenRejected(
+                    tid, f"completes the trigger, but the bytes after it, {rest!r}, cannot start the value")
             # Matcher has no "accept these bytes" call: record the state they lead to
             self._matcher.history.append(sid)
             self._rest = rest

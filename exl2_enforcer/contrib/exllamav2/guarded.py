@@ -38,20 +38,21 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from exllamav2.generator import ExLlamaV2DynamicJob
 from jsonschema import Draft202012Validator, validators
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
-from exl2_enforcer.watchdog import GuardPolicy
 from exl2_enforcer.contrib.exllamav2.filter import JsonSchemaFilter
+from exl2_enforcer.watchdog import GuardPolicy
 
 __all__ = ["END_REASONS", "GuardedResult", "GuardedGenerator", "generate_json"]
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
 #: every ``GuardedResult.end_reason``
 END_REASONS = ("completed", "salvaged", "stopped", "cancelled", "max_tokens", "error")
@@ -328,14 +329,14 @@ class GuardedGenerator:
             rec.error = message
             self._cancel(rec, "error", done)
         for job in active:  # ended in the aborted step: its eos result was lost with the step
-            rec = self._jobs.get(id(job))
-            if rec is not None and getattr(job, "is_finished", False):
-                self._forget(rec)
+            ended = self._jobs.get(id(job))
+            if ended is not None and getattr(job, "is_finished", False):
+                self._forget(ended)
                 try:
                     self.generator.cancel(job)  # frees its pages; iterate_gen did not get to it
                 except Exception:  # noqa: BLE001
                     pass
-                done.append(self._result(rec, None, "unknown"))
+                done.append(self._result(ended, None, "unknown"))
 
     def _blame(self, exc: BaseException) -> list[_Job]:
         """The tracked job whose job or filter object is ``self`` in a frame of the traceback."""

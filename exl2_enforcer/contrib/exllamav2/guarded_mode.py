@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from exl2_enforcer.contrib.exllamav2.support import _excluded_from_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy, WatchStats
-from exl2_enforcer.contrib.exllamav2.support import _excluded_from_words
 
-log = logging.getLogger("exl2_enforcer.watchdog")
+log = logging.getLogger(__name__)
 
 
 class GuardedMode:

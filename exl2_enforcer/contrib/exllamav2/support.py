@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,8 +69,8 @@ class _VocabTables:
         self.offsets = np.zeros(len(table), dtype=np.int64)
         self.offsets[1:] = np.cumsum(self.lengths)[:-1]
         self.flat = np.frombuffer(b"".join(b for b in table if b), dtype=np.uint8)
-        self.plain = np.fromiter((bool(b) and not b.translate(None, PLAIN_BYTES) for b in table),
-                                 dtype=bool, count=len(table))
+        self.plain = np.fromiter((b is not None and len(b) > 0 and not b.translate(None, PLAIN_BYTES)
+                                  for b in table), dtype=np.bool_, count=len(table))
 
 
 def _step_many(auto: Automaton, states: np.ndarray, classes: np.ndarray) -> np.ndarray:
