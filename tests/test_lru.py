@@ -6,9 +6,7 @@ import threading
 
 import pytest
 
-from exl2_enforcer import grammar
 from exl2_enforcer.lru import SizedLRU
-from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 
 def test_evicts_least_recently_used_by_total_size():

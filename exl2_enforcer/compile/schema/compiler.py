@@ -25,12 +25,12 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from json.encoder import encode_basestring
+from typing import Any
 
 import jsonschema
-from json.encoder import encode_basestring
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
@@ -670,7 +670,7 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
                           compiler.pointer) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def meta_validator(cls: Any) -> Any:
     """One reusable validator of ``cls``'s meta-schema (building one per compile costs a third)."""
     return cls(cls.META_SCHEMA)

@@ -11,7 +11,8 @@ nothing in NFA size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
 from exl2_enforcer.compile.nfa import Frag
