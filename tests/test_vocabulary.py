@@ -12,7 +12,6 @@ import json
 import lzma
 import random
 import shutil
-import time
 import unicodedata
 from pathlib import Path
 
@@ -308,11 +307,12 @@ def test_byte_to_unicode_table() -> None:
     assert table[ord("A")] == "A" and table[0x20] == "Ġ" and table[0x0A] == "Ċ" and table[0xAD] == "Ń"
 
 
-def test_build_time_from_loaded_tokenizer() -> None:
-    tok, _ = load("llama3")
-    start = time.perf_counter()
-    TokenVocabulary.from_tokenizer(tok)
-    assert time.perf_counter() - start < 3.0  # measured ~0.2 s; generous for slow CI
+def test_build_from_loaded_tokenizer() -> None:
+    """Building from an already loaded tokenizer object gives the same table as from its file
+    (how fast it is belongs to a benchmark, not a test)."""
+    tok, from_file = load("llama3")
+    vocab = TokenVocabulary.from_tokenizer(tok)
+    assert vocab.n_ids == from_file.n_ids and list(vocab.token_bytes) == list(from_file.token_bytes)
 
 
 # ------------------------------------------------------------------- errors

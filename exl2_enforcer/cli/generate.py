@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-timeout", type=float, default=None, metavar="S", help="wall-clock limit for all")
     p.add_argument("--on-trip", choices=TRIP_ACTIONS, default="salvage", help="reaction to a trip (default salvage)")
     p.add_argument("--max-seq-len", type=int, default=4096, metavar="N", help="cache length (default 4096)")
+    p.add_argument("--paged", choices=("auto", "yes", "no"), default="auto",
+                   help="paged attention (needs flash-attn >= 2.5.7; several jobs at once). 'auto' (default) "
+                        "falls back to unpaged, one job at a time, when flash-attn is missing")
     p.add_argument("--any-order", action="store_true", help="object members in any order")
     p.add_argument("--out", metavar="results.jsonl", help="write results here (default: stdout)")
     p.set_defaults(func=cmd_generate)
@@ -97,6 +100,32 @@ def _require_cuda() -> None:
                             "'check' and 'bench' work without one", EXIT_NO_CUDA)
 
 
+def paged_attention_problem() -> str | None:
+    """Why exllamav2 cannot run paged attention here (flash-attn missing or too old), else None."""
+    try:
+        from exllamav2.attn import assert_paged_attn
+
+        assert_paged_attn()
+    except Exception as e:  # noqa: BLE001 - exllamav2 says it with an AssertionError
+        return str(e) or type(e).__name__
+    return None
+
+
+def choose_paged(mode: str, err: TextIO) -> bool:
+    """Whether to build a paged generator for ``--paged mode``; says on ``err`` when it falls back.
+    Raises :class:`GenerateError` for ``--paged yes`` without paged attention."""
+    if mode == "no":
+        return False
+    problem = paged_attention_problem()
+    if problem is None:
+        return True
+    if mode == "yes":
+        raise GenerateError(f"--paged yes: {problem}; install flash-attn >= 2.5.7 or use --paged auto/no")
+    err.write(f"exl2-enforcer: paged attention unavailable ({problem}); running unpaged: one job at a time, "
+              "each job's prompt + --max-new-tokens must fit --max-seq-len\n")
+    return False
+
+
 def _load_generator(args: argparse.Namespace) -> tuple[Any, Any]:
     """(generator, tokenizer) for the model folder, with exllamav2's own CUDA extension."""
     try:
@@ -112,18 +141,20 @@ def _load_generator(args: argparse.Namespace) -> tuple[Any, Any]:
     cache = ExLlamaV2Cache(model, max_seq_len=args.max_seq_len, lazy=True)
     model.load_autosplit(cache)
     tokenizer = ExLlamaV2Tokenizer(config)
-    return ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=tokenizer), tokenizer
+    paged = choose_paged(getattr(args, "paged", "auto"), sys.stderr)
+    return ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=tokenizer, paged=paged), tokenizer
 
 
 def _record(result: Any, prompt: str) -> dict:
     return {"index": result.index, "prompt": prompt, "text": result.text, "json": result.json,
-            "valid": result.valid, "end_reason": result.end_reason, "trip_reason": result.trip_reason,
+            "valid": result.valid, "status": result.status, "end_reason": result.end_reason,
+            "trip_reason": result.trip_reason,
             "error": result.error, "stats": result.stats}
 
 
 def _progress(done: int, total: int, result: Any, t0: float, err: TextIO) -> None:
     bar = "#" * (20 * done // total)
-    err.write(f"\r[{bar:<20}] {done}/{total}  job {result.index}: {result.end_reason}"
+    err.write(f"\r[{bar:<20}] {done}/{total}  job {result.index}: {result.status} ({result.end_reason})"
               f"{' (valid)' if result.valid else ' (INVALID)'}  {time.monotonic() - t0:.1f} s   ")
     if done == total:
         err.write("\n")
