@@ -85,3 +85,11 @@ class UnknownFormatError(EnforcerError):
         self.name = name
         self.supported = sorted(supported)
         super().__init__(f"unsupported format {name!r}; supported: {', '.join(self.supported)}")
+
+
+class PolicyError(EnforcerError):
+    """A :class:`GuardPolicy` field has a bad type or value; ``field`` names it."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.field = name
+        super().__init__(f"GuardPolicy.{name}: {message}")

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from exl2_enforcer.bitmask import check_bitmask
-from exl2_enforcer.engine.automaton import DEAD
+from exl2_enforcer.engine.automaton import DEAD, UNKNOWN
 from exl2_enforcer.engine.mask import write_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar
@@ -54,6 +54,28 @@ class Matcher:
             if len(self._steps) < 65536:
                 self._steps[key] = nxt
         return nxt
+
+    def peek_next_state(self, token_id: int) -> int | None:
+        """The state after ``token_id`` (``DEAD`` if refused) when it needs no DFA row that is
+        not computed yet, else None; never computes (cheap, safe while other threads build rows)."""
+        nxt = self._steps.get((self.state, token_id))
+        if nxt is not None:
+            return nxt
+        data = self._tb[token_id] if 0 <= token_id < len(self._tb) else None
+        if not data:
+            return DEAD
+        auto, sid = self._auto, self.state
+        for b in data:
+            sid = auto.table.item(sid, auto.class_of_byte.item(b))
+            if sid == UNKNOWN:
+                return None
+            if sid < 0:
+                return DEAD
+        return sid
+
+    def in_free_string(self) -> bool:
+        """Whether the position is inside an unbounded free-text string (its plain-character loop)."""
+        return not self.ended and self._auto.slice_budget(self.state) == ("plain", None)
 
     def accept_token(self, token_id: int) -> None:
         """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused."""

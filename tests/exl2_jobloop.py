@@ -14,6 +14,14 @@ exllamav2 0.3.2's ``iterate()`` / ``iterate_start_jobs()`` / ``iterate_gen()``:
    ``receive_logits()`` + ``receive_sample()`` on logits from ``logits_fn``, and remove the
    jobs that ended.
 
+``max_seq_len`` models an **unpaged** generator (``paged=False``, what exllamav2 runs without
+flash-attn): one page of ``max_seq_len`` tokens, one job at a time; a job whose prompt plus
+``max_new_tokens`` does not fit is refused at enqueue by the real job's own check
+(``AssertionError: Job requires 2 pages (only 1 available)``).
+
+:meth:`JobLoopGenerator.virtual_clock` gives a clock that advances a fixed step per
+``iterate()``: deadlines measured with it are deterministic, whatever the machine's load.
+
 ``cancel(job)`` removes a job like the real one: it neither waits for nor drops a
 background filter result.  An exception raised by a job or filter propagates out of
 ``iterate()`` with the step half done, as it does in exllamav2.  Not modelled: the model,
@@ -67,11 +75,16 @@ class JobLoopGenerator:
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, logits_fn: LogitsFn | None = None,
                  forward_s: float = 0.0, prefill_chunk: int = 2048, prefill_s: float = 0.0,
-                 pool: ThreadPoolExecutor | None = None) -> None:
+                 pool: ThreadPoolExecutor | None = None, max_seq_len: int | None = None,
+                 forward_fn: Callable[[], None] | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.padded_vocab_size = (model.config.vocab_size + 31) // 32 * 32
-        # pages larger than any sequence: the job's page hashing never runs
-        self.page_size, self.max_pages, self.max_total_tokens = 1 << 30, 1, 1 << 30
+        self.paged = max_seq_len is None
+        if self.paged:  # pages larger than any sequence: the job's page hashing never runs
+            self.page_size, self.max_pages, self.max_total_tokens = 1 << 30, 1, 1 << 30
+        else:  # exllamav2's unpaged mode: one page of max_seq_len, batch size 1
+            self.page_size, self.max_pages, self.max_total_tokens = max_seq_len, 1, max_seq_len
+            max_batch_size = 1
         self.max_batch_size, self.num_draft_tokens = max_batch_size, 0
         self.referenced_pages, self.unreferenced_pages = {}, {}
         self.draft_model, self.use_ngram_draft = None, False
@@ -82,9 +95,15 @@ class JobLoopGenerator:
         self.job_serial = 0
         self.logits_fn = logits_fn or random_logits()
         self.forward_s, self.prefill_chunk, self.prefill_s = forward_s, prefill_chunk, prefill_s
+        #: the "forward pass" (default: sleep ``forward_s``, which releases the GIL as a CUDA wait does)
+        self.forward_fn = forward_fn
         self.cancelled: list = []
         self.iterations = 0
         self._prefill_left: dict[int, int] = {}
+
+    def virtual_clock(self, step_s: float = 0.005):
+        """A clock (seconds) that advances ``step_s`` per ``iterate()``: deterministic deadlines."""
+        return lambda: self.iterations * step_s
 
     def num_remaining_jobs(self) -> int:
         """Jobs queued or running."""
@@ -148,7 +167,9 @@ class JobLoopGenerator:
         for f, use_mask in self.filter_queue:
             (f.background_prepare_logit_mask if use_mask else f.background_next)(self.filter_pool)
         self.filter_queue.clear()
-        if self.forward_s:
+        if self.forward_fn is not None:
+            self.forward_fn()
+        elif self.forward_s:
             time.sleep(self.forward_s)
         completed = []
         for job in batch:

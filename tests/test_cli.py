@@ -301,6 +301,38 @@ def test_generate_without_cuda_says_so(capsys, monkeypatch):
     assert code == 3 and out == "" and "needs a CUDA GPU" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("mode, flash, paged, says", [
+    ("auto", False, False, "running unpaged"), ("auto", True, True, ""), ("no", True, False, ""),
+])
+def test_generate_falls_back_to_unpaged_without_flash_attn(exl2, monkeypatch, mode, flash, paged, says):
+    """exllamav2 0.3.2 refuses paged attention without flash-attn >= 2.5.7 (as on the H200 test
+    machine): 'auto' builds an unpaged generator and says so on stderr."""
+    import io
+
+    import exllamav2.attn
+
+    from exl2_enforcer.cli.generate import choose_paged
+
+    monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", flash)
+    err = io.StringIO()
+    assert choose_paged(mode, err) is paged
+    assert (says in err.getvalue()) and (bool(err.getvalue()) == bool(says))
+    if says:
+        assert "Flash Attention 2.5.7" in err.getvalue() and "one job at a time" in err.getvalue()
+
+
+def test_generate_paged_yes_without_flash_attn_is_a_clear_error(exl2, monkeypatch):
+    import io
+
+    import exllamav2.attn
+
+    from exl2_enforcer.cli.generate import GenerateError, choose_paged
+
+    monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", False)
+    with pytest.raises(GenerateError, match="--paged yes: Paged attention required Flash Attention"):
+        choose_paged("yes", io.StringIO())
+
+
 @pytest.mark.parametrize("lines,needle", [
     (['"a"', "{not json"], ":2: not JSON"),
     (['{"text": "a"}'], 'object with a "prompt" string'),

@@ -11,8 +11,11 @@ the generator's job loop (``exl2_jobloop.JobLoopGenerator``: ``iterate()``/``can
 numbers, optionally biased; the forward pass and prefill are sleeps).  No timing here is a GPU
 timing; ``tests/gpu/test_gpu_guarded.py`` runs the real generator on a CUDA machine.
 
-A slow constraint is simulated with the mask engine's ``chunk_hook`` test hook; jsonschema
-(``enforcer_oracle.validator_for``) is the oracle for every output.
+No assertion reads a wall clock: costly constraints are exercised with the deterministic work
+budget (``GuardPolicy(token_fuel=...)``) or with an engine that hangs (a hook blocked on an
+event: the batch must finish while it is still blocked), and deadlines with the stand-in's
+virtual clock (a fixed step per ``iterate()``).  jsonschema (``enforcer_oracle.validator_for``)
+is the oracle for every output.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import gc
 import json
 import logging
 import random
-import time
+import threading
 import uuid
 import zlib
 from types import SimpleNamespace
@@ -46,8 +49,11 @@ CALL = {"type": "object", "required": ["name", "arguments"], "properties": {
     "name": {"enum": ["get_weather", "search"]},
     "arguments": {"type": "object", "required": ["city"], "properties": {
         "city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1, "maximum": 9}}}}}
-#: slack for scheduling noise on a loaded 2-core machine
-MARGIN_S = 0.05
+#: a per-call deadline no loaded machine misses: for tests about other rules (deadline cuts have
+#: their own tests, with a hung engine)
+CALM_MS = 60_000.0
+#: seconds of virtual time per generator step (``JobLoopGenerator.virtual_clock``)
+STEP_S = 0.005
 
 
 def unique(schema: dict) -> dict:
@@ -134,7 +140,7 @@ def test_unguarded_filter_has_no_watchdog(ns, env):
     e = env()
     f = make_filter(ns, e, CALL)
     assert f.guard is None and f.stats is None and not f.tripped and not f.cancel_requested
-    g = make_filter(ns, e, CALL, policy=GuardPolicy(), job_id="j")
+    g = make_filter(ns, e, CALL, policy=GuardPolicy(token_deadline_ms=CALM_MS), job_id="j")
     assert g.guard is not None and g.guard.job_id == "j" and g.stats.steps == 0
 
 
@@ -143,7 +149,7 @@ def test_guarded_filter_counts_one_mask_per_step(ns, env):
     rule counts steps); the real sampler path gives the same text as the unguarded filter."""
     e = env()
     seq, outs = torch.zeros((1, 1), dtype=torch.long), []
-    for policy in (None, GuardPolicy()):
+    for policy in (None, GuardPolicy(token_deadline_ms=CALM_MS)):
         f = make_filter(ns, e, CALL, policy=policy)
         f.begin("")
         gen, rng, toks = torch.Generator().manual_seed(3), random.Random(3), []
@@ -161,35 +167,75 @@ def test_guarded_filter_counts_one_mask_per_step(ns, env):
 # ----------------------------------------------------------------------------- trips
 
 
-def test_slow_constraint_trips_the_token_deadline(ns, env):
-    """A constraint that would take seconds per mask: every filter call is cut at the deadline,
-    the job trips, salvages, and its output validates; the other job is untouched."""
+def test_costly_constraint_trips_its_work_budget(ns, env):
+    """A constraint whose masks cost more than the per-call work budget: every filter call is
+    cut, the job trips, salvages along its completion plan, and its output validates; the
+    other job is untouched."""
     e = env()
     schema = unique(FREE_TEXT)
-    policy = GuardPolicy(token_deadline_ms=20)
-    slow = make_filter(ns, e, schema, policy=policy)
-    slow.grammar.engine.chunk_hook = lambda: time.sleep(0.012)
-    fast = make_filter(ns, e, CALL, policy=policy)
+    slow = make_filter(ns, e, schema, policy=GuardPolicy(token_fuel=1))
+    fast = make_filter(ns, e, CALL, policy=GuardPolicy(token_deadline_ms=CALM_MS))
     gen = JobLoopGenerator(e.model, e.tokenizer)
-    gg = ns.guarded.GuardedGenerator(gen, policy)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS))
     gg.enqueue(make_job(ns, e, slow, "slow"), slow)
     gg.enqueue(make_job(ns, e, fast, "fast"), fast)
     res = {r.job_id: r for r in gg.run()}
     r = res["slow"]
-    assert r.end_reason == "salvaged" and "per-token deadline" in r.trip_reason, r
+    assert r.end_reason == "salvaged" and r.status == "salvaged" and "fuel" in r.trip_reason, r
     check_valid(r, FREE_TEXT)
-    # one 12 ms chunk may start just before the deadline; then scheduling noise
-    assert r.stats["max_call_ms"] < 20 + 12 + 30, r.stats
-    assert r.stats["max_protocol_call_ms"] < 20 + 12 + 100, r.stats
-    assert res["fast"].end_reason == "completed" and res["fast"].trip_reason is None
+    assert res["fast"].status == "completed" and res["fast"].completed and res["fast"].trip_reason is None
     check_valid(res["fast"], CALL)
+
+
+class Hang:
+    """A ``before_compute`` hook that blocks every cold mask computation, holding the automaton's
+    lock as a DFA row build that takes minutes would, until released."""
+
+    def __init__(self, grammar) -> None:
+        self.lock = grammar.automaton.lock
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, sid: int) -> None:
+        with self.lock:
+            self.entered.set()
+            self.release.wait(300)  # a code path that waits for it makes the test time out
+
+
+@pytest.mark.timeout(300)
+def test_hung_constraint_does_not_hold_the_batch(ns, env):
+    """One of 8 jobs has an engine that hangs: the batch finishes while it is still hung; that
+    job trips and salvages along its completion plan (a valid value), the 7 others complete."""
+    e = env()
+    schema = unique(FREE_TEXT)
+    policy = GuardPolicy(token_deadline_ms=20)
+    hung = make_filter(ns, e, schema, policy=policy)
+    hang = Hang(hung.grammar)
+    hung.grammar.engine.before_compute = hang
+    gen = JobLoopGenerator(e.model, e.tokenizer)
+    gg = ns.guarded.GuardedGenerator(gen, policy)
+    try:
+        for i in range(8):
+            f = hung if i == 3 else make_filter(ns, e, CALL, policy=policy)
+            gg.enqueue(make_job(ns, e, f, f"j{i}"), f)
+        res = {r.job_id: r for r in gg.run()}
+        assert hang.entered.is_set() and not hang.release.is_set()
+    finally:
+        hang.release.set()
+        hung.grammar.engine.before_compute = None
+    r = res["j3"]
+    assert r.status == "salvaged" and "per-token deadline" in r.trip_reason and r.stats["fallback_calls"] > 0, r
+    check_valid(r, FREE_TEXT)
+    for i in (0, 1, 2, 4, 5, 6, 7):
+        assert res[f"j{i}"].status == "completed", res[f"j{i}"]
+        check_valid(res[f"j{i}"], CALL)
 
 
 def test_free_text_explosion_trips_and_salvage_validates(ns, env):
     """Logits favouring free text keep thousands of tokens allowed: the explosion rule trips
     and salvage closes the value."""
     e = env()
-    policy = GuardPolicy(explosion_threshold=1000, explosion_steps=20)
+    policy = GuardPolicy(explosion_threshold=1000, explosion_steps=20, token_deadline_ms=CALM_MS)
     f = make_filter(ns, e, RAMBLE, policy=policy)
     gen = JobLoopGenerator(e.model, e.tokenizer, logits_fn=biased_logits(plain_bias(f, e.width, 8.0)))
     gg = ns.guarded.GuardedGenerator(gen, policy)
@@ -205,7 +251,7 @@ def test_eos_mismatch_trips_complete_but_not_stopping(ns, env):
     the filter allows as an end: the value is complete, the job never stops by itself; the
     stall rule trips and the guarded generator cancels it."""
     e = env(eos=[8001])
-    policy = GuardPolicy(end_stall_steps=3)
+    policy = GuardPolicy(end_stall_steps=3, token_deadline_ms=CALM_MS)
     f = make_filter(ns, e, CALL, extra_end_ids=[8009], policy=policy)
     assert set(f.end_ids) == {8001, 8009}
     bias = torch.zeros(e.width)
@@ -233,7 +279,7 @@ def test_exception_in_one_filter_fails_that_job_only(ns, env, caplog):
         if calls["n"] == 4:
             raise RuntimeError("boom in the mask engine")
 
-    policy = GuardPolicy()
+    policy = GuardPolicy(token_deadline_ms=CALM_MS)
     bad = make_filter(ns, e, unique(CALL), policy=policy)
     bad.grammar.engine.chunk_hook = boom
     gen = JobLoopGenerator(e.model, e.tokenizer)
@@ -255,7 +301,7 @@ def test_exception_escaping_iterate_is_charged_to_its_job(ns, env):
     """An exception outside the guarded protocol calls (here: use_background_worker, which the
     job asks after feed) escapes generator.iterate(); it is charged to the job in its traceback."""
     e = env()
-    policy = GuardPolicy()
+    policy = GuardPolicy(token_deadline_ms=CALM_MS)
 
     class Broken(ns.adapter.JsonSchemaFilter):
         """Raises on the 5th question, outside the filter's own guard."""
@@ -295,7 +341,7 @@ def test_unattributable_iterate_error_fails_the_running_batch_only(ns, env):
         real_generate(results)
 
     gen._generate = forward_fails_once
-    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy())
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS))
     for name in ("a", "b", "c", "d"):
         gg.submit("JSON:", CALL, max_new_tokens=300, gen_settings=settings(ns), seed=1, job_id=name, options=OPTIONS)
     res = {r.job_id: r for r in gg.run()}
@@ -310,28 +356,29 @@ def test_unattributable_iterate_error_fails_the_running_batch_only(ns, env):
 
 
 def test_job_deadline_during_a_long_run_cancels_that_job_only(ns, env):
-    """Two rambling jobs with a 0.25 s deadline: the "cancel" one is cancelled with its partial
-    text, the "salvage" one closes its value within the grace; the others complete."""
+    """Two rambling jobs with a 0.25 s deadline (virtual time: 50 steps): the "cancel" one is
+    cancelled with its partial text, the "salvage" one closes its value within the grace; the
+    others complete."""
     e = env()
-    cancel = GuardPolicy(job_deadline_s=0.25, on_trip="cancel")
-    salvage = GuardPolicy(job_deadline_s=0.25)
+    cancel = GuardPolicy(job_deadline_s=0.25, on_trip="cancel", token_deadline_ms=CALM_MS)
+    salvage = GuardPolicy(job_deadline_s=0.25, token_deadline_ms=CALM_MS)
     probe = make_filter(ns, e, RAMBLE)
     ramble = biased_logits(plain_bias(probe, e.width, 8.0))
-    gen = JobLoopGenerator(e.model, e.tokenizer, forward_s=0.004,
-                           logits_fn=per_job(random_logits(), cut=ramble, close=ramble))
-    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(), grace_s=1.0)
+    gen = JobLoopGenerator(e.model, e.tokenizer, logits_fn=per_job(random_logits(), cut=ramble, close=ramble))
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), grace_s=1.0,
+                                     clock=gen.virtual_clock(STEP_S))
     for name, schema, policy in (("a", CALL, None), ("cut", RAMBLE, cancel), ("close", RAMBLE, salvage),
                                  ("c", CALL, None)):
         f = make_filter(ns, e, schema, policy=policy or gg.policy)
         gg.enqueue(make_job(ns, e, f, name, max_new_tokens=5000), f)
     res = {r.job_id: r for r in gg.run()}
     cut = res["cut"]
-    assert cut.end_reason == "cancelled" and "job deadline" in cut.trip_reason, cut
-    assert cut.text and cut.json is None and cut.stats["elapsed_s"] < 0.25 + 0.2
+    assert cut.end_reason == "cancelled" and cut.status == "cut" and "job deadline" in cut.trip_reason, cut
+    assert cut.text and cut.json is None and cut.stats["elapsed_s"] <= 0.25 + 2 * STEP_S
     close = res["close"]
     assert close.end_reason == "salvaged" and "job deadline" in close.trip_reason, close
     check_valid(close, RAMBLE)
-    assert close.stats["elapsed_s"] < 0.25 + gg.grace_s
+    assert close.stats["elapsed_s"] <= 0.25 + gg.grace_s
     for name in ("a", "c"):
         assert res[name].end_reason == "completed"
         check_valid(res[name], CALL)
@@ -340,34 +387,33 @@ def test_job_deadline_during_a_long_run_cancels_that_job_only(ns, env):
 def test_job_deadline_applies_during_prefill(ns, env):
     """A job still in prefill at its deadline (no filter call yet) is cancelled from outside."""
     e = env()
-    gen = JobLoopGenerator(e.model, e.tokenizer, prefill_chunk=4, prefill_s=0.02)
-    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy())
+    gen = JobLoopGenerator(e.model, e.tokenizer, prefill_chunk=2)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), clock=gen.virtual_clock(STEP_S))
     long_prompt = "Please answer in JSON. " * 20
-    slow = make_filter(ns, e, CALL, policy=GuardPolicy(job_deadline_s=0.15))
+    slow = make_filter(ns, e, CALL, policy=GuardPolicy(job_deadline_s=0.15, token_deadline_ms=CALM_MS))
     gg.enqueue(make_job(ns, e, slow, "long", prompt=long_prompt), slow)
-    quick = make_filter(ns, e, CALL, policy=GuardPolicy())
+    quick = make_filter(ns, e, CALL, policy=GuardPolicy(token_deadline_ms=CALM_MS))
     gg.enqueue(make_job(ns, e, quick, "short"), quick)
-    t0 = time.monotonic()
     res = {r.job_id: r for r in gg.run()}
     r = res["long"]
     assert r.end_reason == "cancelled" and "job deadline" in r.trip_reason and r.text == "", r
-    assert r.stats["calls"] == 0 and r.stats["elapsed_s"] < 0.15 + 0.1
+    assert r.stats["calls"] == 0 and r.stats["elapsed_s"] <= 0.15 + 2 * STEP_S
     assert res["short"].end_reason == "completed"
-    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize("action", ["salvage", "cancel"])
 def test_generate_json_batch_deadline(ns, env, action):
-    """generate_json with a batch deadline: every prompt gets a result, in order, in time."""
+    """generate_json with a batch deadline: every prompt gets a result, in order, by the
+    deadline plus the grace (virtual time)."""
     e = env()
     probe = make_filter(ns, e, RAMBLE)
-    gen = JobLoopGenerator(e.model, e.tokenizer, forward_s=0.004,
-                           logits_fn=biased_logits(plain_bias(probe, e.width, 8.0)))
-    t0 = time.monotonic()
+    gen = JobLoopGenerator(e.model, e.tokenizer, logits_fn=biased_logits(plain_bias(probe, e.width, 8.0)))
+    clock = gen.virtual_clock(STEP_S)
     results = ns.guarded.generate_json(gen, e.tokenizer, [f"Prompt {i}:" for i in range(4)], RAMBLE,
-                                       policy=GuardPolicy(on_trip=action), batch_deadline_s=0.3,
-                                       max_new_tokens=5000, options=OPTIONS, grace_s=1.0)
-    assert time.monotonic() - t0 < 0.3 + 1.0 + 0.5
+                                       policy=GuardPolicy(on_trip=action, token_deadline_ms=CALM_MS),
+                                       batch_deadline_s=0.3,
+                                       max_new_tokens=5000, options=OPTIONS, grace_s=1.0, clock=clock)
+    assert clock() <= 0.3 + 1.0 + 2 * STEP_S
     assert [r.job_id for r in results] == [0, 1, 2, 3]
     for r in results:
         if r.trip_reason is None:  # closed its string by chance before the deadline
@@ -378,9 +424,115 @@ def test_generate_json_batch_deadline(ns, env, action):
             check_valid(r, RAMBLE)
         else:
             assert r.end_reason == "cancelled" and r.trip_reason == "batch deadline passed"
-            assert r.text and r.json is None
+            assert r.text and r.json is None and r.status == "cut"
     assert sum(r.trip_reason is not None for r in results) >= 3
     assert gen.num_remaining_jobs() == 0
+
+
+# ----------------------------------------------------------------------------- unpaged generators
+
+
+def test_unpaged_job_that_does_not_fit_fails_alone(ns, env):
+    """Unpaged (no flash-attn), the cache is one page of max_seq_len: a job asking for more new
+    tokens than fit gets an "error" result that says so; the jobs that fit run."""
+    e = env()
+    gen = JobLoopGenerator(e.model, e.tokenizer, max_seq_len=256)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), options=OPTIONS)
+    gg.submit("JSON:", CALL, max_new_tokens=200, gen_settings=settings(ns), seed=1, job_id="fits")
+    gg.submit("JSON:", CALL, max_new_tokens=4000, gen_settings=settings(ns), seed=2, job_id="too-big")
+    gg.submit("JSON:", CALL, max_new_tokens=200, gen_settings=settings(ns), seed=3, job_id="fits-too")
+    res = {r.job_id: r for r in gg.run()}
+    big = res["too-big"]
+    assert big.end_reason == "error" and big.status == "failed", big
+    assert "does not fit the generator's cache" in big.error and "4000" in big.error and "256" in big.error
+    assert "unpaged" in big.error
+    for name in ("fits", "fits-too"):
+        assert res[name].completed, res[name]
+        check_valid(res[name], CALL)
+
+
+def test_unpaged_batch_deadline_gives_unstarted_prompts_a_defined_outcome(ns, env):
+    """Unpaged, jobs run one at a time: at the batch deadline the running one salvages, those
+    still queued end "not_started" with no value; every prompt has a result, in order."""
+    e = env()
+    probe = make_filter(ns, e, RAMBLE)
+    gen = JobLoopGenerator(e.model, e.tokenizer, max_seq_len=2048,
+                           logits_fn=biased_logits(plain_bias(probe, e.width, 8.0)))
+    clock = gen.virtual_clock(STEP_S)
+    results = ns.guarded.generate_json(gen, e.tokenizer, [f"Prompt {i}:" for i in range(4)], RAMBLE,
+                                       policy=GuardPolicy(token_deadline_ms=CALM_MS), batch_deadline_s=0.5,
+                                       max_new_tokens=1500,
+                                       options=OPTIONS, grace_s=1.0, clock=clock)
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    started = [r for r in results if r.end_reason != "not_started"]
+    waiting = [r for r in results if r.end_reason == "not_started"]
+    assert started and waiting, [r.end_reason for r in results]
+    for r in started:
+        assert r.status in ("completed", "salvaged"), r
+        check_valid(r, RAMBLE)
+    for r in waiting:
+        assert r.status == "cut" and r.text == "" and r.json is None and r.stats["elapsed_s"] == 0.0
+        assert r.trip_reason == "batch deadline passed before the job started"
+    assert gen.num_remaining_jobs() == 0
+
+
+# ----------------------------------------------------------------------------- results that must come back
+
+
+def test_self_referencing_schema_gives_an_unverified_result_instead_of_raising(ns, env):
+    """A schema that refers to itself through anyOf compiles and generates, but jsonschema
+    recurses forever on it: run() returns the value marked "unverified", never raises."""
+    e = env()
+    schema = {"anyOf": [{"$ref": "#"}, {"type": "integer"}]}
+    gen = JobLoopGenerator(e.model, e.tokenizer)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(max_tokens=8, token_deadline_ms=CALM_MS), options=OPTIONS)
+    gg.submit("JSON:", schema, max_new_tokens=64, gen_settings=settings(ns), seed=5, job_id="loop")
+    gg.submit("JSON:", CALL, max_new_tokens=300, gen_settings=settings(ns), seed=6, job_id="fine",
+              policy=GuardPolicy(token_deadline_ms=CALM_MS))
+    res = {r.job_id: r for r in gg.run()}
+    r = res["loop"]
+    assert r.complete and isinstance(r.json, int) and not r.valid and r.status == "unverified", r
+    assert "RecursionError" in r.validation_error
+    assert res["fine"].completed
+
+
+def test_schema_that_does_not_compile_fails_its_job_alone(ns, env):
+    e = env()
+    gen = JobLoopGenerator(e.model, e.tokenizer)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), options=OPTIONS)
+    gg.submit("JSON:", {"type": "string", "pattern": "(?<=a)b"}, job_id="bad", gen_settings=settings(ns))
+    gg.submit("JSON:", CALL, max_new_tokens=300, gen_settings=settings(ns), seed=6, job_id="fine")
+    res = {r.job_id: r for r in gg.run()}
+    assert res["bad"].status == "failed" and "did not compile" in res["bad"].error, res["bad"]
+    assert res["fine"].completed
+
+
+def test_compile_past_its_bound_fails_the_job_and_does_not_block(ns, env, monkeypatch):
+    """submit() compiles on a worker: a compile that never ends fails its job after
+    compile_timeout_s (on the injected clock) while the other job runs."""
+    e = env()
+    release = threading.Event()
+    real = ns.guarded.JsonSchemaFilter
+
+    def slow_filter(model, tokenizer, schema, **kw):
+        if schema.get("title") == "stuck":
+            release.wait(300)
+        return real(model, tokenizer, schema, **kw)
+
+    monkeypatch.setattr(ns.guarded, "JsonSchemaFilter", slow_filter)
+    ticks = iter(range(10**9))
+    gen = JobLoopGenerator(e.model, e.tokenizer)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), options=OPTIONS, compile_timeout_s=50,
+                                     clock=lambda: float(next(ticks)))
+    try:
+        gg.submit("JSON:", {**CALL, "title": "stuck"}, job_id="stuck", gen_settings=settings(ns))
+        gg.submit("JSON:", CALL, max_new_tokens=300, gen_settings=settings(ns), seed=6, job_id="fine")
+        res = {r.job_id: r for r in gg.run()}
+        assert not release.is_set()
+    finally:
+        release.set()
+    assert res["stuck"].status == "failed" and "compile_timeout_s=50" in res["stuck"].error
+    assert res["fine"].completed
 
 
 # ----------------------------------------------------------------------------- the corpus
@@ -421,11 +573,15 @@ def test_corpus_random_generations(ns, env, frozen_gc):
     assert len(schemas) >= 30
     rng = random.Random(7)
     gen = JobLoopGenerator(e.model, e.tokenizer, max_batch_size=16)
-    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(), options=OPTIONS, grace_s=3.0)
+    gg = ns.guarded.GuardedGenerator(gen, GuardPolicy(token_deadline_ms=CALM_MS), options=OPTIONS, grace_s=3.0,
+                                     clock=gen.virtual_clock(STEP_S))
     plan = {}
     for i in range(1000):
         _name, schema = schemas[i % len(schemas)]
-        policy = GuardPolicy(max_tokens=rng.randint(2, 16), job_deadline_s=0.05 if i % 10 == 0 else 10.0)
+        # the per-call deadline is far out: this test is about the rules and the job deadline
+        # (virtual time); deadline cuts have their own deterministic tests
+        policy = GuardPolicy(max_tokens=rng.randint(2, 16), job_deadline_s=0.05 if i % 10 == 0 else 10.0,
+                             token_deadline_ms=60_000)
         plan[i] = (schema, policy)
         gg.submit("JSON:", schema, max_new_tokens=600, gen_settings=settings(ns), seed=i, policy=policy, job_id=i)
     results = gg.run()
@@ -434,9 +590,8 @@ def test_corpus_random_generations(ns, env, frozen_gc):
         schema, policy = plan[r.job_id]
         assert r.end_reason in ("completed", "salvaged"), r
         assert r.valid and validator_for(schema).is_valid(r.json), r
-        assert r.stats["max_call_ms"] <= policy.token_deadline_ms + 1e3 * MARGIN_S, r.stats
         # past its deadline a salvaging job gets the grace to close its value, then is cancelled
-        assert r.stats["elapsed_s"] <= policy.job_deadline_s + gg.grace_s + MARGIN_S, r.stats
+        assert r.stats["elapsed_s"] <= policy.job_deadline_s + gg.grace_s + 2 * STEP_S, r.stats
     reasons = [r.trip_reason or "" for r in results]
     assert sum(r.end_reason == "salvaged" for r in results) > 500
     assert sum("max_tokens" in t for t in reasons) > 400 and sum("job deadline" in t for t in reasons) > 20
@@ -453,7 +608,7 @@ def test_guarded_filter_reused_job_after_job(ns, env, frozen_gc):
     salvaged = 0
     for i in range(150):
         name, schema = schemas[i % len(schemas)]
-        policy = GuardPolicy(max_tokens=rng.randint(2, 16))
+        policy = GuardPolicy(max_tokens=rng.randint(2, 16), token_deadline_ms=60_000)
         f = filters.get(name) or filters.setdefault(name, make_filter(ns, e, schema))
         f.guard_with(policy, job_id=i)
         f.begin("")
@@ -466,6 +621,5 @@ def test_guarded_filter_reused_job_after_job(ns, env, frozen_gc):
             assert f.stats.steps < 600 and f.error is None
         assert f.matcher.complete_value, (name, f.matcher.text_bytes())
         assert validator_for(schema).is_valid(json.loads(f.value_bytes)), name
-        assert f.stats.call_seconds_max <= policy.token_deadline_ms / 1e3 + MARGIN_S
         salvaged += f.tripped
     assert salvaged > 75, salvaged

@@ -310,10 +310,12 @@ def test_byte_to_unicode_table() -> None:
     assert table[ord("A")] == "A" and table[0x20] == "Ġ" and table[0x0A] == "Ċ" and table[0xAD] == "Ń"
 
 
-def test_from_loaded_tokenizer_equals_from_file() -> None:
+def test_build_from_loaded_tokenizer() -> None:
+    """Building from an already loaded tokenizer object gives the same table as from its file
+    (how fast it is belongs to a benchmark, not a test)."""
     tok, from_file = load("llama3")
     vocab = TokenVocabulary.from_tokenizer(tok)
-    assert vocab.token_bytes == from_file.token_bytes and vocab.n_ids == from_file.n_ids
+    assert vocab.n_ids == from_file.n_ids and list(vocab.token_bytes) == list(from_file.token_bytes)
 
 
 # ------------------------------------------------------------------- errors

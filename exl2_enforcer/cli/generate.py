@@ -45,6 +45,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-timeout", type=float, default=None, metavar="S", help="wall-clock limit for all")
     p.add_argument("--on-trip", choices=TRIP_ACTIONS, default="salvage", help="reaction to a trip (default salvage)")
     p.add_argument("--max-seq-len", type=int, default=4096, metavar="N", help="cache length (default 4096)")
+    p.add_argument("--paged", choices=("auto", "yes", "no"), default="auto",
+                   help="paged attention (needs flash-attn >= 2.5.7; several jobs at once). 'auto' (default) "
+                        "falls back to unpaged, one job at a time, when flash-attn is missing")
     p.add_argument("--out", metavar="results.jsonl", help="write results here (default: stdout)")
     p.set_defaults(func=cmd_generate)
 
@@ -85,6 +88,32 @@ def _require_cuda() -> None:
                             "'check' and 'bench' work without one", ExitCode.NO_CUDA)
 
 
+def paged_attention_problem() -> str | None:
+    """Why exllamav2 cannot run paged attention here (flash-attn missing or too old), else None."""
+    try:
+        from exllamav2.attn import assert_paged_attn
+
+        assert_paged_attn()
+    except Exception as e:  # noqa: BLE001 - exllamav2 says it with an AssertionError
+        return str(e) or type(e).__name__
+    return None
+
+
+def choose_paged(mode: str, err: TextIO) -> bool:
+    """Whether to build a paged generator for ``--paged mode``; says on ``err`` when it falls back.
+    Raises :class:`CliError` for ``--paged yes`` without paged attention."""
+    if mode == "no":
+        return False
+    problem = paged_attention_problem()
+    if problem is None:
+        return True
+    if mode == "yes":
+        raise CliError(f"--paged yes: {problem}; install flash-attn >= 2.5.7 or use --paged auto/no", ExitCode.USAGE)
+    err.write(f"exl2-enforcer: paged attention unavailable ({problem}); running unpaged: one job at a time, "
+              "each job's prompt + --max-new-tokens must fit --max-seq-len\n")
+    return False
+
+
 def _load_generator(args: argparse.Namespace) -> tuple[Any, Any]:
     """(generator, tokenizer) for the model folder, with exllamav2's own CUDA extension."""
     problem = exllamav2_problem()  # before importing exllamav2: a failed CUDA build prints a long traceback
@@ -103,19 +132,21 @@ def _load_generator(args: argparse.Namespace) -> tuple[Any, Any]:
     cache = ExLlamaV2Cache(model, max_seq_len=args.max_seq_len, lazy=True)
     model.load_autosplit(cache)
     tokenizer = ExLlamaV2Tokenizer(config)
-    return ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=tokenizer), tokenizer
+    paged = choose_paged(getattr(args, "paged", "auto"), sys.stderr)
+    return ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=tokenizer, paged=paged), tokenizer
 
 
 def _record(result: Any, prompt: str) -> dict:
     return {"index": result.index, "prompt": prompt, "text": result.text, "json": result.json,
-            "valid": result.valid, "end_reason": result.end_reason, "trip_reason": result.trip_reason,
+            "valid": result.valid, "status": result.status, "end_reason": result.end_reason,
+            "trip_reason": result.trip_reason,
             "error": result.error, "stats": result.stats}
 
 
 def _report_progress(done: int, total: int, result: Any, t0: float, err: TextIO) -> None:
     # one plain line per finished job: readable in a log file, unlike a redrawn bar
     verdict = "valid" if result.valid else "INVALID"
-    err.write(f"{PROG}: {done}/{total} done: job {result.index} {result.end_reason} ({verdict}) "
+    err.write(f"{PROG}: {done}/{total} done: job {result.index} {result.status} ({result.end_reason}, {verdict}) "
               f"after {time.monotonic() - t0:.1f} s\n")
     err.flush()
 

@@ -65,7 +65,7 @@ from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
 from exl2_enforcer.matcher import Matcher
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
-from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy
+from exl2_enforcer.watchdog import CompletionPlans, GuardedMatcher, GuardPolicy
 
 __all__ = ["JsonSchemaFilter", "RegexFilter", "ChoiceFilter"]
 
@@ -99,6 +99,8 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         self.grammar = compile_for(self.vocab)
         self._cache: _LruCache = _attached(self.grammar, "_exl2_filter_cache", lambda: _LruCache(STATE_CACHE_BYTES))
         self._matcher = Matcher(self.grammar)
+        if policy is not None:
+            self._plan_start(policy)
         self._end = np.asarray(sorted(self.vocab.end_ids), dtype=np.int64)
         self._trigger_id, self._trigger_bytes = _parse_trigger(trigger)
         size = getattr(tokenizer, "get_vocab_size", None)
@@ -157,9 +159,9 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         width = self._list_width()
         if not self._active:
             return self._free_ids(width).tolist(), set()
-        return self._allowed_ids(width).tolist(), set(self._end_tokens(width))
+        return self._allowed_list(width), set(self._end_tokens(width))
 
-    def clone(self, c: "_EnforcerFilter | None" = None) -> "_EnforcerFilter":
+    def clone(self, c: _EnforcerFilter | None = None) -> _EnforcerFilter:
         """An independent filter at the same position, sharing the compiled grammar and caches.
         exllamav2 0.3.2's generators never call it; use it to give each job its own filter."""
         if c is None:
@@ -257,6 +259,12 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         if self.policy is not None:
             self._new_guard()
 
+    def _plan_start(self, policy: GuardPolicy) -> None:
+        """Record the start state's completion plan now (compile time; :meth:`GuardedGenerator.submit`
+        runs this off the generation thread), so that a deadline cut from the first token on has
+        a valid way out."""
+        CompletionPlans.of(self._matcher).record(self._matcher.grammar.automaton.start, policy.plan_max_bytes)
+
     def _state_key(self) -> Hashable:
         m = self._matcher
         # a matcher mode other than "normal" (the watchdog's, where present) changes a state's mask
@@ -299,6 +307,12 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
             return ids, ids.nbytes + 64
 
         return self._cache.get(("ids", self._state_key(), width), build)
+
+    def _allowed_list(self, width: int) -> list[int]:
+        """The allowed ids as the Python list the sampler needs, cached per state (building a list
+        of ~100k ints every step costs milliseconds)."""
+        return self._cache.get(("list", self._state_key(), width),
+                               lambda: (self._allowed_ids(width).tolist(), 40 * self._allowed_ids(width).size + 64))
 
     def _end_tokens(self, width: int, ids: np.ndarray | None = None) -> frozenset[int]:
         """The end tokens among the allowed ``ids`` (default: the state's own), cached per state."""

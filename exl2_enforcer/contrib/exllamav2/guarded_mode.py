@@ -25,11 +25,16 @@ class GuardedMode:
     """Guarded-mode methods and queries of the filters (see the module docstring)."""
 
 
-    def guard_with(self, policy: GuardPolicy, job_id: object = None) -> None:
-        """Turn guarded mode on (or change its policy); call it before the job starts."""
+    def guard_with(self, policy: GuardPolicy, job_id: object = None,
+                   clock: Callable[[], float] | None = None) -> None:
+        """Turn guarded mode on (or change its policy); call it before the job starts.  ``clock``
+        (default ``time.monotonic``) measures the job deadline (tests inject a fake one)."""
         self.policy = policy
         if job_id is not None:
             self.job_id = job_id
+        if clock is not None:
+            self.guard_clock = clock
+        self._plan_start(policy)
         self._new_guard()
 
     def arm(self, job_id: object = None, started: float | None = None) -> None:
@@ -75,7 +80,8 @@ class GuardedMode:
 
     def _new_guard(self) -> None:
         started, self._clock = self._clock, None
-        self._guard = GuardedMatcher(self._matcher, self.policy, self.job_id)
+        self._guard = GuardedMatcher(self._matcher, self.policy, self.job_id,
+                                     clock=getattr(self, "guard_clock", time.monotonic))
         if started is not None:
             self._guard.stats.started = started
         self._prepared, self.error, self._call_max_s = None, None, 0.0
@@ -114,9 +120,9 @@ class GuardedMode:
         g, m = self._guard, self._matcher
         if self._prepared is not None and self._prepared[0] == (len(m.history), m.mode, width, str(device)):
             return self._prepared[1]
-        key, was_tripped, usable = self._state_key(), g.tripped, min(width, self._tok_limit)
+        key, before, usable = self._state_key(), self._answer_mark(), min(width, self._tok_limit)
         words = self._allowed_words(usable, g)
-        if g.tripped and not was_tripped:
+        if self._answer_mark() != before:  # a trip or a fallback answer: not the state's own mask
             excluded = _excluded_from_words(words, usable, width, device)
         else:
             excluded = self._cache.get(("mask", key, width, str(device)),
@@ -125,17 +131,36 @@ class GuardedMode:
         self._prepared = ((len(m.history), m.mode, width, str(device)), excluded)
         return excluded
 
+    def _answer_mark(self) -> tuple[bool, int]:
+        g = self._guard
+        return g.tripped, g.stats.fallback_calls
+
     def _guarded_next(self) -> tuple[list[int], set[int]]:
+        """The list path under the watchdog.  The Python list the sampler needs (~100k ints on
+        a big vocabulary, milliseconds to build) is cached per state, mode and width; an answer
+        from a trip or a fallback is not the state's own and is built fresh (it is small)."""
         width = self._list_width()
         if not self._active:
             return self._free_ids(width).tolist(), set()
         g = self._guard
-        was_tripped = g.tripped
-        ids = g.allowed_ids(width)
-        if ids.size == 0:
-            raise self._no_end_error(width)
-        ends = self._find_end_tokens(ids) if g.tripped and not was_tripped else self._end_tokens(width, ids)
-        return ids.tolist(), set(ends)
+        key, before = self._state_key(), self._answer_mark()
+        packed = g.packed_mask()
+        if self._answer_mark() != before:
+            ids = self.grammar.index.unpack(packed)
+            ids = ids[ids < width]
+            if ids.size == 0:
+                raise self._no_end_error(width)
+            return ids.tolist(), set(self._find_end_tokens(ids))
+
+        def build() -> tuple[tuple[list[int], frozenset[int]], int]:
+            ids = self.grammar.index.unpack(packed)
+            ids = ids[ids < width]
+            if ids.size == 0:
+                raise self._no_end_error(width)
+            return (ids.tolist(), self._end_tokens(width, ids)), 40 * ids.size + 256
+
+        pass_list, ends = self._cache.get(("list", key, width), build)
+        return pass_list, set(ends)
 
     def _fallback_excluded(self, width: int, device: torch.device) -> torch.Tensor | None:
         """After a failure: only end ids (nothing masked if none fits; the job is cancelled anyway)."""
