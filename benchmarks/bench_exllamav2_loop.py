@@ -40,8 +40,9 @@ import lzma
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -167,8 +168,8 @@ def make_filter(model: Any, tokenizer: Any, variant: str, cache: dict) -> Any:
 def run_jobs(model: Any, tokenizer: Any, variant: str, fwd: Callable[[], None], jobs: int, tokens: int,
              cache: dict) -> tuple[float, int, list[list[int]]]:
     """Seconds and tokens of ``jobs`` single jobs one after another; the generated ids."""
-    from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
     from exl2_jobloop import JobLoopGenerator
+    from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
     gen = JobLoopGenerator(model, tokenizer, max_batch_size=1, forward_fn=fwd)
     settings = ExLlamaV2Sampler.Settings(temperature=1.0, top_k=50, top_p=0.9)
@@ -339,9 +340,9 @@ def part3(quick: bool, steps: int) -> None:
 
 def part4() -> None:
     """Full garbage collection pause with the schema corpus compiled, before and after freezing."""
+    from exl2_enforcer.compile.schema.compiler import SchemaOptions
     from exl2_enforcer.grammar import compile_json_schema
     from exl2_enforcer.matcher import Matcher
-    from exl2_enforcer.compile.schema.compiler import SchemaOptions
     from exl2_enforcer.tokens.vocabulary import TokenVocabulary
     from exl2_enforcer.watchdog import freeze_compiled
 
@@ -374,7 +375,7 @@ def part4() -> None:
     frozen = freeze_compiled()
     after = pause_ms()
     gc.unfreeze()
-    print(f"| grammars | objects frozen | full collection before | after freeze_compiled() |")
+    print("| grammars | objects frozen | full collection before | after freeze_compiled() |")
     print("|---|---|---|---|")
     print(f"| {len(kept)} | {frozen:,} | {before:.1f} ms | {after:.1f} ms |")
 

@@ -326,10 +326,11 @@ def test_generate_paged_yes_without_flash_attn_is_a_clear_error(exl2, monkeypatc
 
     import exllamav2.attn
 
-    from exl2_enforcer.cli.generate import GenerateError, choose_paged
+    from exl2_enforcer.cli.generate import choose_paged
+    from exl2_enforcer.errors import CliError
 
     monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", False)
-    with pytest.raises(GenerateError, match="--paged yes: Paged attention required Flash Attention"):
+    with pytest.raises(CliError, match="--paged yes: Paged attention required Flash Attention"):
         choose_paged("yes", io.StringIO())
 
 

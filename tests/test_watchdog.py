@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 from enforcer_oracle import validator_for
 
-from exl2_enforcer import grammar as G
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
 from exl2_enforcer.watchdog import (
     GuardedMatcher,

@@ -192,6 +192,9 @@ class MaskEngine:
         self._posts: dict[int, np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
         self._distances: "Distances | None" = None
+        #: test hook: called with the DFA state id before each computed (cold) mask (the watchdog
+        #: tests hang the engine here to prove a guarded call returns anyway)
+        self.before_compute: Callable[[int], None] | None = None
         #: test hook: called between chunks of walk work (to simulate a slow constraint)
         self.chunk_hook: Callable[[], None] | None = None
 
@@ -206,6 +209,8 @@ class MaskEngine:
             if got is not None:
                 self._cache.move_to_end(sid)
                 return got
+        if self.before_compute is not None:
+            self.before_compute(sid)
         packed = self._compute(sid, deadline)
         with self._cache_lock:
             if sid not in self._cache:

@@ -499,7 +499,7 @@ class GuardedGenerator:
                     self.generator.cancel(job)  # frees its pages; iterate_gen did not get to it
                 except Exception:  # noqa: BLE001
                     pass
-                done.append(self._result(ended, None, "unknown"))
+                done.append(self._result(rec, None, "unknown"))
 
     def _blame(self, exc: BaseException) -> list[_Job]:
         """The tracked job whose job or filter object is ``self`` in a frame of the traceback."""
