@@ -219,7 +219,7 @@ def part1(model: Any, tokenizer: Any, ms_list: list[float], jobs: int, tokens: i
                             row["next"] = 1e3 * cache["cls"].next_s / max(n, 1)
             base = row["none"][0]
 
-            def over(v: str) -> str:
+            def over(v: str, row: dict = row, base: float = base) -> str:
                 ms_tok = row[v][0]
                 return f"+{ms_tok - base:.3f} ms ({100 * (ms_tok - base) / base:+.1f} %)"
 
