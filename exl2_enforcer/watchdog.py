@@ -484,8 +484,9 @@ class GuardedMatcher:
         self._busy, self._busy_polled = None, False
         if self._lost is not None:
             lost, self._lost = self._lost, None
-            if fut.exception() is not None:
-                raise fut.exception()
+            exc = fut.exception()
+            if exc is not None:
+                raise exc
             self.matcher.accept_token(lost)  # its step is cached now
             for tid in self._after_lost:
                 self.matcher.accept_token(tid)

@@ -344,7 +344,7 @@ def _dafsa(words: list[bytes]) -> tuple[list[dict[int, int]], list[bool]]:
     """Minimal acyclic automaton of sorted, distinct ``words``: (children per node, final per node); root 0."""
     children: list[dict[int, int]] = [{}]
     final = [False]
-    register: dict[tuple, int] = {}
+    register: dict[tuple[object, ...], int] = {}
     path = [0]  # path[i]: the node after the first i bytes of the previous word
     prev = b""
 

@@ -299,7 +299,8 @@ class GuardedGenerator:
         """Admit the jobs whose filters finished compiling; fail those that failed or ran too long."""
         now = self.clock()
         for rec in [r for r in self._jobs.values() if r.compiling is not None]:
-            fut = rec.compiling
+            fut, make_job = rec.compiling, rec.make_job
+            assert fut is not None and make_job is not None  # set together by submit()
             if not fut.done():
                 if now - rec.enqueued > self.compile_timeout_s:
                     rec.compiling = None
@@ -315,7 +316,7 @@ class GuardedGenerator:
                 continue
             f, rec.validator = fut.result()
             try:
-                job = rec.make_job(f)
+                job = make_job(f)
             except Exception as e:  # noqa: BLE001 - bad job arguments: this job fails alone
                 rec.error = f"could not build the job: {type(e).__name__}: {e}"
                 self._fail(rec, done)
@@ -492,14 +493,14 @@ class GuardedGenerator:
             rec.error = message
             self._cancel(rec, "error", done)
         for job in active:  # ended in the aborted step: its eos result was lost with the step
-            rec = self._by_job.get(id(job))
-            if rec is not None and getattr(job, "is_finished", False):
-                self._forget(rec)
+            lost = self._by_job.get(id(job))
+            if lost is not None and getattr(job, "is_finished", False):
+                self._forget(lost)
                 try:
                     self.generator.cancel(job)  # frees its pages; iterate_gen did not get to it
                 except Exception:  # noqa: BLE001
                     pass
-                done.append(self._result(rec, None, "unknown"))
+                done.append(self._result(lost, None, "unknown"))
 
     def _blame(self, exc: BaseException) -> list[_Job]:
         """The tracked job whose job or filter object is ``self`` in a frame of the traceback."""
