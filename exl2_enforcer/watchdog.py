@@ -218,7 +218,8 @@ class GuardedMatcher:
 
     def _track_string(self, token_id: int) -> None:
         m = self.matcher
-        fast = m._auto.slice_budget(m.state) if not m.ended else None
+        with m.grammar.automaton.lock:  # the state id must not be evicted before use
+            fast = m.grammar.automaton.slice_budget(m.state) if not m.ended else None
         if fast is not None and fast == ("plain", None):
             self._string_bytes += len(m.grammar.vocab.token_bytes[token_id] or b"")
             if self._string_bytes > self.policy.max_string_bytes:

@@ -239,6 +239,7 @@ def bench_report(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
               "rejected_at": None if refusal is None else describe_refusal(refusal, ids, vocab),
               "steps": len(cold.fill_ns), "compile_ms": round(seconds * 1000, 3),
               "cold": stats_us(cold.fill_ns), "warm": stats_us(warm.fill_ns),
+              "retained_bytes": grammar.compile_json_schema(schema, vocab, options).retained_bytes(),
               "peers": {p: peer_figures(p, ctx, schema, options, ids) for p in args.peers}}
     facts = {"tokens": len(ids), "chars": len(text), "note": note, "invalid": invalid,
              "vocab": _vocab_label(args.tokenizer, vocab), "width": ctx.width,
@@ -283,6 +284,8 @@ def print_bench(report: dict[str, Any], facts: dict[str, Any], args: argparse.Na
         else:
             print(_row(f"{name} cold", fig["compile_ms"], fig["cold"]))
             print(_row(f"{name} warm", None, fig["warm"]))
+    print(f"\nmemory:     {report['retained_bytes'] / 2**20:,.1f} MiB held by the grammar after both passes "
+          f"(DFA states, rows, masks; budget {grammar.DEFAULT_MEMORY_BYTES >> 20} MiB)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -351,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "an object that lists properties is closed)")
     opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
     opts.add_argument("--max-depth", type=_positive, default=SchemaOptions.max_depth, metavar="N",
-                      help=f"nesting bound for recursive $ref and free-form values (default {SchemaOptions.max_depth})")
+                      help="deepest nesting of objects and arrays in a value ([[1]] is 2); bounds recursive $ref "
+                      f"and free-form values (default {SchemaOptions.max_depth})")
 
     parser = argparse.ArgumentParser(prog=PROG, description="Check JSON Schemas and time their token masks.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
