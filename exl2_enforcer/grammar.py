@@ -37,6 +37,10 @@ from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 #: estimated bytes per NFA state and per edge (two small lists per state, one tuple per edge)
 _NFA_STATE_BYTES = 2 * sys.getsizeof([]) + 16
 _NFA_EDGE_BYTES = sys.getsizeof((0, 0, 0)) + 8
+#: default per-grammar budget for states, rows and masks (bytes)
+DEFAULT_MEMORY_BYTES = 256 << 20
+#: the smallest budget accepted: a few states and one vocabulary-wide mask must fit
+MIN_MEMORY_BYTES = 1 << 20
 
 
 @dataclass
@@ -51,6 +55,10 @@ class CompiledGrammar:
     warnings: list[str] = field(default_factory=list)
     #: bytes of the NFA, fixed once compiled (estimated once, see :meth:`retained_bytes`)
     nfa_bytes: int = 0
+    #: budget in bytes for DFA states, rows and masks together (see :meth:`enforce_budget`)
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    #: how many times the budget dropped every state (a counter, for reports and tests)
+    evictions: int = 0
 
     @property
     def vocab(self) -> TokenVocabulary:
@@ -58,19 +66,44 @@ class CompiledGrammar:
         return self.index.vocab
 
     def retained_bytes(self) -> int:
-        """Estimated bytes this grammar keeps alive beyond its (shared) vocabulary index.
+        """Bytes now held by this grammar's DFA states, rows, closures, stack nodes and masks.
 
-        The NFA, the DFA states built so far and every cached mask; grows as
-        matchers explore new states.  An estimate (``sys.getsizeof`` scale),
-        used to bound :data:`GRAMMAR_CACHE`.
+        Counts what grows with use (an estimate for Python objects, exact for
+        arrays); the vocabulary index, shared by every grammar, is not included.
+        """
+        return self.automaton.retained_bytes() + self.engine.retained_bytes()
+
+    def footprint_bytes(self) -> int:
+        """:meth:`retained_bytes` plus the NFA's (fixed) estimate: what :data:`GRAMMAR_CACHE` bounds."""
+        return self.nfa_bytes + self.retained_bytes()
+
+    def enforce_budget(self) -> bool:
+        """Drop every state, row and mask when :meth:`retained_bytes` exceeds ``memory_bytes``.
+
+        Matchers re-intern their states from the configurations they keep, so
+        they go on working; the dropped work is redone on demand.  Returns
+        whether it evicted.  Called by :class:`~.matcher.Matcher` after each step.
         """
         a, e = self.automaton, self.engine
-        own = getattr(a, "retained_bytes", None)
-        if own is not None:
-            dfa = int(own())
-        else:
-            dfa = self.nfa_bytes + int(a.table.nbytes) + 200 * len(a.states)
-        return dfa + e.retained_bytes()
+        # inlined retained_bytes(): this runs after every matcher step
+        if a.state_bytes + a.table.nbytes + e.cached_bytes + e.side_bytes <= self.memory_bytes:
+            return False
+        # never wait for the lock here: a worker building rows holds it, and a guarded call that
+        # stepped without it must not block; the next step over budget evicts instead
+        if not a.lock.acquire(blocking=False):
+            return False
+        try:
+            self.evict()
+        finally:
+            a.lock.release()
+        return True
+
+    def evict(self) -> None:
+        """Drop every DFA state, row and mask now (matchers re-intern their states on next use)."""
+        with self.automaton.lock:
+            self.automaton.evict()
+            self.engine.clear_states()
+            self.evictions += 1
 
 
 def nfa_bytes(nfa: NFA) -> int:
@@ -117,10 +150,10 @@ class GrammarCache:
     def _shrink(self) -> None:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        total = sum(g.retained_bytes() for g in self._entries.values())
+        total = sum(g.footprint_bytes() for g in self._entries.values())
         while self._entries and total > self.max_bytes:
             _, old = self._entries.popitem(last=False)
-            total -= old.retained_bytes()
+            total -= old.footprint_bytes()
 
     def clear(self) -> None:
         """Forget every grammar (matchers holding one keep it alive)."""
@@ -136,7 +169,7 @@ class GrammarCache:
     def retained_bytes(self) -> int:
         """Sum of the retained bytes of the cached grammars."""
         with self._lock:
-            return sum(g.retained_bytes() for g in self._entries.values())
+            return sum(g.footprint_bytes() for g in self._entries.values())
 
     def __len__(self) -> int:
         with self._lock:
@@ -208,22 +241,37 @@ def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
                               " its masks could be empty, so it is refused")
 
 
+def _check_memory(memory_bytes: int) -> int:
+    if not isinstance(memory_bytes, int) or memory_bytes < MIN_MEMORY_BYTES:
+        raise EnforcerError(f"memory_bytes must be an int >= {MIN_MEMORY_BYTES}, got {memory_bytes!r}")
+    return memory_bytes
+
+
 def _finish(nfa: NFA, root: Frag, vocab: TokenVocabulary, max_depth: int, desc: str, t0: float,
-            warnings: list[str], cache_bytes: int) -> CompiledGrammar:
+            warnings: list[str], cache_bytes: int, memory_bytes: int) -> CompiledGrammar:
     index = TokenIndex.for_vocabulary(vocab)
     check_vocabulary_covers(nfa, index, desc)
     try:
         automaton = Automaton(nfa, root, max_depth=max_depth)
+    except SchemaError:
+        raise
     except EnforcerError as e:
         raise SchemaError(f"{desc}: {e}", "") from None
-    engine = MaskEngine(automaton, index, cache_bytes=cache_bytes)
-    return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings, nfa_bytes(nfa))
+    # the mask LRU evicts on its own first, so masks alone never force dropping the states
+    engine = MaskEngine(automaton, index, cache_bytes=min(cache_bytes, memory_bytes // 2))
+    return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings,
+                           nfa_bytes=nfa_bytes(nfa), memory_bytes=memory_bytes)
 
 
 def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOptions | None = None, *,
                         registry: referencing.Registry | None = None,
-                        mask_cache_bytes: int = 256 << 20) -> CompiledGrammar:
+                        mask_cache_bytes: int = 256 << 20,
+                        memory_bytes: int = DEFAULT_MEMORY_BYTES) -> CompiledGrammar:
     """Compile a JSON Schema (dict, bool or JSON text) for ``vocab``; cached.
+
+    ``memory_bytes`` bounds the grammar's DFA states, rows and masks together
+    (bytes, default 256 MiB, at least 1 MiB); ``mask_cache_bytes`` bounds the
+    mask LRU alone (at most half of ``memory_bytes`` is used).
 
     Raises :class:`SchemaError` with a JSON pointer for invalid or unsupported
     schemas, for schemas that admit no value, nest deeper than
@@ -231,9 +279,10 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     (``options.compile_timeout_s``, ``options.max_nfa_states``), and
     :class:`VocabularyError` when ``vocab`` cannot write the language (see
     :func:`check_vocabulary_covers`).  ``mask_cache_bytes`` bounds the masks
-    cached for this grammar.  Cached in :data:`GRAMMAR_CACHE` unless a
-    ``registry`` is given.
+    cached for this grammar.  :class:`EnforcerError` for a bad
+    ``memory_bytes``.  Cached in :data:`GRAMMAR_CACHE` unless a ``registry`` is given.
     """
+    _check_memory(memory_bytes)
     if isinstance(schema, (str, bytes)):
         try:
             schema = json.loads(schema)
@@ -248,32 +297,44 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
         t0 = time.perf_counter()
         with gc_paused():
             nfa, root, warns = compile_schema(schema, options, registry)
-            return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes)
+            return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes,
+                           memory_bytes)
 
     if registry is not None:
         return build()
     # property order is part of the language, so the key keeps dict order (and 1 vs 1.0 apart)
     text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
-    key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes)
+    key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes, memory_bytes)
     return GRAMMAR_CACHE.get_or_build(key, build)
 
 
-def compile_regex_constraint(pattern: str, vocab: TokenVocabulary) -> CompiledGrammar:
-    """The whole output must match ``pattern`` (ECMA-262 subset, fully anchored)."""
+def compile_regex_constraint(pattern: str, vocab: TokenVocabulary, *,
+                             memory_bytes: int = DEFAULT_MEMORY_BYTES) -> CompiledGrammar:
+    """The whole output must match ``pattern`` (ECMA-262 subset, fully anchored).
+
+    ``memory_bytes`` bounds states, rows and masks together, as for :func:`compile_json_schema`.
+    """
     from exl2_enforcer.compile.regex import compile_regex
+
+    _check_memory(memory_bytes)
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
         nfa = NFA()
         with gc_paused():
             root = compile_regex(nfa, pattern, mode="raw", search=False)
-            return _finish(nfa, root, vocab, 1, f"regex {pattern!r}", t0, [], 64 << 20)
+            return _finish(nfa, root, vocab, 1, f"regex {pattern!r}", t0, [], 64 << 20, memory_bytes)
 
-    return GRAMMAR_CACHE.get_or_build(("regex", pattern, vocab.fingerprint, 64 << 20), build)
+    return GRAMMAR_CACHE.get_or_build(("regex", pattern, vocab.fingerprint, 64 << 20, memory_bytes), build)
 
 
-def compile_choice(choices: Sequence[str], vocab: TokenVocabulary) -> CompiledGrammar:
-    """The whole output must be exactly one of ``choices``."""
+def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
+                   memory_bytes: int = DEFAULT_MEMORY_BYTES) -> CompiledGrammar:
+    """The whole output must be exactly one of ``choices``.
+
+    ``memory_bytes`` bounds states, rows and masks together, as for :func:`compile_json_schema`.
+    """
+    _check_memory(memory_bytes)
     choices = list(choices)
     if not choices:
         raise EnforcerError("choices: need at least one choice")
@@ -285,6 +346,6 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary) -> CompiledGr
         nfa = NFA()
         with gc_paused():
             root = literal_trie_fragment(nfa, (c.encode() for c in choices))
-            return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20)
+            return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20, memory_bytes)
 
-    return GRAMMAR_CACHE.get_or_build(("choice", tuple(choices), vocab.fingerprint, 64 << 20), build)
+    return GRAMMAR_CACHE.get_or_build(("choice", tuple(choices), vocab.fingerprint, 64 << 20, memory_bytes), build)

@@ -263,6 +263,8 @@ class CompletionPlans:
         self.grammar = matcher.grammar
         self.max_states = max_states
         self.hops: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        #: the automaton generation the hops' state ids belong to (an eviction clears them)
+        self.generation = matcher.grammar.automaton.generation
         self._lock = threading.Lock()
         self._queued: set[int] = set()
         self._distances: Any = None  # the engine's completion distances, once a record built them
@@ -277,8 +279,19 @@ class CompletionPlans:
                 plans = g.__dict__["completion_plans"] = CompletionPlans(matcher)
         return plans
 
+    def _sync(self) -> int:
+        """Forget the hops of an older automaton generation; returns the current one."""
+        gen = self.grammar.automaton.generation
+        if gen != self.generation:
+            with self._lock:
+                if gen != self.generation:
+                    self.hops.clear()
+                    self.generation = gen
+        return gen
+
     def next_hop(self, sid: int) -> tuple[int, int] | None:
         """``(token id, next state)`` of a recorded plan, else None (O(1), no engine work)."""
+        self._sync()
         return self.hops.get(sid)
 
     def planned(self, sid: int) -> bool:
@@ -286,28 +299,44 @@ class CompletionPlans:
         return sid in self.hops or self.grammar.automaton.is_accepting(sid)
 
     def schedule(self, sid: int, pool: WorkerPool, max_bytes: int) -> None:
-        """Record the plan of ``sid`` in the background unless known or already queued."""
+        """Record the plan of ``sid`` (an id of the current generation) in the background unless
+        known or already queued."""
+        gen = self._sync()
         if self.planned(sid):
             return
         with self._lock:
             if sid in self._queued:
                 return
             self._queued.add(sid)
-        pool.submit(lambda: self.record(sid, max_bytes))
+        pool.submit(lambda: self.record(sid, max_bytes, generation=gen))
 
-    def record(self, sid: int, max_bytes: int, *, known_rows_only: bool = False) -> bool:
+    def record(self, sid: int, max_bytes: int, *, known_rows_only: bool = False,
+               generation: int | None = None) -> bool:
         """Compute and keep a shortest completion of ``sid`` (at most ``max_bytes`` long);
         returns whether one is known now.  With ``known_rows_only`` it builds nothing (no DFA
         row, no distances: gives up instead), so it is safe and cheap while a worker holds the
         automaton's lock -- what the fallback tries for a state without a plan."""
+        auto = self.grammar.automaton
+        seq = auto.seq
+        gen = self._sync()
+        if generation is not None and generation != gen:  # ``sid`` was of an evicted generation
+            with self._lock:
+                self._queued.discard(sid)
+            return False
         try:
-            path = self._path(sid, max_bytes, known_rows_only)
+            if known_rows_only:  # never waits for the lock: an eviction meanwhile discards the path
+                path = None if seq & 1 else self._path(sid, max_bytes, True)
+            else:
+                with auto.lock:  # state ids stay in one generation throughout the walk
+                    path = self._path(sid, max_bytes, False) if auto.generation == gen else None
         finally:
             with self._lock:
                 self._queued.discard(sid)
-        if path is None:
+        if path is None or auto.seq != seq:
             return False
         with self._lock:
+            if self.generation != gen:
+                return False
             for s, hop in path:
                 self.hops[s] = hop
             while len(self.hops) > self.max_states:
@@ -352,7 +381,7 @@ class _MaskMemo:
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
-        self.items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+        self.items: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
         self.nbytes = 0
         self.lock = threading.Lock()
 
@@ -365,10 +394,11 @@ class _MaskMemo:
                 memo = g.__dict__["guard_masks"] = _MaskMemo()
         return memo
 
-    def get(self, key: tuple[int, str]) -> np.ndarray | None:
+    def get(self, key: tuple[int, int, str]) -> np.ndarray | None:
+        """``key``: (automaton generation, state id, matcher mode)."""
         return self.items.get(key)
 
-    def put(self, key: tuple[int, str], packed: np.ndarray) -> None:
+    def put(self, key: tuple[int, int, str], packed: np.ndarray) -> None:
         with self.lock:
             if key in self.items:
                 return
@@ -405,7 +435,8 @@ class GuardedMatcher:
         self.plans = CompletionPlans.of(matcher)
         self._memo = _MaskMemo.of(matcher)
         with _ATTACH_LOCK:  # per grammar: whether a state is inside a free-text string (a pure function)
-            self._free_states: dict[int, bool] = matcher.grammar.__dict__.setdefault("free_string_states", {})
+            self._free_states: dict[tuple[int, int], bool] = matcher.grammar.__dict__.setdefault(
+                "free_string_states", {})
         self._busy: Future | None = None  # engine work that outlived its call
         self._busy_polled = False  # a call already waited for it in vain
         self._lost: int | None = None  # a token whose step is still running on a worker
@@ -521,12 +552,20 @@ class GuardedMatcher:
             return self._fallback_mask()
         if m.ended or m.mode == "stop":
             return m.packed_mask()
-        key = (m.state, m.mode)
+        auto = m.grammar.automaton
+        gen = auto.generation
+        sid = m.state
+        key = (gen, sid, m.mode)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        engine, sid, mode = m.grammar.engine, m.state, m.mode
-        work = (lambda: engine.salvage_mask(sid, budget)) if mode == "salvage" else (lambda: engine.mask(sid, budget))
+        engine, mode, here = m.grammar.engine, m.mode, m.dfa_state
+
+        def work() -> np.ndarray:
+            with auto.lock:  # an eviction since the call began: the same state, re-interned
+                now = auto.reintern(here)
+                return engine.salvage_mask(now, budget) if mode == "salvage" else engine.mask(now, budget)
+
         fut = self.pool.submit(work)
         if not self._wait(fut, budget):
             self._busy = fut
@@ -646,9 +685,13 @@ class GuardedMatcher:
         cap, m = self.policy.max_string_bytes, self.matcher
         if cap is None or m.ended or self._lost is not None:
             return
-        free = self._free_states.get(m.state)
+        gen = m.grammar.automaton.generation
+        key = (gen, m.state)
+        free = self._free_states.get(key)
         if free is None:
-            free = self._free_states[m.state] = m.in_free_string()
+            free = m.in_free_string()
+            if m.grammar.automaton.generation == gen:
+                self._free_states[key] = free
         if free:
             self._string_bytes += len(piece)
             if self._string_bytes > cap:

@@ -27,7 +27,7 @@ FC_INSTANCE = str(EXAMPLES / "function_call.instance.json")
 REC_SCHEMA = str(EXAMPLES / "record.schema.json")
 REC_INSTANCE = str(EXAMPLES / "record.instance.json")
 MINI_XZ = ROOT / "exl2_enforcer" / "data" / "mini_llama3.tokenizer.json.xz"
-BENCH_KEYS = {"accepted", "rejected_at", "steps", "compile_ms", "cold", "warm", "peers"}
+BENCH_KEYS = {"accepted", "rejected_at", "steps", "compile_ms", "cold", "warm", "retained_bytes", "peers"}
 STAT_KEYS = {"mean_us", "p50_us", "p99_us", "max_us"}
 
 
@@ -163,6 +163,7 @@ def test_bench_function_call_json(capsys):
     code, report, err = run_json(capsys, "bench", FC_SCHEMA, "--instance", FC_INSTANCE)
     assert code == 0 and err == ""
     assert set(report) == BENCH_KEYS
+    assert 0 < report["retained_bytes"] <= 256 << 20
     assert report["accepted"] is True and report["rejected_at"] is None
     assert report["steps"] > 100  # one mask per token plus the final one
     assert report["compile_ms"] > 0

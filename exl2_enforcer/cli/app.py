@@ -221,6 +221,7 @@ def bench_report(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
               "rejected_at": None if refusal is None else describe_refusal(refusal, ids, vocab),
               "steps": len(cold.fill_ns), "compile_ms": round(seconds * 1000, 3),
               "cold": stats_us(cold.fill_ns), "warm": stats_us(warm.fill_ns),
+              "retained_bytes": grammar.compile_json_schema(schema, vocab, options).retained_bytes(),
               "peers": {p: peer_figures(p, ctx, schema, options, ids) for p in args.peers}}
     facts = {"tokens": len(ids), "chars": len(text), "note": note, "invalid": invalid,
              "vocab": _vocab_label(args.tokenizer, vocab), "width": ctx.width,
@@ -265,6 +266,8 @@ def print_bench(report: dict[str, Any], facts: dict[str, Any], args: argparse.Na
         else:
             print(_row(f"{name} cold", fig["compile_ms"], fig["cold"]))
             print(_row(f"{name} warm", None, fig["warm"]))
+    print(f"\nmemory:     {report['retained_bytes'] / 2**20:,.1f} MiB held by the grammar after both passes "
+          f"(DFA states, rows, masks; budget {grammar.DEFAULT_MEMORY_BYTES >> 20} MiB)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -84,7 +84,8 @@ def schema_option_parser() -> argparse.ArgumentParser:
                            "an object that lists properties is closed)")
     opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
     opts.add_argument("--max-depth", type=positive_int, default=SchemaOptions.max_depth, metavar="N",
-                      help=f"nesting bound for recursive $ref and free-form values (default {SchemaOptions.max_depth})")
+                      help="deepest nesting of objects and arrays in a value ([[1]] is 2); bounds recursive $ref "
+                      f"and free-form values (default {SchemaOptions.max_depth})")
     return parent
 
 

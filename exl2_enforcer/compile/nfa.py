@@ -231,6 +231,8 @@ class NFA:
         self.calls: dict[int, tuple[Frag, int, int]] = {}
         #: lazily created head state -> (its construct, its key)
         self.loop_of: dict[int, tuple[LazyHeads, Hashable]] = {}
+        #: callee start -> where it comes from (a JSON pointer), for error messages
+        self.machine_names: dict[int, str] = {}
 
     # -- primitive construction -------------------------------------------------
     def state(self) -> int:
@@ -348,8 +350,9 @@ class NFA:
     def call(self, callee: Frag, weight: int = 1) -> Frag:
         """Run the shared sub-machine ``callee`` here and continue after it returns.
 
-        ``weight`` counts toward the automaton's nesting bound (1 for a ``$ref``,
-        0 for the internal calls of counted loops).
+        ``weight`` counts toward the automaton's nesting bound (1 for an object or
+        array, 0 for a ``$ref`` and the internal calls of counted loops).  A cycle
+        of calls that weighs 0 is refused by the automaton.
         """
         s, r = self.state(), self.state()
         self.calls[s] = (callee, r, weight)

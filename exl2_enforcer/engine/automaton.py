@@ -1,11 +1,17 @@
 """Lazy determinisation of a byte NFA with calls into a DFA over byte classes.
 
-A *configuration* is a call stack: a tuple ``(r1, ..., rk, q)`` of return
-states followed by the current NFA state ``q``.  A DFA state is the set of
-configurations the input so far can be in, closed under epsilon moves, calls,
-returns and loop steps.  DFA states and their transition rows are created only
-when something reaches them, so compile time stays proportional to the schema
-and not to the (possibly huge) set of reachable stacks.
+A *configuration* is a pair ``(q, node)``: the current NFA state ``q`` and a
+:class:`StackNode`, a hash-consed *set* of call stacks of one nesting depth
+(a graph-structured stack).  A node maps each top return state to the node
+of the stacks below it, so stacks that differ only deep down share their
+tops, and ambiguity that stays open over many levels (``anyOf`` branches with
+a common recursive field) costs one node per level instead of doubling the
+stacks per level.  A DFA state is the set of configurations the input so far
+can be in, closed under epsilon moves, calls, returns and loop steps, with at
+most one configuration per ``(q, depth)``: nodes that meet there are merged.
+The form is canonical (a node is the trie of its stacks read from the top),
+so equal DFA states are equal sets and are interned once.  DFA states and
+their transition rows are created only when something reaches them.
 
 **No dead ends.**  Before determinising, :func:`completion_depth` computes for
 every NFA state the nesting depth still needed to finish its sub-machine (or
@@ -19,18 +25,45 @@ time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 import numpy as np
 
-from exl2_enforcer.compile.nfa import NFA, Frag, Loop
-from exl2_enforcer.errors import EnforcerError
+from exl2_enforcer.compile.nfa import NFA, Frag, LazyHeads, Loop
+from exl2_enforcer.errors import EnforcerError, SchemaError
 
 INF = 1 << 30
 DEAD = -1
 UNKNOWN = -2
 
-Config = tuple[int, ...]
+Config = tuple  # (NFA state, StackNode)
+
+
+class StackNode(int):
+    """A set of call stacks, all of the same nesting ``depth``, as a shared trie.
+
+    ``frames`` is a tuple of ``(return state, parent node)`` sorted by return
+    state, one entry per distinct top frame; the parent holds the stacks below
+    it.  ``EMPTY`` (no frames, depth 0) is the empty stack.  The int value is
+    the node's id, unique within its automaton across generations, so hashing
+    and equality are C-level: an automaton interns each structure once, and
+    equal ids mean the same set of stacks.
+    """
+
+    frames: tuple[tuple[int, StackNode], ...]
+    depth: int
+
+    def __new__(cls, uid: int, frames: tuple[tuple[int, StackNode], ...], depth: int) -> StackNode:
+        node = int.__new__(cls, uid)
+        node.frames = frames
+        node.depth = depth
+        return node
+
+    def __repr__(self) -> str:
+        return f"StackNode({int(self)}, depth={self.depth}, tops={[r for r, _p in self.frames]})"
+
+
+EMPTY = StackNode(0, (), 0)
 
 
 def predecessors(nfa: NFA) -> tuple[list[list[tuple[int, int]]], list[list[int]]]:
@@ -107,10 +140,77 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     return h
 
 
+def zero_weight_cycle(nfa: NFA, root: Frag) -> int | None:
+    """A machine on a cycle of calls that weighs 0 and is reachable from ``root``, or None.
+
+    Such a cycle recurses without entering an object or array, so no depth
+    bound could stop it; a machine is named by its start state.
+    """
+    calls_of: dict[int, list[tuple[int, int]]] = {}
+
+    def callees(start: int) -> list[tuple[int, int]]:
+        got = calls_of.get(start)
+        if got is not None:
+            return got
+        out: list[tuple[int, int]] = []
+        seen, todo = {start}, [start]
+        while todo:
+            q = todo.pop()
+            nxt = [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
+            call = nfa.calls.get(q)
+            if call is not None:
+                out.append((call[0].start, call[2]))
+                nxt.append(call[1])
+            head = nfa.loop_of.get(q)
+            if head is not None:
+                obj = head[0]
+                out += [(d, 0) for d in obj.deps() if d != obj.exit]
+                nxt.append(obj.exit)
+            for t in nxt:
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        calls_of[start] = out
+        return out
+
+    # iterative depth-first search over weight-0 call edges; every machine is a root of it
+    # once, reachable ones first (a machine no path calls cannot hang a closure)
+    color: dict[int, int] = {}
+    order = [root.start]
+    seen_any = {root.start}
+    i = 0
+    while i < len(order):
+        for c, _w in callees(order[i]):
+            if c not in seen_any:
+                seen_any.add(c)
+                order.append(c)
+        i += 1
+    for top in order:
+        if top in color:
+            continue
+        color[top] = 1
+        stack = [(top, iter(callees(top)))]
+        while stack:
+            m, it = stack[-1]
+            for c, w in it:
+                if w:
+                    continue
+                if color.get(c) == 1:
+                    return c
+                if c not in color:
+                    color[c] = 1
+                    stack.append((c, iter(callees(c))))
+                    break
+            else:
+                color[m] = 2
+                stack.pop()
+    return None
+
+
 class DfaState:
     """One lazily built DFA state: its configurations and whether it accepts."""
 
-    __slots__ = ("configs", "accepting")
+    __slots__ = ("accepting", "configs")
 
     def __init__(self, configs: frozenset[Config], accepting: bool) -> None:
         self.configs = configs
@@ -130,31 +230,143 @@ class Automaton:
         self.nfa = nfa
         self.root = root
         self.max_depth = max_depth
+        #: bumped by :meth:`evict`; a state id is only meaningful within its generation
+        self.generation = 0
+        #: odd while :meth:`evict` runs, bumped twice per eviction: a reader that saw the same even
+        #: value before and after reading ``table``/``states`` without the lock read one generation
+        self.seq = 0
         self.lock = threading.RLock()
         # Which machine a return state belongs to: return state -> (callee end, weight).
         self._ret_info: dict[int, tuple[int, int]] = {r: (callee.end, w) for callee, r, w in nfa.calls.values()}
         ends = {root.end} | {callee.end for callee, _r, _w in nfa.calls.values()}
         ends |= {obj.callee_end for obj, _k in nfa.loop_of.values()}
+        looping = zero_weight_cycle(nfa, root)
+        if looping is not None:
+            where = nfa.machine_names.get(looping, "")
+            raise SchemaError("recursion through $ref reaches itself without entering an object or array"
+                              " (it consumes no input)", where, keyword="$ref")
         self._h = completion_depth(nfa, ends)
         if self._h[root.start] > max_depth:
             raise EnforcerError("the constraint admits no value" if self._h[root.start] >= INF
                                 else f"the constraint needs nesting deeper than max_depth={max_depth}")
         self.class_of_byte, self.n_classes, self.class_rep = _byte_classes(nfa)
-        self.states: list[DfaState] = []
-        self._index: dict[frozenset[Config], int] = {}
-        self._closure_cache: dict[Config, tuple[frozenset[Config], bool]] = {}
+        # per NFA state, bounded by the NFA: kept across evictions
         self._body_tops_cache: dict[int, frozenset[int]] = {}
         self._starts_cache: dict[tuple[int, str], bool] = {}
         self._eps_cache: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         self._special = frozenset(ends)
+        #: explored (state, node) pairs over all closures: a work counter for tests
+        self.closure_work = 0
+        self._next_uid = 1  # node ids stay unique across evictions
+        self._reset_states()
+        self.start = self._step_targets([(root.start, EMPTY)])
+
+    def _reset_states(self) -> None:
+        self.states: list[DfaState] = []
+        self._index: dict[frozenset[Config], int] = {}
+        self._closure_cache: dict[Config, tuple[tuple[Config, ...], bool]] = {}
+        self._nodes: dict[tuple, StackNode] = {(0, ()): EMPTY}
+        #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
+        self.state_bytes = 0
         self.table = np.full((64, self.n_classes), UNKNOWN, dtype=np.int32)
-        configs, acc = self._closure((root.start,))
-        self.start = self._intern(configs, acc)
+
+    # -- memory ------------------------------------------------------------------
+    def retained_bytes(self) -> int:
+        """Bytes held by DFA states, their rows, closures and stack nodes (an estimate, in bytes)."""
+        return self.state_bytes + self.table.nbytes
+
+    def evict(self) -> None:
+        """Drop every DFA state, row, closure and stack node, and start a new generation.
+
+        Callers holding state ids re-intern them with :meth:`reintern` from the
+        :class:`DfaState` objects they kept (see :class:`~.matcher.Matcher`).
+        Takes the lock; rows in use by a running walk are never dropped because
+        walks run under the same lock.
+        """
+        with self.lock:
+            self.seq += 1
+            self._reset_states()
+            self.generation += 1
+            self.start = self._step_targets([(self.root.start, EMPTY)])
+            self.seq += 1
+
+    def reintern(self, state: DfaState) -> int:
+        """The id of ``state`` (a :class:`DfaState` of any generation) in the current generation."""
+        with self.lock:
+            sid = self._index.get(state.configs)
+            if sid is None:
+                for _q, node in state.configs:
+                    self._adopt(node)
+                sid = self._intern(state.configs, state.accepting)
+            return sid
+
+    def _adopt(self, node: StackNode) -> None:
+        """Register an older generation's ``node`` and its ancestors as this generation's own.
+
+        New nodes of the same structure then reuse these ids, so the re-interned
+        state and the states built from it keep comparing equal.
+        """
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            key = (n.depth, n.frames)
+            if key in self._nodes:
+                continue
+            self._nodes[key] = n
+            self.state_bytes += _NODE_BYTES + _FRAME_BYTES * len(n.frames)
+            todo.extend(p for _r, p in n.frames)
+
+    # -- graph-structured stacks -------------------------------------------------
+    def _node(self, frames: tuple[tuple[int, StackNode], ...], depth: int) -> StackNode:
+        """The interned node with these (sorted) frames."""
+        key = (depth, frames)
+        got = self._nodes.get(key)
+        if got is None:
+            got = self._nodes[key] = StackNode(self._next_uid, frames, depth)
+            self._next_uid += 1
+            self.state_bytes += _NODE_BYTES + _FRAME_BYTES * len(frames)
+        return got
+
+    def _push(self, r: int, parent: StackNode, weight: int) -> StackNode:
+        return self._node(((r, parent),), parent.depth + weight)
+
+    def _union(self, a: StackNode, b: StackNode, memo: dict) -> StackNode:
+        """The node holding the stacks of both ``a`` and ``b`` (same depth), merged per top frame.
+
+        Iterative (parents first), so stacks deeper than Python's recursion limit merge too.
+        """
+        if a == b:
+            return a
+        todo = [(a, b)]
+        while todo:
+            x, y = todo[-1]
+            if (x, y) in memo:
+                todo.pop()
+                continue
+            mine = dict(x.frames)
+            pending = [(mine[r], p) for r, p in y.frames
+                       if r in mine and mine[r] != p and (mine[r], p) not in memo]
+            if pending:
+                todo.extend(pending)
+                continue
+            for r, p in y.frames:
+                q = mine.get(r)
+                mine[r] = p if q is None or q == p else memo[(q, p)]
+            memo[(x, y)] = self._node(tuple(sorted(mine.items(), key=_first)), x.depth)
+            todo.pop()
+        return memo[(a, b)]
+
+    def _canonical(self, configs: Iterable[Config]) -> tuple[Config, ...]:
+        """``configs`` with the nodes of equal (state, depth) merged: one configuration per pair."""
+        merged: dict[tuple[int, int], StackNode] = {}
+        memo: dict = {}
+        for q, node in configs:
+            key = (q, node.depth)
+            old = merged.get(key)
+            merged[key] = node if old is None else self._union(old, node, memo)
+        return tuple((q, node) for (q, _d), node in merged.items())
 
     # -- configuration closure ---------------------------------------------------
-    def _depth(self, stack: Config) -> int:
-        return sum(self._ret_info[r][1] if r in self._ret_info else 0 for r in stack[:-1])
-
     def _return_end(self, r: int) -> int:
         """The end state of the machine whose caller waits at return state ``r``."""
         info = self._ret_info.get(r)
@@ -191,54 +403,73 @@ class Automaton:
         self._eps_cache[q] = got
         return got
 
-    def _closure(self, config: Config) -> tuple[frozenset[Config], bool]:
+    def _closure(self, config: Config) -> tuple[tuple[Config, ...], bool]:
+        """Configurations reachable from ``config`` without reading a byte (cached).
+
+        Each explored pair ``(state, node)`` is visited once; a return fans out
+        over the node's top frames, so the work is bounded by the states times
+        the nodes reachable below, not by the number of stacks they stand for.
+        """
         cached = self._closure_cache.get(config)
         if cached is not None:
             return cached
-        nfa, limit, hd = self.nfa, self.max_depth, self._state_depth
-        out: set[Config] = set()
+        limit, hd, h = self.max_depth, self._state_depth, self._h
+        eps_cache = self._eps_cache
+        out: list[Config] = []
         accepting = False
-        depth0 = self._depth(config)
+        q0, node0 = config
         seen = {config}
-        todo = [(config, depth0)] if depth0 + hd(config[-1]) <= limit else []
+        todo = [config] if node0.depth + hd(q0) <= limit else []
+        work = 0
         while todo:
-            stack, depth = todo.pop()
-            base = stack[:-1]
-            with_edges, specials = self._eps_reach(stack[-1])
-            for e in with_edges:
-                if depth + hd(e) <= limit:
-                    out.add(base + (e,))
+            q_at, node = todo.pop()
+            depth = node.depth
+            reach = eps_cache.get(q_at) or self._eps_reach(q_at)
+            with_edges, specials = reach
+            work += 1 + len(with_edges) + len(specials)
+            room = limit - depth
+            # states with byte edges all predate the depth fixpoint (lazy heads have none)
+            out += [(e, node) for e in with_edges if h[e] <= room]
             for q in specials:
-                if depth + hd(q) > limit:
+                if hd(q) > room:
                     continue
-                nexts: list[tuple[Config, int]] = []
-                call = nfa.calls.get(q)
-                if call is not None:
-                    callee, r, w = call
-                    # the caller's frame must also be able to finish after the return
-                    if depth + hd(r) <= limit:
-                        nexts.append((base + (r, callee.start), depth + w))
-                head = nfa.loop_of.get(q)
-                if head is not None:
-                    obj, key = head
-                    for callee, target in obj.moves(nfa, key):
-                        if callee is None:
-                            nexts.append((base + (target,), depth))
-                        elif depth + hd(target) <= limit:
-                            nexts.append((base + (target, callee), depth))
-                if not base:
-                    if q == self.root.end:
-                        accepting = True
-                elif q == self._return_end(base[-1]):
-                    nexts.append((base, depth - self._ret_info.get(base[-1], (0, 0))[1]))
-                for nxt, d in nexts:
-                    if nxt in seen or d + hd(nxt[-1]) > limit:
+                nexts = self._special_moves(q, node)
+                if not node.frames:
+                    accepting |= q == self.root.end
+                for nxt in nexts:
+                    if nxt in seen or nxt[1].depth + hd(nxt[0]) > limit:
                         continue
                     seen.add(nxt)
-                    todo.append((nxt, d))
-        result = (frozenset(out), accepting)
+                    todo.append(nxt)
+        self.closure_work += work
+        result = (self._canonical(out), accepting)
         self._closure_cache[config] = result
+        self.state_bytes += _CLOSURE_BYTES + _CONFIG_BYTES * len(out)
         return result
+
+    def _special_moves(self, q: int, node: StackNode) -> list[Config]:
+        """Where a call, a lazy head or a machine end at ``q`` leads, with ``node`` below."""
+        nfa, limit, hd = self.nfa, self.max_depth, self._state_depth
+        depth = node.depth
+        nexts: list[Config] = []
+        call = nfa.calls.get(q)
+        if call is not None:
+            callee, r, w = call
+            # the caller's frame must also be able to finish after the return
+            if depth + hd(r) <= limit:
+                nexts.append((callee.start, self._push(r, node, w)))
+        head = nfa.loop_of.get(q)
+        if head is not None:
+            obj, key = head
+            for body_start, target in obj.moves(nfa, key):
+                if body_start is None:
+                    nexts.append((target, node))
+                elif depth + hd(target) <= limit:
+                    nexts.append((body_start, self._push(target, node, 0)))
+        for r, parent in node.frames:
+            if q == self._return_end(r):
+                nexts.append((r, parent))
+        return nexts
 
     def _state_depth(self, q: int) -> int:
         """Completion depth of ``q``; loop heads made after the fixpoint are derived."""
@@ -255,6 +486,7 @@ class Automaton:
         sid = len(self.states)
         self.states.append(DfaState(configs, accepting))
         self._index[configs] = sid
+        self.state_bytes += _STATE_BYTES + _CONFIG_BYTES * len(configs)
         if sid >= self.table.shape[0]:
             grown = np.full((self.table.shape[0] * 2, self.n_classes), UNKNOWN, dtype=np.int32)
             grown[: self.table.shape[0]] = self.table
@@ -276,10 +508,9 @@ class Automaton:
         # changes target set only where some edge range starts or ends.
         cls = self.class_of_byte
         events: dict[int, list[tuple[int, Config]]] = {}
-        for stack in self.states[sid].configs:
-            base = stack[:-1]
-            for lo, hi, t in self.nfa.edges[stack[-1]]:
-                nxt = base + (t,)
+        for q, node in self.states[sid].configs:
+            for lo, hi, t in self.nfa.edges[q]:
+                nxt = (t, node)
                 events.setdefault(int(cls[lo]), []).append((1, nxt))
                 events.setdefault(int(cls[hi]) + 1, []).append((-1, nxt))
         row = np.full(self.n_classes, DEAD, dtype=np.int32)
@@ -302,19 +533,37 @@ class Automaton:
             row[a:b] = nid
         self.table[sid] = row
 
-    def _step_targets(self, targets: frozenset[Config]) -> int:
-        configs: set[Config] = set()
-        accepting = False
-        for t in targets:
-            cs, acc = self._closure(t)
-            configs |= cs
-            accepting |= acc
+    def _step_targets(self, targets: Iterable[Config]) -> int:
+        """The DFA state of the closure of ``targets``, in canonical form (one node per state and depth)."""
+        closures = [self._closure(t) for t in targets]
+        accepting = any(acc for _cs, acc in closures)
+        if len(closures) == 1:
+            configs = closures[0][0]  # already canonical
+        else:
+            configs = self._canonical(c for cs, _acc in closures for c in cs)
         if not configs and not accepting:
             return DEAD
         return self._intern(frozenset(configs), accepting)
 
     # -- vocabulary-slice fast path ----------------------------------------------
-    def slice_budget(self, sid: int) -> "tuple[str, int | None] | None":
+    def _slice_frame(self, node: StackNode) -> int | None:
+        """A slice loop head ``node`` returns to; None if it returns to none, -1 if mixed.
+
+        Several top frames qualify when they are all heads of loops of one shape
+        (same body, kind, bounds and count): e.g. the ``name`` strings of two
+        ``anyOf`` branches still open together.  They then take the same
+        tokens, and the mask is exact for all of them at once.
+        """
+        loop_of = self.nfa.loop_of
+        heads = [r for r, _p in node.frames if r in loop_of and loop_of[r][0].slice_kind]
+        if not heads:
+            return None
+        if len(heads) != len(node.frames):
+            return -1
+        shape = _loop_shape(*loop_of[heads[0]])
+        return heads[0] if all(_loop_shape(*loop_of[r]) == shape for r in heads[1:]) else -1
+
+    def slice_budget(self, sid: int) -> tuple[str, int | None] | None:
         """Whether state ``sid`` can take a whole vocabulary slice at once.
 
         That holds when ``sid`` sits at an element boundary of exactly one
@@ -323,18 +572,20 @@ class Automaton:
         budget)`` -- ``budget`` is how many more elements the loop takes (None:
         unbounded) -- or None when the state needs a full walk.
         """
-        frames: dict[Config, set[int]] = {}
+        frames: dict[StackNode, set[int]] = {}
         others: list[int] = []
-        loop_of = self.nfa.loop_of
-        for c in self.states[sid].configs:
-            if len(c) >= 2 and c[-2] in loop_of and loop_of[c[-2]][0].slice_kind:
-                frames.setdefault(c[:-1], set()).add(c[-1])
+        for q, node in self.states[sid].configs:
+            head = self._slice_frame(node)
+            if head is None:
+                others.append(q)
+            elif head < 0:
+                return None
             else:
-                others.append(c[-1])
+                frames.setdefault(node, set()).add(q)
         if len(frames) != 1:
             return None
         ((frame, tops),) = frames.items()
-        lp, k_next = loop_of[frame[-1]]
+        lp, k_next = self.nfa.loop_of[frame.frames[0][0]]
         if tops != self._body_tops(lp):
             return None
         starts = _SLICE_LEADS[lp.slice_kind]
@@ -344,25 +595,24 @@ class Automaton:
 
     def slice_need(self, sid: int) -> int:
         """For a slice state: elements still required before the loop may exit (minLength)."""
-        for c in self.states[sid].configs:
-            if len(c) >= 2 and c[-2] in self.nfa.loop_of:
-                lp, k_next = self.nfa.loop_of[c[-2]]
-                if not lp.slice_kind:
-                    continue
-                if lp.hi is None and k_next == lp.lo:
-                    # an unbounded loop folds every count >= lo into one head, so the
-                    # count is either lo-1 or enough; whether the loop may exit tells
-                    return 0 if self.step(sid, 0x22) >= 0 else 1
-                return max(0, lp.lo - (k_next - 1))
+        for _q, node in self.states[sid].configs:
+            head = self._slice_frame(node)
+            if head is None or head < 0:
+                continue
+            lp, k_next = self.nfa.loop_of[head]
+            if lp.hi is None and k_next == lp.lo:
+                # an unbounded loop folds every count >= lo into one head, so the
+                # count is either lo-1 or enough; whether the loop may exit tells
+                return 0 if self.step(sid, 0x22) >= 0 else 1
+            return max(0, lp.lo - (k_next - 1))
         return 0
 
     def others_only_on(self, sid: int, byte: int) -> bool:
         """Whether every configuration outside the slice loop reads only ``byte``."""
-        loop_of = self.nfa.loop_of
-        for c in self.states[sid].configs:
-            if len(c) >= 2 and c[-2] in loop_of and loop_of[c[-2]][0].slice_kind:
+        for q, node in self.states[sid].configs:
+            if self._slice_frame(node) is not None:
                 continue
-            if any(lo != byte or hi != byte for lo, hi, _t in self.nfa.edges[c[-1]]):
+            if any(lo != byte or hi != byte for lo, hi, _t in self.nfa.edges[q]):
                 return False
         return True
 
@@ -425,6 +675,23 @@ class Automaton:
         """Whether ``data`` is a complete value (reference check, byte by byte)."""
         sid = self.walk(self.start, data)
         return sid >= 0 and self.is_accepting(sid)
+
+
+def _loop_shape(lp: LazyHeads, k_next: Hashable) -> tuple:
+    """What decides which elements a slice loop head takes next."""
+    return (lp.body, lp.slice_kind, lp.lo, lp.hi, k_next)  # type: ignore[attr-defined]
+
+
+def _first(item: tuple) -> int:
+    return item[0]
+
+
+#: rough CPython sizes, for the retained-bytes estimate
+_CONFIG_BYTES = 120
+_STATE_BYTES = 400
+_CLOSURE_BYTES = 200
+_NODE_BYTES = 120
+_FRAME_BYTES = 80
 
 
 #: first bytes of the tokens in each vocabulary slice (see mask.TokenIndex)

@@ -8,8 +8,9 @@ bytes and its output is still a complete, valid value.
 Per NFA state the distance to the end of its own sub-machine is a static
 shortest path (byte edges weigh 1, epsilon edges 0, a call weighs its callee's
 distance plus the return's, a lazy head asks its construct).  A configuration
-(call stack) needs the sum over its frames, and a DFA state the minimum over
-its configurations.
+(a state over a set of call stacks) needs its state's distance plus the
+cheapest stack's sum over its frames, and a DFA state the minimum over its
+configurations.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import heapq
 from collections.abc import Iterable
 
 from exl2_enforcer.compile.nfa import NFA
-from exl2_enforcer.engine.automaton import INF, Automaton, predecessors
+from exl2_enforcer.engine.automaton import INF, Automaton, StackNode, predecessors
 
 
 def completion_bytes(nfa: NFA, ends: Iterable[int]) -> list[int]:
@@ -67,6 +68,12 @@ class Distances:
         ends |= {obj.callee_end for obj, _k in nfa.loop_of.values()}
         self._d = completion_bytes(nfa, ends)
         self._dfa: dict[int, int] = {}
+        self._nodes: dict[StackNode, int] = {}
+
+    def clear_states(self) -> None:
+        """Forget the per-DFA-state and per-node answers (their automaton evicted its states)."""
+        self._dfa = {}
+        self._nodes = {}
 
     def _state(self, q: int) -> int:
         if q < len(self._d):
@@ -74,9 +81,27 @@ class Distances:
         obj, key = self.automaton.nfa.loop_of[q]  # a head created after the computation
         return min(INF, obj.head_distance(key, self._d))
 
-    def of_config(self, stack: tuple[int, ...]) -> int:
-        """Bytes a call stack needs: its top's machine, then every caller's rest."""
-        return min(INF, sum(self._state(q) for q in stack))
+    def of_config(self, config: tuple[int, StackNode]) -> int:
+        """Bytes a configuration ``(state, node)`` needs: its machine, then the cheapest callers' rest."""
+        q, node = config
+        return min(INF, self._state(q) + self.of_node(node))
+
+    def of_node(self, node: StackNode) -> int:
+        """Fewest bytes to unwind any stack of ``node``: the sum of its return states' distances."""
+        got = self._nodes.get(node)
+        if got is not None:
+            return got
+        # iterative post-order: stacks can be longer than Python's recursion limit
+        todo = [node]
+        while todo:
+            n = todo[-1]
+            missing = [p for _r, p in n.frames if p not in self._nodes]
+            if missing:
+                todo.extend(missing)
+                continue
+            todo.pop()
+            self._nodes[n] = min((min(INF, self._state(r) + self._nodes[p]) for r, p in n.frames), default=0)
+        return self._nodes[node]
 
     def of_state(self, sid: int) -> int:
         """Fewest bytes from DFA state ``sid`` to a complete value (0 when it accepts)."""

@@ -191,6 +191,10 @@ class MaskEngine:
         self.cached_bytes = 0
         self._posts: dict[int, np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
+        #: bytes of the salvage masks and post-quote tables (outside the LRU)
+        self.side_bytes = 0
+        #: the automaton generation the caches keyed by state id belong to
+        self._gen = automaton.generation
         self._distances: "Distances | None" = None
         #: test hook: called with the DFA state id before each computed (cold) mask (the watchdog
         #: tests hang the engine here to prove a guarded call returns anyway)
@@ -198,12 +202,30 @@ class MaskEngine:
         #: test hook: called between chunks of walk work (to simulate a slow constraint)
         self.chunk_hook: Callable[[], None] | None = None
 
+    def retained_bytes(self) -> int:
+        """Bytes held by cached masks (normal and salvage) and post-quote tables."""
+        return self.cached_bytes + self.side_bytes
+
+    def clear_states(self) -> None:
+        """Forget everything keyed by DFA state id (after the automaton evicted its states)."""
+        with self._cache_lock:
+            self._cache.clear()
+            self.cached_bytes = 0
+        self._posts = {}
+        self._salvage = {}
+        self.side_bytes = 0
+        self._gen = self.automaton.generation
+        if self._distances is not None:
+            self._distances.clear_states()
+
     def mask(self, sid: int, deadline: float | None = None) -> np.ndarray:
         """The packed mask of DFA state ``sid`` (end ids included when it accepts).
 
         ``deadline`` is a ``time.perf_counter()`` value; a cold computation that
         passes it raises :class:`MaskTimeout` between trie levels.
         """
+        if self._gen != self.automaton.generation:
+            self.clear_states()
         with self._cache_lock:
             got = self._cache.get(sid)
             if got is not None:
@@ -260,6 +282,7 @@ class MaskEngine:
             got[0] = True  # nothing after the quote
             got[self._walk(lex.post_trie, after, deadline)] = True
             self._posts[after] = got
+            self.side_bytes += got.nbytes
         return got
 
     def _walk(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
@@ -343,6 +366,8 @@ class MaskEngine:
         The mask is never empty: the single-byte token of a shortest
         completion's next byte always qualifies.
         """
+        if self._gen != self.automaton.generation:
+            self.clear_states()
         got = self._salvage.get(sid)
         if got is not None:
             return got
@@ -358,15 +383,13 @@ class MaskEngine:
                 closer = np.array([dist.of_state(int(s)) < here for s in uniq.tolist()], dtype=bool)
                 packed = idx.pack(ids[closer[inv]])
             self._salvage[sid] = packed
+            self.side_bytes += packed.nbytes
         return packed
-
-    def retained_bytes(self) -> int:
-        """Bytes of every mask this engine holds (LRU cache, post-accept and salvage masks)."""
-        extra = sum(int(m.nbytes) for m in (*self._posts.values(), *self._salvage.values()))
-        return self.cached_bytes + extra
 
     def distances(self) -> "Distances":
         """The completion distances of this automaton (built on first use)."""
+        if self._gen != self.automaton.generation:
+            self.clear_states()
         if self._distances is None:
             from exl2_enforcer.engine.distance import Distances
 

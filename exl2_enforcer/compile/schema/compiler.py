@@ -76,7 +76,9 @@ class SchemaOptions:
       open.  False: follow the spec default (extra keys allowed everywhere).
     * ``max_whitespace`` -- the longest run of JSON whitespace between tokens
       (0 = compact output).
-    * ``max_depth`` -- nesting bound for recursive ``$ref`` and free-form values.
+    * ``max_depth`` -- the deepest nesting of objects and arrays a value may have
+      (``[[1]]`` nests 2 levels); it bounds recursive ``$ref`` and free-form values,
+      and a schema whose every value nests deeper is refused.
     * ``escapes`` -- "canonical" or "all" spellings for enum/const strings and keys.
     * ``lenient`` -- unsupported keywords become warnings instead of errors
       (the language then ignores them, so outputs may not validate).
@@ -155,6 +157,11 @@ class SchemaCompiler:
     pointer: str = ""
     _ref_machines: dict[tuple[int, str], Frag] = field(default_factory=dict)
     _shared: dict[str, Frag] = field(default_factory=dict)
+    _containers: dict[tuple, Frag] = field(default_factory=dict)
+    #: allOf schemas being merged, innermost last: (id of the schema, its pointer)
+    merging: list[tuple[int, str]] = field(default_factory=list)
+    #: allOf schemas being compiled after their merge, innermost last
+    compiling_all_of: list[tuple[int, str]] = field(default_factory=list)
     _started: float | None = None
 
     # -- compile budget --------------------------------------------------------------
@@ -218,7 +225,6 @@ class SchemaCompiler:
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
-        from exl2_enforcer.compile.schema.merge import merge_all_of
 
         self.tick(ctx.pointer)
         if schema is True:
@@ -233,7 +239,7 @@ class SchemaCompiler:
         if "$ref" in schema:
             return self.compile_ref_schema(schema, ctx)
         if "allOf" in schema:
-            return self.compile(merge_all_of(schema, ctx, self), ctx)
+            return self.compile_all_of(schema, ctx)
         if "anyOf" in schema or "oneOf" in schema:
             return self.compile_alternatives(schema, ctx)
         if "enum" in schema or "const" in schema:
@@ -285,9 +291,9 @@ class SchemaCompiler:
         if t == "string":
             return self.compile_string(schema, ctx)
         if t == "object":
-            return compile_object(self, schema, ctx)
+            return self.container(t, schema, ctx, compile_object)
         if t == "array":
-            return compile_array(self, schema, ctx)
+            return self.container(t, schema, ctx, compile_array)
         raise SchemaError(f"unknown type {t!r}", ctx.child("type").pointer, keyword="type")
 
     # -- scalars --------------------------------------------------------------------
@@ -405,10 +411,10 @@ class SchemaCompiler:
             members = [nfa.seq([self.string_literal(k), self.punct(b":"), self.value_literal(v)])
                        for k, v in value.items()]
             if self.options.property_order == "any" and len(members) > 1:
-                return self._any_order_literal(members)
-            return self._container(b"{", members, b"}")
+                return self.nest(self._any_order_literal(members))
+            return self.nest(self._container(b"{", members, b"}"))
         if isinstance(value, list):
-            return self._container(b"[", [self.value_literal(v) for v in value], b"]")
+            return self.nest(self._container(b"[", [self.value_literal(v) for v in value], b"]"))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # a number equals its value in every decimal spelling (1 == 1.0 in JSON Schema)
             from exl2_enforcer.compile.numbers import number_fragment
@@ -433,6 +439,38 @@ class SchemaCompiler:
                 parts += [nfa.literal(b","), self.ws()]
             parts += [m, self.ws()]
         return nfa.seq(parts + [nfa.literal(close)])
+
+    def compile_all_of(self, schema: dict, ctx: Ctx) -> Frag:
+        """``allOf``, merged into one schema; refuses an ``allOf`` that merges back into itself."""
+        from exl2_enforcer.compile.schema.merge import merge_all_of
+
+        active = [ptr for key, ptr in self.compiling_all_of if key == id(schema)]
+        if active:
+            raise SchemaError("allOf reaches itself through $ref without entering an object or array"
+                              " (recursion that consumes no input)", active[0], keyword="allOf")
+        self.compiling_all_of.append((id(schema), ctx.pointer))
+        try:
+            return self.compile(merge_all_of(schema, ctx, self), ctx)
+        finally:
+            self.compiling_all_of.pop()
+
+    # -- nesting ---------------------------------------------------------------------
+    def container(self, t: str, schema: dict, ctx: Ctx, build: Callable[..., Frag]) -> Frag:
+        """An object or array of ``schema``: one nesting level, compiled once per distinct subschema.
+
+        Identical subschemas (same text, same base URI) share one machine, so an
+        ``anyOf`` whose branches repeat a subschema does not copy it per branch
+        and the automaton's shared stacks can merge their ambiguity.
+        """
+        key = (t, json.dumps(schema, default=repr), base_uri(ctx.resolver), ctx.draft7)
+        machine = self._containers.get(key)
+        if machine is None:
+            machine = self._containers[key] = build(self, schema, ctx)
+        return self.nfa.call(machine, weight=1)
+
+    def nest(self, frag: Frag) -> Frag:
+        """Run ``frag`` (an object or array literal) as one nesting level for ``max_depth``."""
+        return self.nfa.call(frag, weight=1)
 
     # -- combinators and references ---------------------------------------------------
     def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
@@ -461,7 +499,7 @@ class SchemaCompiler:
         if siblings and not ctx.draft7:
             return self.compile(expand_ref(schema, ctx, self), ctx)
         target, tctx = self.resolve(schema["$ref"], ctx)
-        return self.nfa.call(self.ref_machine(target, tctx), weight=1)
+        return self.nfa.call(self.ref_machine(target, tctx), weight=0)
 
     def resolve(self, ref: str, ctx: Ctx) -> tuple[Any, Ctx]:
         """Look ``ref`` up relative to ``ctx``; returns the target and its context."""
@@ -483,6 +521,7 @@ class SchemaCompiler:
         if frag is None:
             frag = Frag(self.nfa.state(), self.nfa.state())
             self._ref_machines[key] = frag
+            self.nfa.machine_names[frag.start] = tctx.pointer
             body = self.compile(target, tctx)
             self.nfa.epsilon(frag.start, body.start)
             self.nfa.epsilon(body.end, frag.end)
@@ -499,7 +538,7 @@ class SchemaCompiler:
             return frag
 
         machine = self._shared.get("any") or build()
-        return self.nfa.call(machine, weight=1)
+        return self.nfa.call(machine, weight=0)
 
 
 _TEMPLATES: "OrderedDict[tuple[str, ...], tuple[NFA, Frag]]" = OrderedDict()

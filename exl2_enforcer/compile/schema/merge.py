@@ -69,11 +69,29 @@ def _has_relative_refs(schema: Any) -> bool:
 
 
 def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
-    """Fold ``allOf`` into its parent schema."""
-    merged: Any = {k: v for k, v in schema.items() if k != "allOf"}
-    for i, branch in enumerate(schema["allOf"]):
-        merged = merge_pair(merged, branch, ctx.child("allOf", i), c)
+    """Fold ``allOf`` into its parent schema.
+
+    Raises :class:`SchemaError` at the first pointer of the cycle when an ``allOf``
+    reaches itself again through ``$ref`` while merging: that recursion stays at
+    one instance location, consumes no input, and would never end.
+    """
+    active = [ptr for key, ptr in c.merging if key == id(schema)]
+    if active or len(c.merging) >= MAX_MERGE_NESTING:
+        where = active[0] if active else ctx.pointer
+        raise SchemaError("allOf reaches itself through $ref without entering an object or array"
+                          " (recursion that consumes no input)", where, keyword="allOf")
+    c.merging.append((id(schema), ctx.pointer))
+    try:
+        merged: Any = {k: v for k, v in schema.items() if k != "allOf"}
+        for i, branch in enumerate(schema["allOf"]):
+            merged = merge_pair(merged, branch, ctx.child("allOf", i), c)
+    finally:
+        c.merging.pop()
     return merged
+
+
+#: nested allOf merges (through $ref) before a schema is refused as a merge cycle
+MAX_MERGE_NESTING = 200
 
 
 def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:

@@ -60,6 +60,7 @@ from exl2_enforcer.contrib.exllamav2.support import (
     _resolve_vocab,
     _token_id,
     _VocabTables,
+    plain_safe_states,
 )
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
@@ -268,7 +269,11 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
     def _state_key(self) -> Hashable:
         m = self._matcher
         # a matcher mode other than "normal" (the watchdog's, where present) changes a state's mask
-        return ("end",) if m.ended else (getattr(m, "mode", "normal"), m.state)
+        if m.ended:
+            return ("end",)
+        auto = self.grammar.automaton
+        with auto.lock:  # a state id is only meaningful within its generation (see Matcher)
+            return (getattr(m, "mode", "normal"), m.state, auto.generation)
 
     def _vocab_width(self) -> int:
         return max(self.vocab.n_ids, int(self._end[-1]) + 1 if self._end.size else 0)
@@ -331,9 +336,10 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
             text = ids[~is_end]
             text = text[text < self.vocab.n_ids]
             auto = self.grammar.automaton
-            if _plain_safe(auto, m.state, _attached(self.grammar, "_exl2_plain_safe", set)):
-                text = text[~tables.plain[text]]
-            found.update(_complete_tokens(auto, m.state, text, tables).tolist())
+            with auto.lock:  # one generation of state ids throughout
+                if _plain_safe(auto, m.state, plain_safe_states(self.grammar)):
+                    text = text[~tables.plain[text]]
+                found.update(_complete_tokens(auto, m.state, text, tables).tolist())
         return frozenset(found)
 
     def _mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
@@ -375,12 +381,13 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         self._matcher.reset()
         if rest:
             auto = self.grammar.automaton
-            sid = auto.walk(auto.start, rest)
-            if sid < 0:
-                raise TokenRejected(
-                    tid, f"completes the trigger, but the bytes after it, {rest!r}, cannot start the value")
-            # Matcher has no "accept these bytes" call: record the state they lead to
-            self._matcher.history.append(sid)
+            with auto.lock:  # no eviction between the walk and the push
+                sid = auto.walk(auto.start, rest)
+                if sid < 0:
+                    raise TokenRejected(tid, f"completes the trigger, but the bytes after it, {rest!r}, "
+                                        "cannot start the value")
+                # Matcher has no "accept these bytes" call: record the state they lead to
+                self._matcher.push_state(sid)
             self._rest = rest
 
     def _trigger_progress(self) -> int:

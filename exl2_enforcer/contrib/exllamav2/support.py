@@ -132,6 +132,15 @@ def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) ->
     return True
 
 
+def plain_safe_states(grammar: Any) -> set[int]:
+    """The grammar's set of plain-safe state ids for its automaton's current generation."""
+    holder = _attached(grammar, "_exl2_plain_safe", lambda: [-1, set()])
+    gen = grammar.automaton.generation
+    if holder[0] != gen:
+        holder[0], holder[1] = gen, set()
+    return holder[1]
+
+
 def _token_id(token: Any) -> int:
     """The id in a (1, 1) tensor as the job feeds it (a plain int is accepted too)."""
     if isinstance(token, torch.Tensor):
