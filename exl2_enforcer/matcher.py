@@ -138,22 +138,22 @@ class Matcher:
         """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused."""
         if self.ended and token_id not in self._end:
             raise TokenRejected(token_id, "the value is complete: only end tokens may follow")
-        if token_id not in self._end:
-            known = self._known_step(token_id)
-            if known is not None:
-                self.history.append(known[0])
-                self._visited.append(known[1])
-                self.tokens.append(token_id)
-                self.grammar.enforce_budget()
-                return
+        if token_id in self._end:  # no state id is needed: never waits for the automaton's lock
+            if not self.is_accepting() and self.mode != "stop":
+                raise TokenRejected(token_id, "end token before the value is complete")
+            self.ended = True
+            self.history.append(self.history[-1])
+            self._visited.append(self._visited[-1])
+            self.tokens.append(token_id)
+            return
+        known = self._known_step(token_id)
+        if known is not None:
+            self.history.append(known[0])
+            self._visited.append(known[1])
+            self.tokens.append(token_id)
+            self.grammar.enforce_budget()
+            return
         with self._auto.lock:  # state ids stay in one generation until pushed
-            if token_id in self._end:
-                if not self.is_accepting() and self.mode != "stop":
-                    raise TokenRejected(token_id, "end token before the value is complete")
-                self.ended = True
-                self.push_state(self.state)
-                self.tokens.append(token_id)
-                return
             nxt = self.next_state(token_id)
             if nxt < 0:
                 piece = self._tb[token_id] if 0 <= token_id < len(self._tb) else None
@@ -259,8 +259,7 @@ class Matcher:
     @property
     def complete_value(self) -> bool:
         """Whether an end token was accepted after a complete value (not a forced stop)."""
-        with self._auto.lock:
-            return self.ended and self._auto.is_accepting(self.state)
+        return self.ended and self.is_accepting()
 
     def rollback(self, n: int = 1) -> None:
         """Undo the last ``n`` accepted tokens."""
