@@ -67,7 +67,10 @@ def _finish(nfa: NFA, root: Frag, vocab: TokenVocabulary, max_depth: int, desc: 
     try:
         automaton = Automaton(nfa, root, max_depth=max_depth)
     except EnforcerError as e:
-        raise SchemaError(f"{desc}: {e}", "") from None
+        if desc == "JSON schema":
+            raise SchemaError(f"{desc}: {e}", "") from None
+        # a regex or choice has no JSON pointer: name the constraint itself
+        raise EnforcerError(f"{desc}: {e}") from None
     index = TokenIndex.for_vocabulary(vocab)
     engine = MaskEngine(automaton, index, cache_bytes=cache_bytes)
     return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings)

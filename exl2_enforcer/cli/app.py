@@ -12,6 +12,7 @@ import dataclasses
 import importlib.resources
 import json
 import lzma
+import re
 import sys
 import time
 import warnings
@@ -91,7 +92,8 @@ def _config_vocab_size(path: str | None) -> int:
 def schema_options(args: argparse.Namespace) -> SchemaOptions:
     """SchemaOptions from the shared option flags."""
     return SchemaOptions(max_whitespace=args.max_whitespace, max_depth=args.max_depth,
-                         lenient=args.lenient, property_order="any" if args.any_order else "schema",
+                         lenient=args.lenient, unknown_keywords=args.unknown_keywords,
+                         property_order="any" if args.any_order else "schema",
                          strict_objects=not args.open_objects)
 
 
@@ -118,14 +120,34 @@ def check_report(schema: Any, vocab: TokenVocabulary, options: SchemaOptions) ->
         return {"supported": False, "error": str(exc), "pointer": pointer, "compile_ms": None, "risks": []}, []
     compile_ms = round((time.perf_counter() - t0) * 1000, 3)
     risks = [r.as_dict() for r in analyse_schema(schema, vocab, options)]
+    risks += _dropped_forms(g.warnings, {(r["pointer"], r["kind"]) for r in risks})
     return {"supported": True, "error": None, "pointer": None, "compile_ms": compile_ms, "risks": risks}, g.warnings
 
 
+_DROPPED = re.compile(r"keyword '([^']+)' at (\S*) is not supported in this form; ignored")
+
+
+def _dropped_forms(warns: list[str], seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``ignored_keyword`` risks for the forms ``lenient`` dropped (``not``/``if`` the compiler could
+    not rewrite exactly), read from the compiler's warnings."""
+    out = []
+    for w in warns:
+        m = _DROPPED.search(w)
+        if m and (m.group(2), "ignored_keyword") not in seen:
+            out.append({"pointer": m.group(2), "kind": "ignored_keyword",
+                        "detail": f"keyword {m.group(1)!r} is not supported in this form and --lenient ignores it: "
+                                  "outputs may not validate",
+                        "fix": "rewrite the schema without it (e.g. an enum instead of not), or validate the output "
+                               "after generation"})
+    return out
+
+
 def _hint(error: str) -> str | None:
-    if any(f"keyword {k!r} is not supported" in error for k in UNSUPPORTED | {"uniqueItems"}):
+    if any(f"keyword {k!r} is not supported" in error for k in UNSUPPORTED | {"uniqueItems"}) or \
+            " is not supported exactly" in error:
         return "--lenient ignores unsupported keywords (outputs may then not validate)"
     if "combining" in error:
-        return "keep one of pattern / format / minLength+maxLength on this string"
+        return "keep either pattern or format on this string (each combines with minLength/maxLength)"
     return None
 
 
@@ -350,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="objects without additionalProperties take extra keys, as the spec says (default: "
                            "an object that lists properties is closed)")
     opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
+    opts.add_argument("--unknown-keywords", choices=["warn", "error"], default="warn",
+                      help="a likely misspelled keyword ('requried'): warn (default) or refuse the schema")
     opts.add_argument("--max-depth", type=_positive, default=SchemaOptions.max_depth, metavar="N",
                       help=f"nesting bound for recursive $ref and free-form values (default {SchemaOptions.max_depth})")
 
