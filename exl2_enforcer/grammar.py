@@ -256,7 +256,10 @@ def _finish(nfa: NFA, root: Frag, vocab: TokenVocabulary, max_depth: int, desc: 
     except SchemaError:
         raise
     except EnforcerError as e:
-        raise SchemaError(f"{desc}: {e}", "") from None
+        if desc == "JSON schema":
+            raise SchemaError(f"{desc}: {e}", "") from None
+        # a regex or choice has no JSON pointer: name the constraint itself
+        raise EnforcerError(f"{desc}: {e}") from None
     # the mask LRU evicts on its own first, so masks alone never force dropping the states
     engine = MaskEngine(automaton, index, cache_bytes=min(cache_bytes, memory_bytes // 2))
     return CompiledGrammar(automaton, index, engine, desc, time.perf_counter() - t0, warnings,

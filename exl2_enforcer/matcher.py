@@ -35,7 +35,7 @@ class Matcher:
     def __init__(self, grammar: CompiledGrammar) -> None:
         self.grammar = grammar
         self._auto = grammar.automaton
-        self._tb = grammar.index.vocab.token_bytes
+        self._tb = grammar.index.text_bytes
         self._end = frozenset(int(i) for i in grammar.index.end_ids)
         self._steps: dict[tuple[int, int], int] = {}
         with self._auto.lock:

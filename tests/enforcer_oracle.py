@@ -341,6 +341,7 @@ def format_checker(draft7: bool = False):
     from jsonschema import FormatChecker
 
     base = (jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator).FORMAT_CHECKER
+    # (drafts 4 and 6 share draft 7's format semantics for every format the engine supports)
     fc = FormatChecker(formats=())
     fc.checkers = dict(base.checkers)
 
@@ -362,6 +363,6 @@ def format_checker(draft7: bool = False):
 def validator_for(schema: Any):
     import jsonschema
 
-    draft7 = isinstance(schema, dict) and "draft-07" in str(schema.get("$schema", ""))
-    cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    draft7 = cls is not jsonschema.Draft202012Validator
     return cls(schema, format_checker=format_checker(draft7))

@@ -91,19 +91,19 @@ def test_check_json_keys_and_risks(capsys):
 
 
 def test_check_unsupported_schema(tmp_path, capsys):
-    schema = write(tmp_path, "s.json", {"type": "object", "properties": {"x": {"not": {"type": "null"}}}})
+    schema = write(tmp_path, "s.json", {"type": "object", "properties": {"x": {"not": {"const": [3]}}}})
     code, out, err = run(capsys, "check", schema)
     assert code == 2
     assert "supported:  no" in out and "/properties/x/not" in out and "--lenient" in out
     assert err.count("\n") == 1 and "/properties/x/not" in err and "Traceback" not in err
     code, report, _ = run_json(capsys, "check", schema)
     assert code == 2
-    assert report["supported"] is False and report["pointer"] == "/properties/x/not"
+    assert report["supported"] is False and report["pointer"] == "/properties/x/not/const"
     assert "'not'" in report["error"] and report["risks"] == []
 
 
 def test_check_lenient_reports_ignored_keyword(tmp_path, capsys):
-    not_three = {"type": "integer", "not": {"const": 3}}
+    not_three = {"type": "integer", "not": {"const": [3]}}
     schema = write(tmp_path, "s.json", {"type": "object", "properties": {"x": not_three}})
     code, report, _ = run_json(capsys, "check", schema, "--lenient")
     assert code == 0 and report["supported"]
@@ -289,7 +289,7 @@ def test_bad_json_and_unsupported_schema_in_bench(tmp_path, capsys):
     bad.write_text('{"type": ', encoding="utf-8")
     code, _, err = run(capsys, "check", str(bad))
     assert code == 2 and "not valid JSON" in err and "line 1" in err
-    unsupported = write(tmp_path, "u.json", {"type": "object", "properties": {"a": {"if": {}}}})
+    unsupported = write(tmp_path, "u.json", {"type": "object", "properties": {"a": {"if": {"const": [1]}, "then": {}}}})
     code, out, err = run(capsys, "bench", unsupported, "--instance", REC_INSTANCE)
     assert code == 2 and out == "" and "/properties/a/if" in err and "Traceback" not in err
 

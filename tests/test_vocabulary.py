@@ -48,10 +48,21 @@ def _path(name: str) -> Path:
 
 @functools.cache
 def load(name: str) -> tuple[tokenizers.Tokenizer, TokenVocabulary]:
-    """The real tokenizer and the vocabulary built from the same file (cached per session)."""
+    """The real tokenizer and the vocabulary built from the same file (cached per session).
+
+    Added tokens count as text here, so that the byte table can be compared with the
+    tokenizer's own encode/decode; the default (markup added tokens are not text) is tested in
+    ``test_added_tokens_*``.
+    """
     path = _path(name)
     tok = tokenizers.Tokenizer.from_str(lzma.decompress(path.read_bytes()).decode())
-    return tok, TokenVocabulary.from_file(path)
+    return tok, TokenVocabulary.from_file(path, added_tokens_as_text=True)
+
+
+@functools.lru_cache(maxsize=None)
+def load_default(name: str) -> TokenVocabulary:
+    """The vocabulary with the default options (chat-control added tokens are not text)."""
+    return TokenVocabulary.from_file(_path(name))
 
 
 @functools.cache
@@ -460,3 +471,57 @@ print(v.default_vocabulary().n_ids)
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "8256"
+# ------------------------------------------------------- added tokens are not text
+
+
+@pytest.mark.parametrize("name,pieces", [
+    ("qwen3", ["</tool_call>", "<tool_call>", "</think>", "<think>"]),
+    ("deepseek_v3", ["<｜tool▁call▁end｜>", "<｜tool▁calls▁begin｜>"]),
+    ("gemma3", ["<unused0>", "<unused5>"]),
+])
+def test_added_control_tokens_are_not_text_by_default(name: str, pieces: list[str]) -> None:
+    """Non-special added tokens are chat markup: they keep their bytes (free text, triggers) but
+    are no constrained text, so no mask offers them."""
+    from exl2_enforcer.engine.mask import TokenIndex
+
+    vocab = load_default(name)
+    _, as_text = load(name)
+    constrained = set(TokenIndex.for_vocabulary(vocab).text_ids.tolist())
+    for piece in pieces:
+        i = _id(name, piece)
+        assert i in vocab.markup_ids and i not in constrained, (name, piece)
+        assert vocab.token_bytes[i] == as_text.token_bytes[i] == piece.encode(), (name, piece)
+    assert not as_text.markup_ids
+    assert vocab.fingerprint != as_text.fingerprint
+
+
+def test_whitespace_added_tokens_stay_text() -> None:
+    vocab = load_default("gemma3")
+    assert vocab.token_bytes[_id("gemma3", "▁▁")] == b"  "
+
+
+@pytest.mark.parametrize("name,piece", [("qwen3", "</tool_call>"), ("deepseek_v3", "<｜tool▁call▁end｜>")])
+def test_masks_never_offer_control_tokens_inside_strings(name: str, piece: str) -> None:
+    from exl2_enforcer.grammar import compile_json_schema
+    from exl2_enforcer.matcher import Matcher
+
+    vocab = load_default(name)
+    g = compile_json_schema({"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}, vocab)
+    m = Matcher(g)
+    for tid in tok_ids(name, '{"s": "x'):
+        assert m.try_accept(tid)
+    assert _id(name, piece) not in set(m.allowed_ids().tolist())
+    assert not m.try_accept(_id(name, piece))  # the matcher refuses it too
+    # with added tokens as text the same string position offers it (the option works)
+    _, as_text = load(name)
+    g2 = compile_json_schema({"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]},
+                             as_text)
+    m2 = Matcher(g2)
+    for tid in tok_ids(name, '{"s": "x'):
+        assert m2.try_accept(tid)
+    assert _id(name, piece) in set(m2.allowed_ids().tolist())
+
+
+def tok_ids(name: str, text: str) -> list[int]:
+    tok, _ = load(name)
+    return tok.encode(text, add_special_tokens=False).ids

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import lzma
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -100,14 +101,34 @@ def check_report(schema: Any, vocab: TokenVocabulary, options: SchemaOptions) ->
         return {"supported": False, "error": str(exc), "pointer": pointer, "compile_ms": None, "risks": []}, []
     compile_ms = round((time.perf_counter() - t0) * 1000, 3)
     risks = [r.as_dict() for r in analyse_schema(schema, vocab, options)]
+    risks += _dropped_forms(g.warnings, {(r["pointer"], r["kind"]) for r in risks})
     return {"supported": True, "error": None, "pointer": None, "compile_ms": compile_ms, "risks": risks}, g.warnings
 
 
+_DROPPED = re.compile(r"keyword '([^']+)' at (\S*) is not supported in this form; ignored")
+
+
+def _dropped_forms(warns: list[str], seen: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``ignored_keyword`` risks for the forms ``lenient`` dropped (``not``/``if`` the compiler could
+    not rewrite exactly), read from the compiler's warnings."""
+    out = []
+    for w in warns:
+        m = _DROPPED.search(w)
+        if m and (m.group(2), "ignored_keyword") not in seen:
+            out.append({"pointer": m.group(2), "kind": "ignored_keyword",
+                        "detail": f"keyword {m.group(1)!r} is not supported in this form and --lenient ignores it: "
+                                  "outputs may not validate",
+                        "fix": "rewrite the schema without it (e.g. an enum instead of not), or validate the output "
+                               "after generation"})
+    return out
+
+
 def _hint(error: str) -> str | None:
-    if any(f"keyword {k!r} is not supported" in error for k in UNSUPPORTED | {"uniqueItems"}):
+    if any(f"keyword {k!r} is not supported" in error for k in UNSUPPORTED | {"uniqueItems"}) or \
+            " is not supported exactly" in error:
         return "--lenient ignores unsupported keywords (outputs may then not validate)"
     if "combining" in error:
-        return "keep one of pattern / format / minLength+maxLength on this string"
+        return "keep either pattern or format on this string (each combines with minLength/maxLength)"
     return None
 
 

@@ -177,6 +177,13 @@ _BUILDERS: dict[str, Callable[[NFA], Frag]] = {
 
 #: The ``format`` names :func:`format_fragment` knows.
 SUPPORTED_FORMATS: frozenset[str] = frozenset(_BUILDERS)
+#: The formats the JSON Schema specification defines (drafts 4 to 2020-12); any other name
+#: (draft 3's ``color``, OpenAPI's ``int32``, ``url``) is an annotation that validators ignore
+SPEC_FORMATS: frozenset[str] = frozenset({
+    "date-time", "date", "time", "duration", "email", "idn-email", "hostname", "idn-hostname", "ipv4", "ipv6",
+    "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template", "json-pointer",
+    "relative-json-pointer", "regex",
+})
 
 
 def format_fragment(nfa: NFA, name: str) -> Frag:

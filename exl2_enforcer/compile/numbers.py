@@ -14,7 +14,8 @@ size is O(digits of the bounds) and never O(size of the range).
 
 Documented choices:
 
-* Negative zero is never accepted (``-0``, ``-0.0``, ``-0e5``...).
+* Negative zero (``-0``, ``-0.0``, which ``json.dumps(-0.0)`` writes) is the value 0: accepted
+  wherever 0 is.
 * When any constraint is present, exponent forms (``1e3``) are refused: sound,
   and a model can always write the plain decimal form instead.
 * ``multipleOf`` m is supported exactly whenever m = p * 10**-k with an integer
@@ -163,18 +164,6 @@ def multiple_machine(p: int, k: int) -> Machine:
         return r * pow(10, k - max(j, 0), p) % p == 0
 
     return Machine((0, -1), step, accepting)
-
-
-def _nonzero_mantissa() -> Machine:
-    """Numbers (exponent allowed) whose mantissa has a nonzero digit: rules out -0e5."""
-
-    def step(q: tuple[bool, bool], b: int) -> tuple[bool, bool]:
-        nz, done = q
-        if b in b"eE":
-            return (nz, True)
-        return (nz or (not done and 49 <= b <= 57), done)
-
-    return Machine((False, False), step, lambda q: q[0])
 
 
 # -- explicit DFAs: start is state 0; explore, intersect, trim, minimise, emit ----
@@ -372,14 +361,22 @@ def _side_constraints(lo: Bound | None, hi: Bound | None, negative: bool) -> lis
         if hi is not None:
             out.append(compare_machine(hi[0], le if hi[1] else lt))
         return out
-    if lo is not None and lo[0] >= 0:
+    if lo is not None and (lo[0] > 0 or (lo[0] == 0 and not lo[1])):
         return None
-    out.append(compare_machine(Decimal(0), gt))  # no negative zero
+    if not _admits_zero(lo, hi):
+        out.append(compare_machine(Decimal(0), gt))  # -0 is the value 0, which the bounds exclude
     if lo is not None:  # v >= lo  <=>  |v| <= -lo
         out.append(compare_machine(-lo[0], le if lo[1] else lt))
     if hi is not None and hi[0] < 0:  # v <= hi  <=>  |v| >= -hi
         out.append(compare_machine(-hi[0], ge if hi[1] else gt))
     return out
+
+
+def _admits_zero(lo: Bound | None, hi: Bound | None) -> bool:
+    """Whether the value 0 (spelled ``0`` or ``-0``) lies within both bounds."""
+    lo_ok = lo is None or lo[0] < 0 or (lo[0] == 0 and lo[1])
+    hi_ok = hi is None or hi[0] > 0 or (hi[0] == 0 and hi[1])
+    return lo_ok and hi_ok
 
 
 def _multiple(m: Decimal, pointer: str) -> tuple[int, int]:
@@ -428,10 +425,9 @@ def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) 
 
 
 def _unbounded_number(nfa: NFA) -> Frag:
-    """The full RFC 8259 number grammar minus negative zero."""
-    full = _explore(_table_machine(_FULL), ALPHABET)
-    neg = _intersect(full, _explore(_nonzero_mantissa(), ALPHABET), MAX_STATES)
-    return _emit(nfa, _shrink(_signed(_shrink(full), _shrink(neg))))
+    """The full RFC 8259 number grammar (``-0`` included: it is the value 0)."""
+    full = _shrink(_explore(_table_machine(_FULL), ALPHABET))
+    return _emit(nfa, _shrink(_signed(full, full)))
 
 
 def integer_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number | None = None,
@@ -457,8 +453,8 @@ def number_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number 
 
     Without constraints: the full RFC 8259 grammar (exponents included).  With
     any constraint: exactly the plain decimals ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``
-    whose value satisfies them; exponent forms are refused.  Negative zero is
-    never accepted.  Raises :class:`SchemaError` like :func:`integer_fragment`.
+    whose value satisfies them; exponent forms are refused.  ``-0`` is accepted
+    wherever 0 is.  Raises :class:`SchemaError` like :func:`integer_fragment`.
     """
     kw = {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
           "exclusive_maximum": exclusive_maximum, "multiple_of": multiple_of}

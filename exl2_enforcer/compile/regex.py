@@ -20,6 +20,8 @@ code point escape (as in ``u`` mode), and an escaped surrogate pair
 ``\\uD83D\\uDE00`` as the one astral character it encodes; a lone surrogate
 escape matches nothing (no valid text contains one), and surrogates are
 dropped from classes.  ``\\x`` needs two hex digits and ``\\c`` a letter.
+``\\p{...}``/``\\P{...}`` name a Unicode general category (``L``, ``Lu``,
+``Letter``, ``gc=Nd``; :mod:`.unicode_props`); scripts are refused.
 
 Unsupported (raise :class:`RegexError` naming the feature and its position):
 word boundaries ``\\b``/``\\B``, backreferences ``\\1``/``\\k<name>``, octal
@@ -50,6 +52,7 @@ from exl2_enforcer.compile.charset import (
     utf8_fragment,
 )
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.unicode_props import general_category
 from exl2_enforcer.errors import RegexError
 
 #: Default bound on the NFA states one pattern may create.
@@ -283,12 +286,26 @@ class _Parser:
             return self.hex_digits(2, pos)
         if c == "u":
             return self.unicode_escape(pos)
+        if c in "pP" and self.peek() == "{":
+            return self.property_escape(c == "P", pos)
         if c == "c" and self.peek().isascii() and self.peek().isalpha():
             self.i += 1
             return ord(self.p[self.i - 1]) % 32
         if c.isascii() and c.isalnum():
             raise self.error(f"unknown escape \\{c}", pos)
         return ord(c)
+
+    def property_escape(self, negated: bool, pos: int) -> CodePointSet:
+        """``\\p{Category}``/``\\P{Category}``: a Unicode general category (u-mode meaning)."""
+        end = self.p.find("}", self.i)
+        name = self.p[self.i + 1:end] if end > 0 else ""
+        try:
+            cps = general_category(name)
+        except KeyError:
+            raise self.error(f"unknown or unsupported Unicode property \\p{{{name}}} (general categories"
+                             " only)", pos) from None
+        self.i = end + 1
+        return cp_negate(cps) if negated else cps
 
     def hex_digits(self, n: int, pos: int) -> int:
         digits = self.p[self.i:self.i + n]

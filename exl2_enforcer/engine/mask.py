@@ -86,8 +86,12 @@ class TokenIndex:
         t0 = time.perf_counter()
         self.vocab = vocab
         tb = vocab.token_bytes
-        specials = vocab.special_ids
-        text = [i for i, b in enumerate(tb) if b and i not in specials]
+        # markup (chat-control added tokens) is never constrained text
+        hidden = vocab.special_ids | getattr(vocab, "markup_ids", frozenset())
+        text = [i for i, b in enumerate(tb) if b and i not in hidden]
+        #: ``token_bytes`` as constrained text sees it: markup ids have no bytes
+        self.text_bytes: list[bytes | None] = tb if len(hidden) == len(vocab.special_ids) else \
+            [None if i in hidden else b for i, b in enumerate(tb)]
         self.text_ids = np.asarray(text, dtype=np.int32)
         self.trie: TokenTrie = build_trie(self.text_ids, tb)
         self.slices: dict[str, VocabSlice] = {

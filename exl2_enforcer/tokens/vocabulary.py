@@ -74,8 +74,13 @@ class TokenVocabulary:
         kind: str = KIND_BYTE_LEVEL,
         source: str = "<memory>",
         prefix_space: bool = False,
+        markup_ids: Iterable[int] = (),
     ) -> None:
-        """Wrap an explicit table; ``special_ids`` and in-range ``end_ids`` get ``None`` bytes."""
+        """Wrap an explicit table; ``special_ids`` and in-range ``end_ids`` get ``None`` bytes.
+
+        ``markup_ids`` keep their bytes (free text and triggers see them) but are never part of
+        constrained text: token masks leave them out and a :class:`~.matcher.Matcher` refuses them.
+        """
         if kind not in (KIND_BYTE_LEVEL, KIND_BYTE_FALLBACK):
             raise VocabularyError(f"{source}: unknown vocabulary kind {kind!r}")
         table = list(token_bytes)
@@ -99,16 +104,18 @@ class TokenVocabulary:
         self.kind: str = kind
         self.source: str = source
         self.prefix_space: bool = prefix_space
+        self.markup_ids: frozenset[int] = frozenset(int(i) for i in markup_ids if 0 <= int(i) < n_ids) - specials
         lengths = np.fromiter((-1 if b is None else len(b) for b in table), dtype=np.int64, count=n_ids)
         self._text_ids = np.nonzero(lengths > 0)[0].astype(np.int32)
         self._text_ids.setflags(write=False)
-        self.fingerprint: str = _fingerprint(table, lengths, self.special_ids, ends)
+        self.fingerprint: str = _fingerprint(table, lengths, self.special_ids, ends, self.markup_ids)
 
     # ----------------------------------------------------------------- builders
 
     @classmethod
     def from_file(
-        cls, path: str | Path, *, model_dir_files: bool = True, extra_end_ids: Iterable[int] = ()
+        cls, path: str | Path, *, model_dir_files: bool = True, extra_end_ids: Iterable[int] = (),
+        added_tokens_as_text: bool = False,
     ) -> "TokenVocabulary":
         """Build from ``tokenizer.json``, ``tokenizer.json.xz`` or a model folder holding one.
 
@@ -121,7 +128,8 @@ class TokenVocabulary:
         side: dict[str, dict[str, Any] | None] = dict.fromkeys(_SIDE_FILES)
         if model_dir_files:
             side = _read_side_files(file)
-        return cls.from_json_str(text, **side, extra_end_ids=extra_end_ids, source=str(file))
+        return cls.from_json_str(text, **side, extra_end_ids=extra_end_ids, source=str(file),
+                                 added_tokens_as_text=added_tokens_as_text)
 
     @classmethod
     def from_json_str(
@@ -133,12 +141,14 @@ class TokenVocabulary:
         generation_config: Mapping[str, Any] | None = None,
         extra_end_ids: Iterable[int] = (),
         source: str = "<string>",
+        added_tokens_as_text: bool = False,
     ) -> "TokenVocabulary":
         """Build from the text of a ``tokenizer.json``; the three configs are parsed JSON dicts."""
         tok = _load_tokenizer(text, source)
         return cls.from_tokenizer(
             tok, tokenizer_config=tokenizer_config, config=config,
             generation_config=generation_config, extra_end_ids=extra_end_ids, source=source,
+            added_tokens_as_text=added_tokens_as_text,
         )
 
     @classmethod
@@ -151,22 +161,33 @@ class TokenVocabulary:
         generation_config: Mapping[str, Any] | None = None,
         extra_end_ids: Iterable[int] = (),
         source: str = "<tokenizer>",
+        added_tokens_as_text: bool = False,
     ) -> "TokenVocabulary":
-        """Build from a loaded ``tokenizers.Tokenizer``; same keyword arguments as :meth:`from_json_str`."""
+        """Build from a loaded ``tokenizers.Tokenizer``; same keyword arguments as :meth:`from_json_str`.
+
+        ``added_tokens_as_text`` -- False (default): added tokens that ``tokenizer.json`` does not
+        mark special (Qwen 3 ``</tool_call>``, ``</think>``; DeepSeek V3 ``<｜tool▁call▁end｜>``;
+        Gemma 3 ``<unusedN>``) are chat-control markup: they are ``markup_ids``, which keep their
+        bytes (a two-phase trigger such as ``<tool_call>`` still sees them in free text) but
+        never appear inside constrained output.  Added tokens made of whitespace only (Gemma 3's
+        ``▁▁`` runs) are plain text.  True: every non-special added token is plain text.
+        """
         pieces, specials, kind = build_tables(tok, source)
         n_ids = len(pieces)
+        markup = set() if added_tokens_as_text else _markup_added_ids(tok, pieces)
         specials |= _ids_of(tok, _config_special_names(tokenizer_config), n_ids)
         ends = _collect_end_ids(tok, tokenizer_config, config, generation_config, extra_end_ids, source)
         if not ends:
             raise VocabularyError(f"{source}: no end-of-generation id found (no eos_token_id in the configs, no eos"
                                   f" token in tokenizer_config, none of {', '.join(FALLBACK_END_NAMES)});"
                                   " pass extra_end_ids")
-        vocab = cls(pieces, special_ids=specials, end_ids=ends, kind=kind, source=source)
+        vocab = cls(pieces, special_ids=specials, end_ids=ends, kind=kind, source=source, markup_ids=markup)
         vocab.prefix_space = self_check(vocab, tok, PROBE_TEXTS)
         return vocab
 
     @classmethod
-    def from_exllamav2(cls, tokenizer: Any, config: Any, extra_end_ids: Iterable[int] = ()) -> "TokenVocabulary":
+    def from_exllamav2(cls, tokenizer: Any, config: Any, extra_end_ids: Iterable[int] = (),
+                       added_tokens_as_text: bool = False) -> "TokenVocabulary":
         """Build from an ``ExLlamaV2Tokenizer`` and its ``ExLlamaV2Config`` (duck-typed).
 
         Uses ``tokenizer.tokenizer_model.hf_tokenizer`` (a ``tokenizers.Tokenizer``) and the
@@ -179,10 +200,10 @@ class TokenVocabulary:
         eos = getattr(tokenizer, "eos_token_id", None)
         if isinstance(eos, int) and not isinstance(eos, bool):
             extra.append(eos)
-        key = (str(model_dir), tuple(sorted(set(extra))))
+        key = (str(model_dir), tuple(sorted(set(extra))), added_tokens_as_text)
         cache = _exl2_cache_for(tokenizer)
         if key not in cache:
-            cache[key] = _build_from_exllamav2(cls, tokenizer, model_dir, extra)
+            cache[key] = _build_from_exllamav2(cls, tokenizer, model_dir, extra, added_tokens_as_text)
         return cache[key]
 
     # ------------------------------------------------------------------ queries
@@ -252,7 +273,8 @@ def default_vocabulary() -> TokenVocabulary:
 
 
 def _fingerprint(
-    table: Sequence[bytes | None], lengths: np.ndarray, specials: frozenset[int], ends: frozenset[int]
+    table: Sequence[bytes | None], lengths: np.ndarray, specials: frozenset[int], ends: frozenset[int],
+    markup: frozenset[int] = frozenset(),
 ) -> str:
     """Hash the table injectively: lengths (-1 for None), then all bytes, then the id sets."""
     digest = hashlib.sha256(b"exl2_enforcer.tokens.vocabulary.v1")
@@ -261,6 +283,9 @@ def _fingerprint(
     digest.update(np.array(sorted(specials), dtype="<i8").tobytes())
     digest.update(b"|")
     digest.update(np.array(sorted(ends), dtype="<i8").tobytes())
+    if markup:
+        digest.update(b"|markup|")
+        digest.update(np.array(sorted(markup), dtype="<i8").tobytes())
     return digest.hexdigest()
 
 
@@ -316,6 +341,12 @@ def _collect_end_ids(
     if not ends:
         ends = {i for i in map(tok.token_to_id, FALLBACK_END_NAMES) if i is not None}
     return ends | _eos_ids(list(extra_end_ids), f"{source} (extra_end_ids)")
+
+
+def _markup_added_ids(tok: "tokenizers.Tokenizer", pieces: Sequence[bytes | None]) -> set[int]:
+    """Non-special added tokens other than pure whitespace: markup, never constrained text."""
+    return {i for i, t in tok.get_added_tokens_decoder().items()
+            if not t.special and not (pieces[i] and pieces[i].isspace())}
 
 
 def _ids_of(tok: "tokenizers.Tokenizer", names: Iterable[str], n_ids: int) -> set[int]:
@@ -402,7 +433,8 @@ def _exl2_cache_for(tokenizer: Any) -> dict[_Exl2Key, TokenVocabulary]:
 
 
 def _build_from_exllamav2(
-    cls: type[TokenVocabulary], tokenizer: Any, model_dir: str | None, extra: list[int]
+    cls: type[TokenVocabulary], tokenizer: Any, model_dir: str | None, extra: list[int],
+    added_tokens_as_text: bool = False,
 ) -> TokenVocabulary:
     """Uncached body of :meth:`TokenVocabulary.from_exllamav2`."""
     folder = Path(model_dir) if model_dir else None
@@ -413,6 +445,8 @@ def _build_from_exllamav2(
             raise VocabularyError("exllamav2 tokenizer has no hf_tokenizer and the config no model_dir")
         # SentencePiece-only ExLlamaV2 tokenizers have no hf_tokenizer; use the file if any.
         file = _find_tokenizer_file(folder)
-        return cls.from_json_str(_read_text(file), **side, extra_end_ids=extra, source=str(file))
+        return cls.from_json_str(_read_text(file), **side, extra_end_ids=extra, source=str(file),
+                                 added_tokens_as_text=added_tokens_as_text)
     source = f"exllamav2 tokenizer of {model_dir or '?'}"
-    return cls.from_tokenizer(hf, **side, extra_end_ids=extra, source=source)
+    return cls.from_tokenizer(hf, **side, extra_end_ids=extra, source=source,
+                              added_tokens_as_text=added_tokens_as_text)

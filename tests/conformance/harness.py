@@ -1,6 +1,7 @@
 """Run the official JSON-Schema-Test-Suite through the engine, byte by byte and token by token.
 
-For every test group of ``draft2020-12/*.json`` and ``draft7/*.json`` (the *required* tests) and of
+For every test group of ``draftX/*.json`` for drafts 2020-12, 2019-09, 7, 6 and 4 (the *required* tests)
+and of
 ``optional/format/*.json`` (reported apart as *optional*), the group's schema is compiled with the
 spec-default options (:data:`OPTIONS`).  Then every test instance is written as JSON text in up to
 three spellings (``json.dumps`` with its default ``", "``/``": "`` separators, compact, and compact
@@ -85,7 +86,10 @@ FORMAT_OPTIONS = dataclasses.replace(OPTIONS, format_assertion=True)
 #: draft name on the command line -> (suite folder, referencing specification, $schema to add)
 DRAFTS: dict[str, tuple[str, Any, str | None]] = {
     "2020-12": ("draft2020-12", referencing.jsonschema.DRAFT202012, None),
+    "2019-09": ("draft2019-09", referencing.jsonschema.DRAFT201909, "https://json-schema.org/draft/2019-09/schema"),
     "7": ("draft7", referencing.jsonschema.DRAFT7, "http://json-schema.org/draft-07/schema#"),
+    "6": ("draft6", referencing.jsonschema.DRAFT6, "http://json-schema.org/draft-06/schema#"),
+    "4": ("draft4", referencing.jsonschema.DRAFT4, "http://json-schema.org/draft-04/schema#"),
 }
 
 PASS, UNSUPPORTED, SKIPPED = "pass", "unsupported", "skipped"
@@ -176,9 +180,21 @@ def load_registry(spec: Any) -> referencing.Registry:
     resources = []
     for path in sorted(remotes.rglob("*.json")):
         contents = json.loads(path.read_text(encoding="utf-8"))
+        if spec is referencing.jsonschema.DRAFT4 and _has_boolean_schema(contents):
+            continue  # draft 4 has no boolean schemas (its id lookup cannot read one)
         uri = REMOTE_BASE + path.relative_to(remotes).as_posix()
         resources.append((uri, referencing.Resource.from_contents(contents, default_specification=spec)))
     return registry.with_resources(resources).crawl()
+
+
+def _has_boolean_schema(doc: Any) -> bool:
+    if isinstance(doc, bool):
+        return True
+    if isinstance(doc, dict):
+        return any(_has_boolean_schema(v) for k, v in doc.items() if k not in ("enum", "const", "default"))
+    if isinstance(doc, list):
+        return any(_has_boolean_schema(v) for v in doc)
+    return False
 
 
 def prepare_schema(schema: Any, add_schema: str | None) -> Any:
@@ -412,7 +428,7 @@ def _run_test(t: TestResult, raw: Any, grammar: CompiledGrammar, level: TokenLev
     t.detail = "; ".join(details)
 
 
-def run(drafts: Iterable[str] = ("2020-12", "7"), *, optional: bool = True, tokenizer: str | None = "llama3",
+def run(drafts: Iterable[str] = tuple(DRAFTS), *, optional: bool = True, tokenizer: str | None = "llama3",
         check_masks: bool = True, invalid_sample: int = 1, progress: bool = False) -> Run:
     """Run the suite; ``tokenizer=None`` runs the byte level only (with a small vocabulary)."""
     t0 = time.perf_counter()
@@ -739,7 +755,7 @@ def text_report(result: Run, ratchet: Ratchet | None = None, slow_s: float = 0.5
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.conformance.harness", description=__doc__.split("\n")[0])
-    ap.add_argument("--draft", choices=["2020-12", "7", "all"], default="all")
+    ap.add_argument("--draft", choices=[*DRAFTS, "all"], default="all")
     # byte-level BPE tokenizers only: SentencePiece ones (llama2, gemma3) prepend a space to a text
     # encoded on its own, so their token ids would not spell the instance
     ap.add_argument("--tokenizer", choices=["llama3", "qwen3", "deepseek_v3", "none"], default="llama3")
@@ -754,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     if not SUITE.is_dir():
         print(f"the test suite is not at {SUITE}", file=sys.stderr)
         return 2
-    drafts = ["2020-12", "7"] if args.draft == "all" else [args.draft]
+    drafts = list(DRAFTS) if args.draft == "all" else [args.draft]
     tokenizer = None if args.tokenizer == "none" else args.tokenizer
     result = run(drafts, optional=not args.no_optional, tokenizer=tokenizer, check_masks=not args.no_masks,
                  invalid_sample=args.invalid_sample, progress=not args.json)

@@ -1,4 +1,5 @@
-"""The official JSON-Schema-Test-Suite as a ratchet (drafts 2020-12 and 7, byte and token level).
+"""The official JSON-Schema-Test-Suite as a ratchet (drafts 2020-12, 2019-09, 7, 6 and 4; byte and
+token level).
 
 Fails when
   (a) any test is answered wrongly: an invalid instance accepted, a valid one refused, the byte and
@@ -33,9 +34,9 @@ SHOW = 25  # bug reports printed in a failure message
 
 @pytest.fixture(scope="module")
 def result() -> harness.Run:
-    """One run of both drafts (required + optional formats): token level with llama3 when present."""
+    """One run of every draft (required + optional formats): token level with llama3 when present."""
     t0 = time.perf_counter()
-    run = harness.run(("2020-12", "7"), optional=True, tokenizer=TOKENIZER if HAS_TOKENIZER else None,
+    run = harness.run(tuple(harness.DRAFTS), optional=True, tokenizer=TOKENIZER if HAS_TOKENIZER else None,
                       check_masks=True)
     print(f"\nconformance run: {time.perf_counter() - t0:.1f} s")
     return run

@@ -47,12 +47,20 @@ from exl2_enforcer.compile.schema.terms import (
     child_pointer,
 )
 from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.compile.schema.drafts import (
+    LEGACY_ITEMS,
+    check_schema,
+    choose_draft,
+    internal_validator_class,
+    normalize_document,
+    normalize_keywords,
+    specification,
+)
+from exl2_enforcer.compile.schema.keywords import NOT_STRINGS, excluded_strings_body
 
 #: standard keywords this compiler does not implement: an error unless lenient
 UNSUPPORTED = frozenset({
-    "not", "if", "then", "else", "contains", "minContains", "maxContains", "unevaluatedProperties",
-    "unevaluatedItems", "dependentRequired", "dependentSchemas", "dependencies", "propertyNames",
-    "$dynamicRef", "$recursiveRef", "$recursiveAnchor", "patternProperties",
+    "$dynamicRef",
 })
 
 TYPE_KEYWORDS = {
@@ -62,6 +70,10 @@ TYPE_KEYWORDS = {
     "array": {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems"},
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
+#: numeric ``format`` names (OpenAPI) read as inclusive integer ranges when formats are asserted
+INTEGER_FORMATS = {"int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1), "int32": (-2**31, 2**31 - 1),
+                   "int64": (-2**63, 2**63 - 1), "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1),
+                   "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1)}
 #: what "any value" means per container type: open, whatever strict_objects says
 FREE_FORM = {"object": {"additionalProperties": True}, "array": {"items": True}}
 
@@ -87,6 +99,10 @@ class SchemaOptions:
     * ``format_assertion`` -- True: ``format`` constrains strings (an unknown
       format is an error); False: ``format`` is an annotation, as draft 2020-12
       says by default.
+    * ``unknown_keywords`` -- "warn": a key that is no keyword but close to one
+      (``"requried"``) adds a did-you-mean warning to ``CompiledGrammar.warnings``
+      (the spec ignores unknown keywords, and so does the language); "error":
+      raise :class:`SchemaError` at its pointer instead.
     * ``property_order`` -- "schema": members in the order the schema lists them
       (fewest states, what a model should write); "any": any order, each
       declared member at most once (exact, via lazily built heads that track
@@ -114,7 +130,11 @@ class SchemaOptions:
     compile_timeout_s: float = 10.0
     max_nfa_states: int = 2_000_000
 
+    unknown_keywords: str = "warn"
+
     def __post_init__(self) -> None:
+        if self.unknown_keywords not in ("warn", "error"):
+            raise EnforcerError(f"unknown_keywords must be 'warn' or 'error', got {self.unknown_keywords!r}")
         if self.max_schema_depth < 1:
             raise EnforcerError(f"max_schema_depth must be >= 1, got {self.max_schema_depth}")
         if not self.compile_timeout_s > 0:
@@ -137,11 +157,14 @@ class Ctx:
 
     pointer: str
     resolver: referencing.Resolver
+    #: True in drafts that spell tuples as array-form ``items`` + ``additionalItems`` (4 to 2019-09)
     draft7: bool = False
+    #: the draft the document is read in: "4", "6", "7", "2019-09" or "2020-12"
+    draft: str = "2020-12"
 
     def child(self, *parts: Any) -> "Ctx":
         """The context of a subschema below this one."""
-        return Ctx(child_pointer(self.pointer, *parts), self.resolver, self.draft7)
+        return Ctx(child_pointer(self.pointer, *parts), self.resolver, self.draft7, self.draft)
 
 
 @dataclass
@@ -157,6 +180,8 @@ class SchemaCompiler:
     pointer: str = ""
     _ref_machines: dict[tuple[int, str], Frag] = field(default_factory=dict)
     _shared: dict[str, Frag] = field(default_factory=dict)
+    #: the root document and its context (where a 2019-09 $recursiveRef may lead)
+    root: tuple[Any, "Ctx"] = (None, None)  # type: ignore[assignment]
     _containers: dict[tuple, Frag] = field(default_factory=dict)
     #: allOf schemas being merged, innermost last: (id of the schema, its pointer)
     merging: list[tuple[int, str]] = field(default_factory=list)
@@ -219,12 +244,12 @@ class SchemaCompiler:
 
     def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
         """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits."""
-        cls = jsonschema.Draft7Validator if ctx.draft7 else jsonschema.Draft202012Validator
-        return cls(schema, _resolver=ctx.resolver)
+        return internal_validator_class(ctx.draft)(schema, _resolver=ctx.resolver)
 
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
+        from exl2_enforcer.compile.schema.keywords import compile_with_dependencies, has_dependencies, rewrite_unevaluated
 
         self.tick(ctx.pointer)
         if schema is True:
@@ -233,13 +258,29 @@ class SchemaCompiler:
             return self.nfa.nothing()
         if not isinstance(schema, dict):
             raise SchemaError("a schema must be an object or a boolean", ctx.pointer)
+        # documents are rewritten whole up front; this covers remote ones reached by $ref
+        schema = normalize_keywords(schema, ctx.draft, drop_foreign=False)
         self.check_keywords(schema, ctx)
         if not (schema.keys() - ANNOTATIONS):
             return self.any_value(ctx)
+        if "$recursiveRef" in schema:
+            return self.compile_recursive_ref(schema, ctx)
         if "$ref" in schema:
             return self.compile_ref_schema(schema, ctx)
+        if ("unevaluatedProperties" in schema or "unevaluatedItems" in schema) and \
+                any(k in schema for k in ("not", "if", "then", "else")):
+            raise SchemaError("unevaluated* next to not/if/then/else is not supported (their evaluations depend"
+                              " on which subschema validates)", ctx.pointer, keyword="unevaluatedProperties")
+        if "not" in schema:
+            return self.compile(self.without_not(schema, ctx), ctx)
+        if "if" in schema or "then" in schema or "else" in schema:
+            return self.compile(self.without_conditional(schema, ctx), ctx)
         if "allOf" in schema:
             return self.compile_all_of(schema, ctx)
+        if "unevaluatedProperties" in schema or "unevaluatedItems" in schema:
+            return self.compile(rewrite_unevaluated(schema, ctx), ctx)
+        if has_dependencies(schema):
+            return compile_with_dependencies(self, schema, ctx)
         if "anyOf" in schema or "oneOf" in schema:
             return self.compile_alternatives(schema, ctx)
         if "enum" in schema or "const" in schema:
@@ -247,10 +288,65 @@ class SchemaCompiler:
         types = self.types_of(schema, ctx)
         if not types:
             raise SchemaError("the schema admits no value (no type is possible)", ctx.pointer)
-        return self.nfa.alt([self.compile_type(t, schema, ctx) for t in types])
+        return self.nfa.alt(self.possible_types(types, schema, ctx))
+
+    def possible_types(self, types: list[str], schema: dict, ctx: Ctx) -> list[Frag]:
+        """One fragment per type that admits a value; a type whose keywords exclude every value
+        (``{"contains": false}`` for arrays) is left out while another type remains."""
+        frags, empty = [], None
+        for t in types:
+            try:
+                frags.append(self.compile_type(t, schema, ctx))
+            except SchemaError as e:
+                # only this level's own verdict: a deeper one (an optional member) stays loud
+                if "admits no value" not in e.message or len(types) == 1 or e.pointer != ctx.pointer:
+                    raise
+                empty = empty or e
+        if not frags and empty is not None:
+            raise empty
+        return frags
+
+    def without_not(self, schema: dict, ctx: Ctx) -> Any:
+        """``schema`` with ``not`` rewritten positively; ``lenient`` drops an inexpressible one."""
+        from exl2_enforcer.compile.schema.keywords import compile_not
+
+        try:
+            return compile_not(self, schema, ctx)
+        except SchemaError as e:
+            if not self.options.lenient or e.keyword != "not":
+                raise
+        note = f"keyword 'not' at {ctx.child('not').pointer} is not supported in this form; ignored"
+        self.warnings.append(note)
+        warnings.warn(note, stacklevel=3)
+        return {k: v for k, v in schema.items() if k != "not"}
+
+    def without_conditional(self, schema: dict, ctx: Ctx) -> Any:
+        """``schema`` with ``if``/``then``/``else`` rewritten as alternatives; ``lenient`` drops an
+        inexpressible condition with a warning."""
+        from exl2_enforcer.compile.schema.keywords import rewrite_conditional
+
+        try:
+            return rewrite_conditional(self, schema, ctx)
+        except SchemaError as e:
+            if not self.options.lenient or e.keyword != "not":
+                raise
+        note = f"keyword 'if' at {ctx.child('if').pointer} is not supported in this form; ignored"
+        self.warnings.append(note)
+        warnings.warn(note, stacklevel=3)
+        return {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
 
     def check_keywords(self, schema: dict, ctx: Ctx) -> None:
-        """Raise (or warn, when lenient) on standard keywords that are not implemented."""
+        """Raise (or warn, when lenient) on standard keywords that are not implemented; warn (or
+        raise) on likely misspelled keywords."""
+        from exl2_enforcer.compile.schema.keywords import misspelled_keywords
+
+        for key, likely in misspelled_keywords(schema):
+            msg = f"unknown keyword {key!r} (did you mean {likely!r}?)"
+            if self.options.unknown_keywords == "error":
+                raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
+            note = f"{msg} at {ctx.child(key).pointer}; ignored, as the spec says"
+            if note not in self.warnings:
+                self.warnings.append(note)
         for key, value in schema.items():
             if key in UNSUPPORTED or (key == "uniqueItems" and value is True and schema.get("maxItems", 2) > 1):
                 msg = f"keyword {key!r} is not supported"
@@ -266,11 +362,9 @@ class SchemaCompiler:
         """The JSON types this (enum/combinator-free) schema may produce."""
         declared = schema.get("type")
         if declared is None:
+            # keywords like pattern or minimum constrain their own type only: 5 is a valid
+            # instance of {"pattern": "^a"}, so every type stays possible
             types = list(JSON_TYPES)
-            if self.options.strict_objects:
-                implied = [t for t, kws in TYPE_KEYWORDS.items() if kws & schema.keys()]
-                if implied:
-                    types = implied
         else:
             types = [declared] if isinstance(declared, str) else list(declared)
         if "integer" in types and "number" in types:
@@ -303,6 +397,11 @@ class SchemaCompiler:
 
         kw = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
               if k in schema}
+        span = INTEGER_FORMATS.get(schema.get("format")) if self.options.format_assertion else None
+        if span is not None:
+            # OpenAPI's int32/int64: validators ignore them, so the range is a sound narrowing
+            kw["minimum"] = max(kw.get("minimum", span[0]), span[0])
+            kw["maximum"] = min(kw.get("maximum", span[1]), span[1])
         named = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum",
                  "exclusiveMaximum": "exclusive_maximum", "multipleOf": "multiple_of"}
         args = {named[k]: v for k, v in kw.items()}
@@ -318,42 +417,77 @@ class SchemaCompiler:
             raise SchemaError(e.message, ctx.pointer, keyword=e.keyword) from None
 
     def compile_string(self, schema: dict, ctx: Ctx) -> Frag:
-        """A JSON string under minLength/maxLength, pattern and format."""
-        from exl2_enforcer.compile.formats import format_fragment
-        from exl2_enforcer.compile.regex import compile_regex
+        """A JSON string under minLength/maxLength, pattern and format.
 
+        A pattern or format with a length bound is intersected with a character counter
+        (:mod:`.length_product`); pattern together with format is refused.
+        """
         nfa = self.nfa
         lo = int(schema.get("minLength", 0))
         hi = schema.get("maxLength")
         hi = None if hi is None else int(hi)
         if hi is not None and hi < lo:
             raise SchemaError(f"maxLength {hi} < minLength {lo}: the string admits no value", ctx.pointer)
-        if not self.options.format_assertion:
-            schema = {k: v for k, v in schema.items() if k != "format"}
-        constraints = [k for k in ("pattern", "format") if k in schema]
-        if lo > 0 or hi is not None:
-            constraints += ["minLength/maxLength"]
-        if len(constraints) > 1:
-            raise SchemaError(f"combining {' and '.join(constraints)} on one string is not supported yet",
-                              ctx.pointer, keyword=constraints[0])
+        schema = self.assertable_format(schema, ctx)
+        if NOT_STRINGS in schema:
+            body = excluded_strings_body(self, schema, ctx)
+            return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
+        if "pattern" in schema and "format" in schema:
+            raise SchemaError("combining pattern and format on one string is not supported yet", ctx.pointer,
+                              keyword="pattern")
         if "pattern" in schema:
-            try:
-                body = _template(nfa, ("pattern", schema["pattern"]),
-                                 lambda t: compile_regex(t, schema["pattern"], mode="json", search=True))
-            except EnforcerError as e:
-                raise SchemaError(str(e), ctx.child("pattern").pointer, keyword="pattern") from None
+            key, build = self.pattern_builder(schema["pattern"])
+            where, keyword = ctx.child("pattern").pointer, "pattern"
         elif "format" in schema:
-            try:
-                body = _template(nfa, ("format", schema["format"]), lambda t: format_fragment(t, schema["format"]))
-            except (KeyError, ValueError) as e:
-                if not self.options.lenient:
-                    raise SchemaError(f"format {schema['format']!r} is not supported ({e})",
-                                      ctx.child("format").pointer, keyword="format") from None
-                self.warnings.append(f"format {schema['format']!r} at {ctx.pointer or '/'} ignored")
-                body = self.plain_string_body(0, None)
+            key, build = ("format", schema["format"]), self.format_builder(schema["format"])
+            where, keyword = ctx.child("format").pointer, "format"
         else:
-            body = self.plain_string_body(lo, hi)
+            return nfa.seq([nfa.literal(b'"'), self.plain_string_body(lo, hi), nfa.literal(b'"')])
+        try:
+            body = _template(nfa, key, build) if lo == 0 and hi is None else \
+                _template(nfa, (*key, lo, hi), lambda t: _bounded(build, lo, hi, t))
+        except EnforcerError as e:
+            if lo or hi is not None:
+                where, keyword = ctx.pointer, "maxLength" if hi is not None else "minLength"
+            msg = str(e) if "admits no value" not in str(e) else f"{e} (the string admits no value)"
+            raise SchemaError(msg, where, keyword=keyword) from None
         return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
+
+    def pattern_builder(self, pattern: str) -> tuple[tuple, Callable[[NFA], Frag]]:
+        """The template key and builder of a ``pattern`` (JSON string content, search semantics)."""
+        from exl2_enforcer.compile.regex import compile_regex
+
+        return ("pattern", pattern), lambda t: compile_regex(t, pattern, mode="json", search=True)
+
+    def format_builder(self, name: str) -> Callable[[NFA], Frag]:
+        """The builder of a supported ``format``'s content fragment."""
+        from exl2_enforcer.compile.formats import format_fragment
+
+        return lambda t: format_fragment(t, name)
+
+    def assertable_format(self, schema: dict, ctx: Ctx) -> dict:
+        """``schema`` without a ``format`` that is only an annotation here.
+
+        ``format_assertion=False``: every format is an annotation.  A format the JSON Schema
+        specification does not define (``int32`` on a string, ``url``, ``phone``) is an
+        annotation with a warning, as validators treat it.  A specified format this engine has
+        no fragment for raises :class:`SchemaError` (unless ``lenient``: then a warning).
+        """
+        from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS
+
+        name = schema.get("format")
+        if name is None or (self.options.format_assertion and name in SUPPORTED_FORMATS):
+            return schema
+        rest = {k: v for k, v in schema.items() if k != "format"}
+        if not self.options.format_assertion:
+            return rest
+        where = ctx.child("format").pointer
+        if name in SPEC_FORMATS and not self.options.lenient:
+            raise SchemaError(f"format {name!r} is not supported (supported: {', '.join(sorted(SUPPORTED_FORMATS))})",
+                              where, keyword="format")
+        why = "not supported" if name in SPEC_FORMATS else "not a JSON Schema format"
+        self.warnings.append(f"format {name!r} at {where} is {why}: treated as an annotation (any string)")
+        return rest
 
     def plain_string_body(self, lo: int, hi: int | None) -> Frag:
         """Between ``lo`` and ``hi`` characters of any JSON string content."""
@@ -369,16 +503,18 @@ class SchemaCompiler:
         ``null``) goes into one minimal acyclic automaton.
         """
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
+        _check_finite(schema, ctx)
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if "enum" in schema and "const" in schema:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
+        excluded = rest.pop(NOT_STRINGS, [])  # an internal keyword jsonschema cannot see
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
             if i % 1024 == 1023:
                 self.tick()
-            if check is None or check.is_valid(v):
+            if (check is None or check.is_valid(v)) and not (isinstance(v, str) and v in excluded):
                 kept.append(v)
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
@@ -475,28 +611,74 @@ class SchemaCompiler:
     # -- combinators and references ---------------------------------------------------
     def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
         """anyOf, and oneOf when its branches are provably disjoint."""
-        from exl2_enforcer.compile.schema.merge import check_disjoint, merge_pair
+        from exl2_enforcer.compile.schema.merge import check_disjoint
 
-        key = "anyOf" if "anyOf" in schema else "oneOf"
+        # with both, oneOf splits first and each of its branches keeps the anyOf (merged later)
+        key = "oneOf" if "oneOf" in schema else "anyOf"
         branches = schema[key]
         # annotations ($defs, title, ...) constrain nothing and must not travel into branches
         rest = {k: v for k, v in schema.items() if k != key and k not in ANNOTATIONS}
-        if key == "anyOf" and "oneOf" in rest:
-            raise SchemaError("anyOf together with oneOf is not supported", ctx.pointer, keyword="oneOf")
+        from exl2_enforcer.compile.schema.keywords import merge_or_false
+
         merged = []
         for i, b in enumerate(branches):
             bctx = ctx.child(key, i)
-            merged.append((merge_pair(rest, b, bctx, self) if rest else b, bctx))
+            m = merge_or_false(rest, b, bctx, self) if rest else b
+            if m is not False or len(branches) == 1:
+                merged.append((m, bctx))  # a branch the siblings exclude adds nothing
+        if not merged:
+            raise SchemaError(f"the schema admits no value (its siblings exclude every {key} branch)", ctx.pointer)
         if key == "oneOf":
             check_disjoint([m for m, _ in merged], [c for _, c in merged], self)
-        return self.nfa.alt([self.compile(m, c) for m, c in merged])
+        frags, empty = [], None
+        for m, c in merged:
+            try:
+                frags.append(self.compile(m, c))
+            except SchemaError as e:
+                # a branch that admits no value adds nothing to the alternatives
+                if "admits no value" not in e.message or e.pointer != c.pointer or len(merged) == 1:
+                    raise
+                empty = empty or e
+        if not frags and empty is not None:
+            raise empty
+        return self.nfa.alt(frags)
+
+    def compile_recursive_ref(self, schema: dict, ctx: Ctx) -> Frag:
+        """2019-09 ``$recursiveRef`` where its target is known statically.
+
+        It resolves like ``$ref`` unless the target has ``$recursiveAnchor: true``; then it goes
+        to the outermost resource of the dynamic scope with one, which is the root document when
+        the root has ``$recursiveAnchor: true`` (evaluation always starts there).  Any other case
+        depends on the path taken and raises :class:`SchemaError`.
+        """
+        where = ctx.child("$recursiveRef")
+        if "$ref" in schema:
+            raise SchemaError("$recursiveRef next to $ref is not supported", where.pointer, keyword="$recursiveRef")
+        ref = schema["$recursiveRef"]
+        if _has_nested_id(self.root[0]):
+            # the compiler reads a relative reference against the document, not an embedded resource
+            raise SchemaError("$recursiveRef in a document with embedded $id resources is not supported", where.pointer,
+                              keyword="$recursiveRef")
+        target, _tctx = self.resolve(ref, ctx)
+        rest = {k: v for k, v in schema.items() if k != "$recursiveRef"}
+        if isinstance(target, dict) and target.get("$recursiveAnchor") is True:
+            root, root_ctx = self.root
+            if not (isinstance(root, dict) and root.get("$recursiveAnchor") is True):
+                raise SchemaError("$recursiveRef to a $recursiveAnchor whose dynamic scope is not the root document is "
+                                  "not supported", where.pointer, keyword="$recursiveRef")
+            call = self.nfa.call(self.ref_machine(root, root_ctx), weight=1)
+            if any(k not in ANNOTATIONS for k in rest):
+                raise SchemaError("$recursiveRef with sibling keywords is not supported", where.pointer,
+                                  keyword="$recursiveRef")
+            return call
+        return self.compile({**rest, "$ref": ref}, ctx)
 
     def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
         from exl2_enforcer.compile.schema.merge import expand_ref
 
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
-        if siblings and not ctx.draft7:
+        if siblings:  # in drafts 4-7 the siblings were dropped up front ($ref overrides them)
             return self.compile(expand_ref(schema, ctx, self), ctx)
         target, tctx = self.resolve(schema["$ref"], ctx)
         return self.nfa.call(self.ref_machine(target, tctx), weight=0)
@@ -512,7 +694,7 @@ class SchemaCompiler:
         # a JSON pointer names the target; an anchor, "#" or a URI is named by the ref itself
         # (never by the path that led here: that would grow without end through recursion)
         return resolved.contents, Ctx(frag if frag.startswith("/") else f"/$ref:{ref}",
-                                      resolved.resolver, ctx.draft7)
+                                      resolved.resolver, ctx.draft7, ctx.draft)
 
     def ref_machine(self, target: Any, tctx: Ctx) -> Frag:
         """The callee fragment for a ``$ref`` target, compiled once (recursion-safe)."""
@@ -541,11 +723,29 @@ class SchemaCompiler:
         return self.nfa.call(machine, weight=0)
 
 
-_TEMPLATES: "OrderedDict[tuple[str, ...], tuple[NFA, Frag]]" = OrderedDict()
+_TEMPLATES: "OrderedDict[tuple[Any, ...], tuple[NFA, Frag]]" = OrderedDict()
 _TEMPLATES_LOCK = threading.Lock()
 
 
-def _template(nfa: NFA, key: tuple[str, ...], build: Callable[[NFA], Frag]) -> Frag:
+def _bounded(build: Callable[[NFA], Frag], lo: int, hi: int | None, dst: NFA) -> Frag:
+    """``build``'s fragment restricted to ``lo``..``hi`` characters, emitted into ``dst``."""
+    from exl2_enforcer.compile.length_product import length_product, longest_bytes
+
+    scratch = NFA()
+    frag = build(scratch)
+    if lo == 0 and hi is not None:
+        longest = longest_bytes(scratch, frag)
+        if longest is not None and longest <= hi:
+            return dst.splice(scratch, frag)  # already within the bound (email and maxLength 254)
+    return length_product(scratch, frag, lo, hi, dst)
+
+
+def template_fragment(nfa: NFA, key: tuple[Any, ...], build: Callable[[NFA], Frag]) -> Frag:
+    """A call-free fragment built once per ``key`` (LRU of 256 templates) and spliced into ``nfa``."""
+    return _template(nfa, key, build)
+
+
+def _template(nfa: NFA, key: tuple[Any, ...], build: Callable[[NFA], Frag]) -> Frag:
     """Build a call-free fragment once per key (LRU of 256) and splice copies into ``nfa``."""
     with _TEMPLATES_LOCK:
         got = _TEMPLATES.get(key)
@@ -594,6 +794,37 @@ def json_key(value: Any) -> Hashable:
 def json_equal(a: Any, b: Any) -> bool:
     """JSON Schema equality (1 == 1.0, true != 1, key order ignored), as ``const`` defines it."""
     return json_key(a) == json_key(b)
+
+
+def _has_nested_id(document: Any, depth: int = 0) -> bool:
+    """Whether a subschema below the root declares its own ``$id`` (an embedded resource)."""
+    if isinstance(document, dict):
+        if depth and isinstance(document.get("$id"), str):
+            return True
+        return any(_has_nested_id(v, depth + 1) for k, v in document.items() if k not in ("enum", "const"))
+    if isinstance(document, list):
+        return any(_has_nested_id(v, depth + 1) for v in document)
+    return False
+
+
+def _check_finite(schema: dict, ctx: Ctx) -> None:
+    """NaN and infinities parse from schema text in Python but are no JSON values."""
+    places = [("const", schema["const"])] if "const" in schema else []
+    places += [(f"enum/{i}", v) for i, v in enumerate(schema.get("enum", []))]
+    for where, value in places:
+        if _has_non_finite(value):
+            raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
+                              ctx.pointer + "/" + where, keyword=where.split("/")[0])
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value or value in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def dedupe_json(values: list[Any]) -> list[Any]:
@@ -681,7 +912,6 @@ def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
 
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
-DRAFT_7 = ("http://json-schema.org/draft-07/schema", "https://json-schema.org/draft-07/schema")
 
 
 def compile_schema(schema: Any, options: SchemaOptions | None = None,
@@ -689,11 +919,12 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
                    clock: Callable[[], float] | None = None) -> tuple[NFA, Frag, list[str]]:
     """Validate ``schema`` and compile it to an NFA fragment for its JSON text.
 
-    ``registry`` may hold further documents for remote ``$ref``s; nothing is
-    fetched from the network.  ``clock`` (seconds, default ``time.perf_counter``)
-    measures ``options.compile_timeout_s``.  Returns ``(nfa, root fragment,
-    warnings)``.  Raises :class:`SchemaError` naming a JSON pointer for invalid,
-    unsupported, too deep (``max_schema_depth``) or too costly
+    The draft comes from ``$schema`` (drafts 4, 6, 7, 2019-09, 2020-12; see
+    :func:`.drafts.choose_draft`).  ``registry`` may hold further documents for
+    remote ``$ref``s; nothing is fetched from the network.  ``clock`` (seconds,
+    default ``time.perf_counter``) measures ``options.compile_timeout_s``.  Returns
+    ``(nfa, root fragment, warnings)``.  Raises :class:`SchemaError` naming a JSON
+    pointer for invalid, unsupported, too deep (``max_schema_depth``) or too costly
     (``compile_timeout_s``, ``max_nfa_states``) schemas.
     """
     options = options or SchemaOptions()
@@ -709,31 +940,21 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
                           compiler.pointer) from None
 
 
-@functools.cache
-def meta_validator(cls: Any) -> Any:
-    """One reusable validator of ``cls``'s meta-schema (building one per compile costs a third)."""
-    return cls(cls.META_SCHEMA)
-
-
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
                      compiler: SchemaCompiler) -> tuple[NFA, Frag, list[str]]:
-    meta = str(schema.get("$schema", DRAFT_2020_12)).rstrip("#") if isinstance(schema, dict) else DRAFT_2020_12
-    if meta not in (DRAFT_2020_12, *DRAFT_7):
-        raise SchemaError(f"unsupported $schema {meta!r}: use draft 2020-12 ({DRAFT_2020_12}) or draft-07",
-                          "/$schema", keyword="$schema")
-    draft7 = meta in DRAFT_7
-    validator_cls = jsonschema.Draft7Validator if draft7 else jsonschema.Draft202012Validator
-    try:
-        if not meta_validator(validator_cls).is_valid(schema):
-            validator_cls.check_schema(schema)  # slower, but picks the best error to report
-    except jsonschema.exceptions.SchemaError as e:
-        raise SchemaError(f"invalid schema: {e.message}", child_pointer("", *e.path)) from None
-    spec = referencing.jsonschema.DRAFT7 if draft7 else referencing.jsonschema.DRAFT202012
-    resource = referencing.Resource.from_contents(schema, default_specification=spec)
+    draft, notes = choose_draft(schema)
+    check_schema(schema, draft)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    schema = normalize_document(schema, draft)
+    resource = referencing.Resource.from_contents(schema, default_specification=specification(draft))
     registry = (registry or referencing.Registry()).with_resource("urn:exl2-enforcer:root", resource)
     resolver = registry.resolver(base_uri=resource.id() or "urn:exl2-enforcer:root")
     if resource.id():
         registry = registry.with_resource(resource.id(), resource)
         resolver = registry.resolver(base_uri=resource.id())
-    root = compiler.compile(schema, Ctx("", resolver, draft7))
+    compiler.warnings.extend(notes)
+    root_ctx = Ctx("", resolver, draft in LEGACY_ITEMS, draft)
+    compiler.root = (schema, root_ctx)
+    root = compiler.compile(schema, root_ctx)
     return compiler.nfa, root, compiler.warnings

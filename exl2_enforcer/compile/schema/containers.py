@@ -22,17 +22,19 @@ if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
 
 
-def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any) -> list[tuple[str, Any, "Ctx", bool]]:
+def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any,
+             explicit_extra: bool = True) -> list[tuple[str, Any, "Ctx", bool]]:
     """Declared properties in schema order, then required names that are not declared."""
     props = schema.get("properties", {})
     required = list(dict.fromkeys(schema.get("required", [])))
     out = [(name, sub, ctx.child("properties", name), name in required) for name, sub in props.items()]
     for name in required:
         if name not in props:
-            if extra is False:
+            if extra is False and explicit_extra:
                 raise SchemaError(f"required property {name!r} is not allowed (additionalProperties is false"
                                   " or objects are closed): the object admits no value", ctx.child("required").pointer)
-            out.append((name, extra, ctx.child("additionalProperties"), True))
+            # a required name is a declared name: closing the object by default must not exclude it
+            out.append((name, extra if explicit_extra else True, ctx.child("additionalProperties"), True))
     return out
 
 
@@ -40,15 +42,47 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """``{ ... }`` with properties in schema order (or any order), bounded by min/maxProperties."""
     # strict_objects closes objects that name their properties; a free-form object
     # ({"type": "object"} alone) stays open, which is what its author means
-    closed = c.options.strict_objects and "properties" in schema
+    from exl2_enforcer.compile.schema.keywords import apply_pattern_properties, apply_property_names
+
+    # patternProperties names keys too: under strict_objects it closes the object to them
+    closed = c.options.strict_objects and ("properties" in schema or "patternProperties" in schema)
     extra = schema.get("additionalProperties", False if closed else True)
-    entries = _entries(c, schema, ctx, extra)
+    explicit_extra = "additionalProperties" in schema
+    entries_extra = extra
+    schema, extras = apply_pattern_properties(c, schema, ctx, extra)
+    schema, extra, extras = apply_property_names(c, schema, ctx, extra, extras)
+    entries = _entries(c, schema, ctx, entries_extra if extra is not False else False, explicit_extra)
+    names = [e[0] for e in entries]
+    if extras is not None:
+        regions = extras.regions
+        extra = True if regions else False  # undeclared members: only through the regions
+    else:
+        regions = [(lambda: other_key(c, names), extra, ctx.child("additionalProperties"))]
+
+    def member_of() -> Frag:
+        return c.nfa.alt([_kv(c, key(), value, vctx) for key, value, vctx in regions])
+
     min_p = int(schema.get("minProperties", 0))
     max_p = schema.get("maxProperties")
     max_p = None if max_p is None else int(max_p)
+    _check_distinct_count(extra, min_p, ctx)
     if c.options.property_order == "any":
-        return _any_order_object(c, ctx, entries, extra, min_p, max_p)
-    return _schema_order_object(c, ctx, entries, extra, min_p, max_p)
+        return _any_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
+    return _schema_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
+
+
+def _check_distinct_count(extra: Any, min_p: int, ctx: "Ctx") -> None:
+    """Refuse a count of distinct keys that free-form keys could fake.
+
+    ``{"x": 1, "x": 2}`` parses to one member, so with undeclared keys allowed the n-th extra
+    key would have to differ from all earlier ones: no finite automaton can check that.
+    Declared names are written at most once and never as extras, so they are safe.
+    """
+    if extra is not False and min_p >= 2:
+        raise SchemaError(f"minProperties {min_p} with additional properties cannot be enforced exactly: a key "
+                          "written twice would count twice although the object has one member; declare the "
+                          "properties (or set additionalProperties to false)", ctx.child("minProperties").pointer,
+                          keyword="minProperties")
 
 
 def _writable(entries: list) -> list:
@@ -100,7 +134,7 @@ class _Members:
 
 
 def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
-                         min_p: int, max_p: int | None) -> Frag:
+                         min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
     """Members in schema order.
 
     States per position and count ``k`` of members written: ``a0`` (nothing
@@ -139,32 +173,31 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: 
         nfa.epsilon(a0, lanes.close.start)
         closable = True
     if extra is not False:
-        closable |= _extras(c, ctx, extra, [e[0] for e in entries], a0, B, lanes)
+        closable |= _extras(c, member_of, a0, B, lanes)
     if not closable:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
     return Frag(open_.start, lanes.close.end)
 
 
-def _extras(c: "SchemaCompiler", ctx: "Ctx", extra: Any, names: list[str], a0: int | None,
+def _extras(c: "SchemaCompiler", member_of: Callable[[], Frag], a0: int | None,
             B: dict[int, int], lanes: _Members) -> bool:
     """Further members whose keys are not declared names, any number (within maxProperties)."""
     nfa = c.nfa
-    ectx = ctx.child("additionalProperties")
     after_comma = {k: B.get(k) or nfa.state() for k in range(1, lanes.cap + 1) if lanes.can_add(k)}
     members: dict[int, int] = {}
-    _wire_kv(c, lanes.join(a0, after_comma), members, lambda: _kv(c, other_key(c, names), extra, ectx))
+    _wire_kv(c, lanes.join(a0, after_comma), members, member_of)
     return lanes.after_member(members, after_comma, may_close=True, may_add=True)
 
 
 def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
-                      min_p: int, max_p: int | None) -> Frag:
+                      min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
     """``{ ... }`` whose members may come in any order (each declared one at most once)."""
     nfa = c.nfa
     items = [(_kv(c, c.string_literal(name), sub, pctx), required)
              for name, sub, pctx, required in _writable(entries)]
     member = None
     if extra is not False:
-        member = _kv(c, other_key(c, [e[0] for e in entries]), extra, ctx.child("additionalProperties"))
+        member = member_of()
     if max_p is not None and sum(1 for _f, r in items if r) > max_p:
         raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
     if min_p > len(items) and member is None:
@@ -252,6 +285,10 @@ def _canon(cps: tuple) -> tuple:
 
 def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """``[ ... ]`` with prefixItems, items (or draft 7 items/additionalItems), min/maxItems."""
+    from exl2_enforcer.compile.schema.keywords import compile_contains
+
+    if "contains" in schema:
+        return compile_contains(c, schema, ctx)
     nfa = c.nfa
     if ctx.draft7 and isinstance(schema.get("items"), list):
         prefix, rest, rest_key = schema["items"], schema.get("additionalItems", True), "additionalItems"

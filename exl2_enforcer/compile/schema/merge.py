@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 _MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
 _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
-_IGNORED = ANNOTATIONS  # one list with the compiler's: annotations never constrain a merge
+#: annotations: two branches that differ in one still describe the same values (the first is kept);
+#: the compiler's list plus the OpenAPI spellings real-world schemas carry
+_IGNORED = ANNOTATIONS | frozenset({"id", "example", "nullable", "discriminator"})
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -53,7 +55,7 @@ def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
         if base_uri(tctx.resolver) != base_uri(ctx.resolver) and _has_relative_refs(target):
             raise SchemaError("merging a $ref target from another document is not supported",
                               ctx.child("$ref").pointer, keyword="$ref")
-        schema = merge_pair(rest, target, ctx, c) if rest else target
+        schema = merge_pair(rest, target, ctx, c, in_place=True) if rest else target
         seen += 1
         if seen > 64:
             raise SchemaError("$ref chain does not end", ctx.pointer, keyword="$ref")
@@ -83,8 +85,15 @@ def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
     c.merging.append((id(schema), ctx.pointer))
     try:
         merged: Any = {k: v for k, v in schema.items() if k != "allOf"}
-        for i, branch in enumerate(schema["allOf"]):
-            merged = merge_pair(merged, branch, ctx.child("allOf", i), c)
+        branches = schema["allOf"]
+        for i, branch in enumerate(branches):
+            bctx = ctx.child("allOf", i)
+            branch = expand_ref(branch, bctx, c)
+            if _unevaluated(branch) and (len(branches) > 1 or _nontrivial(merged)):
+                # a branch's unevaluated* sees only that branch's evaluations, never its siblings'
+                raise SchemaError("unevaluatedProperties/unevaluatedItems inside an allOf branch with siblings is "
+                                  "not supported", bctx.pointer, keyword="allOf")
+            merged = merge_pair(merged, branch, bctx, c, in_place=True)
     finally:
         c.merging.pop()
     return merged
@@ -94,8 +103,21 @@ def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
 MAX_MERGE_NESTING = 200
 
 
-def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
-    """One schema whose instances are exactly those of both ``a`` and ``b``."""
+def _unevaluated(x: Any) -> bool:
+    return isinstance(x, dict) and ("unevaluatedProperties" in x or "unevaluatedItems" in x)
+
+
+def _nontrivial(x: Any) -> bool:
+    return x is False or (isinstance(x, dict) and any(k not in _IGNORED for k in x))
+
+
+def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler", in_place: bool = False) -> Any:
+    """One schema whose instances are exactly those of both ``a`` and ``b``.
+
+    ``in_place``: ``b`` is an in-place applicator of ``a`` (an ``allOf`` branch or ``$ref``
+    target of it), so ``a``'s ``unevaluated*`` may see ``b``'s evaluations; elsewhere a side with
+    ``unevaluated*`` merged with a non-trivial other side is refused.
+    """
     a, b = expand_ref(a, ctx, c), expand_ref(b, ctx, c)
     if a is True or a == {}:
         return b
@@ -109,6 +131,14 @@ def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
         b = merge_all_of(b, ctx, c)
     if isinstance(a, bool) or isinstance(b, bool):
         return merge_pair(a, b, ctx, c)
+    # if/then/else pair up within one schema only: resolve each side's before merging
+    a, b = _own_conditional(a, ctx, c), _own_conditional(b, ctx, c)
+    for key in ("unevaluatedProperties", "unevaluatedItems"):
+        # b's unevaluated* sees only b's own evaluations; merged, it would see a's as well (and
+        # a's sees b's only when b is applied in place)
+        if (key in b and _nontrivial(a)) or (key in a and not in_place and _nontrivial(b)):
+            raise SchemaError(f"{key} merged with a schema it does not see is not supported", ctx.pointer,
+                              keyword=key)
     out = {k: v for k, v in a.items() if k not in _MEMBER_KEYS}
     for key, bv in b.items():
         if key in _MEMBER_KEYS:
@@ -120,6 +150,16 @@ def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
     _merge_members(out, a, b, ctx, c)
     _merge_positions(out, a, b, ctx, c)
     return out
+
+
+def _own_conditional(x: dict, ctx: "Ctx", c: "SchemaCompiler") -> dict:
+    if "contains" not in x and ("minContains" in x or "maxContains" in x):
+        x = {k: v for k, v in x.items() if k not in ("minContains", "maxContains")}  # no-ops alone
+    if not any(k in x for k in ("if", "then", "else")):
+        return x
+    from exl2_enforcer.compile.schema.keywords import rewrite_conditional
+
+    return rewrite_conditional(c, x, ctx)
 
 
 #: keywords whose meaning depends on each other within one schema (merged together)
@@ -159,14 +199,17 @@ def _merge_positions(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler
     prefix = [merge_pair(pa[i] if i < len(pa) else ra, pb[i] if i < len(pb) else rb, ctx.child("items", i), c)
               for i in range(n)]
     rest = merge_pair(ra, rb, ctx.child("items"), c)
+    # the rest schema is written only where a side wrote one: an absent items keyword and an
+    # explicit "items": true differ for unevaluatedItems
+    rest_key = "additionalItems" if ctx.draft7 and prefix else "items"
+    has_rest = any(rest_key in x for x in (a, b)) if not (ctx.draft7 and prefix) else \
+        any("additionalItems" in x or ("items" in x and not isinstance(x["items"], list)) for x in (a, b))
     if ctx.draft7 and prefix:
-        out["items"], out["additionalItems"] = prefix, rest
-    elif ctx.draft7:
-        out["items"] = rest
-    else:
-        if prefix:
-            out["prefixItems"] = prefix
-        out["items"] = rest
+        out["items"] = prefix
+    elif prefix:
+        out["prefixItems"] = prefix
+    if has_rest or rest is not True:
+        out[rest_key] = rest
 
 
 def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
@@ -176,7 +219,7 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: 
         return min(av, bv)
     if key == "type":
         return _merge_types(av, bv, ctx)
-    if key == "required":
+    if key in ("required", "$exl2:notStrings"):  # both: every name is required / excluded
         return list(dict.fromkeys(list(av) + list(bv)))
     if key == "enum":
         keys = {json_key(w) for w in bv}
