@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from enforcer_oracle import generate, validator_for
 
+from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.grammar import (
     compile_choice,
     compile_json_schema,
     compile_regex_constraint,
 )
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 SPEC = SchemaOptions(strict_objects=False, escapes="all", property_order="any", integral_fractions=True)

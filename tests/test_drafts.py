@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from enforcer_oracle import generate, validator_for
 
-from exl2_enforcer.errors import SchemaError
-from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.compile.schema.drafts import choose_draft, draft_of_uri
+from exl2_enforcer.errors import SchemaError
+from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
 
 D4 = "http://json-schema.org/draft-04/schema#"

@@ -59,7 +59,7 @@ def load(name: str) -> tuple[tokenizers.Tokenizer, TokenVocabulary]:
     return tok, TokenVocabulary.from_file(path, added_tokens_as_text=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_default(name: str) -> TokenVocabulary:
     """The vocabulary with the default options (chat-control added tokens are not text)."""
     return TokenVocabulary.from_file(_path(name))

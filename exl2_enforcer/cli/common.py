@@ -83,6 +83,8 @@ def schema_option_parser() -> argparse.ArgumentParser:
                       help="objects without additionalProperties take extra keys, as the spec says (default: "
                            "an object that lists properties is closed)")
     opts.add_argument("--lenient", action="store_true", help="ignore unsupported keywords instead of refusing")
+    opts.add_argument("--unknown-keywords", choices=["warn", "error"], default="warn",
+                      help="a likely misspelled keyword ('requried'): warn (default) or refuse the schema")
     opts.add_argument("--max-depth", type=positive_int, default=SchemaOptions.max_depth, metavar="N",
                       help="deepest nesting of objects and arrays in a value ([[1]] is 2); bounds recursive $ref "
                       f"and free-form values (default {SchemaOptions.max_depth})")
@@ -92,7 +94,8 @@ def schema_option_parser() -> argparse.ArgumentParser:
 def schema_options(args: argparse.Namespace) -> SchemaOptions:
     """SchemaOptions from the flags of :func:`schema_option_parser`."""
     return SchemaOptions(max_whitespace=args.max_whitespace, max_depth=args.max_depth,
-                         lenient=args.lenient, property_order="any" if args.any_order else "schema",
+                         lenient=args.lenient, unknown_keywords=args.unknown_keywords,
+                         property_order="any" if args.any_order else "schema",
                          strict_objects=not args.open_objects)
 
 

@@ -11,8 +11,10 @@ start, keeps those that can still reach an accepting one, and is refused past
 
 from __future__ import annotations
 
-from exl2_enforcer.errors import EnforcerError
+from typing import Any
+
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import EnforcerError
 
 #: the most product states one pattern/format x length bound may build
 MAX_PRODUCT_STATES = 250_000
@@ -68,14 +70,14 @@ def length_product(src: NFA, frag: Frag, lo: int, hi: int | None, dst: NFA) -> F
     if src.calls or src.loop_of:
         raise ValueError("length_product needs a call-free template")
     cap = hi if hi is not None else lo
-    splits: dict = {}
+    splits: dict[str, Any] = {}
     start = (frag.start, "N", 0)
     ids = {start: 0}
     order = [start]
     moves: list[list[tuple[int, int, int]]] = [[]]
     eps: list[list[int]] = [[]]
 
-    def node(key: tuple) -> int:
+    def node(key: tuple[Any, ...]) -> int:
         got = ids.get(key)
         if got is None:
             if len(order) >= MAX_PRODUCT_STATES:
@@ -163,7 +165,7 @@ def longest_bytes(src: NFA, frag: Frag) -> int | None:
     return max(got, 0)
 
 
-def _coreachable(moves: list, eps: list, accept: set[int]) -> set[int]:
+def _coreachable(moves: list[list[tuple[int, int, int]]], eps: list[list[int]], accept: set[int]) -> set[int]:
     back: list[list[int]] = [[] for _ in moves]
     for j, ms in enumerate(moves):
         for _a, _b, t in ms:

@@ -29,7 +29,7 @@ _LONG = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _by_category() -> dict[str, list[tuple[int, int]]]:
     ranges: dict[str, list[tuple[int, int]]] = {}
     prev, start = None, 0

@@ -346,7 +346,7 @@ def _collect_end_ids(
 def _markup_added_ids(tok: "tokenizers.Tokenizer", pieces: Sequence[bytes | None]) -> set[int]:
     """Non-special added tokens other than pure whitespace: markup, never constrained text."""
     return {i for i, t in tok.get_added_tokens_decoder().items()
-            if not t.special and not (pieces[i] and pieces[i].isspace())}
+            if not t.special and not (pieces[i] or b"").isspace()}
 
 
 def _ids_of(tok: "tokenizers.Tokenizer", names: Iterable[str], n_ids: int) -> set[int]:
@@ -416,7 +416,7 @@ def _load_tokenizer(text: str, source: str) -> "tokenizers.Tokenizer":
         raise VocabularyError(f"{source}: tokenizers cannot load this file: {exc}") from exc
 
 
-_Exl2Key = tuple[str, tuple[int, ...]]
+_Exl2Key = tuple[str, tuple[int, ...], bool]
 _EXL2_CACHE: "weakref.WeakKeyDictionary[Any, dict[_Exl2Key, TokenVocabulary]]" = weakref.WeakKeyDictionary()
 
 

@@ -18,7 +18,6 @@ Language choices (documented in docs/schema-support.md):
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import threading
@@ -37,16 +36,6 @@ import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
 from exl2_enforcer.compile.nfa import NFA, Frag
-from exl2_enforcer.compile.schema.terms import (
-    ANNOTATIONS,
-    ESCAPES,
-    JSON_TYPES,
-    PROPERTY_ORDERS,
-    Escapes,
-    PropertyOrder,
-    child_pointer,
-)
-from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
     check_schema,
@@ -57,6 +46,16 @@ from exl2_enforcer.compile.schema.drafts import (
     specification,
 )
 from exl2_enforcer.compile.schema.keywords import NOT_STRINGS, excluded_strings_body
+from exl2_enforcer.compile.schema.terms import (
+    ANNOTATIONS,
+    ESCAPES,
+    JSON_TYPES,
+    PROPERTY_ORDERS,
+    Escapes,
+    PropertyOrder,
+    child_pointer,
+)
+from exl2_enforcer.errors import EnforcerError, SchemaError
 
 #: standard keywords this compiler does not implement: an error unless lenient
 UNSUPPORTED = frozenset({
@@ -249,7 +248,11 @@ class SchemaCompiler:
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
-        from exl2_enforcer.compile.schema.keywords import compile_with_dependencies, has_dependencies, rewrite_unevaluated
+        from exl2_enforcer.compile.schema.keywords import (
+            compile_with_dependencies,
+            has_dependencies,
+            rewrite_unevaluated,
+        )
 
         self.tick(ctx.pointer)
         if schema is True:

@@ -18,7 +18,6 @@ The rewrite keeps every subschema at its JSON pointer, so ``$ref`` pointers stil
 from __future__ import annotations
 
 import functools
-
 from typing import Any
 
 import jsonschema

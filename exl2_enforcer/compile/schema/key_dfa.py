@@ -15,8 +15,8 @@ import functools
 from dataclasses import dataclass
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
-from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import EnforcerError
 
 #: the most states one key DFA (or product) may have
 MAX_KEY_DFA_STATES = 20_000

@@ -13,12 +13,13 @@ names (2**n cases) are refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.errors import EnforcerError, SchemaError
 
 if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
@@ -226,8 +227,8 @@ def apply_pattern_properties(c: "SchemaCompiler", schema: dict, ctx: "Ctx",
 def _key_regions(c: "SchemaCompiler", pats: dict, extra: Any, names: list[str],
                  ctx: "Ctx") -> list[tuple[Callable[[], Frag], Any, "Ctx"]]:
     """One region per set of patterns a key matches (exact, via explicit DFAs)."""
-    from exl2_enforcer.compile.schema import key_dfa
     from exl2_enforcer.compile.regex import compile_regex
+    from exl2_enforcer.compile.schema import key_dfa
 
     where = ctx.child("patternProperties")
     if len(pats) > MAX_PATTERNS:
@@ -432,8 +433,8 @@ def _negate_values(values: list, ctx: "Ctx") -> list[Any]:
 def excluded_strings_body(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """String content that is none of ``schema[NOT_STRINGS]`` (any escape spelling) and matches
     ``pattern`` if given; a length bound or ``format`` next to it raises :class:`SchemaError`."""
-    from exl2_enforcer.compile.schema import key_dfa
     from exl2_enforcer.compile.regex import compile_regex
+    from exl2_enforcer.compile.schema import key_dfa
 
     if any(k in schema for k in ("format", "minLength", "maxLength")):
         raise SchemaError("'not' of string values together with format/minLength/maxLength is not supported",
