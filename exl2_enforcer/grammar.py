@@ -306,7 +306,10 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     if registry is not None:
         return build()
     # property order is part of the language, so the key keeps dict order (and 1 vs 1.0 apart)
-    text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
+    try:
+        text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
+    except ValueError:  # NaN or an infinity: no JSON text to key by; the compiler names its pointer
+        return build()
     key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes, memory_bytes)
     return GRAMMAR_CACHE.get_or_build(key, build)
 

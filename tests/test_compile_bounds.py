@@ -167,9 +167,20 @@ def nested_arrays(n: int) -> tuple[dict, str]:
 @pytest.mark.parametrize("make,n", [(nested_objects, 100), (nested_arrays, 200)])
 def test_deep_schemas_compile_and_force(mini, make, n):
     schema, text = make(n)
-    g = compile_json_schema(schema, mini)
+    g = compile_json_schema(schema, mini, SchemaOptions(max_depth=n))  # the value nests n levels
     assert forced(g, text)
     assert not forced(g, text[1:])
+
+
+def test_default_max_depth_bounds_deep_values(mini):
+    """max_depth (default 16) bounds how deep the written value nests, recursive or not."""
+    schema, _text = nested_objects(100)  # every value of it nests 100 deep: refused, naming the option
+    with pytest.raises(SchemaError, match="deeper than max_depth=16 .*SchemaOptions.max_depth"):
+        compile_json_schema(schema, mini)
+    schema, text = nested_arrays(200)  # [] is a value one level deep: compiles, nothing past 16 levels
+    g = compile_json_schema(schema, mini)
+    assert not forced(g, text)
+    assert forced(g, "[" * 16 + "]" * 16) and not forced(g, "[" * 17 + "]" * 17)
 
 
 @pytest.mark.parametrize("make,n,limit", [(nested_arrays, 300, 256), (nested_objects, 20, 30)])
@@ -190,7 +201,7 @@ def test_raising_the_depth_limit_compiles_deeper(mini):
     schema, text = nested_arrays(400)
     with pytest.raises(SchemaError, match="max_schema_depth=256"):
         compile_json_schema(schema, mini)
-    g = compile_json_schema(schema, mini, SchemaOptions(max_schema_depth=500))
+    g = compile_json_schema(schema, mini, SchemaOptions(max_schema_depth=500, max_depth=400))
     assert forced(g, text)
 
 
@@ -405,7 +416,9 @@ def test_literal_automaton_matches_exactly_its_words():
     import random
 
     from exl2_enforcer.compile.charset import literal_trie_fragment
-    from exl2_enforcer.compile.nfa import NFA, plain_matches
+    from nfa_walks import plain_matches
+
+    from exl2_enforcer.compile.nfa import NFA
 
     rng = random.Random(7)
     for trial in range(200):

@@ -479,9 +479,10 @@ def test_unpaged_batch_deadline_gives_unstarted_prompts_a_defined_outcome(ns, en
 # ----------------------------------------------------------------------------- results that must come back
 
 
-def test_self_referencing_schema_gives_an_unverified_result_instead_of_raising(ns, env):
-    """A schema that refers to itself through anyOf compiles and generates, but jsonschema
-    recurses forever on it: run() returns the value marked "unverified", never raises."""
+def test_self_referencing_schema_fails_its_job_alone_and_validation_never_raises(ns, env):
+    """A schema that refers to itself through anyOf without consuming input (jsonschema recurses
+    forever on it) is refused at compile time with its pointer: run() reports that job failed,
+    the other job completes; the bounded validation that results go through never raises."""
     e = env()
     schema = {"anyOf": [{"$ref": "#"}, {"type": "integer"}]}
     gen = JobLoopGenerator(e.model, e.tokenizer)
@@ -491,9 +492,12 @@ def test_self_referencing_schema_gives_an_unverified_result_instead_of_raising(n
               policy=GuardPolicy(token_deadline_ms=CALM_MS))
     res = {r.job_id: r for r in gg.run()}
     r = res["loop"]
-    assert r.complete and isinstance(r.json, int) and not r.valid and r.status == "unverified", r
-    assert "RecursionError" in r.validation_error
+    assert r.status == "failed" and "consumes no input" in r.error, r
     assert res["fine"].completed
+    from jsonschema import Draft202012Validator
+
+    valid, why = ns.guarded.validate_bounded(Draft202012Validator(schema), 5)
+    assert not valid and "RecursionError" in why
 
 
 def test_schema_that_does_not_compile_fails_its_job_alone(ns, env):

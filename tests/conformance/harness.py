@@ -69,7 +69,7 @@ from exl2_enforcer.matcher import Matcher  # noqa: E402
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-#: the vendored subset of the official suite (draft2020-12, draft7, remotes, LICENSE)
+#: the vendored subset of the official suite (the five drafts' folders, remotes, LICENSE)
 SUITE = Path(__file__).resolve().parent / "suite"
 TOKENIZERS = SHARED / "tokenizers"
 MINI_LLAMA3 = REPO / "tests" / "data" / "mini_llama3.tokenizer.json.xz"

@@ -271,9 +271,16 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         # a matcher mode other than "normal" (the watchdog's, where present) changes a state's mask
         if m.ended:
             return ("end",)
-        auto = self.grammar.automaton
-        with auto.lock:  # a state id is only meaningful within its generation (see Matcher)
-            return (getattr(m, "mode", "normal"), m.state, auto.generation)
+        auto, mode = self.grammar.automaton, getattr(m, "mode", "normal")
+        # a state id is only meaningful within its generation (see Matcher); read both without the
+        # lock when no eviction ran meanwhile, so a guarded call never waits for a worker's rows
+        seq = auto.seq
+        if not seq & 1:
+            key = (mode, m.state, auto.generation)
+            if auto.seq == seq:
+                return key
+        with auto.lock:
+            return (mode, m.state, auto.generation)
 
     def _vocab_width(self) -> int:
         return max(self.vocab.n_ids, int(self._end[-1]) + 1 if self._end.size else 0)

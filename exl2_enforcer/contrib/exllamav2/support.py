@@ -7,7 +7,6 @@ protocol and nothing else.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.lru import SizedLRU
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 #: bytes of derived per-state data (torch masks, id arrays) kept per grammar
@@ -26,30 +26,14 @@ _ATTACH_LOCK = threading.Lock()
 
 
 class _LruCache:
-    """Thread-safe LRU bounded in bytes; values are built outside the lock (builders are pure)."""
+    """A :class:`~exl2_enforcer.lru.SizedLRU` bounded in bytes whose builders return ``(value, size)``."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._lru: SizedLRU[tuple[Any, int]] = SizedLRU(max_bytes, size_of=lambda entry: entry[1])
 
     def get(self, key: Hashable, build: Callable[[], tuple[Any, int]]) -> Any:
         """The value of ``key``; ``build()`` returns ``(value, size in bytes)`` on a miss."""
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit[0]
-        value, nbytes = build()
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = (value, nbytes)
-                self._bytes += nbytes
-                while self._bytes > self.max_bytes and len(self._items) > 1:
-                    _, (_, old) = self._items.popitem(last=False)
-                    self._bytes -= old
-        return value
+        return self._lru.get(key, build)[0]
 
 
 def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
