@@ -415,9 +415,9 @@ def test_long_names_and_values_need_no_recursion(mini):
 def test_literal_automaton_matches_exactly_its_words():
     import random
 
-    from exl2_enforcer.compile.charset import literal_trie_fragment
     from nfa_walks import plain_matches
 
+    from exl2_enforcer.compile.charset import literal_trie_fragment
     from exl2_enforcer.compile.nfa import NFA
 
     rng = random.Random(7)

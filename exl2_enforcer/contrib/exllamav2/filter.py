@@ -50,17 +50,17 @@ from exl2_enforcer.contrib.exllamav2.guarded_mode import GuardedMode
 from exl2_enforcer.contrib.exllamav2.support import (
     NO_LIMIT,
     STATE_CACHE_BYTES,
-    _attached,
-    _complete_tokens,
-    _excluded,
-    _excluded_from_words,
-    _LruCache,
-    _parse_trigger,
-    _plain_safe,
-    _resolve_vocab,
-    _token_id,
-    _VocabTables,
+    StateCache,
+    VocabTables,
+    attached,
+    complete_tokens,
+    excluded_mask,
+    excluded_mask_from_words,
+    fed_token_id,
+    parse_trigger,
+    plain_safe,
     plain_safe_states,
+    resolve_vocab,
 )
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
@@ -96,14 +96,14 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         self._clock: float | None = None
         self._prepared: tuple[tuple, torch.Tensor | None] | None = None
         self._call_max_s = 0.0
-        self.vocab = _resolve_vocab(model, tokenizer, vocab, extra_end_ids)
+        self.vocab = resolve_vocab(model, tokenizer, vocab, extra_end_ids)
         self.grammar = compile_for(self.vocab)
-        self._cache: _LruCache = _attached(self.grammar, "_exl2_filter_cache", lambda: _LruCache(STATE_CACHE_BYTES))
+        self._cache: StateCache = attached(self.grammar, "_exl2_filter_cache", lambda: StateCache(STATE_CACHE_BYTES))
         self._matcher = Matcher(self.grammar)
         if policy is not None:
             self._plan_start(policy)
         self._end = np.asarray(sorted(self.vocab.end_ids), dtype=np.int64)
-        self._trigger_id, self._trigger_bytes = _parse_trigger(trigger)
+        self._trigger_id, self._trigger_bytes = parse_trigger(trigger)
         size = getattr(tokenizer, "get_vocab_size", None)
         self._tok_limit = int(size()) if callable(size) else NO_LIMIT
         self._cfg_width: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
@@ -131,9 +131,9 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         Raises :class:`TokenRejected` naming the id if the grammar refuses it (only possible
         when the sampler ignored this filter's mask or token list)."""
         if self._guard is not None:
-            self._shielded(lambda: self._guarded_feed(_token_id(token)), lambda: None)
+            self._shielded(lambda: self._guarded_feed(fed_token_id(token)), lambda: None)
             return
-        tid = _token_id(token)
+        tid = fed_token_id(token)
         if not self._active:
             self._watch(tid)
             return
@@ -339,14 +339,14 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
         found = set(ids[is_end].tolist())
         m = self._matcher
         if not m.ended:
-            tables = _attached(self.vocab, "_exl2_filter_tables", lambda: _VocabTables(self.vocab))
+            tables = attached(self.vocab, "_exl2_filter_tables", lambda: VocabTables(self.vocab))
             text = ids[~is_end]
             text = text[text < self.vocab.n_ids]
             auto = self.grammar.automaton
             with auto.lock:  # one generation of state ids throughout
-                if _plain_safe(auto, m.state, plain_safe_states(self.grammar)):
+                if plain_safe(auto, m.state, plain_safe_states(self.grammar)):
                     text = text[~tables.plain[text]]
-                found.update(_complete_tokens(auto, m.state, text, tables).tolist())
+                found.update(complete_tokens(auto, m.state, text, tables).tolist())
         return frozenset(found)
 
     def _mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None:
@@ -358,11 +358,11 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
             if bad.size == 0:
                 return None
             return self._cache.get(("free-mask", self._trigger_bytes, k, width, str(device)),
-                                   lambda: _excluded(bad, width, device))
+                                   lambda: excluded_mask(bad, width, device))
 
         def build() -> tuple[torch.Tensor, int]:
             usable = min(width, self._tok_limit)
-            return _excluded_from_words(self._allowed_words(usable), usable, width, device), width
+            return excluded_mask_from_words(self._allowed_words(usable), usable, width, device), width
 
         return self._cache.get(("mask", self._state_key(), width, str(device)), build)
 

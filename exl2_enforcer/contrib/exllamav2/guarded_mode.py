@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from exl2_enforcer.contrib.exllamav2.support import _excluded_from_words
+from exl2_enforcer.contrib.exllamav2.support import excluded_mask_from_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy, WatchStats
 
@@ -123,10 +123,10 @@ class GuardedMode:
         key, before, usable = self._state_key(), self._answer_mark(), min(width, self._tok_limit)
         words = self._allowed_words(usable, g)
         if self._answer_mark() != before:  # a trip or a fallback answer: not the state's own mask
-            excluded = _excluded_from_words(words, usable, width, device)
+            excluded = excluded_mask_from_words(words, usable, width, device)
         else:
             excluded = self._cache.get(("mask", key, width, str(device)),
-                                       lambda: (_excluded_from_words(words, usable, width, device), width))
+                                       lambda: (excluded_mask_from_words(words, usable, width, device), width))
         # keyed by the mode after the call: a cut's fallback suits the mode the trip switched to
         self._prepared = ((len(m.history), m.mode, width, str(device)), excluded)
         return excluded

@@ -25,7 +25,7 @@ PLAIN_BYTES = bytes(b for b in range(0x20, 0x100) if b not in (0x22, 0x5C))
 _ATTACH_LOCK = threading.Lock()
 
 
-class _LruCache:
+class StateCache:
     """A :class:`~exl2_enforcer.lru.SizedLRU` bounded in bytes whose builders return ``(value, size)``."""
 
     def __init__(self, max_bytes: int) -> None:
@@ -36,7 +36,7 @@ class _LruCache:
         return self._lru.get(key, build)[0]
 
 
-def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
+def attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
     """``obj.attr``, created once by ``factory`` (shared by every filter using ``obj``)."""
     with _ATTACH_LOCK:
         if getattr(obj, attr, None) is None:
@@ -44,7 +44,7 @@ def _attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
         return getattr(obj, attr)
 
 
-class _VocabTables:
+class VocabTables:
     """Every token's bytes in one buffer, to walk many tokens through the DFA at once."""
 
     def __init__(self, vocab: TokenVocabulary) -> None:
@@ -67,7 +67,7 @@ def _step_many(auto: Automaton, states: np.ndarray, classes: np.ndarray) -> np.n
     return nxt
 
 
-def _complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: _VocabTables) -> np.ndarray:
+def complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: VocabTables) -> np.ndarray:
     """The ids whose bytes lead from ``sid`` to a complete state (accepting, nothing may follow)."""
     if ids.size == 0:
         return ids
@@ -88,7 +88,7 @@ def _complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: _VocabT
     return ids[np.isin(states, complete)] if complete else ids[:0]
 
 
-def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> bool:
+def plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> bool:
     """Whether no run of zero or more plain bytes leads from ``sid`` to a complete state
     (False when unsure).
 
@@ -118,14 +118,14 @@ def _plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) ->
 
 def plain_safe_states(grammar: Any) -> set[int]:
     """The grammar's set of plain-safe state ids for its automaton's current generation."""
-    holder = _attached(grammar, "_exl2_plain_safe", lambda: [-1, set()])
+    holder = attached(grammar, "_exl2_plain_safe", lambda: [-1, set()])
     gen = grammar.automaton.generation
     if holder[0] != gen:
         holder[0], holder[1] = gen, set()
     return holder[1]
 
 
-def _token_id(token: Any) -> int:
+def fed_token_id(token: Any) -> int:
     """The id in a (1, 1) tensor as the job feeds it (a plain int is accepted too)."""
     if isinstance(token, torch.Tensor):
         if token.numel() != 1:
@@ -134,7 +134,7 @@ def _token_id(token: Any) -> int:
     return int(token)
 
 
-def _parse_trigger(trigger: str | bytes | int | None) -> tuple[int | None, bytes | None]:
+def parse_trigger(trigger: str | bytes | int | None) -> tuple[int | None, bytes | None]:
     """``(trigger id, trigger bytes)``, at most one of them set."""
     if trigger is None:
         return None, None
@@ -145,7 +145,7 @@ def _parse_trigger(trigger: str | bytes | int | None) -> tuple[int | None, bytes
     raise TypeError(f"trigger must be a non-empty string or a token id, got {trigger!r}")
 
 
-def _resolve_vocab(model: Any, tokenizer: Any, vocab: TokenVocabulary | None,
+def resolve_vocab(model: Any, tokenizer: Any, vocab: TokenVocabulary | None,
                    extra_end_ids: Iterable[int]) -> TokenVocabulary:
     """The given vocabulary, or the exact one of the exllamav2 tokenizer (cached per tokenizer)."""
     extra = [int(i) for i in extra_end_ids]
@@ -160,7 +160,7 @@ def _resolve_vocab(model: Any, tokenizer: Any, vocab: TokenVocabulary | None,
     return TokenVocabulary.from_exllamav2(tokenizer, config, extra)
 
 
-def _excluded_from_words(words: np.ndarray, usable: int, width: int, device: torch.device) -> torch.Tensor:
+def excluded_mask_from_words(words: np.ndarray, usable: int, width: int, device: torch.device) -> torch.Tensor:
     """Bool tensor ``width`` long, True = excluded: the bits of ``words`` for the first ``usable`` ids."""
     bits = np.unpackbits(words.view(np.uint8), bitorder="little", count=usable)
     excluded = torch.ones(width, dtype=torch.bool)
@@ -168,7 +168,7 @@ def _excluded_from_words(words: np.ndarray, usable: int, width: int, device: tor
     return excluded.to(device)
 
 
-def _excluded(ids: np.ndarray, width: int, device: torch.device) -> tuple[torch.Tensor, int]:
+def excluded_mask(ids: np.ndarray, width: int, device: torch.device) -> tuple[torch.Tensor, int]:
     excluded = torch.zeros(width, dtype=torch.bool)
     excluded[torch.from_numpy(ids)] = True
     return excluded.to(device), width
