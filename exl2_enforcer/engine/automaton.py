@@ -248,8 +248,8 @@ class Automaton:
         self._h = completion_depth(nfa, ends)
         if self._h[root.start] > max_depth:
             raise EnforcerError("the constraint admits no value" if self._h[root.start] >= INF
-                                else f"the constraint needs nesting deeper than max_depth={max_depth} levels of objects/arrays;"
-                                " raise SchemaOptions.max_depth (CLI --max-depth)")
+                                else f"the constraint needs nesting deeper than max_depth={max_depth} levels of"
+                                " objects/arrays; raise SchemaOptions.max_depth (CLI --max-depth)")
         self.class_of_byte, self.n_classes, self.class_rep = _byte_classes(nfa)
         # per NFA state, bounded by the NFA: kept across evictions
         self._body_tops_cache: dict[int, frozenset[int]] = {}
