@@ -289,7 +289,7 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     if isinstance(schema, (str, bytes)):
         try:
             schema = json.loads(schema)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SchemaError(f"schema is not valid JSON: {e}", "") from None
     options = options or SchemaOptions()
     if mask_cache_bytes < 0:
@@ -323,6 +323,8 @@ def compile_regex_constraint(pattern: str, vocab: TokenVocabulary, *,
     from exl2_enforcer.compile.regex import compile_regex
 
     _check_memory(memory_bytes)
+    if not isinstance(pattern, str):
+        raise EnforcerError(f"pattern must be a str, got {type(pattern).__name__} {pattern!r}")
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
