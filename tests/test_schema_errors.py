@@ -318,3 +318,11 @@ def test_lone_surrogate_property_name_is_spelled_as_its_escape(vocab, order):
     for tid in encode("mini", '{"\\ud800":1}'):
         assert m.try_accept(tid)
     assert m.is_accepting()
+
+
+def test_not_const_string_next_to_length_names_the_users_not(vocab):
+    # the error used to name the rewritten schema's "/anyOf/5", a place the user's schema lacks
+    schema = _fresh({"properties": {"x": {"type": "string", "not": {"const": "a"}, "maxLength": 2}}})
+    with pytest.raises(SchemaError) as e:
+        compile_json_schema(schema, vocab)
+    assert e.value.pointer == "/properties/x/not"
