@@ -326,3 +326,11 @@ def test_not_const_string_next_to_length_names_the_users_not(vocab):
     with pytest.raises(SchemaError) as e:
         compile_json_schema(schema, vocab)
     assert e.value.pointer == "/properties/x/not"
+
+
+@pytest.mark.parametrize("compile_", [lambda v: compile_json_schema({}, v), lambda v: compile_regex_constraint("a", v),
+                                      lambda v: compile_choice(["a"], v)])
+def test_a_vocab_that_is_not_a_token_vocabulary_is_named(compile_):
+    # e.g. an ExLlamaV2Tokenizer passed where the vocabulary goes (was: AttributeError 'fingerprint')
+    with pytest.raises(EnforcerError, match="vocab must be a TokenVocabulary"):
+        compile_(object())
