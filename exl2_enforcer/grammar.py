@@ -241,6 +241,12 @@ def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
                               " its masks could be empty, so it is refused")
 
 
+def _check_vocab(vocab: Any) -> None:
+    if not isinstance(vocab, TokenVocabulary):
+        raise EnforcerError(f"vocab must be a TokenVocabulary (TokenVocabulary.from_file(model_dir), "
+                            f"from_exllamav2(tokenizer, config), default_vocabulary()), got {type(vocab).__name__}")
+
+
 def _check_memory(memory_bytes: int) -> int:
     if not isinstance(memory_bytes, int) or memory_bytes < MIN_MEMORY_BYTES:
         raise EnforcerError(f"memory_bytes must be an int >= {MIN_MEMORY_BYTES}, got {memory_bytes!r}")
@@ -285,11 +291,12 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     cached for this grammar.  :class:`EnforcerError` for a bad
     ``memory_bytes``.  Cached in :data:`GRAMMAR_CACHE` unless a ``registry`` is given.
     """
+    _check_vocab(vocab)
     _check_memory(memory_bytes)
     if isinstance(schema, (str, bytes)):
         try:
             schema = json.loads(schema)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SchemaError(f"schema is not valid JSON: {e}", "") from None
     options = options or SchemaOptions()
     if mask_cache_bytes < 0:
@@ -322,7 +329,10 @@ def compile_regex_constraint(pattern: str, vocab: TokenVocabulary, *,
     """
     from exl2_enforcer.compile.regex import compile_regex
 
+    _check_vocab(vocab)
     _check_memory(memory_bytes)
+    if not isinstance(pattern, str):
+        raise EnforcerError(f"pattern must be a str, got {type(pattern).__name__} {pattern!r}")
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
@@ -340,6 +350,7 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
 
     ``memory_bytes`` bounds states, rows and masks together, as for :func:`compile_json_schema`.
     """
+    _check_vocab(vocab)
     _check_memory(memory_bytes)
     choices = list(choices)
     if not choices:

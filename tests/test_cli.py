@@ -402,3 +402,10 @@ def test_commands_share_errors_exit_codes_and_schema_options(capsys, tmp_path):
         assert code == 0
         for flag in ("--any-order", "--compact", "--max-whitespace", "--open-objects", "--lenient", "--max-depth"):
             assert flag in out, (command, flag)
+
+
+@pytest.mark.parametrize("value, ok", [("0", True), ("00", True), ("3", True), ("-1", False), ("x", False)])
+def test_max_whitespace_takes_non_negative_integers(capsys, value, ok):
+    code, _, err = run(capsys, "check", FC_SCHEMA, "--max-whitespace", value)
+    assert (code == 0) == ok
+    assert ok or "expected a non-negative integer" in err

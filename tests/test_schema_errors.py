@@ -284,3 +284,53 @@ def test_oneof_const_branch_next_to_ref_branch_compiles(vocab):
         {"type": "object", "properties": {"x": {"$ref": "#/$defs/t"}}, "required": ["x"]}]}}}
     g = compile_json_schema(_fresh(schema), vocab)
     assert g.automaton.matches(b'{"p": {"x": 1}}') and g.automaton.matches(b'{"p": {"x": "s"}}')
+
+
+def test_non_string_ref_is_a_schema_error(vocab):
+    # draft 4's meta-schema does not check $ref, so the schema reaches the compiler
+    with pytest.warns(UserWarning), pytest.raises(SchemaError) as e:
+        compile_json_schema(_fresh({"$ref": 5}), vocab)
+    assert e.value.pointer == "/$ref"
+
+
+def test_schema_bytes_that_are_not_utf8(vocab):
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        compile_json_schema(b"\xff", vocab)
+
+
+@pytest.mark.parametrize("field, value", [("max_whitespace", "2"), ("max_depth", 2.5),
+                                          ("max_schema_depth", None), ("compile_timeout_s", "1")])
+def test_options_of_the_wrong_type_name_the_field(field, value):
+    with pytest.raises(EnforcerError, match=field):
+        SchemaOptions(**{field: value})
+
+
+def test_regex_constraint_pattern_must_be_a_string(vocab):
+    with pytest.raises(EnforcerError, match="pattern must be a str"):
+        compile_regex_constraint(5, vocab)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("order", ["schema", "any"])
+def test_lone_surrogate_property_name_is_spelled_as_its_escape(vocab, order):
+    # json.loads('{"\\ud800": 1}') has a key with a lone surrogate: canonical spelling is the escape
+    schema = _fresh({"properties": {"\ud800": {"type": "integer"}}, "required": ["\ud800"]})
+    m = Matcher(compile_json_schema(schema, vocab, SchemaOptions(property_order=order, max_whitespace=0)))
+    for tid in encode("mini", '{"\\ud800":1}'):
+        assert m.try_accept(tid)
+    assert m.is_accepting()
+
+
+def test_not_const_string_next_to_length_names_the_users_not(vocab):
+    # the error used to name the rewritten schema's "/anyOf/5", a place the user's schema lacks
+    schema = _fresh({"properties": {"x": {"type": "string", "not": {"const": "a"}, "maxLength": 2}}})
+    with pytest.raises(SchemaError) as e:
+        compile_json_schema(schema, vocab)
+    assert e.value.pointer == "/properties/x/not"
+
+
+@pytest.mark.parametrize("compile_", [lambda v: compile_json_schema({}, v), lambda v: compile_regex_constraint("a", v),
+                                      lambda v: compile_choice(["a"], v)])
+def test_a_vocab_that_is_not_a_token_vocabulary_is_named(compile_):
+    # e.g. an ExLlamaV2Tokenizer passed where the vocabulary goes (was: AttributeError 'fingerprint')
+    with pytest.raises(EnforcerError, match="vocab must be a TokenVocabulary"):
+        compile_(object())

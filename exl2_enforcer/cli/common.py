@@ -66,7 +66,13 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: an int >= 0."""
-    return 0 if text.strip() == "0" else positive_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
 
 
 def schema_option_parser() -> argparse.ArgumentParser:

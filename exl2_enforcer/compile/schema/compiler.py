@@ -19,6 +19,7 @@ Language choices (documented in docs/schema-support.md):
 from __future__ import annotations
 
 import json
+import numbers
 import sys
 import threading
 import time
@@ -132,6 +133,13 @@ class SchemaOptions:
     unknown_keywords: str = "warn"
 
     def __post_init__(self) -> None:
+        for name in ("max_whitespace", "max_depth", "max_schema_depth", "max_nfa_states"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise EnforcerError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if isinstance(self.compile_timeout_s, bool) or not isinstance(self.compile_timeout_s, numbers.Real):
+            raise EnforcerError(f"compile_timeout_s must be a number, got "
+                                f"{type(self.compile_timeout_s).__name__} {self.compile_timeout_s!r}")
         if self.unknown_keywords not in ("warn", "error"):
             raise EnforcerError(f"unknown_keywords must be 'warn' or 'error', got {self.unknown_keywords!r}")
         if self.max_schema_depth < 1:
@@ -232,13 +240,14 @@ class SchemaCompiler:
         """A JSON string whose decoded value is exactly ``text`` (quotes included)."""
         nfa = self.nfa
         if self.options.escapes == "canonical":
-            return nfa.literal(json.dumps(text, ensure_ascii=False).encode())
+            # a lone surrogate (json.loads makes one of "\\ud800") has no UTF-8: its \\uXXXX escape
+            return nfa.literal(json.dumps(text, ensure_ascii=False).encode("utf-8", "backslashreplace"))
         return nfa.seq([nfa.literal(b'"'), *(self.char_literal(ch) for ch in text), nfa.literal(b'"')])
 
     def char_literal(self, ch: str) -> Frag:
         """One character inside a JSON string, spelled as ``escapes`` allows."""
         if self.options.escapes == "canonical":
-            return self.nfa.literal(json.dumps(ch, ensure_ascii=False).encode()[1:-1])
+            return self.nfa.literal(json.dumps(ch, ensure_ascii=False).encode("utf-8", "backslashreplace")[1:-1])
         return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
 
     def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
@@ -688,6 +697,9 @@ class SchemaCompiler:
 
     def resolve(self, ref: str, ctx: Ctx) -> tuple[Any, Ctx]:
         """Look ``ref`` up relative to ``ctx``; returns the target and its context."""
+        if not isinstance(ref, str):  # draft 4's meta-schema does not check $ref
+            raise SchemaError(f"$ref must be a string, got {type(ref).__name__} {ref!r}",
+                              ctx.child("$ref").pointer, keyword="$ref")
         try:
             resolved = ctx.resolver.lookup(ref)
         except referencing.exceptions.Unresolvable as e:

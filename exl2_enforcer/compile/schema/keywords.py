@@ -460,6 +460,11 @@ def compile_not(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
     branches = negate(schema["not"], ctx.child("not"), c)
     if not branches:
         raise SchemaError("the schema admits no value ('not' excludes everything)", ctx.child("not").pointer)
+    if any(isinstance(b, dict) and NOT_STRINGS in b for b in branches) and any(
+            k in rest for k in ("format", "minLength", "maxLength")):
+        # caught here, where the pointer is still the user's (the rewritten branches have none)
+        raise SchemaError("'not' of string values together with format/minLength/maxLength is not supported",
+                          ctx.child("not").pointer, keyword="not")
     if len(branches) == 1:
         merged = merge_or_false(rest, branches[0], ctx, c)
         if merged is False:
