@@ -20,7 +20,8 @@ import referencing.jsonschema
 from enforcer_oracle import MINI_TOKENIZER_FILE, encode, vocab_by_name
 
 from exl2_enforcer import grammar as G
-from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema, dedupe_json, json_equal, json_key
+from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
+from exl2_enforcer.compile.schema.values import dedupe_json, json_equal, json_key
 from exl2_enforcer.errors import SchemaError, VocabularyError
 from exl2_enforcer.grammar import GrammarCache, compile_choice, compile_json_schema
 from exl2_enforcer.matcher import Matcher

@@ -24,8 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
@@ -36,7 +35,11 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
+from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_fragment
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
+from exl2_enforcer.compile.regex import compile_regex
+from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
     check_schema,
@@ -46,7 +49,19 @@ from exl2_enforcer.compile.schema.drafts import (
     normalize_keywords,
     specification,
 )
-from exl2_enforcer.compile.schema.keywords import NOT_STRINGS, excluded_strings_body
+from exl2_enforcer.compile.schema.keywords import (
+    NOT_STRINGS,
+    compile_not,
+    compile_with_dependencies,
+    excluded_strings_body,
+    has_dependencies,
+    merge_or_false,
+    misspelled_keywords,
+    rewrite_conditional,
+    rewrite_unevaluated,
+)
+from exl2_enforcer.compile.schema.merge import check_disjoint, expand_ref, merge_all_of
+from exl2_enforcer.compile.schema.templates import bounded_fragment, template_fragment
 from exl2_enforcer.compile.schema.terms import (
     ANNOTATIONS,
     ESCAPES,
@@ -56,6 +71,7 @@ from exl2_enforcer.compile.schema.terms import (
     PropertyOrder,
     child_pointer,
 )
+from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
 from exl2_enforcer.errors import EnforcerError, SchemaError
 
 #: standard keywords this compiler does not implement: an error unless lenient
@@ -257,12 +273,6 @@ class SchemaCompiler:
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
-        from exl2_enforcer.compile.schema.keywords import (
-            compile_with_dependencies,
-            has_dependencies,
-            rewrite_unevaluated,
-        )
-
         self.tick(ctx.pointer)
         if schema is True:
             return self.any_value(ctx)
@@ -320,8 +330,6 @@ class SchemaCompiler:
 
     def without_not(self, schema: dict, ctx: Ctx) -> Any:
         """``schema`` with ``not`` rewritten positively; ``lenient`` drops an inexpressible one."""
-        from exl2_enforcer.compile.schema.keywords import compile_not
-
         try:
             return compile_not(self, schema, ctx)
         except SchemaError as e:
@@ -335,8 +343,6 @@ class SchemaCompiler:
     def without_conditional(self, schema: dict, ctx: Ctx) -> Any:
         """``schema`` with ``if``/``then``/``else`` rewritten as alternatives; ``lenient`` drops an
         inexpressible condition with a warning."""
-        from exl2_enforcer.compile.schema.keywords import rewrite_conditional
-
         try:
             return rewrite_conditional(self, schema, ctx)
         except SchemaError as e:
@@ -350,8 +356,6 @@ class SchemaCompiler:
     def check_keywords(self, schema: dict, ctx: Ctx) -> None:
         """Raise (or warn, when lenient) on standard keywords that are not implemented; warn (or
         raise) on likely misspelled keywords."""
-        from exl2_enforcer.compile.schema.keywords import misspelled_keywords
-
         for key, likely in misspelled_keywords(schema):
             msg = f"unknown keyword {key!r} (did you mean {likely!r}?)"
             if self.options.unknown_keywords == "error":
@@ -385,8 +389,6 @@ class SchemaCompiler:
 
     def compile_type(self, t: str, schema: dict, ctx: Ctx) -> Frag:
         """The fragment for one JSON type under the keywords that apply to it."""
-        from exl2_enforcer.compile.schema.containers import compile_array, compile_object
-
         nfa = self.nfa
         if t == "null":
             return nfa.literal(b"null")
@@ -405,8 +407,6 @@ class SchemaCompiler:
     # -- scalars --------------------------------------------------------------------
     def compile_number(self, t: str, schema: dict, ctx: Ctx) -> Frag:
         """Integers and numbers with exact (integers) or sound (numbers) bounds."""
-        from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
-
         kw = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
               if k in schema}
         span = INTEGER_FORMATS.get(schema.get("format")) if self.options.format_assertion else None
@@ -422,9 +422,9 @@ class SchemaCompiler:
         key = (t, repr(fractions), repr(sorted((k, repr(v), type(v).__name__) for k, v in args.items())))
         try:
             if t == "integer":
-                return _template(self.nfa, key, lambda n: integer_fragment(n, allow_integral_fraction=fractions,
+                return template_fragment(self.nfa, key, lambda n: integer_fragment(n, allow_integral_fraction=fractions,
                                                                            **args))
-            return _template(self.nfa, key, lambda n: number_fragment(n, **args))
+            return template_fragment(self.nfa, key, lambda n: number_fragment(n, **args))
         except SchemaError as e:
             raise SchemaError(e.message, ctx.pointer, keyword=e.keyword) from None
 
@@ -456,8 +456,8 @@ class SchemaCompiler:
         else:
             return nfa.seq([nfa.literal(b'"'), self.plain_string_body(lo, hi), nfa.literal(b'"')])
         try:
-            body = _template(nfa, key, build) if lo == 0 and hi is None else \
-                _template(nfa, (*key, lo, hi), lambda t: _bounded(build, lo, hi, t))
+            body = template_fragment(nfa, key, build) if lo == 0 and hi is None else \
+                template_fragment(nfa, (*key, lo, hi), lambda t: bounded_fragment(build, lo, hi, t))
         except EnforcerError as e:
             if lo or hi is not None:
                 where, keyword = ctx.pointer, "maxLength" if hi is not None else "minLength"
@@ -467,14 +467,10 @@ class SchemaCompiler:
 
     def pattern_builder(self, pattern: str) -> tuple[tuple, Callable[[NFA], Frag]]:
         """The template key and builder of a ``pattern`` (JSON string content, search semantics)."""
-        from exl2_enforcer.compile.regex import compile_regex
-
         return ("pattern", pattern), lambda t: compile_regex(t, pattern, mode="json", search=True)
 
     def format_builder(self, name: str) -> Callable[[NFA], Frag]:
         """The builder of a supported ``format``'s content fragment."""
-        from exl2_enforcer.compile.formats import format_fragment
-
         return lambda t: format_fragment(t, name)
 
     def assertable_format(self, schema: dict, ctx: Ctx) -> dict:
@@ -485,8 +481,6 @@ class SchemaCompiler:
         annotation with a warning, as validators treat it.  A specified format this engine has
         no fragment for raises :class:`SchemaError` (unless ``lenient``: then a warning).
         """
-        from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS
-
         name = schema.get("format")
         if name is None or (self.options.format_assertion and name in SUPPORTED_FORMATS):
             return schema
@@ -590,8 +584,6 @@ class SchemaCompiler:
 
     def compile_all_of(self, schema: dict, ctx: Ctx) -> Frag:
         """``allOf``, merged into one schema; refuses an ``allOf`` that merges back into itself."""
-        from exl2_enforcer.compile.schema.merge import merge_all_of
-
         active = [ptr for key, ptr in self.compiling_all_of if key == id(schema)]
         if active:
             raise SchemaError("allOf reaches itself through $ref without entering an object or array"
@@ -623,15 +615,11 @@ class SchemaCompiler:
     # -- combinators and references ---------------------------------------------------
     def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
         """anyOf, and oneOf when its branches are provably disjoint."""
-        from exl2_enforcer.compile.schema.merge import check_disjoint
-
         # with both, oneOf splits first and each of its branches keeps the anyOf (merged later)
         key = "oneOf" if "oneOf" in schema else "anyOf"
         branches = schema[key]
         # annotations ($defs, title, ...) constrain nothing and must not travel into branches
         rest = {k: v for k, v in schema.items() if k != key and k not in ANNOTATIONS}
-        from exl2_enforcer.compile.schema.keywords import merge_or_false
-
         merged = []
         for i, b in enumerate(branches):
             bctx = ctx.child(key, i)
@@ -687,8 +675,6 @@ class SchemaCompiler:
 
     def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
-        from exl2_enforcer.compile.schema.merge import expand_ref
-
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings:  # in drafts 4-7 the siblings were dropped up front ($ref overrides them)
             return self.compile(expand_ref(schema, ctx, self), ctx)
@@ -738,79 +724,6 @@ class SchemaCompiler:
         return self.nfa.call(machine, weight=0)
 
 
-_TEMPLATES: "OrderedDict[tuple[Any, ...], tuple[NFA, Frag]]" = OrderedDict()
-_TEMPLATES_LOCK = threading.Lock()
-
-
-def _bounded(build: Callable[[NFA], Frag], lo: int, hi: int | None, dst: NFA) -> Frag:
-    """``build``'s fragment restricted to ``lo``..``hi`` characters, emitted into ``dst``."""
-    from exl2_enforcer.compile.length_product import length_product, longest_bytes
-
-    scratch = NFA()
-    frag = build(scratch)
-    if lo == 0 and hi is not None:
-        longest = longest_bytes(scratch, frag)
-        if longest is not None and longest <= hi:
-            return dst.splice(scratch, frag)  # already within the bound (email and maxLength 254)
-    return length_product(scratch, frag, lo, hi, dst)
-
-
-def template_fragment(nfa: NFA, key: tuple[Any, ...], build: Callable[[NFA], Frag]) -> Frag:
-    """A call-free fragment built once per ``key`` (LRU of 256 templates) and spliced into ``nfa``."""
-    return _template(nfa, key, build)
-
-
-def _template(nfa: NFA, key: tuple[Any, ...], build: Callable[[NFA], Frag]) -> Frag:
-    """Build a call-free fragment once per key (LRU of 256) and splice copies into ``nfa``."""
-    with _TEMPLATES_LOCK:
-        got = _TEMPLATES.get(key)
-        if got is not None:
-            _TEMPLATES.move_to_end(key)
-    if got is None:
-        tmpl = NFA()
-        got = (tmpl, build(tmpl))
-        with _TEMPLATES_LOCK:
-            _TEMPLATES[key] = got
-            while len(_TEMPLATES) > 256:
-                _TEMPLATES.popitem(last=False)
-    return nfa.splice(*got)
-
-
-def base_uri(resolver: referencing.Resolver) -> str:
-    """The base URI a resolver resolves relative references against."""
-    return str(getattr(resolver, "_base_uri", ""))
-
-
-def json_key(value: Any) -> Hashable:
-    """A hashable key that is equal for two JSON values exactly when JSON Schema calls them equal.
-
-    Numbers compare by value (``1 == 1.0``, an integral float keys as its int),
-    booleans are not numbers (``true != 1``), object key order is irrelevant,
-    array order matters.  Raises :class:`SchemaError` for a value that is not
-    JSON (a set, bytes, ...).
-    """
-    if value is None:
-        return ("null",)
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int):
-        return ("num", value)
-    if isinstance(value, float):
-        return ("num", int(value) if value.is_integer() else value)
-    if isinstance(value, str):
-        return ("str", value)
-    if isinstance(value, (list, tuple)):
-        return ("arr", tuple(json_key(v) for v in value))
-    if isinstance(value, dict):
-        return ("obj", frozenset((k, json_key(v)) for k, v in value.items()))
-    raise SchemaError(f"{type(value).__name__} is not a JSON value")
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON Schema equality (1 == 1.0, true != 1, key order ignored), as ``const`` defines it."""
-    return json_key(a) == json_key(b)
-
-
 def _has_nested_id(document: Any, depth: int = 0) -> bool:
     """Whether a subschema below the root declares its own ``$id`` (an embedded resource)."""
     if isinstance(document, dict):
@@ -840,18 +753,6 @@ def _has_non_finite(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_non_finite(v) for v in value)
     return False
-
-
-def dedupe_json(values: list[Any]) -> list[Any]:
-    """``values`` without later duplicates under :func:`json_equal`, order kept; linear time."""
-    seen: set[Hashable] = set()
-    out: list[Any] = []
-    for v in values:
-        k = json_key(v)
-        if k not in seen:
-            seen.add(k)
-            out.append(v)
-    return out
 
 
 def check_schema_depth(schema: Any, limit: int) -> int:

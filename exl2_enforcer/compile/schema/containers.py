@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
 from exl2_enforcer.compile.nfa import Frag
+from exl2_enforcer.compile.schema.keywords import apply_pattern_properties, apply_property_names, compile_contains
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """``{ ... }`` with properties in schema order (or any order), bounded by min/maxProperties."""
     # strict_objects closes objects that name their properties; a free-form object
     # ({"type": "object"} alone) stays open, which is what its author means
-    from exl2_enforcer.compile.schema.keywords import apply_pattern_properties, apply_property_names
 
     # patternProperties names keys too: under strict_objects it closes the object to them
     closed = c.options.strict_objects and ("properties" in schema or "patternProperties" in schema)
@@ -285,7 +285,6 @@ def _canon(cps: tuple) -> tuple:
 
 def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """``[ ... ]`` with prefixItems, items (or draft 7 items/additionalItems), min/maxItems."""
-    from exl2_enforcer.compile.schema.keywords import compile_contains
 
     if "contains" in schema:
         return compile_contains(c, schema, ctx)

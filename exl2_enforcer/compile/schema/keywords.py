@@ -19,6 +19,12 @@ from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.regex import compile_regex
+from exl2_enforcer.compile.schema import key_dfa
+from exl2_enforcer.compile.schema.drafts import KEYWORDS
+from exl2_enforcer.compile.schema.merge import expand_ref, merge_pair
+from exl2_enforcer.compile.schema.templates import template_fragment
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS
 from exl2_enforcer.errors import EnforcerError, SchemaError
 
 if TYPE_CHECKING:
@@ -27,7 +33,6 @@ if TYPE_CHECKING:
 def merge_or_false(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
     """:func:`.schema_merge.merge_pair`, with ``false`` where the two schemas share no value
     (a branch of a rewrite that admits nothing is dropped, not an error)."""
-    from exl2_enforcer.compile.schema.merge import merge_pair
 
     try:
         return merge_pair(a, b, ctx, c)
@@ -99,7 +104,6 @@ NON_OBJECT = ["null", "boolean", "array", "number", "string"]
 
 def compile_with_dependencies(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
     """A fragment for a schema with dependencies: its non-object values, then one per object case."""
-    from exl2_enforcer.compile.schema.merge import merge_pair
 
     base = {k: v for k, v in schema.items() if k not in DEPENDENT}
     parts = []
@@ -138,8 +142,6 @@ def has_dependencies(schema: Any) -> bool:
 # -- unknown keywords (typos) ------------------------------------------------------------
 
 def _known_keywords() -> frozenset[str]:
-    from exl2_enforcer.compile.schema.compiler import ANNOTATIONS
-    from exl2_enforcer.compile.schema.drafts import KEYWORDS
 
     core = {"$ref", "$id", "id", "$recursiveAnchor", "$recursiveRef", "$dynamicRef", "nullable",
             "discriminator"}
@@ -194,7 +196,6 @@ def apply_pattern_properties(c: "SchemaCompiler", schema: dict, ctx: "Ctx",
     :class:`SchemaError` at ``/patternProperties`` past :data:`MAX_PATTERNS` patterns or
     :data:`.key_dfa.MAX_KEY_DFA_STATES` states.
     """
-    from exl2_enforcer.compile.schema.merge import merge_pair
 
     pats = schema.get("patternProperties") or {}
     if not pats:
@@ -227,8 +228,6 @@ def apply_pattern_properties(c: "SchemaCompiler", schema: dict, ctx: "Ctx",
 def _key_regions(c: "SchemaCompiler", pats: dict, extra: Any, names: list[str],
                  ctx: "Ctx") -> list[tuple[Callable[[], Frag], Any, "Ctx"]]:
     """One region per set of patterns a key matches (exact, via explicit DFAs)."""
-    from exl2_enforcer.compile.regex import compile_regex
-    from exl2_enforcer.compile.schema import key_dfa
 
     where = ctx.child("patternProperties")
     if len(pats) > MAX_PATTERNS:
@@ -274,7 +273,6 @@ def _merged_values(c: "SchemaCompiler", values: list, where: "Ctx") -> Any:
 
 
 def _dfa_key(c: "SchemaCompiler", d: Any) -> Callable[[], Frag]:
-    from exl2_enforcer.compile.schema import key_dfa
 
     def build() -> Frag:
         nfa = c.nfa
@@ -289,7 +287,6 @@ def _is_free(extra: Any) -> bool:
 
 def _pattern_key(c: "SchemaCompiler", patterns: list[str]) -> Frag:
     """A JSON string key whose decoded value matches one of ``patterns`` (search semantics)."""
-    from exl2_enforcer.compile.schema.compiler import template_fragment
 
     nfa = c.nfa
     bodies = []
@@ -302,7 +299,6 @@ def _pattern_key(c: "SchemaCompiler", patterns: list[str]) -> Frag:
 def _pattern_matcher(pattern: str, where: "Ctx") -> Callable[[str], bool]:
     """Whether a name matches ``pattern`` with JSON Schema (search) semantics, by this engine's
     own regex compiler (ECMA-262 meaning), run on the name's canonical JSON spelling."""
-    from exl2_enforcer.compile.regex import compile_regex
 
     scratch = NFA()
     try:
@@ -361,8 +357,6 @@ def negate(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> list[Any]:
     double ``not``, a ``$ref`` to such a schema, and conjunctions of these (De Morgan: one branch
     per keyword).  Anything else raises :class:`SchemaError` at ``ctx``.
     """
-    from exl2_enforcer.compile.schema.compiler import ANNOTATIONS
-    from exl2_enforcer.compile.schema.merge import expand_ref
 
     schema = expand_ref(schema, ctx, c)
     if schema is True:
@@ -433,8 +427,6 @@ def _negate_values(values: list, ctx: "Ctx") -> list[Any]:
 def excluded_strings_body(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
     """String content that is none of ``schema[NOT_STRINGS]`` (any escape spelling) and matches
     ``pattern`` if given; a length bound or ``format`` next to it raises :class:`SchemaError`."""
-    from exl2_enforcer.compile.regex import compile_regex
-    from exl2_enforcer.compile.schema import key_dfa
 
     if any(k in schema for k in ("format", "minLength", "maxLength")):
         raise SchemaError("'not' of string values together with format/minLength/maxLength is not supported",
@@ -590,7 +582,6 @@ def apply_property_names(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: A
         raise SchemaError("propertyNames next to declared names it admits, on an object that allows other "
                           "keys, is not supported exactly (a declared key could be written twice)", where.pointer,
                           keyword="propertyNames")
-    from exl2_enforcer.compile.schema.merge import merge_pair
 
     key_schema = merge_pair(names_schema, {"type": "string"}, where, c)
     if key_schema is False:

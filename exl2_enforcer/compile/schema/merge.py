@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
+from exl2_enforcer.compile.schema.values import base_uri, json_equal, json_key
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -23,27 +24,6 @@ _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxPropertie
 #: annotations: two branches that differ in one still describe the same values (the first is kept);
 #: the compiler's list plus the OpenAPI spellings real-world schemas carry
 _IGNORED = ANNOTATIONS | frozenset({"id", "example", "nullable", "discriminator"})
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON Schema equality (see :func:`.schema.json_equal`)."""
-    from exl2_enforcer.compile.schema.compiler import json_equal as eq
-
-    return eq(a, b)
-
-
-def json_key(value: Any) -> Any:
-    """See :func:`.schema.json_key`."""
-    from exl2_enforcer.compile.schema.compiler import json_key as key
-
-    return key(value)
-
-
-def base_uri(resolver: Any) -> str:
-    """See :func:`.schema.base_uri`."""
-    from exl2_enforcer.compile.schema.compiler import base_uri as b
-
-    return b(resolver)
 
 
 def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:

@@ -1,0 +1,57 @@
+"""JSON values as JSON Schema compares them: a canonical key, equality, linear de-duplication."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import referencing
+
+from exl2_enforcer.errors import SchemaError
+
+
+def json_key(value: Any) -> Hashable:
+    """A hashable key that is equal for two JSON values exactly when JSON Schema calls them equal.
+
+    Numbers compare by value (``1 == 1.0``, an integral float keys as its int),
+    booleans are not numbers (``true != 1``), object key order is irrelevant,
+    array order matters.  Raises :class:`SchemaError` for a value that is not
+    JSON (a set, bytes, ...).
+    """
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("num", value)
+    if isinstance(value, float):
+        return ("num", int(value) if value.is_integer() else value)
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, (list, tuple)):
+        return ("arr", tuple(json_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("obj", frozenset((k, json_key(v)) for k, v in value.items()))
+    raise SchemaError(f"{type(value).__name__} is not a JSON value")
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON Schema equality (1 == 1.0, true != 1, key order ignored), as ``const`` defines it."""
+    return json_key(a) == json_key(b)
+
+
+def dedupe_json(values: list[Any]) -> list[Any]:
+    """``values`` without later duplicates under :func:`json_equal`, order kept; linear time."""
+    seen: set[Hashable] = set()
+    out: list[Any] = []
+    for v in values:
+        k = json_key(v)
+        if k not in seen:
+            seen.add(k)
+            out.append(v)
+    return out
+
+
+def base_uri(resolver: referencing.Resolver) -> str:
+    """The base URI a resolver resolves relative references against."""
+    return str(getattr(resolver, "_base_uri", ""))
