@@ -334,9 +334,12 @@ def test_unattributable_iterate_error_fails_the_running_batch_only(ns, env):
     e = env()
     gen = JobLoopGenerator(e.model, e.tokenizer, max_batch_size=2)
     real_generate = gen._generate
+    failed: list[int] = []
 
     def forward_fails_once(results: list) -> None:
-        if gen.iterations == 3:
+        # once both batch places hold a started job (schemas compile off-thread, so not at a fixed step)
+        if not failed and len(gen.active_jobs) == 2 and gen.iterations >= 3:
+            failed.append(gen.iterations)
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         real_generate(results)
 
@@ -345,9 +348,13 @@ def test_unattributable_iterate_error_fails_the_running_batch_only(ns, env):
     for name in ("a", "b", "c", "d"):
         gg.submit("JSON:", CALL, max_new_tokens=300, gen_settings=settings(ns), seed=1, job_id=name, options=OPTIONS)
     res = {r.job_id: r for r in gg.run()}
-    for name in ("a", "b"):
-        assert res[name].end_reason == "error" and "illegal memory access" in res[name].error, res[name]
-    for name in ("c", "d"):
+    assert failed
+    # the two jobs in the batch at that step fail (which two depends on compile order); the others run
+    errored = [name for name in "abcd" if res[name].end_reason == "error"]
+    assert len(errored) == 2, res
+    for name in errored:
+        assert "illegal memory access" in res[name].error, res[name]
+    for name in set("abcd") - set(errored):
         check_valid(res[name], CALL)
     assert gen.num_remaining_jobs() == 0
 
