@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 
 class Frag(NamedTuple):
@@ -46,7 +46,7 @@ class LazyHeads:
     exit: int
     callee_end: int
     slice_kind: str | None = None
-    heads: dict
+    heads: dict[Hashable, int]
 
     def canonical(self, key: Hashable) -> Hashable:
         """Fold keys that behave the same into one (keeps the head count finite)."""
@@ -85,7 +85,7 @@ class Loop(LazyHeads):
     hi: int | None
     exit: int
     slice_kind: str | None = None
-    heads: dict = field(default_factory=dict)
+    heads: dict[Hashable, int] = field(default_factory=dict)
 
     @property
     def callee_end(self) -> int:  # type: ignore[override]
@@ -98,7 +98,7 @@ class Loop(LazyHeads):
 
     def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
         """Exit once ``lo`` is reached; iterate while below ``hi``."""
-        k = int(key)  # type: ignore[arg-type]
+        k = int(cast(int, key))
         out: list[tuple[int | None, int]] = []
         if k >= self.lo:
             out.append((None, self.exit))
@@ -112,13 +112,13 @@ class Loop(LazyHeads):
 
     def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
         """The body's depth while iterations are still required, then the exit's."""
-        if int(key) >= self.lo:  # type: ignore[arg-type]
+        if int(cast(int, key)) >= self.lo:
             return h[self.exit]
         return max(h[self.body.start], h[self.exit])
 
     def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
         """Fewest bytes to finish: the iterations still required, then the exit."""
-        k = int(key)  # type: ignore[arg-type]
+        k = int(cast(int, key))
         return max(0, self.lo - k) * d[self.body.start] + d[self.exit]
 
 
@@ -140,15 +140,15 @@ class AnyOrder(LazyHeads):
     callee_end: int
     min_members: int = 0
     max_members: int | None = None
-    heads: dict = field(default_factory=dict)
+    heads: dict[Hashable, int] = field(default_factory=dict)
 
     def canonical(self, key: Hashable) -> Hashable:
         """Counts beyond what min/max can tell apart are folded."""
-        written, n, comma = key  # type: ignore[misc]
+        written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         cap = self.max_members if self.max_members is not None else max(self.min_members, 1)
         return written, min(n, cap), comma
 
-    def _open(self, written: frozenset, n: int) -> list[tuple[Frag, frozenset]]:
+    def _open(self, written: frozenset[int], n: int) -> list[tuple[Frag, frozenset[int]]]:
         if self.max_members is not None and n >= self.max_members:
             return []
         out = [(f, written | {i}) for i, (f, _r) in enumerate(self.items) if i not in written]
@@ -158,7 +158,7 @@ class AnyOrder(LazyHeads):
 
     def moves(self, nfa: "NFA", key: Hashable) -> list[tuple[int | None, int]]:
         """Close when every required member is written; else a comma, then any member not written yet."""
-        written, n, comma = key  # type: ignore[misc]
+        written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         out: list[tuple[int | None, int]] = []
         choices = self._open(written, n)
         if comma or n == 0:
@@ -177,7 +177,7 @@ class AnyOrder(LazyHeads):
 
     def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
         """An upper bound: the exit, the comma, and every member still to write (safe to overestimate)."""
-        written, n, comma = key  # type: ignore[misc]
+        written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         missing = [f for i, (f, r) in enumerate(self.items) if r and i not in written]
         if self.max_members is not None and n + len(missing) > self.max_members:
             return 1 << 30
@@ -194,7 +194,7 @@ class AnyOrder(LazyHeads):
 
     def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
         """Fewest bytes to finish: missing required members, enough optional ones, commas, exit."""
-        written, n, comma = key  # type: ignore[misc]
+        written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         inf = 1 << 30
         missing = [d[f.start] for i, (f, r) in enumerate(self.items) if r and i not in written]
         optional = sorted(d[f.start] for i, (f, r) in enumerate(self.items) if not r and i not in written)

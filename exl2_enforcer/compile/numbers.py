@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -53,6 +53,11 @@ class Machine(NamedTuple):
     accepting: Callable[[Hashable], bool]
 
 
+#: a machine's ``step`` and ``accepting`` as :class:`Machine` types them (for its concrete state types)
+_Step = Callable[[Hashable, int], Hashable | None]
+_Accepting = Callable[[Hashable], bool]
+
+
 # -- syntax machines (unsigned part; the sign is added by _signed) -------------
 
 Table = dict[str, dict[bytes, str]]
@@ -72,7 +77,7 @@ _FINALS = frozenset("ZDFX")
 
 def _table_machine(table: Table) -> Machine:
     """A machine from a small transition table (start "S", finals Z/D/F/X)."""
-    flat = {q: {b: t for bs, t in row.items() for b in bs} for q, row in table.items()}
+    flat: dict[Hashable, dict[int, str]] = {q: {b: t for bs, t in row.items() for b in bs} for q, row in table.items()}
     return Machine("S", lambda q, b: flat.get(q, {}).get(b), lambda q: q in _FINALS)
 
 
@@ -101,13 +106,13 @@ def compare_machine(c: Decimal, wanted: frozenset[int]) -> Machine:
     ci, cf = _digits(c)
     n_int, n_frac = len(ci), len(cf)
 
-    def int_outcome(q: tuple) -> int:
+    def int_outcome(q: tuple[Any, ...]) -> int:
         if q[0] == "G":
             return 1
         _, i, rel = q
         return -1 if i < n_int else rel
 
-    def step(q: tuple, b: int) -> tuple | None:
+    def step(q: tuple[Any, ...], b: int) -> tuple[Any, ...] | None:
         kind = q[0]
         if b == DOT:
             if kind not in ("I", "G"):
@@ -127,16 +132,16 @@ def compare_machine(c: Decimal, wanted: frozenset[int]) -> Machine:
             return ("X", o) if o else ("F", min(j + 1, n_frac))
         return q  # "G" and "X" ignore further digits
 
-    def outcome(q: tuple) -> int:
+    def outcome(q: tuple[Any, ...]) -> int:
         if q[0] in ("I", "G"):
             o = int_outcome(q)
             # equal integer parts: c is bigger iff it has a fraction (never all zeros)
             return o if o else (-1 if n_frac else 0)
         if q[0] == "F":
             return -1 if q[1] < n_frac else 0
-        return q[1]
+        return cast(int, q[1])
 
-    return Machine(("I", 0, 0), step, lambda q: outcome(q) in wanted)
+    return Machine(("I", 0, 0), cast(_Step, step), cast(_Accepting, lambda q: outcome(q) in wanted))
 
 
 def multiple_machine(p: int, k: int) -> Machine:
@@ -163,7 +168,7 @@ def multiple_machine(p: int, k: int) -> Machine:
         r, j = q
         return r * pow(10, k - max(j, 0), p) % p == 0
 
-    return Machine((0, -1), step, accepting)
+    return Machine((0, -1), cast(_Step, step), cast(_Accepting, accepting))
 
 
 # -- explicit DFAs: start is state 0; explore, intersect, trim, minimise, emit ----
@@ -421,13 +426,13 @@ def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) 
         sides.append(side)
     if sides == [None, None]:
         raise SchemaError("the numeric range admits no value", pointer)
-    return _emit(nfa, _shrink(_signed(*sides)))
+    return _emit(nfa, cast(DFA, _shrink(_signed(*sides))))  # some side admits a value (checked above)
 
 
 def _unbounded_number(nfa: NFA) -> Frag:
     """The full RFC 8259 number grammar (``-0`` included: it is the value 0)."""
     full = _shrink(_explore(_table_machine(_FULL), ALPHABET))
-    return _emit(nfa, _shrink(_signed(full, full)))
+    return _emit(nfa, cast(DFA, _shrink(_signed(full, full))))  # the number grammar is not empty
 
 
 def integer_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number | None = None,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,7 +37,7 @@ INF = 1 << 30
 DEAD = -1
 UNKNOWN = -2
 
-Config = tuple  # (NFA state, StackNode)
+Config = tuple[int, "StackNode"]  # (NFA state, StackNode)
 
 
 class StackNode(int):
@@ -266,7 +267,7 @@ class Automaton:
         self.states: list[DfaState] = []
         self._index: dict[frozenset[Config], int] = {}
         self._closure_cache: dict[Config, tuple[tuple[Config, ...], bool]] = {}
-        self._nodes: dict[tuple, StackNode] = {(0, ()): EMPTY}
+        self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
         self.table = np.full((64, self.n_classes), UNKNOWN, dtype=np.int32)
@@ -331,7 +332,7 @@ class Automaton:
     def _push(self, r: int, parent: StackNode, weight: int) -> StackNode:
         return self._node(((r, parent),), parent.depth + weight)
 
-    def _union(self, a: StackNode, b: StackNode, memo: dict) -> StackNode:
+    def _union(self, a: StackNode, b: StackNode, memo: dict[tuple[StackNode, StackNode], StackNode]) -> StackNode:
         """The node holding the stacks of both ``a`` and ``b`` (same depth), merged per top frame.
 
         Iterative (parents first), so stacks deeper than Python's recursion limit merge too.
@@ -360,7 +361,7 @@ class Automaton:
     def _canonical(self, configs: Iterable[Config]) -> tuple[Config, ...]:
         """``configs`` with the nodes of equal (state, depth) merged: one configuration per pair."""
         merged: dict[tuple[int, int], StackNode] = {}
-        memo: dict = {}
+        memo: dict[tuple[StackNode, StackNode], StackNode] = {}
         for q, node in configs:
             key = (q, node.depth)
             old = merged.get(key)
@@ -586,7 +587,9 @@ class Automaton:
         if len(frames) != 1:
             return None
         ((frame, tops),) = frames.items()
-        lp, k_next = self.nfa.loop_of[frame.frames[0][0]]
+        # _slice_frame returns heads of slice loops only: a Loop with its count as key and a slice kind
+        lp, k_next = cast("tuple[Loop, int]", self.nfa.loop_of[frame.frames[0][0]])
+        assert lp.slice_kind is not None
         if tops != self._body_tops(lp):
             return None
         starts = _SLICE_LEADS[lp.slice_kind]
@@ -600,7 +603,7 @@ class Automaton:
             head = self._slice_frame(node)
             if head is None or head < 0:
                 continue
-            lp, k_next = self.nfa.loop_of[head]
+            lp, k_next = cast("tuple[Loop, int]", self.nfa.loop_of[head])  # a slice loop head (see above)
             if lp.hi is None and k_next == lp.lo:
                 # an unbounded loop folds every count >= lo into one head, so the
                 # count is either lo-1 or enough; whether the loop may exit tells
@@ -678,12 +681,12 @@ class Automaton:
         return sid >= 0 and self.is_accepting(sid)
 
 
-def _loop_shape(lp: LazyHeads, k_next: Hashable) -> tuple:
+def _loop_shape(lp: LazyHeads, k_next: Hashable) -> tuple[Any, ...]:
     """What decides which elements a slice loop head takes next."""
     return (lp.body, lp.slice_kind, lp.lo, lp.hi, k_next)  # type: ignore[attr-defined]
 
 
-def _first(item: tuple) -> int:
+def _first(item: tuple[int, Any]) -> int:
     return item[0]
 
 

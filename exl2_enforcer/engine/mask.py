@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -95,8 +95,8 @@ class TokenIndex:
         self.text_ids = np.asarray(text, dtype=np.int32)
         self.trie: TokenTrie = build_trie(self.text_ids, tb)
         self.slices: dict[str, VocabSlice] = {
-            "plain": self._make_slice(np.array([_plain_chars(tb[i]) for i in text], dtype=np.int32)),
-            "ws": self._make_slice(np.array([_ws_bytes(tb[i]) for i in text], dtype=np.int32)),
+            "plain": self._make_slice(np.array([_plain_chars(cast(bytes, tb[i])) for i in text], dtype=np.int32)),
+            "ws": self._make_slice(np.array([_ws_bytes(cast(bytes, tb[i])) for i in text], dtype=np.int32)),
         }
         self.end_ids = np.asarray(sorted(vocab.end_ids), dtype=np.int64)
         width = max(vocab.n_ids, int(self.end_ids.max()) + 1 if self.end_ids.size else 0)
@@ -106,8 +106,8 @@ class TokenIndex:
         #: byte value -> a token id made of exactly that byte (-1 if the vocabulary has none)
         self.single_byte_ids = np.full(256, -1, dtype=np.int64)
         for i in reversed(text):
-            if len(tb[i]) == 1:
-                self.single_byte_ids[tb[i][0]] = i
+            if len(cast(bytes, tb[i])) == 1:
+                self.single_byte_ids[cast(bytes, tb[i])[0]] = i
         self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
         self._lexicon: "StringLexicon | None" = None
@@ -138,7 +138,8 @@ class TokenIndex:
             return words.view("<i4")
         bits = np.zeros(self.n_bits, dtype=bool)
         bits[ids] = True
-        return np.packbits(bits, bitorder="little").view("<i4").copy()
+        packed: np.ndarray = np.packbits(bits, bitorder="little").view("<i4").copy()
+        return packed
 
     def _make_slice(self, sizes: np.ndarray) -> "VocabSlice":
         member = sizes > 0
@@ -379,6 +380,7 @@ class MaskEngine:
         with self.automaton.lock:
             dist = self.distances()
             here = dist.of_state(sid)
+            packed: np.ndarray
             if here == 0:
                 packed = idx.end_packed.copy()
             else:

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 import referencing
@@ -74,6 +74,9 @@ from exl2_enforcer.compile.schema.terms import (
 from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
 from exl2_enforcer.errors import EnforcerError, SchemaError
 
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # referencing exports no public name for its Resolver type
+
 #: standard keywords this compiler does not implement: an error unless lenient
 UNSUPPORTED = frozenset({
     "$dynamicRef",
@@ -87,9 +90,10 @@ TYPE_KEYWORDS = {
 }
 TYPE_KEYWORDS["integer"] = TYPE_KEYWORDS["number"]
 #: numeric ``format`` names (OpenAPI) read as inclusive integer ranges when formats are asserted
-INTEGER_FORMATS = {"int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1), "int32": (-2**31, 2**31 - 1),
-                   "int64": (-2**63, 2**63 - 1), "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1),
-                   "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1)}
+INTEGER_FORMATS: dict[str | None, tuple[int, int]] = {
+    "int8": (-2**7, 2**7 - 1), "int16": (-2**15, 2**15 - 1), "int32": (-2**31, 2**31 - 1),
+    "int64": (-2**63, 2**63 - 1), "uint8": (0, 2**8 - 1), "uint16": (0, 2**16 - 1),
+    "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1)}
 #: what "any value" means per container type: open, whatever strict_objects says
 FREE_FORM = {"object": {"additionalProperties": True}, "array": {"items": True}}
 
@@ -179,7 +183,7 @@ class Ctx:
     """Where a subschema sits: its JSON pointer and the resolver for its ``$ref``s."""
 
     pointer: str
-    resolver: referencing.Resolver
+    resolver: Resolver[Any]
     #: True in drafts that spell tuples as array-form ``items`` + ``additionalItems`` (4 to 2019-09)
     draft7: bool = False
     #: the draft the document is read in: "4", "6", "7", "2019-09" or "2020-12"
@@ -205,7 +209,7 @@ class SchemaCompiler:
     _shared: dict[str, Frag] = field(default_factory=dict)
     #: the root document and its context (where a 2019-09 $recursiveRef may lead)
     root: tuple[Any, "Ctx"] = (None, None)  # type: ignore[assignment]
-    _containers: dict[tuple, Frag] = field(default_factory=dict)
+    _containers: dict[tuple[Any, ...], Frag] = field(default_factory=dict)
     #: allOf schemas being merged, innermost last: (id of the schema, its pointer)
     merging: list[tuple[int, str]] = field(default_factory=list)
     #: allOf schemas being compiled after their merge, innermost last
@@ -302,7 +306,7 @@ class SchemaCompiler:
         if "unevaluatedProperties" in schema or "unevaluatedItems" in schema:
             return self.compile(rewrite_unevaluated(schema, ctx), ctx)
         if has_dependencies(schema):
-            return compile_with_dependencies(self, schema, ctx)
+            return cast(Frag, compile_with_dependencies(self, schema, ctx))
         if "anyOf" in schema or "oneOf" in schema:
             return self.compile_alternatives(schema, ctx)
         if "enum" in schema or "const" in schema:
@@ -312,7 +316,7 @@ class SchemaCompiler:
             raise SchemaError("the schema admits no value (no type is possible)", ctx.pointer)
         return self.nfa.alt(self.possible_types(types, schema, ctx))
 
-    def possible_types(self, types: list[str], schema: dict, ctx: Ctx) -> list[Frag]:
+    def possible_types(self, types: list[str], schema: dict[str, Any], ctx: Ctx) -> list[Frag]:
         """One fragment per type that admits a value; a type whose keywords exclude every value
         (``{"contains": false}`` for arrays) is left out while another type remains."""
         frags, empty = [], None
@@ -328,7 +332,7 @@ class SchemaCompiler:
             raise empty
         return frags
 
-    def without_not(self, schema: dict, ctx: Ctx) -> Any:
+    def without_not(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``not`` rewritten positively; ``lenient`` drops an inexpressible one."""
         try:
             return compile_not(self, schema, ctx)
@@ -340,7 +344,7 @@ class SchemaCompiler:
         warnings.warn(note, stacklevel=3)
         return {k: v for k, v in schema.items() if k != "not"}
 
-    def without_conditional(self, schema: dict, ctx: Ctx) -> Any:
+    def without_conditional(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``if``/``then``/``else`` rewritten as alternatives; ``lenient`` drops an
         inexpressible condition with a warning."""
         try:
@@ -353,7 +357,7 @@ class SchemaCompiler:
         warnings.warn(note, stacklevel=3)
         return {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
 
-    def check_keywords(self, schema: dict, ctx: Ctx) -> None:
+    def check_keywords(self, schema: dict[str, Any], ctx: Ctx) -> None:
         """Raise (or warn, when lenient) on standard keywords that are not implemented; warn (or
         raise) on likely misspelled keywords."""
         for key, likely in misspelled_keywords(schema):
@@ -374,7 +378,7 @@ class SchemaCompiler:
                 raise SchemaError("array-form 'items' is draft 7; use prefixItems in 2020-12",
                                   ctx.child(key).pointer, keyword=key)
 
-    def types_of(self, schema: dict, ctx: Ctx) -> list[str]:
+    def types_of(self, schema: dict[str, Any], ctx: Ctx) -> list[str]:
         """The JSON types this (enum/combinator-free) schema may produce."""
         declared = schema.get("type")
         if declared is None:
@@ -387,7 +391,7 @@ class SchemaCompiler:
             types.remove("integer")  # number already holds every integer
         return types
 
-    def compile_type(self, t: str, schema: dict, ctx: Ctx) -> Frag:
+    def compile_type(self, t: str, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """The fragment for one JSON type under the keywords that apply to it."""
         nfa = self.nfa
         if t == "null":
@@ -405,7 +409,7 @@ class SchemaCompiler:
         raise SchemaError(f"unknown type {t!r}", ctx.child("type").pointer, keyword="type")
 
     # -- scalars --------------------------------------------------------------------
-    def compile_number(self, t: str, schema: dict, ctx: Ctx) -> Frag:
+    def compile_number(self, t: str, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """Integers and numbers with exact (integers) or sound (numbers) bounds."""
         kw = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
               if k in schema}
@@ -428,7 +432,7 @@ class SchemaCompiler:
         except SchemaError as e:
             raise SchemaError(e.message, ctx.pointer, keyword=e.keyword) from None
 
-    def compile_string(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_string(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """A JSON string under minLength/maxLength, pattern and format.
 
         A pattern or format with a length bound is intersected with a character counter
@@ -465,7 +469,7 @@ class SchemaCompiler:
             raise SchemaError(msg, where, keyword=keyword) from None
         return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
 
-    def pattern_builder(self, pattern: str) -> tuple[tuple, Callable[[NFA], Frag]]:
+    def pattern_builder(self, pattern: str) -> tuple[tuple[Any, ...], Callable[[NFA], Frag]]:
         """The template key and builder of a ``pattern`` (JSON string content, search semantics)."""
         return ("pattern", pattern), lambda t: compile_regex(t, pattern, mode="json", search=True)
 
@@ -473,7 +477,7 @@ class SchemaCompiler:
         """The builder of a supported ``format``'s content fragment."""
         return lambda t: format_fragment(t, name)
 
-    def assertable_format(self, schema: dict, ctx: Ctx) -> dict:
+    def assertable_format(self, schema: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
         """``schema`` without a ``format`` that is only an annotation here.
 
         ``format_assertion=False``: every format is an annotation.  A format the JSON Schema
@@ -501,7 +505,7 @@ class SchemaCompiler:
         return self.nfa.loop(char, lo, hi, slice_kind="plain")
 
     # -- enum / const ----------------------------------------------------------------
-    def compile_values(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_values(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """``enum``/``const``: the listed values that also satisfy the sibling keywords.
 
         Linear in the number of values: duplicates are found by :func:`json_key`,
@@ -582,7 +586,7 @@ class SchemaCompiler:
             parts += [m, self.ws()]
         return nfa.seq(parts + [nfa.literal(close)])
 
-    def compile_all_of(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_all_of(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """``allOf``, merged into one schema; refuses an ``allOf`` that merges back into itself."""
         active = [ptr for key, ptr in self.compiling_all_of if key == id(schema)]
         if active:
@@ -595,7 +599,7 @@ class SchemaCompiler:
             self.compiling_all_of.pop()
 
     # -- nesting ---------------------------------------------------------------------
-    def container(self, t: str, schema: dict, ctx: Ctx, build: Callable[..., Frag]) -> Frag:
+    def container(self, t: str, schema: dict[str, Any], ctx: Ctx, build: Callable[..., Frag]) -> Frag:
         """An object or array of ``schema``: one nesting level, compiled once per distinct subschema.
 
         Identical subschemas (same text, same base URI) share one machine, so an
@@ -613,7 +617,7 @@ class SchemaCompiler:
         return self.nfa.call(frag, weight=1)
 
     # -- combinators and references ---------------------------------------------------
-    def compile_alternatives(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_alternatives(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """anyOf, and oneOf when its branches are provably disjoint."""
         # with both, oneOf splits first and each of its branches keeps the anyOf (merged later)
         key = "oneOf" if "oneOf" in schema else "anyOf"
@@ -643,7 +647,7 @@ class SchemaCompiler:
             raise empty
         return self.nfa.alt(frags)
 
-    def compile_recursive_ref(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_recursive_ref(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """2019-09 ``$recursiveRef`` where its target is known statically.
 
         It resolves like ``$ref`` unless the target has ``$recursiveAnchor: true``; then it goes
@@ -673,7 +677,7 @@ class SchemaCompiler:
             return call
         return self.compile({**rest, "$ref": ref}, ctx)
 
-    def compile_ref_schema(self, schema: dict, ctx: Ctx) -> Frag:
+    def compile_ref_schema(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings:  # in drafts 4-7 the siblings were dropped up front ($ref overrides them)
@@ -735,7 +739,7 @@ def _has_nested_id(document: Any, depth: int = 0) -> bool:
     return False
 
 
-def _check_finite(schema: dict, ctx: Ctx) -> None:
+def _check_finite(schema: dict[str, Any], ctx: Ctx) -> None:
     """NaN and infinities parse from schema text in Python but are no JSON values."""
     places = [("const", schema["const"])] if "const" in schema else []
     places += [(f"enum/{i}", v) for i, v in enumerate(schema.get("enum", []))]
@@ -848,7 +852,8 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     compiler = SchemaCompiler(options, clock=clock or time.perf_counter)
     compiler.tick("")
     try:
-        return call_with_depth(lambda: _compile_checked(schema, options, registry, compiler), depth)
+        return cast(tuple[NFA, Frag, list[str]],
+                    call_with_depth(lambda: _compile_checked(schema, options, registry, compiler), depth))
     except RecursionError:
         # max_schema_depth was raised past what the interpreter's stack allows
         raise SchemaError(f"the schema is too deep to compile within Python's recursion limit; lower its nesting"
@@ -867,8 +872,8 @@ def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.
     registry = (registry or referencing.Registry()).with_resource("urn:exl2-enforcer:root", resource)
     resolver = registry.resolver(base_uri=resource.id() or "urn:exl2-enforcer:root")
     if resource.id():
-        registry = registry.with_resource(resource.id(), resource)
-        resolver = registry.resolver(base_uri=resource.id())
+        registry = registry.with_resource(cast(str, resource.id()), resource)
+        resolver = registry.resolver(base_uri=cast(str, resource.id()))
     compiler.warnings.extend(notes)
     root_ctx = Ctx("", resolver, draft in LEGACY_ITEMS, draft)
     compiler.root = (schema, root_ctx)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from exl2_enforcer.compile.charset import ANY_CP, cp_minus, json_char_fragment
+from exl2_enforcer.compile.charset import ANY_CP, CodePointSet, cp_minus, json_char_fragment
 from exl2_enforcer.compile.nfa import Frag
 from exl2_enforcer.compile.schema.keywords import apply_pattern_properties, apply_property_names, compile_contains
 from exl2_enforcer.errors import SchemaError
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
 
 
-def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any,
+def _entries(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx", extra: Any,
              explicit_extra: bool = True) -> list[tuple[str, Any, "Ctx", bool]]:
     """Declared properties in schema order, then required names that are not declared."""
     props = schema.get("properties", {})
@@ -39,7 +39,7 @@ def _entries(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any,
     return out
 
 
-def compile_object(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+def compile_object(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
     """``{ ... }`` with properties in schema order (or any order), bounded by min/maxProperties."""
     # strict_objects closes objects that name their properties; a free-form object
     # ({"type": "object"} alone) stays open, which is what its author means
@@ -85,7 +85,7 @@ def _check_distinct_count(extra: Any, min_p: int, ctx: "Ctx") -> None:
                           keyword="minProperties")
 
 
-def _writable(entries: list) -> list:
+def _writable(entries: list[tuple[str, Any, "Ctx", bool]]) -> list[tuple[str, Any, "Ctx", bool]]:
     """The entries a member can be written for: a ``false`` property is left out (or, if
     required, the object admits no value)."""
     out = []
@@ -111,6 +111,7 @@ class _Members:
 
     def join(self, a0: int | None, after_comma: dict[int, int]) -> dict[int, int]:
         """Join states, by count after the next member, from ``a0`` and the after-comma states."""
+        targets: dict[int, int]
         nfa, targets = self.nfa, {}
         if a0 is not None and self.can_add(0):
             nfa.epsilon(a0, targets.setdefault(min(1, self.cap), nfa.state()))
@@ -133,7 +134,7 @@ class _Members:
         return closable
 
 
-def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
+def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[str, Any, "Ctx", bool]], extra: Any,
                          min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
     """Members in schema order.
 
@@ -189,7 +190,7 @@ def _extras(c: "SchemaCompiler", member_of: Callable[[], Frag], a0: int | None,
     return lanes.after_member(members, after_comma, may_close=True, may_add=True)
 
 
-def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any,
+def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[str, Any, "Ctx", bool]], extra: Any,
                       min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
     """``{ ... }`` whose members may come in any order (each declared one at most once)."""
     nfa = c.nfa
@@ -207,7 +208,7 @@ def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list, extra: Any
     return nfa.seq([nfa.literal(b"{"), c.ws(), body, nfa.literal(b"}")])
 
 
-def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int], make) -> None:
+def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int], make: Callable[..., Frag]) -> None:
     """Connect each join state through a key/value pair to the lane of its count.
 
     One join: the pair is inlined.  Several (counted lanes): a shared callee
@@ -241,7 +242,7 @@ def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:
     nfa = c.nfa
     if not names:
         return nfa.seq([nfa.literal(b'"'), c.plain_string_body(0, None), nfa.literal(b'"')])
-    trie: dict = {}
+    trie: dict[str, Any] = {}
     for n in names:
         node = trie
         for ch in n:
@@ -273,7 +274,7 @@ def other_key(c: "SchemaCompiler", names: list[str]) -> Frag:
     return Frag(start.start, end)
 
 
-def _canon(cps: tuple) -> tuple:
+def _canon(cps: CodePointSet) -> CodePointSet:
     merged: list[tuple[int, int]] = []
     for lo, hi in cps:
         if merged and lo <= merged[-1][1] + 1:
@@ -283,7 +284,7 @@ def _canon(cps: tuple) -> tuple:
     return tuple(merged)
 
 
-def compile_array(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+def compile_array(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
     """``[ ... ]`` with prefixItems, items (or draft 7 items/additionalItems), min/maxItems."""
 
     if "contains" in schema:

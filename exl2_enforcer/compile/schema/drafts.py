@@ -38,7 +38,7 @@ _META = {
     "json-schema.org/draft/2019-09/schema": "2019-09",
     "json-schema.org/draft/2020-12/schema": "2020-12",
 }
-_VALIDATORS = {
+_VALIDATORS: dict[str, type[Any]] = {
     "4": jsonschema.Draft4Validator, "6": jsonschema.Draft6Validator, "7": jsonschema.Draft7Validator,
     "2019-09": jsonschema.Draft201909Validator, "2020-12": jsonschema.Draft202012Validator,
 }
@@ -80,7 +80,7 @@ def specification(draft: str) -> Any:
     return _SPECS[draft]
 
 
-def _schema_format_checker(cls: type) -> jsonschema.FormatChecker:
+def _schema_format_checker(cls: type[Any]) -> jsonschema.FormatChecker:
     """The meta-schema's format checker without ``regex``: patterns are ECMA-262, which Python's
     ``re`` does not parse (``\\p{L}``, ``(?<name>)``, ``[^]``); the regex compiler checks them."""
     checker = jsonschema.FormatChecker()
@@ -160,7 +160,7 @@ _ANNOTATION_KEYS = frozenset({"title", "description", "default", "examples", "$c
                               "writeOnly"})
 
 
-def _excludes_everything(schema: dict) -> bool:
+def _excludes_everything(schema: dict[str, Any]) -> bool:
     """``{"not": {}}`` / ``{"not": true}``: written as ``false``, so that a property with it is
     simply forbidden (the object compiler leaves ``false`` members out)."""
     if set(schema) - _ANNOTATION_KEYS != {"not"}:
@@ -169,7 +169,7 @@ def _excludes_everything(schema: dict) -> bool:
     return inner is True or (isinstance(inner, dict) and not set(inner) - _ANNOTATION_KEYS)
 
 
-def normalize_keywords(schema: dict, draft: str, *, drop_foreign: bool = True) -> dict:
+def normalize_keywords(schema: dict[str, Any], draft: str, *, drop_foreign: bool = True) -> dict[str, Any]:
     """One schema object's own keywords in the internal spelling (subschemas untouched).
 
     ``drop_foreign=False`` only translates (idempotent on an already rewritten schema): the
@@ -195,7 +195,7 @@ def normalize_keywords(schema: dict, draft: str, *, drop_foreign: bool = True) -
     return out
 
 
-def _draft4_exclusive(out: dict, exclusive: str, bound: str) -> None:
+def _draft4_exclusive(out: dict[str, Any], exclusive: str, bound: str) -> None:
     flag = out.get(exclusive)
     if not isinstance(flag, bool):
         return  # already numeric (idempotence) or absent

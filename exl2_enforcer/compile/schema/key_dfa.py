@@ -53,7 +53,7 @@ def determinise(nfa: NFA, frag: Frag) -> DFA:
         subset = order[i]
         edges = [e for q in subset for e in nfa.edges[q]]
         cuts = sorted({lo for lo, _h, _t in edges} | {hi + 1 for _l, hi, _t in edges})
-        row = []
+        row: list[tuple[int, int, int]] = []
         for a, b in zip(cuts, cuts[1:]):
             targets = frozenset(t for lo, hi, t in edges if lo <= a and b - 1 <= hi)
             if not targets:
@@ -70,7 +70,7 @@ def determinise(nfa: NFA, frag: Frag) -> DFA:
     return DFA(tuple(moves), tuple(frag.end in s for s in order))
 
 
-def _append(row: list, lo: int, hi: int, target: int) -> None:
+def _append(row: list[tuple[int, int, int]], lo: int, hi: int, target: int) -> None:
     if row and row[-1][2] == target and row[-1][1] + 1 == lo:
         row[-1] = (row[-1][0], hi, target)
     else:
@@ -93,7 +93,7 @@ def product(a: DFA, b: DFA, accept: str) -> DFA:
     i = 0
     while i < len(order):
         x, y = order[i]
-        row: list = []
+        row: list[tuple[int, int, int]] = []
         ymoves = b.moves[y] if y >= 0 else ()
         for lo, hi, tx in a.moves[x]:
             covered = lo
@@ -116,7 +116,7 @@ def product(a: DFA, b: DFA, accept: str) -> DFA:
     return DFA(tuple(moves), acc)
 
 
-def _node(ids: dict, order: list, key: tuple[int, int]) -> int:
+def _node(ids: dict[tuple[int, int], int], order: list[tuple[int, int]], key: tuple[int, int]) -> int:
     got = ids.get(key)
     if got is None:
         if len(order) >= MAX_KEY_DFA_STATES:

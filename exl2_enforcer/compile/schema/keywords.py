@@ -47,7 +47,7 @@ MAX_TRIGGERS = 6
 DEPENDENT = ("dependentRequired", "dependentSchemas")
 
 
-def dependency_cases(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> list[tuple[dict, "Ctx"]]:
+def dependency_cases(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> list[tuple[dict[str, Any], "Ctx"]]:
     """The object schema split into dependency-free cases (itself when it has no dependencies).
 
     Raises :class:`SchemaError` for more than :data:`MAX_TRIGGERS` trigger names or a dependent
@@ -69,7 +69,7 @@ def dependency_cases(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> list[tupl
         base["additionalProperties"] = True
     cases = []
     for present in product((False, True), repeat=len(triggers)):
-        case = dict(base)
+        case: Any = dict(base)
         props = dict(case.get("properties", {}))
         required = list(case.get("required", []))
         merged_ctx = ctx
@@ -102,7 +102,7 @@ def _requires_forbidden(case: Any) -> bool:
 NON_OBJECT = ["null", "boolean", "array", "number", "string"]
 
 
-def compile_with_dependencies(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
+def compile_with_dependencies(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Any:
     """A fragment for a schema with dependencies: its non-object values, then one per object case."""
 
     base = {k: v for k, v in schema.items() if k not in DEPENDENT}
@@ -148,7 +148,7 @@ def _known_keywords() -> frozenset[str]:
     return frozenset().union(*KEYWORDS.values()) | ANNOTATIONS | core
 
 
-def misspelled_keywords(schema: dict) -> list[tuple[str, str]]:
+def misspelled_keywords(schema: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, likely keyword)`` for each key that is no JSON Schema keyword but close to one.
 
     The spec ignores unknown keywords, so ``"requried"`` or ``"maxLenght"`` silently constrain
@@ -184,8 +184,8 @@ class PatternExtras:
 MAX_PATTERNS = 4
 
 
-def apply_pattern_properties(c: "SchemaCompiler", schema: dict, ctx: "Ctx",
-                             extra: Any) -> tuple[dict, PatternExtras | None]:
+def apply_pattern_properties(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx",
+                             extra: Any) -> tuple[dict[str, Any], PatternExtras | None]:
     """``(schema with matching declared members merged, extras)`` for ``patternProperties``.
 
     ``extra`` is the schema of undeclared keys (``additionalProperties`` or the strict_objects
@@ -225,7 +225,7 @@ def apply_pattern_properties(c: "SchemaCompiler", schema: dict, ctx: "Ctx",
     return out, PatternExtras(_key_regions(c, pats, extra, names, ctx))
 
 
-def _key_regions(c: "SchemaCompiler", pats: dict, extra: Any, names: list[str],
+def _key_regions(c: "SchemaCompiler", pats: dict[str, Any], extra: Any, names: list[str],
                  ctx: "Ctx") -> list[tuple[Callable[[], Frag], Any, "Ctx"]]:
     """One region per set of patterns a key matches (exact, via explicit DFAs)."""
 
@@ -263,7 +263,7 @@ def _key_regions(c: "SchemaCompiler", pats: dict, extra: Any, names: list[str],
     return regions
 
 
-def _merged_values(c: "SchemaCompiler", values: list, where: "Ctx") -> Any:
+def _merged_values(c: "SchemaCompiler", values: list[Any], where: "Ctx") -> Any:
     merged: Any = True
     for v in values:
         merged = merge_or_false(merged, v, where, c)
@@ -338,7 +338,7 @@ def _closure(nfa: NFA, states: set[int]) -> set[int]:
 
 _ALL_TYPES = ("null", "boolean", "object", "array", "number", "string")
 #: keyword -> (type it applies to, the negated keyword, how its value changes)
-_NEGATED_BOUNDS = {
+_NEGATED_BOUNDS: dict[str, tuple[str, str, Callable[[Any], Any]]] = {
     "minimum": ("number", "exclusiveMaximum", lambda v: v),
     "maximum": ("number", "exclusiveMinimum", lambda v: v),
     "exclusiveMinimum": ("number", "maximum", lambda v: v),
@@ -402,7 +402,7 @@ def _negate_keyword(key: str, value: Any, ctx: "Ctx", c: "SchemaCompiler") -> li
 NOT_STRINGS = "$exl2:notStrings"
 
 
-def _negate_values(values: list, ctx: "Ctx") -> list[Any]:
+def _negate_values(values: list[Any], ctx: "Ctx") -> list[Any]:
     """Every JSON value but ``values`` (scalars only): per type, what the listed values leave."""
     if any(isinstance(v, (dict, list)) for v in values):
         raise SchemaError("'not' of an object or array const/enum is not supported exactly", ctx.pointer,
@@ -424,7 +424,7 @@ def _negate_values(values: list, ctx: "Ctx") -> list[Any]:
     return out
 
 
-def excluded_strings_body(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+def excluded_strings_body(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
     """String content that is none of ``schema[NOT_STRINGS]`` (any escape spelling) and matches
     ``pattern`` if given; a length bound or ``format`` next to it raises :class:`SchemaError`."""
 
@@ -445,7 +445,7 @@ def excluded_strings_body(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag
     return key_dfa.emit(d, c.nfa)
 
 
-def compile_not(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
+def compile_not(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Any:
     """The schema with its ``not`` replaced by the equivalent positive alternatives."""
 
     rest = {k: v for k, v in schema.items() if k != "not"}
@@ -473,7 +473,7 @@ def compile_not(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
 MAX_CONTAINS_LANES = 4096
 
 
-def compile_contains(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
+def compile_contains(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
     """``[ ... ]`` whose items satisfy ``items`` and of which ``minContains``..``maxContains``
     (default 1..any) satisfy ``contains``; ``minItems``/``maxItems`` bound the total.
 
@@ -550,8 +550,8 @@ def compile_contains(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Frag:
 
 # -- propertyNames ---------------------------------------------------------------------------
 
-def apply_property_names(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: Any,
-                         extras: PatternExtras | None) -> tuple[dict, Any, PatternExtras | None]:
+def apply_property_names(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx", extra: Any,
+                         extras: PatternExtras | None) -> tuple[dict[str, Any], Any, PatternExtras | None]:
     """``(schema, extra, extras)`` with ``propertyNames`` applied to declared and undeclared keys.
 
     Declared names that fail ``propertyNames`` are forbidden (a required one makes the object
@@ -592,7 +592,7 @@ def apply_property_names(c: "SchemaCompiler", schema: dict, ctx: "Ctx", extra: A
 
 # -- if / then / else --------------------------------------------------------------------------
 
-def rewrite_conditional(c: "SchemaCompiler", schema: dict, ctx: "Ctx") -> Any:
+def rewrite_conditional(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Any:
     """``if``/``then``/``else`` as ``anyOf: [if AND then, (not if) AND else]``.
 
     ``then``/``else`` without ``if`` and ``if`` without either are no-ops (the spec ignores
@@ -623,7 +623,7 @@ _BRANCHING = ("anyOf", "oneOf", "dependentSchemas", "$dynamicRef", "$recursiveRe
 UNEVALUATED = ("unevaluatedProperties", "unevaluatedItems")
 
 
-def rewrite_unevaluated(schema: dict, ctx: "Ctx") -> dict:
+def rewrite_unevaluated(schema: dict[str, Any], ctx: "Ctx") -> dict[str, Any]:
     """``unevaluated*`` once ``allOf`` and ``$ref`` are merged in: what ``properties``,
     ``patternProperties`` and ``additionalProperties`` (``prefixItems``/``items``) evaluate is then
     all in this one schema, so ``unevaluatedProperties`` is ``additionalProperties`` (or a no-op

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
 from exl2_enforcer.compile.schema.values import base_uri, json_equal, json_key
@@ -50,7 +50,7 @@ def _has_relative_refs(schema: Any) -> bool:
     return False
 
 
-def merge_all_of(schema: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+def merge_all_of(schema: dict[str, Any], ctx: "Ctx", c: "SchemaCompiler") -> Any:
     """Fold ``allOf`` into its parent schema.
 
     Raises :class:`SchemaError` at the first pointer of the cycle when an ``allOf``
@@ -132,21 +132,21 @@ def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler", in_place: bool =
     return out
 
 
-def _own_conditional(x: dict, ctx: "Ctx", c: "SchemaCompiler") -> dict:
+def _own_conditional(x: dict[str, Any], ctx: "Ctx", c: "SchemaCompiler") -> dict[str, Any]:
     if "contains" not in x and ("minContains" in x or "maxContains" in x):
         x = {k: v for k, v in x.items() if k not in ("minContains", "maxContains")}  # no-ops alone
     if not any(k in x for k in ("if", "then", "else")):
         return x
     from exl2_enforcer.compile.schema.keywords import rewrite_conditional
 
-    return rewrite_conditional(c, x, ctx)
+    return cast(dict[str, Any], rewrite_conditional(c, x, ctx))
 
 
 #: keywords whose meaning depends on each other within one schema (merged together)
 _MEMBER_KEYS = frozenset({"properties", "additionalProperties", "prefixItems", "items", "additionalItems"})
 
 
-def _merge_members(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> None:
+def _merge_members(out: dict[str, Any], a: dict[str, Any], b: dict[str, Any], ctx: "Ctx", c: "SchemaCompiler") -> None:
     """Object members: each side constrains a name by its ``properties`` entry, else its
     ``additionalProperties``; the merge keeps both constraints for every name."""
     if not any(k in x for x in (a, b) for k in ("properties", "additionalProperties")):
@@ -161,7 +161,7 @@ def _merge_members(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler")
         out["additionalProperties"] = merge_pair(xa, xb, ctx.child("additionalProperties"), c)
 
 
-def _positions(x: dict, draft7: bool) -> tuple[list, Any]:
+def _positions(x: dict[str, Any], draft7: bool) -> tuple[list[Any], Any]:
     """(per-position schemas, schema of every later item) in either draft's spelling."""
     if draft7 and isinstance(x.get("items"), list):
         return list(x["items"]), x.get("additionalItems", True)
@@ -170,7 +170,8 @@ def _positions(x: dict, draft7: bool) -> tuple[list, Any]:
     return list(x.get("prefixItems", [])), x.get("items", True)
 
 
-def _merge_positions(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> None:
+def _merge_positions(out: dict[str, Any], a: dict[str, Any], b: dict[str, Any], ctx: "Ctx",
+                     c: "SchemaCompiler") -> None:
     """Array items: position by position, each side's prefix schema or its rest schema."""
     if not any(k in x for x in (a, b) for k in ("prefixItems", "items", "additionalItems")):
         return
@@ -192,7 +193,8 @@ def _merge_positions(out: dict, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler
         out[rest_key] = rest
 
 
-def _merge_keyword(key: str, av: Any, bv: Any, a: dict, b: dict, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+def _merge_keyword(key: str, av: Any, bv: Any, a: dict[str, Any], b: dict[str, Any], ctx: "Ctx",
+                   c: "SchemaCompiler") -> Any:
     if key in _MAX_OF:
         return max(av, bv)
     if key in _MIN_OF:
@@ -252,7 +254,8 @@ def _type_of(v: Any) -> str:
         return "boolean"
     if isinstance(v, (int, float)):
         return "number"
-    return {str: "string", dict: "object", list: "array"}[type(v)]
+    names: dict[type[Any], str] = {str: "string", dict: "object", list: "array"}
+    return names[type(v)]
 
 
 def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:

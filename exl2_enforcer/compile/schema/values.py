@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
-
-import referencing
+from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.errors import SchemaError
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver  # referencing exports no public name for its Resolver type
 
 
 def json_key(value: Any) -> Hashable:
@@ -52,6 +53,6 @@ def dedupe_json(values: list[Any]) -> list[Any]:
     return out
 
 
-def base_uri(resolver: referencing.Resolver) -> str:
+def base_uri(resolver: Resolver[Any]) -> str:
     """The base URI a resolver resolves relative references against."""
     return str(getattr(resolver, "_base_uri", ""))

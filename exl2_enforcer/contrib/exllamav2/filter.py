@@ -39,7 +39,7 @@ Without a policy nothing of this runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -83,6 +83,9 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
     With ``policy`` the filter runs guarded (see the module docstring); ``job_id`` names the job
     in the watchdog's log lines.  The watchdog's rules apply once the grammar is on.
     """
+
+    #: ExLlamaV2Filter's pending background computation (a future from the generator's pool), else None
+    background_result: Any
 
     def __init__(self, model: Any, tokenizer: Any, compile_for: Callable[[TokenVocabulary], CompiledGrammar], *,
                  extra_end_ids: Iterable[int] = (), trigger: str | int | None = None,
@@ -374,7 +377,7 @@ class _EnforcerFilter(GuardedMode, ExLlamaV2Filter):
             if tid == self._trigger_id:
                 self._activate(b"", tid)
             return
-        trig = self._trigger_bytes
+        trig = cast(bytes, self._trigger_bytes)  # no trigger id: the trigger is these bytes
         piece = self.vocab.token_bytes[tid] if 0 <= tid < self.vocab.n_ids else None
         text = self._tail + (piece or b"")
         at = text.find(trig)

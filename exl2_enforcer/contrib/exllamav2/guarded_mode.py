@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -18,12 +18,48 @@ from exl2_enforcer.contrib.exllamav2.support import excluded_mask_from_words
 from exl2_enforcer.errors import TokenRejected
 from exl2_enforcer.watchdog import GuardedMatcher, GuardPolicy, WatchStats
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from exl2_enforcer.contrib.exllamav2.support import StateCache
+    from exl2_enforcer.errors import EnforcerError
+    from exl2_enforcer.grammar import CompiledGrammar
+    from exl2_enforcer.matcher import Matcher
+
 log = logging.getLogger(__name__)
 
 
 class GuardedMode:
     """Guarded-mode methods and queries of the filters (see the module docstring)."""
 
+    if TYPE_CHECKING:
+        # state set by the filter's __init__ (and here), and the filter's members these methods use
+        policy: GuardPolicy | None
+        job_id: object
+        guard_clock: Callable[[], float]
+        error: BaseException | None
+        grammar: CompiledGrammar
+        _guard: GuardedMatcher | None
+        _clock: float | None
+        _prepared: tuple[tuple[Any, ...], torch.Tensor | None] | None
+        _call_max_s: float
+        _matcher: Matcher
+        _active: bool
+        _tok_limit: int
+        _cache: StateCache
+
+        @property
+        def end_ids(self) -> list[int]: ...
+        def _plan_start(self, policy: GuardPolicy) -> None: ...
+        def _watch(self, tid: int) -> None: ...
+        def _mask_tensor(self, width: int, device: torch.device) -> torch.Tensor | None: ...
+        def _state_key(self) -> Hashable: ...
+        def _allowed_words(self, width: int, guard: GuardedMatcher | None = None) -> np.ndarray: ...
+        def _list_width(self) -> int: ...
+        def _free_ids(self, width: int) -> np.ndarray: ...
+        def _no_end_error(self, width: int) -> EnforcerError: ...
+        def _find_end_tokens(self, ids: np.ndarray) -> frozenset[int]: ...
+        def _end_tokens(self, width: int, ids: np.ndarray | None = None) -> frozenset[int]: ...
 
     def guard_with(self, policy: GuardPolicy, job_id: object = None,
                    clock: Callable[[], float] | None = None) -> None:
@@ -107,7 +143,7 @@ class GuardedMode:
             self._watch(tid)
             return
         try:
-            self._guard.accept_token(tid)
+            cast(GuardedMatcher, self._guard).accept_token(tid)  # the _guarded_* calls run with a guard
         except TokenRejected as exc:
             raise TokenRejected(tid, f"refused by the guarded exl2_enforcer filter ({exc})") from None
 
@@ -132,7 +168,7 @@ class GuardedMode:
         return excluded
 
     def _answer_mark(self) -> tuple[bool, int]:
-        g = self._guard
+        g = cast(GuardedMatcher, self._guard)
         return g.tripped, g.stats.fallback_calls
 
     def _guarded_next(self) -> tuple[list[int], set[int]]:
@@ -142,7 +178,7 @@ class GuardedMode:
         width = self._list_width()
         if not self._active:
             return self._free_ids(width).tolist(), set()
-        g = self._guard
+        g = cast(GuardedMatcher, self._guard)
         key, before = self._state_key(), self._answer_mark()
         packed = g.packed_mask()
         if self._answer_mark() != before:
