@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.engine.distance import Distances
+from exl2_enforcer.engine.lexicon import StringLexicon
 from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
-    from exl2_enforcer.engine.distance import Distances
-    from exl2_enforcer.engine.lexicon import StringLexicon
     from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 
@@ -151,8 +151,6 @@ class TokenIndex:
         if self._lexicon is None:
             with self._lock:
                 if self._lexicon is None:
-                    from exl2_enforcer.engine.lexicon import StringLexicon
-
                     self._lexicon = StringLexicon(self)
         return self._lexicon
 
@@ -397,8 +395,6 @@ class MaskEngine:
         if self._gen != self.automaton.generation:
             self.clear_states()
         if self._distances is None:
-            from exl2_enforcer.engine.distance import Distances
-
             self._distances = Distances(self.automaton)
         return self._distances
 

@@ -344,6 +344,11 @@ class SchemaCompiler:
         warnings.warn(note, stacklevel=3)
         return {k: v for k, v in schema.items() if k != "not"}
 
+    def rewrite_conditional(self, schema: dict[str, Any], ctx: Ctx) -> Any:
+        """``schema`` with ``if``/``then``/``else`` as alternatives (see :func:`.keywords.rewrite_conditional`);
+        for :mod:`.merge`, which cannot import :mod:`.keywords` (that imports it)."""
+        return rewrite_conditional(self, schema, ctx)
+
     def without_conditional(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``if``/``then``/``else`` rewritten as alternatives; ``lenient`` drops an
         inexpressible condition with a warning."""
@@ -563,8 +568,6 @@ class SchemaCompiler:
             return self.nest(self._container(b"[", [self.value_literal(v) for v in value], b"]"))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             # a number equals its value in every decimal spelling (1 == 1.0 in JSON Schema)
-            from exl2_enforcer.compile.numbers import number_fragment
-
             return number_fragment(nfa, minimum=value, maximum=value)
         return nfa.literal(json.dumps(value).encode())
 

@@ -137,9 +137,7 @@ def _own_conditional(x: dict[str, Any], ctx: "Ctx", c: "SchemaCompiler") -> dict
         x = {k: v for k, v in x.items() if k not in ("minContains", "maxContains")}  # no-ops alone
     if not any(k in x for k in ("if", "then", "else")):
         return x
-    from exl2_enforcer.compile.schema.keywords import rewrite_conditional
-
-    return cast(dict[str, Any], rewrite_conditional(c, x, ctx))
+    return cast(dict[str, Any], c.rewrite_conditional(x, ctx))
 
 
 #: keywords whose meaning depends on each other within one schema (merged together)
