@@ -251,6 +251,20 @@ class NFA:
         """Add an edge that consumes nothing."""
         self.eps[src].append(dst)
 
+    def epsilon_closure(self, states: Iterable[int]) -> set[int]:
+        """Every state reachable from ``states`` by epsilon edges alone (``states`` included).
+
+        Plain edges only: calls and lazy heads are the automaton's business.
+        """
+        out = set(states)
+        stack = list(out)
+        while stack:
+            for t in self.eps[stack.pop()]:
+                if t not in out:
+                    out.add(t)
+                    stack.append(t)
+        return out
+
     def __len__(self) -> int:
         return len(self.edges)
 

@@ -30,21 +30,11 @@ class DFA:
     accept: tuple[bool, ...]
 
 
-def _closure(nfa: NFA, states: frozenset[int]) -> frozenset[int]:
-    out, stack = set(states), list(states)
-    while stack:
-        for t in nfa.eps[stack.pop()]:
-            if t not in out:
-                out.add(t)
-                stack.append(t)
-    return frozenset(out)
-
-
 def determinise(nfa: NFA, frag: Frag) -> DFA:
     """The DFA of a call-free fragment (subset construction over byte ranges)."""
     if nfa.calls or nfa.loop_of:
         raise ValueError("determinise needs a call-free fragment")
-    start = _closure(nfa, frozenset({frag.start}))
+    start = frozenset(nfa.epsilon_closure({frag.start}))
     ids = {start: 0}
     order = [start]
     moves: list[tuple[tuple[int, int, int], ...]] = []
@@ -58,7 +48,7 @@ def determinise(nfa: NFA, frag: Frag) -> DFA:
             targets = frozenset(t for lo, hi, t in edges if lo <= a and b - 1 <= hi)
             if not targets:
                 continue
-            nxt = _closure(nfa, targets)
+            nxt = frozenset(nfa.epsilon_closure(targets))
             if nxt not in ids:
                 if len(order) >= MAX_KEY_DFA_STATES:
                     raise EnforcerError(f"a key pattern needs more than {MAX_KEY_DFA_STATES} DFA states")

@@ -315,23 +315,15 @@ def _pattern_matcher(pattern: str, where: "Ctx") -> Callable[[str], bool]:
 
 def run_nfa(nfa: NFA, start: int, data: bytes) -> set[int]:
     """The states of call-free ``nfa`` reachable from ``start`` by reading ``data``."""
-    current = _closure(nfa, {start})
+    current = nfa.epsilon_closure({start})
     for b in data:
         step = {t for q in current for lo, hi, t in nfa.edges[q] if lo <= b <= hi}
-        current = _closure(nfa, step)
+        current = nfa.epsilon_closure(step)
         if not current:
             break
     return current
 
 
-def _closure(nfa: NFA, states: set[int]) -> set[int]:
-    out, stack = set(states), list(states)
-    while stack:
-        for t in nfa.eps[stack.pop()]:
-            if t not in out:
-                out.add(t)
-                stack.append(t)
-    return out
 
 
 # -- not ---------------------------------------------------------------------------------------
