@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 import torch
 from enforcer_oracle import load_schema_file, schema_files, validator_for
+from engine_hooks import Hang
 from exl2_jobloop import JobLoopGenerator, biased_logits, random_logits
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
@@ -187,19 +188,6 @@ def test_costly_constraint_trips_its_work_budget(ns, env):
     check_valid(res["fast"], CALL)
 
 
-class Hang:
-    """A ``before_compute`` hook that blocks every cold mask computation, holding the automaton's
-    lock as a DFA row build that takes minutes would, until released."""
-
-    def __init__(self, grammar) -> None:
-        self.lock = grammar.automaton.lock
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def __call__(self, sid: int) -> None:
-        with self.lock:
-            self.entered.set()
-            self.release.wait(300)  # a code path that waits for it makes the test time out
 
 
 @pytest.mark.timeout(300)

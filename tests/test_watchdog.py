@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import uuid
 
 import numpy as np
 import pytest
 from enforcer_oracle import validator_for
+from engine_hooks import Hang
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, TokenRejected
@@ -58,19 +58,6 @@ class FakeClock:
         return self.now
 
 
-class Hang:
-    """A ``before_compute`` hook that blocks every cold mask computation until released, holding
-    the automaton's lock as a DFA row build that takes minutes would."""
-
-    def __init__(self, grammar) -> None:
-        self.lock = grammar.automaton.lock
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def __call__(self, sid: int) -> None:
-        with self.lock:
-            self.entered.set()
-            self.release.wait(300)  # a test that needs the lock meanwhile hits its timeout
 
 
 def _run(gm: GuardedMatcher, rng: np.random.Generator, *, budget: int, prefer=None, width=None) -> None:
