@@ -31,6 +31,7 @@ import numpy as np
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
 from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
+from exl2_enforcer.engine.runs import RunTables, run_mask
 from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
 
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 #: frontier size below which the trie walk goes on in plain Python
 SCALAR_FRONTIER = 24
+#: rough CPython size of one (state, byte set) -> state entry of the run path's cache
+_AGREE_BYTES = 200
 
 
 def _ws_bytes(data: bytes) -> int:
@@ -111,6 +114,8 @@ class TokenIndex:
         self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
         self._lexicon: "StringLexicon | None" = None
+        #: per byte set, the tokens' runs in it (see engine/runs.py); ``run_tables.max_bytes`` bounds them
+        self.run_tables = RunTables(self.text_ids, self.text_bytes, self.pack, self.n_words * 4)
         # one-time work that would otherwise land on the first mask of the first grammar
         self.trie_lists(self.trie)
         for kind, sl in self.slices.items():
@@ -194,6 +199,8 @@ class MaskEngine:
         self.cached_bytes = 0
         self._posts: dict[int, np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
+        #: (state, byte set) -> the state every byte of the set leads to (engine/runs.py)
+        self._agree: dict[tuple[int, bytes], int] = {}
         #: bytes of the salvage masks and post-quote tables (outside the LRU)
         self.side_bytes = 0
         #: the automaton generation the caches keyed by state id belong to
@@ -216,6 +223,7 @@ class MaskEngine:
             self.cached_bytes = 0
         self._posts = {}
         self._salvage = {}
+        self._agree = {}
         self.side_bytes = 0
         self._gen = self.automaton.generation
         if self._distances is not None:
@@ -251,7 +259,7 @@ class MaskEngine:
         with a.lock:
             fast = a.slice_budget(sid)
             if fast is None:
-                packed = idx.pack(self._walk(idx.trie, sid, deadline))
+                packed = self._full(sid, deadline)
             else:
                 kind, budget = fast
                 if kind == "plain" and a.others_only_on(sid, 0x22):
@@ -262,6 +270,25 @@ class MaskEngine:
             if a.is_accepting(sid):
                 packed |= idx.end_packed
         return packed
+
+    def _full(self, sid: int, deadline: float | None) -> np.ndarray:
+        """The packed mask of a state no vocabulary slice covers: by byte-set runs, else by a trie walk."""
+        idx = self.index
+        agreed = len(self._agree)
+        got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), self._agree)
+        self.side_bytes += _AGREE_BYTES * (len(self._agree) - agreed)
+        if got is None:
+            return idx.pack(self._walk(idx.trie, sid, deadline))
+        ids, runs = got
+        packed: np.ndarray = idx.pack(ids) | runs
+        return packed
+
+    def _check(self, sid: int, deadline: float | None) -> None:
+        """Between chunks of walk work: the test hook, then the deadline."""
+        if self.chunk_hook is not None:
+            self.chunk_hook()
+        if deadline is not None and time.perf_counter() > deadline:
+            raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
 
     def _string_rest(self, sid: int, budget: int | None, deadline: float | None) -> np.ndarray:
         """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk)."""

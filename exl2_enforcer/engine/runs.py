@@ -1,0 +1,313 @@
+"""Byte-set runs: token masks for states that read a long run of one byte set.
+
+Inside a format or a pattern (the local part of an email, a hostname label, a
+URI path, ``[a-z0-9]+``) a DFA state typically moves on every byte of a large
+set ``C`` to one and the same next state, and does so again from there, byte
+after byte, for as long as a counter allows.  A trie walk from such a state
+visits every token made of ``C`` bytes, tens of thousands of nodes, and that
+was the slowest cold mask of the engine.
+
+Here a state's mask comes from tables that depend only on the vocabulary and
+``C``, built once per vocabulary and byte set (:class:`RunTable`):
+
+* every token's *run*: how many of its first bytes are in ``C``;
+* the *pure* tokens (all bytes in ``C``), ordered by length: those no longer
+  than the run of states ``S_1 .. S_R`` the state starts are allowed wholesale;
+* the *mixed* tokens grouped by (run length ``p``, byte at ``p``): one table
+  lookup per group decides whether the token may leave the run there, and only
+  the few that may are walked on, byte by byte and vectorised.
+
+The result is the same token set as the trie walk, bit for bit (the tests
+compare both on every state they reach).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from exl2_enforcer.engine.automaton import DEAD, UNKNOWN, Automaton
+from exl2_enforcer.lru import SizedLRU
+from exl2_enforcer.tokens.trie import expand_ranges
+
+#: fewest bytes a byte set must hold for the run path to pay off over a trie walk
+MIN_RUN_BYTES = 16
+#: fewest bytes of the run a state must start for the run path to apply
+MIN_CHAIN = 4
+#: most tokens the run path walks on byte by byte before it leaves the state to the trie walk
+MAX_WALKED = 16000
+#: fewest tokens walked on with numpy; fewer go byte by byte in Python
+SCALAR_TOKENS = 24
+#: bytes of run tables kept per vocabulary (least recently used dropped first)
+DEFAULT_RUN_TABLE_BYTES = 64 << 20
+
+
+class TokenBytes:
+    """Every text token's bytes, concatenated (CSR layout), rows ordered by first byte.
+
+    ``flat`` (uint8) holds the bytes of the tokens in row order; row ``k`` is token
+    ``ids[k]`` and spans ``flat[start[k] : start[k] + length[k]]``.  The rows whose
+    first byte is ``b`` are ``first_at[b] : first_at[b + 1]``, so the tokens starting
+    with the bytes of a set are a few contiguous row and byte ranges.
+    """
+
+    def __init__(self, ids: np.ndarray, token_bytes: list[bytes | None]) -> None:
+        pieces = [token_bytes[i] or b"" for i in ids.tolist()]
+        firsts = np.fromiter((p[0] if p else 0 for p in pieces), dtype=np.uint8, count=len(pieces))
+        order = np.argsort(firsts, kind="stable")
+        pieces = [pieces[i] for i in order.tolist()]
+        self.ids = ids.astype(np.int64)[order]
+        self.length = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+        self.start = np.cumsum(self.length) - self.length
+        self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        self.first_at = np.searchsorted(firsts[order], np.arange(257)).astype(np.int64)
+        #: for every byte of ``flat``: the row of its token, and its position in the token
+        self.owner = np.repeat(np.arange(len(pieces), dtype=np.int64), self.length)
+        self.pos = np.arange(self.flat.shape[0], dtype=np.int64) - self.start[self.owner]
+        self.nbytes = sum(a.nbytes for a in (self.ids, self.length, self.start, self.flat, self.owner, self.pos))
+
+    def rows_starting_in(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows whose first byte is in ``members``, the other rows), each in row order."""
+        edges = np.flatnonzero(np.diff(np.r_[False, members, False].astype(np.int8)))
+        inside = [np.arange(self.first_at[lo], self.first_at[hi]) for lo, hi in zip(edges[::2], edges[1::2])]
+        bounds = np.r_[0, self.first_at[edges], self.ids.shape[0]]
+        outside = [np.arange(lo, hi) for lo, hi in zip(bounds[::2], bounds[1::2])]
+        empty = np.zeros(0, np.int64)
+        return (np.concatenate(inside) if inside else empty), (np.concatenate(outside) if outside else empty)
+
+
+class RunTable:
+    """Per vocabulary and byte set ``C``: the tokens' runs in ``C``, grouped for mask lookups."""
+
+    def __init__(self, tokens: TokenBytes, members: np.ndarray, pack: Callable[[np.ndarray], np.ndarray],
+                 mask_bytes: int) -> None:
+        # Only tokens that start with a byte of C have a run; the others form one group per
+        # first byte.  Keys below 2**16 sort by radix (kind="stable").
+        cand, zero = tokens.rows_starting_in(members)
+        lo = tokens.start[cand]
+        at, _src = expand_ranges(lo, lo + tokens.length[cand])
+        outside = at[~members[tokens.flat[at]]]
+        owner = tokens.owner[outside]
+        first = np.ones(owner.shape[0], dtype=bool)
+        first[1:] = owner[1:] != owner[:-1]
+        run = np.zeros(tokens.ids.shape[0], dtype=np.int64)
+        run[cand] = tokens.length[cand]
+        run[owner[first]] = tokens.pos[outside[first]]
+        crun = run[cand]
+        run16 = np.minimum(crun, 255).astype(np.uint16)
+        pure = crun == tokens.length[cand]
+        pure_rows = cand[pure]
+        order = np.argsort(run16[pure], kind="stable")
+        #: rows of the pure tokens, shortest first, and their lengths
+        self.pure_rows = pure_rows[order]
+        self.pure_len = run[self.pure_rows]
+        mixed = cand[~pure]
+        key = run16[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
+        order = np.argsort(key, kind="stable")
+        key = np.r_[tokens.flat[tokens.start[zero]].astype(np.uint16), key[order]]
+        self.mixed_rows = np.r_[zero, mixed[order]]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.shape[0] else np.zeros(0, np.int64)
+        keys = key[starts].astype(np.int64)
+        #: one group per (run length, byte after the run): ``mixed_rows[g_lo[g]:g_hi[g]]``
+        self.g_run = keys // 256
+        self.g_byte = keys % 256
+        self.g_lo = starts
+        self.g_hi = np.append(starts[1:], self.mixed_rows.shape[0])
+        #: rows of all tokens ordered by run length, and those lengths (for the runs cut short)
+        order = np.argsort(run16, kind="stable")
+        self.by_run_rows = np.r_[zero, cand[order]]
+        self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
+        self.max_run = int(crun.max()) if crun.shape[0] else 0
+        self._ids = tokens.ids
+        self._pack = pack
+        self._packed: dict[int, np.ndarray] = {}
+        # counted up front with room for every packed mask of pure tokens (one per run length)
+        self.nbytes = sum(a.nbytes for a in (self.pure_rows, self.pure_len, self.mixed_rows, self.g_run,
+                                             self.g_byte, self.g_lo, self.g_hi, self.by_run_rows, self.by_run))
+        self.nbytes += (int(self.pure_len.max()) + 1 if self.pure_len.shape[0] else 1) * mask_bytes
+
+    def pure_packed(self, r: int) -> np.ndarray:
+        """Packed mask of the pure tokens no longer than ``r`` bytes (cached per length)."""
+        n = int(np.searchsorted(self.pure_len, r, side="right"))
+        r = int(self.pure_len[n - 1]) if n else 0  # every r with the same tokens shares one mask
+        got = self._packed.get(r)
+        if got is None:
+            got = self._packed[r] = self._pack(self._ids[self.pure_rows[:n]])
+        return got
+
+
+class RunTables:
+    """The run tables of one vocabulary, built on demand and kept in an LRU bounded in bytes.
+
+    ``max_bytes`` (default 64 MiB) is the bound; set :attr:`max_bytes` to change it.
+    """
+
+    def __init__(self, ids: np.ndarray, token_bytes: list[bytes | None], pack: Callable[[np.ndarray], np.ndarray],
+                 mask_bytes: int, max_bytes: int = DEFAULT_RUN_TABLE_BYTES) -> None:
+        self.tokens = TokenBytes(ids, token_bytes)
+        self._pack = pack
+        self._mask_bytes = mask_bytes
+        self._tables: SizedLRU[RunTable] = SizedLRU(max_bytes, lambda t: t.nbytes)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    @property
+    def max_bytes(self) -> int:
+        """The byte bound of the cached run tables."""
+        return self._tables.max_size
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {value}")
+        self._tables.max_size = value
+
+    def table(self, members: np.ndarray) -> RunTable:
+        """The run table of the byte set ``members`` (bool, shape (256,))."""
+        key = np.packbits(members).tobytes()
+        return self._tables.get(key, lambda: RunTable(self.tokens, members, self._pack, self._mask_bytes))
+
+
+def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
+             agree: dict[tuple[int, bytes], int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The tokens allowed in DFA state ``sid`` by the run path, or None where it does not apply.
+
+    Returns ``(ids, packed)``: the allowed tokens are ``ids`` (int64 token ids) together
+    with the bits set in ``packed`` (a cached packed mask of whole runs; do not modify it).
+
+    ``check`` is called between chunks of work (it raises
+    :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``agree`` caches,
+    per (state, byte-set key), the one state every byte of the set leads to
+    (``DEAD`` if none, ``UNKNOWN`` if they disagree); the caller clears it with the
+    automaton's state ids.
+    """
+    auto.ensure_rows([sid])
+    row = auto.table[sid]
+    members, classes = _widest_set(auto, row)
+    if members is None:
+        return None
+    key = np.packbits(members).tobytes()
+    # a short run leaves few tokens alive, which the trie walk handles well: no table for it
+    chain, cut = _chain(auto, sid, classes, key, MIN_CHAIN, agree)
+    if len(chain) <= MIN_CHAIN:
+        return None
+    table = tables.table(members)
+    chain, cut = _chain(auto, sid, classes, key, table.max_run, agree)
+    tokens = tables.tokens
+    r = len(chain) - 1
+    allowed: list[np.ndarray] = []
+    # mixed tokens whose run ends within the chain: may they leave it with their next byte?
+    g = int(np.searchsorted(table.g_run, r, side="right"))
+    cls = auto.class_of_byte
+    states = np.asarray(chain, dtype=np.int64)
+    auto.ensure_rows(chain)
+    nxt = auto.table[states[table.g_run[:g]], cls[table.g_byte[:g]]]
+    live = np.flatnonzero(nxt >= 0)
+    rows_parts = [table.mixed_rows[table.g_lo[i]:table.g_hi[i]] for i in live.tolist()]
+    state_parts = [np.full(table.g_hi[i] - table.g_lo[i], nxt[i], dtype=np.int64) for i in live.tolist()]
+    off_parts = [np.full(table.g_hi[i] - table.g_lo[i], table.g_run[i] + 1, dtype=np.int64)
+                 for i in live.tolist()]
+    if cut:
+        # the set stopped agreeing at S_r: tokens running past it walk on from there
+        lo = int(np.searchsorted(table.by_run, r, side="right"))
+        rest = table.by_run_rows[lo:]
+        rows_parts.append(rest)
+        state_parts.append(np.full(rest.shape[0], chain[-1], dtype=np.int64))
+        off_parts.append(np.full(rest.shape[0], r, dtype=np.int64))
+    walked = sum(p.shape[0] for p in rows_parts)
+    if walked > MAX_WALKED:
+        return None
+    if walked:
+        check()
+        allowed.append(_walk_on(auto, tokens, np.concatenate(rows_parts), np.concatenate(state_parts),
+                                np.concatenate(off_parts), check))
+    ids = tokens.ids[np.concatenate(allowed)] if allowed else np.zeros(0, np.int64)
+    return ids, table.pure_packed(r)
+
+
+def _widest_set(auto: Automaton, row: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
+    """The largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
+    live = row >= 0
+    if not live.any():
+        return None, []
+    per_byte = row[auto.class_of_byte]
+    targets, counts = np.unique(per_byte[per_byte >= 0], return_counts=True)
+    best = int(np.argmax(counts))
+    if counts[best] < MIN_RUN_BYTES:
+        return None, []
+    members = per_byte == targets[best]
+    classes = np.flatnonzero(row == targets[best]).tolist()
+    return members, classes
+
+
+def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: int,
+           agree: dict[tuple[int, bytes], int]) -> tuple[list[int], bool]:
+    """States ``S_0 = sid, S_1, ...`` that runs of the byte set reach, and whether the set stopped agreeing.
+
+    The chain ends after ``max_run`` bytes (no token runs longer), where every byte of the
+    set is refused (``cut`` False: longer runs are refused), or where the bytes of the set
+    lead to different states (``cut`` True: longer runs need a walk from the last state).
+    """
+    chain = [sid]
+    state = sid
+    while len(chain) <= max_run:
+        nxt = agree.get((state, key))
+        if nxt is None:
+            if auto.table.item(state, classes[0]) == UNKNOWN:
+                auto.ensure_rows([state])
+            table = auto.table  # ensure_rows may have grown it
+            first = table.item(state, classes[0])
+            nxt = first if all(table.item(state, c) == first for c in classes[1:]) else UNKNOWN
+            agree[(state, key)] = nxt
+        if nxt == DEAD:
+            return chain, False
+        if nxt == UNKNOWN:
+            return chain, True
+        chain.append(nxt)
+        state = nxt
+    return chain, False
+
+
+def _walk_on(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray,
+             check: Callable[[], None]) -> np.ndarray:
+    """Rows of the tokens that read their bytes from ``offsets`` on, starting in ``states``, without dying."""
+    cls = auto.class_of_byte
+    done: list[np.ndarray] = []
+    while rows.shape[0]:
+        ended = offsets >= tokens.length[rows]
+        if ended.any():
+            done.append(rows[ended])
+            keep = ~ended
+            rows, states, offsets = rows[keep], states[keep], offsets[keep]
+        check()
+        if rows.shape[0] <= SCALAR_TOKENS:
+            done.append(_walk_scalar(auto, tokens, rows, states, offsets))
+            break
+        byte_cls = cls[tokens.flat[tokens.start[rows] + offsets]]
+        nxt = auto.table[states, byte_cls]
+        unknown = nxt == UNKNOWN
+        if unknown.any():
+            auto.ensure_rows(np.unique(states[unknown]).tolist())
+            nxt = auto.table[states, byte_cls]
+        keep = nxt >= 0
+        rows, states, offsets = rows[keep], nxt[keep].astype(np.int64), offsets[keep] + 1
+    return np.concatenate(done) if done else np.zeros(0, np.int64)
+
+
+def _walk_scalar(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray,
+                 offsets: np.ndarray) -> np.ndarray:
+    """:func:`_walk_on` for a handful of tokens, where numpy's per-call cost dominates."""
+    cls = auto.class_of_byte
+    flat = tokens.flat
+    kept = []
+    for row, state, off in zip(rows.tolist(), states.tolist(), offsets.tolist()):
+        lo = int(tokens.start[row])
+        for b in flat[lo + off: lo + int(tokens.length[row])].tolist():
+            state = auto.step_class(state, int(cls[b]))
+            if state < 0:
+                break
+        else:
+            kept.append(row)
+    return np.asarray(kept, dtype=np.int64)
