@@ -205,10 +205,10 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     auto.ensure_rows(chain)
     nxt = auto.table[states[table.g_run[:g]], cls[table.g_byte[:g]]]
     live = np.flatnonzero(nxt >= 0)
-    rows_parts = [table.mixed_rows[table.g_lo[i]:table.g_hi[i]] for i in live.tolist()]
-    state_parts = [np.full(table.g_hi[i] - table.g_lo[i], nxt[i], dtype=np.int64) for i in live.tolist()]
-    off_parts = [np.full(table.g_hi[i] - table.g_lo[i], table.g_run[i] + 1, dtype=np.int64)
-                 for i in live.tolist()]
+    at, src = expand_ranges(table.g_lo[live], table.g_hi[live])
+    rows_parts = [table.mixed_rows[at]]
+    state_parts = [nxt[live].astype(np.int64)[src]]
+    off_parts = [table.g_run[live][src] + 1]
     if cut:
         # the set stopped agreeing at S_r: tokens running past it walk on from there
         lo = int(np.searchsorted(table.by_run, r, side="right"))
@@ -273,32 +273,37 @@ def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: i
 def _walk_on(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray,
              check: Callable[[], None]) -> np.ndarray:
     """Rows of the tokens that read their bytes from ``offsets`` on, starting in ``states``, without dying."""
-    cls = auto.class_of_byte
+    cls = auto.class_of_byte.astype(np.int64)
+    n_classes = auto.n_classes
+    at = tokens.start[rows] + offsets  # the next byte of each token, in ``tokens.flat``
+    end = tokens.start[rows] + tokens.length[rows]
+    cells = states * n_classes  # row offsets into the flattened transition table
     done: list[np.ndarray] = []
     while rows.shape[0]:
-        ended = offsets >= tokens.length[rows]
+        ended = at >= end
         if ended.any():
             done.append(rows[ended])
             keep = ~ended
-            rows, states, offsets = rows[keep], states[keep], offsets[keep]
+            rows, at, end, cells = rows[keep], at[keep], end[keep], cells[keep]
         check()
         if rows.shape[0] <= SCALAR_TOKENS:
-            done.append(_walk_scalar(auto, tokens, rows, states, offsets))
+            done.append(_walk_scalar(auto, tokens, rows, cells // n_classes, at - tokens.start[rows]))
             break
-        byte_cls = cls[tokens.flat[tokens.start[rows] + offsets]]
-        nxt = auto.table[states, byte_cls]
+        idx = cells + cls[tokens.flat[at]]
+        nxt = auto.table.ravel()[idx]
         unknown = nxt == UNKNOWN
         if unknown.any():
-            auto.ensure_rows(np.unique(states[unknown]).tolist())
-            nxt = auto.table[states, byte_cls]
+            auto.ensure_rows(np.unique(idx[unknown] // n_classes).tolist())
+            nxt = auto.table.ravel()[idx]
         keep = nxt >= 0
-        rows, states, offsets = rows[keep], nxt[keep].astype(np.int64), offsets[keep] + 1
+        rows, at, end = rows[keep], at[keep] + 1, end[keep]
+        cells = nxt[keep].astype(np.int64) * n_classes
     return np.concatenate(done) if done else np.zeros(0, np.int64)
 
 
 def _walk_scalar(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray,
                  offsets: np.ndarray) -> np.ndarray:
-    """:func:`_walk_on` for a handful of tokens, where numpy's per-call cost dominates."""
+    """Byte-by-byte walk of a handful of tokens, where numpy's per-call cost dominates."""
     cls = auto.class_of_byte
     flat = tokens.flat
     kept = []
