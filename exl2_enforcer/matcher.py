@@ -12,6 +12,7 @@ When the grammar's memory budget drops its states (a new automaton
 
 from __future__ import annotations
 
+import operator
 from typing import Literal
 
 import numpy as np
@@ -135,7 +136,11 @@ class Matcher:
         return not self.ended and self._auto.slice_budget(self.state) == ("plain", None)
 
     def accept_token(self, token_id: int) -> None:
-        """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused."""
+        """Advance by one sampled token; raises :class:`TokenRejected` and stays put if refused.
+
+        ``token_id`` is an int (numpy integers too); anything else raises TypeError.
+        """
+        token_id = _token_id(token_id)
         if self.ended and token_id not in self._end:
             raise TokenRejected(token_id, "the value is complete: only end tokens may follow")
         if token_id in self._end:  # no state id is needed: never waits for the automaton's lock
@@ -201,7 +206,9 @@ class Matcher:
         return packed
 
     def allowed_ids(self, logits_width: int | None = None) -> np.ndarray:
-        """Sorted allowed token ids (below ``logits_width`` when given)."""
+        """Sorted allowed token ids (int64, below ``logits_width`` when given; ValueError if negative)."""
+        if logits_width is not None and logits_width < 0:
+            raise ValueError(f"logits_width must be >= 0, got {logits_width}")
         ids = self.grammar.index.unpack(self.packed_mask())
         return ids if logits_width is None else ids[ids < logits_width]
 
@@ -262,9 +269,9 @@ class Matcher:
         return self.ended and self.is_accepting()
 
     def rollback(self, n: int = 1) -> None:
-        """Undo the last ``n`` accepted tokens."""
+        """Undo the last ``n`` accepted tokens; ValueError unless ``0 <= n <=`` tokens accepted."""
         if n < 0 or n >= len(self.history):
-            raise ValueError(f"rollback({n}): only {len(self.history) - 1} tokens accepted")
+            raise ValueError(f"rollback(n) needs 0 <= n <= {len(self.history) - 1} (the tokens accepted), got {n}")
         if n:
             del self.history[-n:]
             del self._visited[-n:]
@@ -295,3 +302,11 @@ class Matcher:
         return m
 
     copy = fork
+
+
+def _token_id(token_id: object) -> int:
+    """``token_id`` as an int; TypeError naming the parameter for anything that is not an integer."""
+    try:
+        return operator.index(token_id)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"token_id must be an int, got {token_id!r} ({type(token_id).__name__})") from None

@@ -409,3 +409,17 @@ def test_max_whitespace_takes_non_negative_integers(capsys, value, ok):
     code, _, err = run(capsys, "check", FC_SCHEMA, "--max-whitespace", value)
     assert (code == 0) == ok
     assert ok or "expected a non-negative integer" in err
+
+
+def test_closed_stdout_stops_quietly(tmp_path):
+    """`check --json S | head -c 0`: the reader is gone before the first write; no traceback, code 141."""
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"a": {"type": "integer"}}}), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "exl2_enforcer", "check", "--json", str(schema)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

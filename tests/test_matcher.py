@@ -346,3 +346,21 @@ def test_threads_share_one_grammar(vname, cache_bytes):
     # the shared grammar is still consistent afterwards, single-threaded
     for toks, masks in results[0]:
         assert all(np.array_equal(a, b) for a, b in zip(masks, _replay(g, width, toks)))
+
+
+def test_misuse_names_the_parameter(mini):
+    m = Matcher(compile_json_schema({"type": "integer"}, mini))
+    with pytest.raises(TypeError, match=r"token_id must be an int, got 'a' \(str\)"):
+        m.accept_token("a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="token_id must be an int, got 1.5"):
+        m.accept_token(1.5)  # type: ignore[arg-type]
+    digit = _ids(mini, "7")[0]
+    m.accept_token(np.int64(digit))  # numpy integers are token ids too
+    assert m.tokens == [digit]
+    with pytest.raises(ValueError, match=r"rollback\(n\) needs 0 <= n <= 1 \(the tokens accepted\), got 2"):
+        m.rollback(2)
+    with pytest.raises(ValueError, match=r"rollback\(n\) needs 0 <= n <= 1 \(the tokens accepted\), got -1"):
+        m.rollback(-1)
+    with pytest.raises(ValueError, match="logits_width must be >= 0, got -3"):
+        m.allowed_ids(-3)
+    assert m.tokens == [digit]  # nothing was lost

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -37,6 +38,8 @@ class ExitCode(enum.IntEnum):
     #: generate: no CUDA GPU, or exllamav2 cannot be imported
     NO_CUDA = 3
     INTERRUPTED = 130
+    #: the reader of stdout went away (``| head``): stopped quietly, as a Unix filter does
+    BROKEN_PIPE = 141
 
 
 def read_json_file(path: str, what: str) -> tuple[Any, str]:
@@ -117,3 +120,8 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return int(getattr(exc, "code", ExitCode.USAGE))
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # later flushes (at exit too) would raise again: send what is left of stdout nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.BROKEN_PIPE
