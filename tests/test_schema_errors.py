@@ -334,3 +334,22 @@ def test_a_vocab_that_is_not_a_token_vocabulary_is_named(compile_):
     # e.g. an ExLlamaV2Tokenizer passed where the vocabulary goes (was: AttributeError 'fingerprint')
     with pytest.raises(EnforcerError, match="vocab must be a TokenVocabulary"):
         compile_(object())
+
+
+def _ref_chain(n: int) -> dict:
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(n)}
+    defs[f"d{n}"] = {"type": "integer", "minimum": 3}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+def test_long_ref_chain_compiles(vocab):
+    """1,500 $refs in a row nest the compile far deeper than the 3-level JSON text suggests."""
+    g = compile_json_schema(_ref_chain(1500), vocab)
+    assert g.automaton.matches(b"42") and not g.automaton.matches(b"2")
+
+
+def test_too_long_ref_chain_blames_the_chain_not_max_schema_depth(vocab):
+    with pytest.raises(SchemaError, match=r"JSON nests only 3 levels, so a chain of \$ref") as err:
+        compile_json_schema(_ref_chain(4000), vocab, SchemaOptions(max_schema_depth=20))
+    assert "lower its nesting" not in str(err.value)
+    assert err.value.pointer.startswith("/$defs/d")

@@ -18,6 +18,7 @@ Language choices (documented in docs/schema-support.md):
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import sys
@@ -852,16 +853,28 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     """
     options = options or SchemaOptions()
     depth = check_schema_depth(schema, options.max_schema_depth)
-    compiler = SchemaCompiler(options, clock=clock or time.perf_counter)
-    compiler.tick("")
-    try:
-        return cast(tuple[NFA, Frag, list[str]],
-                    call_with_depth(lambda: _compile_checked(schema, options, registry, compiler), depth))
-    except RecursionError:
-        # max_schema_depth was raised past what the interpreter's stack allows
-        raise SchemaError(f"the schema is too deep to compile within Python's recursion limit; lower its nesting"
-                          f" or SchemaOptions.max_schema_depth (now {options.max_schema_depth})",
-                          compiler.pointer) from None
+    # The JSON nesting sizes the stack; a long chain of $refs nests the compile deeper than
+    # the schema text does, so a first attempt that runs out of stack is retried once with
+    # room for max_schema_depth levels.
+    started: float | None = None
+    for levels in dict.fromkeys((depth, max(depth, options.max_schema_depth))):
+        compiler = SchemaCompiler(options, clock=clock or time.perf_counter)
+        compiler.tick("")
+        if started is None:
+            started = compiler._started
+        compiler._started = started  # the retry spends what is left of the same compile budget
+        try:
+            return cast(tuple[NFA, Frag, list[str]],
+                        call_with_depth(functools.partial(_compile_checked, schema, options, registry, compiler),
+                                        levels))
+        except RecursionError:
+            continue
+    deep = depth * 2 >= options.max_schema_depth
+    hint = (f"lower its nesting or SchemaOptions.max_schema_depth (now {options.max_schema_depth})" if deep else
+            f"its JSON nests only {depth} levels, so a chain of $ref (each one a subschema level) is too long"
+            " to follow; shorten the chain")
+    raise SchemaError(f"the schema is too deep to compile within Python's recursion limit: {hint}",
+                      compiler.pointer)
 
 
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
