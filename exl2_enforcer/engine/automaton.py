@@ -280,7 +280,7 @@ class Automaton:
 
     def _reset_states(self) -> None:
         self.states: list[DfaState] = []
-        self._index: dict[frozenset[Config], int] = {}
+        self._index: dict[tuple[frozenset[Config], bool], int] = {}
         self._closure_cache: dict[Config, tuple[tuple[Config, ...], bool]] = {}
         #: byte targets of a row segment -> the DFA state they lead to (shared by all rows)
         self._step_memo: dict[StepKey, int] = {}
@@ -312,7 +312,7 @@ class Automaton:
     def reintern(self, state: DfaState) -> int:
         """The id of ``state`` (a :class:`DfaState` of any generation) in the current generation."""
         with self.lock:
-            sid = self._index.get(state.configs)
+            sid = self._index.get((state.configs, state.accepting))
             if sid is None:
                 for _q, node in state.configs:
                     self._adopt(node)
@@ -565,12 +565,15 @@ class Automaton:
 
     # -- DFA states --------------------------------------------------------------
     def _intern(self, configs: frozenset[Config], accepting: bool) -> int:
-        sid = self._index.get(configs)
+        # acceptance is part of a state's identity: the root's end has no byte edge, so it is
+        # not among the configurations ("[a-c]*b" has the same ones before and after reading "b")
+        key = (configs, accepting)
+        sid = self._index.get(key)
         if sid is not None:
             return sid
         sid = len(self.states)
         self.states.append(DfaState(configs, accepting))
-        self._index[configs] = sid
+        self._index[key] = sid
         self.state_bytes += _STATE_BYTES + _CONFIG_BYTES * len(configs)
         if sid >= self.table.shape[0]:
             grown = np.full((self.table.shape[0] * 2, self.n_classes), UNKNOWN, dtype=np.int32)
@@ -633,19 +636,21 @@ class Automaton:
         for groups, node in parts:
             for targets, mask, _spans in groups:
                 label = (targets, node)
-                split: list[tuple[int, list[tuple[frozenset[int], StackNode]]]] = []
-                for block, labels in blocks:
+                # blocks stay disjoint, each holding the classes of one set of covering groups
+                for i in range(len(blocks)):
+                    block, labels = blocks[i]
                     both = block & mask
-                    if not both:
-                        split.append((block, labels))
-                        continue
-                    mask ^= both
-                    if both != block:
-                        split.append((block ^ both, labels))
-                    split.append((both, labels + [label]))
+                    if both:
+                        if both == block:
+                            labels.append(label)
+                        else:
+                            blocks[i] = (block ^ both, labels)
+                            blocks.append((both, labels + [label]))
+                        mask ^= both
+                        if not mask:
+                            break
                 if mask:
-                    split.append((mask, [label]))
-                blocks = split
+                    blocks.append((mask, [label]))
         # lowest class first, so new DFA states are numbered as a sweep over classes would
         blocks.sort(key=_lowest_bit)
         memo = self._step_memo
@@ -707,7 +712,8 @@ class Automaton:
         """The DFA state a row segment leads to, remembered under ``key`` for every row of this generation."""
         targets = [(t, node) for ts, node in groups for t in ts]
         nid = self._step_memo[key] = self._step_targets(targets)
-        self.state_bytes += _MEMO_BYTES + _CONFIG_BYTES * len(targets)
+        # a (targets, node) key shares its targets with the edge groups; a key of several nodes is a new set
+        self.state_bytes += _MEMO_BYTES if len(groups) == 1 else _MEMO_BYTES + _SET_BYTES + _PAIR_BYTES * len(groups)
         return nid
 
     def _step_targets(self, targets: Iterable[Config]) -> int:
@@ -879,6 +885,9 @@ def _loop_shape(lp: LazyHeads, k_next: Hashable) -> tuple[Any, ...]:
 
 def _by_node(active: list[tuple[frozenset[int], StackNode]]) -> list[tuple[frozenset[int], StackNode]]:
     """``(targets, node)`` pairs with the targets of equal nodes joined: one pair per node."""
+    node = active[0][1]
+    if all(other == node for _targets, other in active):
+        return [(frozenset().union(*[targets for targets, _node in active]), node)]
     joined: dict[StackNode, frozenset[int]] = {}
     for targets, node in active:
         had = joined.get(node)
@@ -922,7 +931,9 @@ def _first(item: tuple[int, Any]) -> int:
 _CONFIG_BYTES = 120
 _STATE_BYTES = 400
 _CLOSURE_BYTES = 200
-_MEMO_BYTES = 300
+_MEMO_BYTES = 100
+_SET_BYTES = 220
+_PAIR_BYTES = 60
 _NODE_BYTES = 120
 _FRAME_BYTES = 80
 
