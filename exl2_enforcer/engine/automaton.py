@@ -38,6 +38,14 @@ DEAD = -1
 UNKNOWN = -2
 
 Config = tuple[int, "StackNode"]  # (NFA state, StackNode)
+#: an NFA state's epsilon reach: (states with byte edges, special states), each without repeats
+EpsReach = tuple[tuple[int, ...], tuple[int, ...]]
+#: where one NFA state goes on each byte class: ``(target states, class mask, class ranges)`` per
+#: distinct target set, by first class; ranges are ``[first, end)`` pairs, the mask has bit c for class c
+EdgeGroups = tuple[tuple[frozenset[int], int, tuple[tuple[int, int], ...]], ...]
+#: the byte targets of a row segment: ``(target states, node)`` when they share one node, else
+#: the frozenset of such pairs (one per node); equal target configurations give equal keys
+StepKey = tuple[frozenset[int], "StackNode"] | frozenset[tuple[frozenset[int], "StackNode"]]
 
 
 class StackNode(int):
@@ -252,10 +260,17 @@ class Automaton:
                                 else f"the constraint needs nesting deeper than max_depth={max_depth} levels of"
                                 " objects/arrays; raise SchemaOptions.max_depth (CLI --max-depth)")
         self.class_of_byte, self.n_classes, self.class_rep = _byte_classes(nfa)
+        self._class_list: list[int] = self.class_of_byte.tolist()
         # per NFA state, bounded by the NFA: kept across evictions
         self._body_tops_cache: dict[int, frozenset[int]] = {}
         self._starts_cache: dict[tuple[int, str], bool] = {}
-        self._eps_cache: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self._eps_cache: dict[int, EpsReach] = {}
+        self._eps_skip: dict[int, tuple[int, ...]] = {}
+        self._moves_cache: dict[int, tuple[tuple[int | None, int], ...]] = {}
+        self._head_depths: dict[int, int] = {}
+        self._groups_cache: dict[int, tuple[EdgeGroups, int]] = {}
+        #: byte ranges of a character class -> its class ranges and mask (bounded by the NFA's edges)
+        self._range_shapes: dict[tuple[tuple[int, int], ...], tuple[tuple[tuple[int, int], ...], int]] = {}
         self._special = frozenset(ends)
         #: explored (state, node) pairs over all closures: a work counter for tests
         self.closure_work = 0
@@ -265,8 +280,10 @@ class Automaton:
 
     def _reset_states(self) -> None:
         self.states: list[DfaState] = []
-        self._index: dict[frozenset[Config], int] = {}
+        self._index: dict[tuple[frozenset[Config], bool], int] = {}
         self._closure_cache: dict[Config, tuple[tuple[Config, ...], bool]] = {}
+        #: byte targets of a row segment -> the DFA state they lead to (shared by all rows)
+        self._step_memo: dict[StepKey, int] = {}
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -295,7 +312,7 @@ class Automaton:
     def reintern(self, state: DfaState) -> int:
         """The id of ``state`` (a :class:`DfaState` of any generation) in the current generation."""
         with self.lock:
-            sid = self._index.get(state.configs)
+            sid = self._index.get((state.configs, state.accepting))
             if sid is None:
                 for _q, node in state.configs:
                     self._adopt(node)
@@ -377,7 +394,7 @@ class Automaton:
         obj, _k = self.nfa.loop_of[r]
         return obj.callee_end
 
-    def _eps_reach(self, q: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _eps_reach(self, q: int) -> EpsReach:
         """States reachable from ``q`` by epsilon edges: (those with byte edges, special ones).
 
         Special states (calls, loop heads, machine ends) need the stack and are
@@ -387,7 +404,11 @@ class Automaton:
         got = self._eps_cache.get(q)
         if got is not None:
             return got
-        nfa, special = self.nfa, self._special
+        nfa, special, skip = self.nfa, self._special, self._eps_skip
+        if not nfa.eps[q]:  # e.g. inside a literal
+            got = ((q,) if nfa.edges[q] else (), (q,) if q in special or q in nfa.calls or q in nfa.loop_of else ())
+            self._eps_cache[q] = got
+            return got
         seen, todo = {q}, [q]
         with_edges: list[int] = []
         specials: list[int] = []
@@ -397,12 +418,42 @@ class Automaton:
                 with_edges.append(x)
             if x in special or x in nfa.calls or x in nfa.loop_of:
                 specials.append(x)
-            for t in nfa.eps[x]:
+            nexts = skip.get(x)
+            if nexts is None:
+                nexts = self._skip_through(x)
+            for t in nexts:
                 if t not in seen:
                     seen.add(t)
                     todo.append(t)
         got = (tuple(with_edges), tuple(specials))
         self._eps_cache[q] = got
+        return got
+
+    def _skip_through(self, x: int) -> tuple[int, ...]:
+        """``x``'s epsilon successors, each moved past the states that only pass on to one other.
+
+        Most states of a compiled schema have no byte edge, are not special and have a
+        single epsilon edge (the glue of sequences and optionals); a search that steps
+        over them at once visits a fraction of the states.  Cached per state.
+        """
+        nfa, special, skip = self.nfa, self._special, self._eps_skip
+        eps, edges, calls, loop_of = nfa.eps, nfa.edges, nfa.calls, nfa.loop_of
+        nexts: list[int] = []
+        for t in eps[x]:
+            path: list[int] = []
+            while len(eps[t]) == 1 and not edges[t] and t not in special and t not in calls and t not in loop_of:
+                known = skip.get(t)
+                if known is not None:
+                    if known:  # else t is on this path: a cycle that leads nowhere else
+                        t = known[0]
+                    break
+                path.append(t)
+                skip[t] = ()  # marks t as on the path: a cycle of pass-through states ends here
+                t = eps[t][0]
+            for p in path:
+                skip[p] = (t,)
+            nexts.append(t)
+        got = skip[x] = tuple(nexts)
         return got
 
     def _closure(self, config: Config) -> tuple[tuple[Config, ...], bool]:
@@ -417,9 +468,12 @@ class Automaton:
             return cached
         limit, hd, h = self.max_depth, self._state_depth, self._h
         eps_cache = self._eps_cache
+        q0, node0 = config
+        reach0 = eps_cache.get(q0) or self._eps_reach(q0)
+        if not reach0[1]:
+            return self._plain_closure(config, reach0[0])
         out: list[Config] = []
         accepting = False
-        q0, node0 = config
         seen = {config}
         todo = [config] if node0.depth + hd(q0) <= limit else []
         work = 0
@@ -449,6 +503,25 @@ class Automaton:
         self.state_bytes += _CLOSURE_BYTES + _CONFIG_BYTES * len(out)
         return result
 
+    def _plain_closure(self, config: Config, with_edges: tuple[int, ...]) -> tuple[tuple[Config, ...], bool]:
+        """:meth:`_closure` of a configuration whose epsilon reach holds no call, loop head or end.
+
+        The stack then never changes, so the closure is the reach's states with byte
+        edges on the same node (the same configurations, in the same order, as the search).
+        """
+        q0, node = config
+        room = self.max_depth - node.depth
+        if self._state_depth(q0) > room:
+            out: tuple[Config, ...] = ()
+        else:
+            h = self._h
+            out = tuple([(e, node) for e in with_edges if h[e] <= room])
+            self.closure_work += 1 + len(with_edges)
+        result = (out, False)
+        self._closure_cache[config] = result
+        self.state_bytes += _CLOSURE_BYTES + _CONFIG_BYTES * len(out)
+        return result
+
     def _special_moves(self, q: int, node: StackNode) -> list[Config]:
         """Where a call, a lazy head or a machine end at ``q`` leads, with ``node`` below."""
         nfa, limit, hd = self.nfa, self.max_depth, self._state_depth
@@ -460,10 +533,11 @@ class Automaton:
             # the caller's frame must also be able to finish after the return
             if depth + hd(r) <= limit:
                 nexts.append((callee.start, self._push(r, node, w)))
-        head = nfa.loop_of.get(q)
-        if head is not None:
-            obj, key = head
-            for body_start, target in obj.moves(nfa, key):
+        moves = self._moves_cache.get(q)
+        if moves is None and q in nfa.loop_of:
+            moves = self._head_moves(q)
+        if moves is not None:
+            for body_start, target in moves:
                 if body_start is None:
                     nexts.append((target, node))
                 elif depth + hd(target) <= limit:
@@ -473,21 +547,33 @@ class Automaton:
                 nexts.append((r, parent))
         return nexts
 
+    def _head_moves(self, q: int) -> tuple[tuple[int | None, int], ...]:
+        """:meth:`LazyHeads.moves` of the head ``q``: fixed once its heads exist, so cached per state."""
+        obj, key = self.nfa.loop_of[q]
+        got = self._moves_cache[q] = tuple(obj.moves(self.nfa, key))
+        return got
+
     def _state_depth(self, q: int) -> int:
-        """Completion depth of ``q``; loop heads made after the fixpoint are derived."""
+        """Completion depth of ``q``; loop heads made after the fixpoint are derived (and cached)."""
         if q < len(self._h):
             return self._h[q]
-        obj, key = self.nfa.loop_of[q]
-        return obj.head_depth(key, self._h)
+        got = self._head_depths.get(q)
+        if got is None:
+            obj, key = self.nfa.loop_of[q]
+            got = self._head_depths[q] = obj.head_depth(key, self._h)
+        return got
 
     # -- DFA states --------------------------------------------------------------
     def _intern(self, configs: frozenset[Config], accepting: bool) -> int:
-        sid = self._index.get(configs)
+        # acceptance is part of a state's identity: the root's end has no byte edge, so it is
+        # not among the configurations ("[a-c]*b" has the same ones before and after reading "b")
+        key = (configs, accepting)
+        sid = self._index.get(key)
         if sid is not None:
             return sid
         sid = len(self.states)
         self.states.append(DfaState(configs, accepting))
-        self._index[configs] = sid
+        self._index[key] = sid
         self.state_bytes += _STATE_BYTES + _CONFIG_BYTES * len(configs)
         if sid >= self.table.shape[0]:
             grown = np.full((self.table.shape[0] * 2, self.n_classes), UNKNOWN, dtype=np.int32)
@@ -506,46 +592,157 @@ class Automaton:
                     self._compute_row(s)
 
     def _compute_row(self, sid: int) -> None:
-        # Sweep over class boundaries instead of visiting every class: a row
-        # changes target set only where some edge range starts or ends.
-        cls = self.class_of_byte
-        events: dict[int, list[tuple[int, Config]]] = {}
+        # A row is built from the configurations' edge groups (cached per NFA state):
+        # one step per distinct target set, written over the classes that lead there.
+        parts: list[tuple[EdgeGroups, StackNode]] = []
+        covered = 0
+        overlap = False
+        cache = self._groups_cache
         for q, node in self.states[sid].configs:
-            for lo, hi, t in self.nfa.edges[q]:
-                nxt = (t, node)
-                events.setdefault(int(cls[lo]), []).append((1, nxt))
-                events.setdefault(int(cls[hi]) + 1, []).append((-1, nxt))
-        row = np.full(self.n_classes, DEAD, dtype=np.int32)
-        active: dict[Config, int] = {}
-        points = sorted(events)
-        memo: dict[frozenset[Config], int] = {}
-        for a, b in zip(points, points[1:] + [self.n_classes]):
-            for sign, cfg in events[a]:
-                n = active.get(cfg, 0) + sign
-                if n:
-                    active[cfg] = n
-                else:
-                    active.pop(cfg, None)
-            if not active or a >= self.n_classes:
-                continue
-            key = frozenset(active)
+            got = cache.get(q)
+            groups, mask = got if got is not None else self._edge_groups(q)
+            if covered & mask:
+                overlap = True
+            covered |= mask
+            parts.append((groups, node))
+        row = [DEAD] * self.n_classes
+        if overlap:
+            self._fill_overlapping(parts, row)
+        else:
+            self._fill_disjoint(parts, row)
+        self.table[sid] = row
+
+    def _fill_disjoint(self, parts: list[tuple[EdgeGroups, StackNode]], row: list[int]) -> None:
+        """Fill ``row`` when no two configurations read a byte of the same class."""
+        if len(parts) == 1:
+            ((groups, node),) = parts
+            flat = [(targets, node, spans) for targets, _mask, spans in groups]
+        else:
+            # first classes first, so new DFA states are numbered as a sweep over classes would
+            flat = [(targets, node, spans) for groups, node in parts for targets, _mask, spans in groups]
+            flat.sort(key=_first_class)
+        memo = self._step_memo
+        for targets, node, spans in flat:
+            key = (targets, node)
             nid = memo.get(key)
             if nid is None:
-                nid = memo[key] = self._step_targets(key)
-            row[a:b] = nid
-        self.table[sid] = row
+                nid = self._step_key(key, [key])
+            for a, b in spans:
+                row[a:b] = [nid] * (b - a)
+
+    def _fill_overlapping(self, parts: list[tuple[EdgeGroups, StackNode]], row: list[int]) -> None:
+        """Fill ``row`` when configurations share classes: split the classes by which groups cover them."""
+        blocks: list[tuple[int, list[tuple[frozenset[int], StackNode]]]] = []
+        for groups, node in parts:
+            for targets, mask, _spans in groups:
+                label = (targets, node)
+                # blocks stay disjoint, each holding the classes of one set of covering groups
+                for i in range(len(blocks)):
+                    block, labels = blocks[i]
+                    both = block & mask
+                    if both:
+                        if both == block:
+                            labels.append(label)
+                        else:
+                            blocks[i] = (block ^ both, labels)
+                            blocks.append((both, labels + [label]))
+                        mask ^= both
+                        if not mask:
+                            break
+                if mask:
+                    blocks.append((mask, [label]))
+        # lowest class first, so new DFA states are numbered as a sweep over classes would
+        blocks.sort(key=_lowest_bit)
+        memo = self._step_memo
+        for block, labels in blocks:
+            joined = labels if len(labels) == 1 else _by_node(labels)
+            key: StepKey = joined[0] if len(joined) == 1 else frozenset(joined)
+            nid = memo.get(key)
+            if nid is None:
+                nid = self._step_key(key, joined)
+            while block:
+                low = block & -block
+                above = block + low  # clears the lowest run of ones, sets the bit just past it
+                a, b = low.bit_length() - 1, (above & -above).bit_length() - 1
+                row[a:b] = [nid] * (b - a)
+                block &= above
+
+    def _edge_groups(self, q: int) -> tuple[EdgeGroups, int]:
+        """NFA state ``q``'s byte edges over classes, grouped by target set, and the mask of their classes.
+
+        Cached per NFA state (kept across evictions, bounded by the NFA).
+        """
+        edges = self.nfa.edges[q]
+        first = edges[0][2]
+        for _lo, _hi, t in edges:
+            if t != first:
+                got = self._groups_cache[q] = self._mixed_groups(edges)
+                return got
+        # one target (a character class), and its ranges shared by the copies of a repeat
+        key = tuple([(lo, hi) for lo, hi, _t in edges])
+        shape = self._range_shapes.get(key)
+        if shape is None:
+            cls = self._class_list
+            joined = _join_ranges(sorted([(cls[lo], cls[hi] + 1) for lo, hi in key]))
+            shape = self._range_shapes[key] = (joined, _range_mask(joined))
+        joined, mask = shape
+        got = self._groups_cache[q] = (((frozenset((first,)), mask, joined),), mask)
+        return got
+
+    def _mixed_groups(self, edges: list[tuple[int, int, int]]) -> tuple[EdgeGroups, int]:
+        """:meth:`_edge_groups` of edges to several targets: split the classes where targets change."""
+        cls = self._class_list
+        spans = sorted([(cls[lo], cls[hi] + 1, t) for lo, hi, t in edges])
+        points = sorted({a for a, _b, _t in spans} | {b for _a, b, _t in spans})
+        by_targets: dict[frozenset[int], list[tuple[int, int]]] = {}
+        for a, b in zip(points, points[1:]):
+            targets = frozenset([t for lo, hi, t in spans if lo <= a < hi])
+            if targets:
+                by_targets.setdefault(targets, []).append((a, b))
+        groups: list[tuple[frozenset[int], int, tuple[tuple[int, int], ...]]] = []
+        covered = 0
+        for targets, ranges in by_targets.items():  # dicts keep first-seen order: by first class
+            joined = _join_ranges(ranges)
+            mask = _range_mask(joined)
+            covered |= mask
+            groups.append((targets, mask, joined))
+        return tuple(groups), covered
+
+    def _step_key(self, key: StepKey, groups: list[tuple[frozenset[int], StackNode]]) -> int:
+        """The DFA state a row segment leads to, remembered under ``key`` for every row of this generation."""
+        targets = [(t, node) for ts, node in groups for t in ts]
+        nid = self._step_memo[key] = self._step_targets(targets)
+        # a (targets, node) key shares its targets with the edge groups; a key of several nodes is a new set
+        self.state_bytes += _MEMO_BYTES if len(groups) == 1 else _MEMO_BYTES + _SET_BYTES + _PAIR_BYTES * len(groups)
+        return nid
 
     def _step_targets(self, targets: Iterable[Config]) -> int:
         """The DFA state of the closure of ``targets``, in canonical form (one node per state and depth)."""
-        closures = [self._closure(t) for t in targets]
-        accepting = any(acc for _cs, acc in closures)
-        if len(closures) == 1:
-            configs = closures[0][0]  # already canonical
+        cache = self._closure_cache
+        parts: list[tuple[Config, ...]] = []
+        accepting = False
+        for target in targets:
+            got = cache.get(target)
+            if got is None:
+                got = self._closure(target)
+            parts.append(got[0])
+            if got[1]:
+                accepting = True
+        if len(parts) == 1:
+            configs = parts[0]  # already canonical
         else:
-            configs = self._canonical(c for cs, _acc in closures for c in cs)
+            configs = self._merge_closures(parts)
         if not configs and not accepting:
             return DEAD
         return self._intern(frozenset(configs), accepting)
+
+    def _merge_closures(self, parts: list[tuple[Config, ...]]) -> tuple[Config, ...]:
+        """The canonical union of several closures."""
+        flat = tuple([c for part in parts for c in part])
+        # nodes can only need merging where one NFA state occurs twice
+        if len({q for q, _node in flat}) == len(flat):
+            return flat
+        return self._canonical(flat)
 
     # -- vocabulary-slice fast path ----------------------------------------------
     def _slice_frame(self, node: StackNode) -> int | None:
@@ -686,6 +883,46 @@ def _loop_shape(lp: LazyHeads, k_next: Hashable) -> tuple[Any, ...]:
     return (lp.body, lp.slice_kind, lp.lo, lp.hi, k_next)  # type: ignore[attr-defined]
 
 
+def _by_node(active: list[tuple[frozenset[int], StackNode]]) -> list[tuple[frozenset[int], StackNode]]:
+    """``(targets, node)`` pairs with the targets of equal nodes joined: one pair per node."""
+    node = active[0][1]
+    if all(other == node for _targets, other in active):
+        return [(frozenset().union(*[targets for targets, _node in active]), node)]
+    joined: dict[StackNode, frozenset[int]] = {}
+    for targets, node in active:
+        had = joined.get(node)
+        joined[node] = targets if had is None else had | targets
+    return [(targets, node) for node, targets in joined.items()]
+
+
+def _join_ranges(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted ``[a, b)`` ranges with touching or overlapping ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if out and out[-1][1] >= a:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
+def _range_mask(ranges: tuple[tuple[int, int], ...]) -> int:
+    """The bit mask (bit c for class c) of ``[a, b)`` class ranges."""
+    mask = 0
+    for a, b in ranges:
+        mask |= (1 << b) - (1 << a)
+    return mask
+
+
+def _first_class(item: tuple[frozenset[int], StackNode, tuple[tuple[int, int], ...]]) -> int:
+    return item[2][0][0]
+
+
+def _lowest_bit(item: tuple[int, Any]) -> int:
+    return item[0] & -item[0]
+
+
 def _first(item: tuple[int, Any]) -> int:
     return item[0]
 
@@ -694,6 +931,9 @@ def _first(item: tuple[int, Any]) -> int:
 _CONFIG_BYTES = 120
 _STATE_BYTES = 400
 _CLOSURE_BYTES = 200
+_MEMO_BYTES = 100
+_SET_BYTES = 220
+_PAIR_BYTES = 60
 _NODE_BYTES = 120
 _FRAME_BYTES = 80
 
