@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import referencing
 
-from exl2_enforcer.compile.charset import literal_trie_fragment
+from exl2_enforcer.compile.literal_set import literal_set_fragment
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, call_with_depth, check_schema_depth, compile_schema
 from exl2_enforcer.engine.automaton import Automaton
@@ -230,10 +230,13 @@ def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
         return  # every byte is a token (every real byte-level or byte-fallback vocabulary)
     covered = np.concatenate([[0], np.cumsum(single)])
     missing: set[tuple[int, int]] = set()
-    for es in nfa.edges:
-        for lo, hi, _dst in es:
-            if covered[hi + 1] == covered[lo]:
-                missing.add((lo, hi))
+    for a, b in nfa.open_spans():
+        for es in nfa.edges[a:b]:
+            for lo, hi, _dst in es:
+                if covered[hi + 1] == covered[lo]:
+                    missing.add((lo, hi))
+    for block in nfa.sealed.values():  # a sealed interior reads the single bytes it lists
+        missing.update((x, x) for x in block.bytes_used if not single[x])
     if missing:
         shown = ", ".join(f"0x{lo:02X}" if lo == hi else f"0x{lo:02X}-0x{hi:02X}" for lo, hi in sorted(missing)[:8])
         raise VocabularyError(f"{desc}: vocabulary {vocab.source} has no single-byte token for any byte in {shown}"
@@ -362,7 +365,7 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
         t0 = time.perf_counter()
         nfa = NFA()
         with gc_paused():
-            root = literal_trie_fragment(nfa, (c.encode() for c in choices))
+            root = literal_set_fragment(nfa, (c.encode() for c in choices))
             return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20, memory_bytes)
 
     return GRAMMAR_CACHE.get_or_build(("choice", tuple(choices), vocab.fingerprint, 64 << 20, memory_bytes), build)

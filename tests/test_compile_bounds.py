@@ -418,7 +418,7 @@ def test_literal_automaton_matches_exactly_its_words():
 
     from nfa_walks import plain_matches
 
-    from exl2_enforcer.compile.charset import literal_trie_fragment
+    from exl2_enforcer.compile.literal_set import literal_set_fragment as literal_trie_fragment
     from exl2_enforcer.compile.nfa import NFA
 
     rng = random.Random(7)

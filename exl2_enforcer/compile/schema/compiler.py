@@ -34,8 +34,9 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
+from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
 from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_fragment
+from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 from exl2_enforcer.compile.regex import compile_regex
@@ -217,11 +218,12 @@ class SchemaCompiler:
     _started: float | None = None
 
     # -- compile budget --------------------------------------------------------------
-    def tick(self, pointer: str | None = None) -> None:
+    def tick(self, pointer: str | None = None, adding: int = 0) -> None:
         """Raise :class:`SchemaError` once the compile passes its time or NFA-state budget.
 
         Called at every subschema and inside long loops (enum values, oneOf
         pairs), so an explosive schema stops within one step of its limit.
+        ``adding``: NFA states about to be created in one go, counted before they exist.
         """
         if pointer is not None:
             self.pointer = pointer
@@ -229,7 +231,7 @@ class SchemaCompiler:
         if self._started is None:
             self._started = now
         opts = self.options
-        if len(self.nfa) > opts.max_nfa_states:
+        if len(self.nfa) + adding > opts.max_nfa_states:
             raise SchemaError(f"compile budget exceeded: more than max_nfa_states={opts.max_nfa_states} NFA states"
                               " (SchemaOptions.max_nfa_states) while compiling", self.pointer)
         if now - self._started > opts.compile_timeout_s:
@@ -515,7 +517,7 @@ class SchemaCompiler:
 
         Linear in the number of values: duplicates are found by :func:`json_key`,
         and every value with one fixed spelling (strings, ``true``, ``false``,
-        ``null``) goes into one minimal acyclic automaton.
+        ``null``) goes into one sealed, suffix-sharing automaton (:class:`.literal_set.LiteralSet`).
         """
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         _check_finite(schema, ctx)
@@ -541,9 +543,15 @@ class SchemaCompiler:
         frags = [self.value_literal(v) for v, b in zip(kept, fixed) if b is None]
         spelled = [b for b in fixed if b is not None]
         if spelled:
-            frags.append(literal_trie_fragment(self.nfa, spelled))
+            frags.append(self.literal_set(spelled))
         self.tick()
         return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
+
+    def literal_set(self, literals: list[bytes]) -> Frag:
+        """Exactly one of ``literals`` (byte strings), as one sealed automaton, within the compile budget."""
+        built = LiteralSet(literals, tick=self.tick)
+        self.tick(adding=built.n_states)
+        return built.emit(self.nfa)
 
     def fixed_spelling(self, value: Any) -> bytes | None:
         """The only bytes that spell ``value``, or None when it has several spellings."""
