@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numpy as np
+
 from exl2_enforcer.compile.nfa import NFA, Frag
 
 #: one edge of the compacted automaton: (the run of bytes it reads, the node it leads to)
@@ -60,14 +62,16 @@ class LiteralSet:
         path = [0]  # nodes along the previous word, each with its depth in ``depths``
         depths = [0]
         prev = b""
-        for i, word in enumerate(words):
+        for i, common in enumerate(neighbour_prefixes(words)):
             if tick is not None and i % self.TICK_EVERY == self.TICK_EVERY - 1:
                 tick()
+            word = words[i]
             if not word:  # only the first sorted word can be empty
                 final[0] = True
                 continue
-            common = _common_prefix(prev, word)
-            _freeze(runs, final, register, path, depths, prev, common)
+            # path nodes deeper than ``common`` are complete: no later word reaches them
+            while depths[-1] > common:
+                self._freeze(register, path, depths, prev)
             if depths[-1] < common:
                 self._split(path, depths, prev, common)
             runs.append({})
@@ -76,7 +80,21 @@ class LiteralSet:
             path.append(len(runs) - 1)
             depths.append(len(word))
             prev = word
-        _freeze(runs, final, register, path, depths, prev, 0)
+        while len(path) > 1:
+            self._freeze(register, path, depths, prev)
+
+    def _freeze(self, register: dict[tuple[bool, tuple[Run, ...]], int], path: list[int], depths: list[int],
+                prev: bytes) -> None:
+        """Register the deepest path node; one equal to a registered node (same finality, same runs
+        to the same children) is replaced by it in its parent, which then shares the sub-tree."""
+        node = path.pop()
+        depths.pop()
+        runs = self._runs
+        twin = register.setdefault((self._final[node], tuple(runs[node].values())), node)
+        if twin != node:
+            parent = runs[path[-1]]
+            first = prev[depths[-1]]
+            parent[first] = (parent[first][0], twin)
 
     def _split(self, path: list[int], depths: list[int], prev: bytes, at: int) -> None:
         """Cut the run leaving the last path node at depth ``at``: a new branch node goes there."""
@@ -117,30 +135,31 @@ class LiteralSet:
         tail = inner + self._inner
         exit_ = tail + len(self.suffix)
         node_edges: list[list[tuple[int, int, int]]] = []
-        run_edges: list[list[tuple[int, int, int]]] = []
-        used: set[int] = set(self.suffix)
+        # the inner states of all runs, flat: inner state k reads inner_bytes[k] and goes to targets[k]
+        inner_bytes = bytearray()
+        targets: list[int] = []
         for node in self._order:
             row = []
             for label, child in self._runs[node].values():
-                used.update(label)
                 target = number[child]
                 if len(label) == 1:
                     row.append((label[0], label[0], target))
                     continue
                 row.append((label[0], label[0], inner))
-                steps = list(range(inner + 1, inner + len(label) - 1))
-                steps.append(target)
-                run_edges.extend([[(b, b, t)] for b, t in zip(label[1:], steps)])
+                inner_bytes += label[1:]
+                targets += range(inner + 1, inner + len(label) - 1)
+                targets.append(target)
                 inner += len(label) - 1
             node_edges.append(row)
+        inner_bytes += self.suffix  # then the common suffix's states, the last leading to the exit
+        targets += range(tail + 1, exit_ + 1)
         after_words = tail if self.suffix else exit_
-        suffix_targets = range(tail + 1, exit_ + 1)
         nfa.edges.extend(node_edges)
-        nfa.edges.extend(run_edges)
-        nfa.edges.extend([[(b, b, t)] for b, t in zip(self.suffix, suffix_targets)])
+        nfa.edges.extend([[(b, b, t)] for b, t in zip(inner_bytes, targets)])
         nfa.edges.append([])
         nfa.eps.extend([[after_words] if self._final[n] else [] for n in self._order])
         nfa.eps.extend([[] for _ in range(exit_ + 1 - first_inner)])
+        used = set(inner_bytes) | {label[0] for n in self._order for label, _c in self._runs[n].values()}
         assert len(nfa) == exit_ + 1 and exit_ + 1 - entry == self.n_states
         nfa.epsilon(entry, base)
         nfa.seal(base, exit_, used)
@@ -152,22 +171,27 @@ def literal_set_fragment(nfa: NFA, literals: Iterable[bytes]) -> Frag:
     return LiteralSet(literals).emit(nfa)
 
 
-def _freeze(runs: list[dict[int, Run]], final: list[bool], register: dict[tuple[bool, tuple[Run, ...]], int],
-            path: list[int], depths: list[int], prev: bytes, keep: int) -> None:
-    """Register the path nodes deeper than ``keep`` (no later word reaches them), deepest first.
+#: neighbour_prefixes pads the words into one array when it holds at most this many bytes
+PAD_LIMIT = 1 << 25
 
-    A node equal to one already registered (same finality, same runs to the same children) is
-    replaced by it in its parent, which shares the sub-tree.
+
+def neighbour_prefixes(words: list[bytes]) -> list[int]:
+    """``out[i]``: length of the common prefix of ``words[i-1]`` and ``words[i]`` (``out[0] = 0``).
+
+    Short words are compared all at once (padded into one uint8 array of at most
+    :data:`PAD_LIMIT` bytes, the padding cut off by the shorter length); longer sets pair by pair.
     """
-    while depths[-1] > keep:
-        node = path.pop()
-        depths.pop()
-        sig = (final[node], tuple(runs[node].values()))
-        twin = register.setdefault(sig, node)
-        if twin != node:
-            parent = runs[path[-1]]
-            first = prev[depths[-1]]
-            parent[first] = (parent[first][0], twin)
+    if len(words) < 2:
+        return [0] * len(words)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    longest = int(lengths.max())
+    if longest == 0 or len(words) * longest > PAD_LIMIT:
+        return [0] + [_common_prefix(a, b) for a, b in zip(words, words[1:])]
+    rows = np.frombuffer(b"".join([w.ljust(longest, b"\0") for w in words]), dtype=np.uint8).reshape(-1, longest)
+    differ = rows[1:] != rows[:-1]
+    first = np.where(differ.any(axis=1), differ.argmax(axis=1), longest)
+    out = np.minimum(first, np.minimum(lengths[1:], lengths[:-1]))
+    return [0, *out.tolist()]
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:

@@ -78,9 +78,17 @@ def predecessors(nfa: NFA, *, sealed_as_edges: bool = False) -> tuple[list[list[
     entries (right for completion depth, where bytes weigh nothing).
     """
     n = len(nfa)
-    plain: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    combo: list[list[int]] = [[] for _ in range(n)]
     spans = nfa.open_spans() if sealed_as_edges else [(0, n)]
+    if len(spans) == 1 and spans[0] == (0, n):
+        plain: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        combo: list[list[int]] = [[] for _ in range(n)]
+    else:
+        # interior states get no entries: they share one empty tuple instead of a list each
+        plain = cast("list[list[tuple[int, int]]]", [()] * n)
+        combo = cast("list[list[int]]", [()] * n)
+        for a, b in [*spans, *((lo, lo + 1) for lo in nfa.sealed)]:
+            plain[a:b] = [[] for _ in range(b - a)]
+            combo[a:b] = [[] for _ in range(b - a)]
     edges, eps = nfa.edges, nfa.eps
     for a, b in spans:
         for q in range(a, b):

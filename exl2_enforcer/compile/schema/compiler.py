@@ -43,8 +43,7 @@ from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
-    check_schema,
-    choose_draft,
+    checked_draft,
     internal_validator_class,
     normalize_document,
     normalize_keywords,
@@ -525,7 +524,7 @@ class SchemaCompiler:
         if "enum" in schema and "const" in schema:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
-        excluded = rest.pop(NOT_STRINGS, [])  # an internal keyword jsonschema cannot see
+        excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
@@ -535,8 +534,11 @@ class SchemaCompiler:
                 kept.append(v)
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
+        canonical = self.options.escapes == "canonical"
         try:
-            fixed = [self.fixed_spelling(v) for v in kept]
+            # what json.dumps(v, ensure_ascii=False) writes, without a call per string
+            fixed = [encode_basestring(v).encode() if canonical and type(v) is str else self.fixed_spelling(v)
+                     for v in kept]
         except UnicodeEncodeError:
             raise SchemaError("an enum/const string holds a lone surrogate (U+D800..U+DFFF), which no UTF-8"
                               " output can spell", ctx.pointer) from None
@@ -752,12 +754,14 @@ def _has_nested_id(document: Any, depth: int = 0) -> bool:
 
 def _check_finite(schema: dict[str, Any], ctx: Ctx) -> None:
     """NaN and infinities parse from schema text in Python but are no JSON values."""
-    places = [("const", schema["const"])] if "const" in schema else []
-    places += [(f"enum/{i}", v) for i, v in enumerate(schema.get("enum", []))]
-    for where, value in places:
-        if _has_non_finite(value):
-            raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
-                              ctx.pointer + "/" + where, keyword=where.split("/")[0])
+    places = [("const", [schema["const"]])] if "const" in schema else []
+    places.append(("enum", schema.get("enum", [])))
+    for keyword, values in places:
+        for i, value in enumerate(values):
+            if type(value) is not str and _has_non_finite(value):
+                where = keyword if keyword == "const" else f"enum/{i}"
+                raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
+                                  ctx.pointer + "/" + where, keyword=keyword)
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -790,9 +794,8 @@ def check_schema_depth(schema: Any, limit: int) -> int:
             raise SchemaError(f"the schema nests deeper than max_schema_depth={limit} objects/arrays"
                               " (SchemaOptions.max_schema_depth)", pointer)
         deepest = max(deepest, depth)
-        for k, v in children:
-            if isinstance(v, (dict, list)):
-                stack.append((v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1))
+        nested = [(k, v) for k, v in children if isinstance(v, (dict, list))]  # an enum of 100,000 strings: none
+        stack += [(v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1) for k, v in nested]
     return deepest
 
 
@@ -874,8 +877,7 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
 
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
                      compiler: SchemaCompiler) -> tuple[NFA, Frag, list[str]]:
-    draft, notes = choose_draft(schema)
-    check_schema(schema, draft)
+    draft, notes = checked_draft(schema)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     schema = normalize_document(schema, draft)

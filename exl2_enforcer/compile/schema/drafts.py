@@ -107,13 +107,26 @@ def check_schema(schema: Any, draft: str) -> None:
         raise SchemaError(f"invalid schema (draft {draft}): {e.message}", ptr) from None
 
 
+def checked_draft(schema: Any) -> tuple[str, list[str]]:
+    """:func:`choose_draft`, and the schema validated against the chosen draft's meta-schema.
+
+    Each meta-schema check runs once (choosing a draft without ``$schema`` already validates);
+    raises :class:`SchemaError` with the pointer of the first error otherwise.
+    """
+    draft, notes = choose_draft(schema)
+    if isinstance(schema, dict) and "$schema" in schema:
+        check_schema(schema, draft)
+    return draft, notes
+
+
 def choose_draft(schema: Any) -> tuple[str, list[str]]:
     """``(draft, warnings)`` for a root schema.
 
     An official ``$schema`` URI decides.  Without ``$schema`` the draft is 2020-12, unless the schema
     is invalid there and valid in an older draft (a boolean ``exclusiveMaximum``, array-form
     ``items``): then it is read in the newest such draft, with a warning.  Raises
-    :class:`SchemaError` at ``/$schema`` for any other meta-schema.
+    :class:`SchemaError` at ``/$schema`` for any other meta-schema, and the 2020-12 error
+    when no draft accepts a schema without ``$schema``.
     """
     if isinstance(schema, dict) and "$schema" in schema:
         draft = draft_of_uri(str(schema["$schema"]))
