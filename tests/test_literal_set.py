@@ -21,7 +21,7 @@ import pytest
 from enforcer_oracle import vocab_by_name
 from nfa_walks import plain_matches
 
-from exl2_enforcer.compile.literal_set import LiteralSet, literal_set_fragment
+from exl2_enforcer.compile.literal_set import LiteralSet, literal_set_fragment, neighbour_prefixes
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
 from exl2_enforcer.engine.automaton import Automaton, completion_depth, zero_weight_cycle
@@ -85,6 +85,33 @@ def test_literal_set_matches_exactly_its_words(seed):
         probes += [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 9))) for _ in range(40)]
         for w in probes:
             assert plain_matches(nfa, frag, w) == (w in words), (sorted(words), w)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 500])
+def test_neighbour_prefixes_agree_with_a_byte_by_byte_count(n):
+    rng = random.Random(n)
+    # NUL bytes and words that are prefixes of others: the padded comparison must not be fooled
+    words = sorted({bytes(rng.choice(b"\x00\x01a") for _ in range(rng.randint(0, 8))) for _ in range(n)})
+
+    def common(a: bytes, b: bytes) -> int:
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        return k
+
+    assert neighbour_prefixes(words) == [0] + [common(a, b) for a, b in zip(words, words[1:])]
+
+
+def test_large_random_sets_match_exactly_their_words():
+    rng = random.Random(11)
+    for _trial in range(4):
+        words = {bytes(rng.choice(b"\x00ab") for _ in range(rng.randint(0, 10))) for _ in range(400)}
+        nfa = NFA()
+        frag = literal_set_fragment(nfa, words)
+        check_sealed(nfa)
+        probes = list(words) + [w[:-1] for w in words if w] + [w + b"\x00" for w in words]
+        for w in probes:
+            assert plain_matches(nfa, frag, w) == (w in words), w
 
 
 def test_empty_set_matches_nothing_and_the_empty_word_alone_matches_empty():

@@ -178,14 +178,14 @@ PAD_LIMIT = 1 << 25
 def neighbour_prefixes(words: list[bytes]) -> list[int]:
     """``out[i]``: length of the common prefix of ``words[i-1]`` and ``words[i]`` (``out[0] = 0``).
 
-    Short words are compared all at once (padded into one uint8 array of at most
-    :data:`PAD_LIMIT` bytes, the padding cut off by the shorter length); longer sets pair by pair.
+    Many short words are compared all at once (padded into one uint8 array of at most
+    :data:`PAD_LIMIT` bytes, the padding cut off by the shorter length); other sets pair by pair.
     """
     if len(words) < 2:
         return [0] * len(words)
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     longest = int(lengths.max())
-    if longest == 0 or len(words) * longest > PAD_LIMIT:
+    if len(words) < 64 or longest == 0 or len(words) * longest > PAD_LIMIT:  # numpy pays from a few dozen
         return [0] + [_common_prefix(a, b) for a, b in zip(words, words[1:])]
     rows = np.frombuffer(b"".join([w.ljust(longest, b"\0") for w in words]), dtype=np.uint8).reshape(-1, longest)
     differ = rows[1:] != rows[:-1]

@@ -733,18 +733,19 @@ def _byte_classes(nfa: NFA) -> tuple[np.ndarray, int, list[int]]:
     Rows then have one entry per class instead of 256; JSON grammars use
     a few dozen classes.
     """
-    cuts = np.zeros(257, dtype=bool)
-    cuts[0] = True
+    starts = {0}  # bytes where a class starts: every range's low end and the byte after its high end
+    add = starts.add
     for a, b in nfa.open_spans():
         for edges in nfa.edges[a:b]:
             for lo, hi, _t in edges:
-                cuts[lo] = True
-                cuts[hi + 1] = True
+                add(lo)
+                add(hi + 1)
     for block in nfa.sealed.values():  # interior edges read single bytes
-        single = np.fromiter(block.bytes_used, dtype=np.int64)
-        cuts[single] = True
-        cuts[single + 1] = True
+        starts.update(block.bytes_used)
+        starts.update(x + 1 for x in block.bytes_used)
+    cuts = np.zeros(257, dtype=bool)
+    cuts[list(starts)] = True
     class_of = (np.cumsum(cuts[:256]) - 1).astype(np.int32)
     n = int(class_of[-1]) + 1
-    reps = [int(np.argmax(class_of == c)) for c in range(n)]
+    reps = np.flatnonzero(cuts[:256]).tolist()  # class c starts at the c-th cut
     return class_of, n, reps
