@@ -25,7 +25,7 @@ from exl2_enforcer.compile.literal_set import LiteralSet, literal_set_fragment, 
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
 from exl2_enforcer.engine.automaton import Automaton, completion_depth, zero_weight_cycle
-from exl2_enforcer.errors import SchemaError
+from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.grammar import compile_choice, compile_json_schema
 from exl2_enforcer.matcher import Matcher
 
@@ -298,3 +298,17 @@ def test_time_budget_stops_a_large_enum():
     with pytest.raises(SchemaError, match="compile_timeout_s") as err:
         compile_schema({"properties": {"e": {"enum": values}}}, SchemaOptions(compile_timeout_s=9.5), clock=clock)
     assert err.value.pointer == "/properties/e"
+
+
+def test_choice_budget_names_the_parameter(mini):
+    choices = hexes(500, seed=2)
+    with pytest.raises(EnforcerError, match="max_nfa_states=1000"):
+        compile_choice(choices, mini, max_nfa_states=1000)
+    assert compile_choice(choices, mini, max_nfa_states=20_000).automaton.matches(choices[7].encode())
+    with pytest.raises(EnforcerError, match="max_nfa_states"):
+        compile_choice(choices, mini, max_nfa_states=0)
+
+
+def test_choice_with_a_lone_surrogate_is_refused_by_index(mini):
+    with pytest.raises(EnforcerError, match="choice 1 holds a lone surrogate"):
+        compile_choice(["ok", "bad\ud800"], mini)
