@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import referencing
 
-from exl2_enforcer.compile.charset import literal_trie_fragment
+from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.compiler import SchemaOptions, call_with_depth, check_schema_depth, compile_schema
 from exl2_enforcer.engine.automaton import Automaton
@@ -230,10 +230,13 @@ def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
         return  # every byte is a token (every real byte-level or byte-fallback vocabulary)
     covered = np.concatenate([[0], np.cumsum(single)])
     missing: set[tuple[int, int]] = set()
-    for es in nfa.edges:
-        for lo, hi, _dst in es:
-            if covered[hi + 1] == covered[lo]:
-                missing.add((lo, hi))
+    for a, b in nfa.open_spans():
+        for es in nfa.edges[a:b]:
+            for lo, hi, _dst in es:
+                if covered[hi + 1] == covered[lo]:
+                    missing.add((lo, hi))
+    for block in nfa.sealed.values():  # a sealed interior reads the single bytes it lists
+        missing.update((x, x) for x in block.bytes_used if not single[x])
     if missing:
         shown = ", ".join(f"0x{lo:02X}" if lo == hi else f"0x{lo:02X}-0x{hi:02X}" for lo, hi in sorted(missing)[:8])
         raise VocabularyError(f"{desc}: vocabulary {vocab.source} has no single-byte token for any byte in {shown}"
@@ -345,10 +348,13 @@ def compile_regex_constraint(pattern: str, vocab: TokenVocabulary, *,
 
 
 def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
-                   memory_bytes: int = DEFAULT_MEMORY_BYTES) -> CompiledGrammar:
+                   memory_bytes: int = DEFAULT_MEMORY_BYTES, max_nfa_states: int = 2_000_000) -> CompiledGrammar:
     """The whole output must be exactly one of ``choices``.
 
     ``memory_bytes`` bounds states, rows and masks together, as for :func:`compile_json_schema`.
+    ``max_nfa_states`` bounds the automaton of the choices (shared prefixes and suffixes count
+    once; at most one state per byte of the choices, UTF-8): past it, or for an empty, non-string
+    or unencodable (lone surrogate) choice, :class:`EnforcerError` is raised naming the parameter.
     """
     _check_vocab(vocab)
     _check_memory(memory_bytes)
@@ -357,12 +363,28 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
         raise EnforcerError("choices: need at least one choice")
     if any(not isinstance(c, str) or not c for c in choices):
         raise EnforcerError("choices: every choice must be a non-empty string")
+    if isinstance(max_nfa_states, bool) or not isinstance(max_nfa_states, int) or max_nfa_states < 1:
+        raise EnforcerError(f"max_nfa_states must be an int >= 1, got {max_nfa_states!r}")
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()
         nfa = NFA()
         with gc_paused():
-            root = literal_trie_fragment(nfa, (c.encode() for c in choices))
+            built = LiteralSet(_encoded_choices(choices))
+            if built.n_states > max_nfa_states:
+                raise EnforcerError(f"choices: {len(choices)} choices need {built.n_states} NFA states, more than"
+                                    f" max_nfa_states={max_nfa_states}")
+            root = built.emit(nfa)
             return _finish(nfa, root, vocab, 1, f"choice of {len(choices)}", t0, [], 64 << 20, memory_bytes)
 
-    return GRAMMAR_CACHE.get_or_build(("choice", tuple(choices), vocab.fingerprint, 64 << 20, memory_bytes), build)
+    key = ("choice", tuple(choices), vocab.fingerprint, 64 << 20, memory_bytes, max_nfa_states)
+    return GRAMMAR_CACHE.get_or_build(key, build)
+
+
+def _encoded_choices(choices: list[str]) -> list[bytes]:
+    try:
+        return [c.encode() for c in choices]
+    except UnicodeEncodeError:
+        bad = next(i for i, c in enumerate(choices) if any(0xD800 <= ord(ch) <= 0xDFFF for ch in c))
+        raise EnforcerError(f"choices: choice {bad} holds a lone surrogate (U+D800..U+DFFF), which no UTF-8"
+                            " output can spell") from None

@@ -418,7 +418,7 @@ def test_literal_automaton_matches_exactly_its_words():
 
     from nfa_walks import plain_matches
 
-    from exl2_enforcer.compile.charset import literal_trie_fragment
+    from exl2_enforcer.compile.literal_set import literal_set_fragment
     from exl2_enforcer.compile.nfa import NFA
 
     rng = random.Random(7)
@@ -426,7 +426,7 @@ def test_literal_automaton_matches_exactly_its_words():
         alphabet = b"ab" if trial % 2 else b"abc"
         words = {bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(0, 30))}
         nfa = NFA()
-        frag = literal_trie_fragment(nfa, words)
+        frag = literal_set_fragment(nfa, words)
         probes = list(words) + [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 7))) for _ in range(40)]
         for w in probes:
             assert plain_matches(nfa, frag, w) == (w in words), (sorted(words), w)

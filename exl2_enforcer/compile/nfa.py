@@ -33,6 +33,21 @@ class Frag(NamedTuple):
 ByteRanges = Sequence[tuple[int, int]]
 
 
+class Sealed(NamedTuple):
+    """A block of consecutive states ``lo .. exit`` one builder wrote at once (see :meth:`NFA.seal`).
+
+    Its *interior* ``lo .. exit-1`` holds no call and no lazy head; interior edges (bytes and
+    epsilons) lead only to states of the block; only ``lo`` is entered from outside; and every
+    interior state reaches ``exit`` by bytes alone.  ``exit`` is an ordinary state (others may add
+    edges from it).  Whole-NFA analyses may read the block as one edge ``lo -> exit`` reading some
+    of ``bytes_used``, instead of visiting every interior state.
+    """
+
+    exit: int
+    #: every byte an interior edge reads (interior edges read single bytes)
+    bytes_used: frozenset[int]
+
+
 class LazyHeads:
     """A construct whose control states are created on demand, keyed by a small value.
 
@@ -233,6 +248,8 @@ class NFA:
         self.loop_of: dict[int, tuple[LazyHeads, Hashable]] = {}
         #: callee start -> where it comes from (a JSON pointer), for error messages
         self.machine_names: dict[int, str] = {}
+        #: sealed blocks: interior's first state -> its :class:`Sealed` record
+        self.sealed: dict[int, Sealed] = {}
 
     # -- primitive construction -------------------------------------------------
     def state(self) -> int:
@@ -267,6 +284,31 @@ class NFA:
 
     def __len__(self) -> int:
         return len(self.edges)
+
+    # -- sealed blocks ------------------------------------------------------------
+    def seal(self, lo: int, exit_: int, bytes_used: Iterable[int]) -> None:
+        """Declare ``lo .. exit_`` a sealed block (the builder vouches for :class:`Sealed`'s rules).
+
+        Blocks are sealed in the order their states were made.  Raises ValueError for a block
+        that is not made of existing states or starts before the last sealed one ends (the other
+        rules are the builder's to keep; tests check them with a full walk).
+        """
+        if not 0 <= lo < exit_ < len(self.edges):
+            raise ValueError(f"sealed block {lo}..{exit_} is not a range of existing states")
+        if self.sealed and lo <= next(reversed(self.sealed.values())).exit:
+            raise ValueError(f"sealed block {lo}..{exit_} overlaps an earlier one")
+        self.sealed[lo] = Sealed(exit_, frozenset(bytes_used))
+
+    def open_spans(self) -> list[tuple[int, int]]:
+        """Half-open ranges ``[a, b)`` of the states outside every sealed interior, in order."""
+        spans, at = [], 0
+        for lo in sorted(self.sealed):
+            if at < lo:
+                spans.append((at, lo))
+            at = self.sealed[lo].exit
+        if at < len(self.edges):
+            spans.append((at, len(self.edges)))
+        return spans
 
     # -- fragments --------------------------------------------------------------
     def empty(self) -> Frag:
@@ -358,6 +400,8 @@ class NFA:
         off = len(self.edges)
         self.edges.extend([[(lo, hi, t + off) for lo, hi, t in es] for es in other.edges])
         self.eps.extend([[t + off for t in es] for es in other.eps])
+        for lo, block in other.sealed.items():
+            self.sealed[lo + off] = Sealed(block.exit + off, block.bytes_used)
         return Frag(frag.start + off, frag.end + off)
 
     # -- calls and counted loops ------------------------------------------------

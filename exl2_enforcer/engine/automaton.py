@@ -75,21 +75,38 @@ class StackNode(int):
 EMPTY = StackNode(0, (), 0)
 
 
-def predecessors(nfa: NFA) -> tuple[list[list[tuple[int, int]]], list[list[int]]]:
+def predecessors(nfa: NFA, *, sealed_as_edges: bool = False) -> tuple[list[list[tuple[int, int]]], list[list[int]]]:
     """Reverse edges for backward fixpoints: (plain predecessors with byte weight, combo predecessors).
 
     A plain predecessor reaches a state by a byte edge (weight 1) or an epsilon
     edge (weight 0).  A combo predecessor is a call or lazy-head state whose
     value depends on the state (callee start, return state, loop exit...).
+    ``sealed_as_edges``: a sealed block (see :class:`~.nfa.Sealed`) counts as one
+    weight-0 edge from its first state to its exit, and its interior states get no
+    entries (right for completion depth, where bytes weigh nothing).
     """
     n = len(nfa)
-    plain: list[list[tuple[int, int]]] = [[] for _ in range(n)]
-    combo: list[list[int]] = [[] for _ in range(n)]
-    for q in range(n):
-        for _lo, _hi, t in nfa.edges[q]:
-            plain[t].append((q, 1))
-        for t in nfa.eps[q]:
-            plain[t].append((q, 0))
+    spans = nfa.open_spans() if sealed_as_edges else [(0, n)]
+    if len(spans) == 1 and spans[0] == (0, n):
+        plain: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+        combo: list[list[int]] = [[] for _ in range(n)]
+    else:
+        # interior states get no entries: they share one empty tuple instead of a list each
+        plain = cast("list[list[tuple[int, int]]]", [()] * n)
+        combo = cast("list[list[int]]", [()] * n)
+        for a, b in [*spans, *((lo, lo + 1) for lo in nfa.sealed)]:
+            plain[a:b] = [[] for _ in range(b - a)]
+            combo[a:b] = [[] for _ in range(b - a)]
+    edges, eps = nfa.edges, nfa.eps
+    for a, b in spans:
+        for q in range(a, b):
+            for _lo, _hi, t in edges[q]:
+                plain[t].append((q, 1))
+            for t in eps[q]:
+                plain[t].append((q, 0))
+    if sealed_as_edges:
+        for lo, block in nfa.sealed.items():
+            plain[block.exit].append((lo, 0))
     for q, (callee, r, _w) in nfa.calls.items():
         combo[r].append(q)
         combo[callee.start].append(q)
@@ -109,7 +126,7 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
     """
     n = len(nfa)
     h = [INF] * n
-    plain_preds, combo_preds = predecessors(nfa)
+    plain_preds, combo_preds = predecessors(nfa, sealed_as_edges=True)
 
     def combo_value(q: int) -> int:
         call = nfa.calls.get(q)
@@ -146,6 +163,8 @@ def completion_depth(nfa: NFA, ends: Iterable[int]) -> list[int]:
                         todo.append(q)
                     else:
                         buckets.setdefault(v, []).append(q)
+    for lo, block in nfa.sealed.items():  # a sealed interior finishes as its first state does
+        h[lo + 1:block.exit] = [h[lo]] * (block.exit - lo - 1)
     return h
 
 
@@ -165,7 +184,9 @@ def zero_weight_cycle(nfa: NFA, root: Frag) -> int | None:
         seen, todo = {start}, [start]
         while todo:
             q = todo.pop()
-            nxt = [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
+            block = nfa.sealed.get(q)
+            # a sealed block holds no call: only its exit leads on
+            nxt = [block.exit] if block is not None else [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
             call = nfa.calls.get(q)
             if call is not None:
                 out.append((call[0].start, call[2]))
@@ -952,13 +973,19 @@ def _byte_classes(nfa: NFA) -> tuple[np.ndarray, int, list[int]]:
     Rows then have one entry per class instead of 256; JSON grammars use
     a few dozen classes.
     """
+    starts = {0}  # bytes where a class starts: every range's low end and the byte after its high end
+    add = starts.add
+    for a, b in nfa.open_spans():
+        for edges in nfa.edges[a:b]:
+            for lo, hi, _t in edges:
+                add(lo)
+                add(hi + 1)
+    for block in nfa.sealed.values():  # interior edges read single bytes
+        starts.update(block.bytes_used)
+        starts.update(x + 1 for x in block.bytes_used)
     cuts = np.zeros(257, dtype=bool)
-    cuts[0] = True
-    for edges in nfa.edges:
-        for lo, hi, _t in edges:
-            cuts[lo] = True
-            cuts[hi + 1] = True
+    cuts[list(starts)] = True
     class_of = (np.cumsum(cuts[:256]) - 1).astype(np.int32)
     n = int(class_of[-1]) + 1
-    reps = [int(np.argmax(class_of == c)) for c in range(n)]
+    reps = np.flatnonzero(cuts[:256]).tolist()  # class c starts at the c-th cut
     return class_of, n, reps

@@ -35,16 +35,16 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 
-from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment, literal_trie_fragment
+from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
 from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_fragment
+from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
-    check_schema,
-    choose_draft,
+    checked_draft,
     internal_validator_class,
     normalize_document,
     normalize_keywords,
@@ -218,11 +218,12 @@ class SchemaCompiler:
     _started: float | None = None
 
     # -- compile budget --------------------------------------------------------------
-    def tick(self, pointer: str | None = None) -> None:
+    def tick(self, pointer: str | None = None, adding: int = 0) -> None:
         """Raise :class:`SchemaError` once the compile passes its time or NFA-state budget.
 
         Called at every subschema and inside long loops (enum values, oneOf
         pairs), so an explosive schema stops within one step of its limit.
+        ``adding``: NFA states about to be created in one go, counted before they exist.
         """
         if pointer is not None:
             self.pointer = pointer
@@ -230,7 +231,7 @@ class SchemaCompiler:
         if self._started is None:
             self._started = now
         opts = self.options
-        if len(self.nfa) > opts.max_nfa_states:
+        if len(self.nfa) + adding > opts.max_nfa_states:
             raise SchemaError(f"compile budget exceeded: more than max_nfa_states={opts.max_nfa_states} NFA states"
                               " (SchemaOptions.max_nfa_states) while compiling", self.pointer)
         if now - self._started > opts.compile_timeout_s:
@@ -516,7 +517,7 @@ class SchemaCompiler:
 
         Linear in the number of values: duplicates are found by :func:`json_key`,
         and every value with one fixed spelling (strings, ``true``, ``false``,
-        ``null``) goes into one minimal acyclic automaton.
+        ``null``) goes into one sealed, suffix-sharing automaton (:class:`.literal_set.LiteralSet`).
         """
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         _check_finite(schema, ctx)
@@ -524,7 +525,7 @@ class SchemaCompiler:
         if "enum" in schema and "const" in schema:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
-        excluded = rest.pop(NOT_STRINGS, [])  # an internal keyword jsonschema cannot see
+        excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
@@ -534,17 +535,26 @@ class SchemaCompiler:
                 kept.append(v)
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
+        canonical = self.options.escapes == "canonical"
         try:
-            fixed = [self.fixed_spelling(v) for v in kept]
+            # what json.dumps(v, ensure_ascii=False) writes, without a call per string
+            fixed = [encode_basestring(v).encode() if canonical and type(v) is str else self.fixed_spelling(v)
+                     for v in kept]
         except UnicodeEncodeError:
             raise SchemaError("an enum/const string holds a lone surrogate (U+D800..U+DFFF), which no UTF-8"
                               " output can spell", ctx.pointer) from None
         frags = [self.value_literal(v) for v, b in zip(kept, fixed) if b is None]
         spelled = [b for b in fixed if b is not None]
         if spelled:
-            frags.append(literal_trie_fragment(self.nfa, spelled))
+            frags.append(self.literal_set(spelled))
         self.tick()
         return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
+
+    def literal_set(self, literals: list[bytes]) -> Frag:
+        """Exactly one of ``literals`` (byte strings), as one sealed automaton, within the compile budget."""
+        built = LiteralSet(literals, tick=self.tick)
+        self.tick(adding=built.n_states)
+        return built.emit(self.nfa)
 
     def fixed_spelling(self, value: Any) -> bytes | None:
         """The only bytes that spell ``value``, or None when it has several spellings."""
@@ -745,12 +755,14 @@ def _has_nested_id(document: Any, depth: int = 0) -> bool:
 
 def _check_finite(schema: dict[str, Any], ctx: Ctx) -> None:
     """NaN and infinities parse from schema text in Python but are no JSON values."""
-    places = [("const", schema["const"])] if "const" in schema else []
-    places += [(f"enum/{i}", v) for i, v in enumerate(schema.get("enum", []))]
-    for where, value in places:
-        if _has_non_finite(value):
-            raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
-                              ctx.pointer + "/" + where, keyword=where.split("/")[0])
+    places = [("const", [schema["const"]])] if "const" in schema else []
+    places.append(("enum", schema.get("enum", [])))
+    for keyword, values in places:
+        for i, value in enumerate(values):
+            if type(value) is not str and _has_non_finite(value):
+                where = keyword if keyword == "const" else f"enum/{i}"
+                raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
+                                  ctx.pointer + "/" + where, keyword=keyword)
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -783,9 +795,8 @@ def check_schema_depth(schema: Any, limit: int) -> int:
             raise SchemaError(f"the schema nests deeper than max_schema_depth={limit} objects/arrays"
                               " (SchemaOptions.max_schema_depth)", pointer)
         deepest = max(deepest, depth)
-        for k, v in children:
-            if isinstance(v, (dict, list)):
-                stack.append((v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1))
+        nested = [(k, v) for k, v in children if isinstance(v, (dict, list))]  # an enum of 100,000 strings: none
+        stack += [(v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1) for k, v in nested]
     return deepest
 
 
@@ -879,8 +890,7 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
 
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
                      compiler: SchemaCompiler) -> tuple[NFA, Frag, list[str]]:
-    draft, notes = choose_draft(schema)
-    check_schema(schema, draft)
+    draft, notes = checked_draft(schema)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     schema = normalize_document(schema, draft)

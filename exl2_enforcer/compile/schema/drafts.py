@@ -89,15 +89,103 @@ def _schema_format_checker(cls: type[Any]) -> jsonschema.FormatChecker:
 
 
 @functools.cache
-def _meta_validator(draft: str) -> Any:
-    """One reusable meta-schema validator per draft (building one per compile costs a third of it)."""
+def meta_validator(draft: str) -> Any:
+    """One reusable meta-schema validator per draft (building one per compile costs a third of it);
+    for 2020-12 over :func:`merged_meta_schema` when it could be built (the same verdicts, faster)."""
     cls = _VALIDATORS[draft]
-    return cls(cls.META_SCHEMA, format_checker=_schema_format_checker(cls))
+    merged = merged_meta_schema() if draft == "2020-12" else None
+    return cls(merged if merged is not None else cls.META_SCHEMA, format_checker=_schema_format_checker(cls))
+
+
+#: the 2020-12 meta-schema's vocabulary documents, merged by :func:`merged_meta_schema`
+_VOCABULARIES = ("core", "applicator", "unevaluated", "validation", "meta-data", "format-annotation", "content")
+_META_BASE = "https://json-schema.org/draft/2020-12/"
+#: keywords of the vocabulary documents that only annotate (dropped from the merged document)
+_META_NOTES = frozenset({"$schema", "$id", "$vocabulary", "$dynamicAnchor", "$comment", "title", "default",
+                         "deprecated", "$defs"})
+
+
+def merged_meta_schema() -> dict[str, Any] | None:
+    """The 2020-12 meta-schema as one plain document, or None when its shape is not the expected one.
+
+    The official meta-schema is an ``allOf`` of seven vocabulary documents that recurse through
+    ``$dynamicRef: "#meta"``.  Validating a schema against it starts at the top document, so every
+    ``"#meta"`` resolves to that top document, i.e. to the whole meta-schema.  Each vocabulary is
+    ``{"type": ["object", "boolean"], "properties": ...}`` over its own keyword names, so their
+    ``allOf`` equals one ``properties`` map of all the names.  The merged document has that map,
+    ``"$ref": "#"`` for each ``"#meta"``, and every ``$defs`` entry under ``$defs/<vocabulary>.<name>``;
+    it accepts exactly what the official one accepts (tests check it against ``jsonschema`` on the
+    test suite's schemas and on mutated ones), and ``jsonschema`` validates against it about five
+    times faster (no dynamic scope to search).  Built from ``jsonschema_specifications``' own copy.
+    """
+    try:
+        from jsonschema_specifications import REGISTRY  # jsonschema's own copy of the meta-schemas
+    except ImportError:
+        return None
+    try:
+        merged: dict[str, Any] = {"type": ["object", "boolean"], "properties": {}, "$defs": {}}
+        for vocabulary in _VOCABULARIES:
+            doc = REGISTRY.contents(_META_BASE + "meta/" + vocabulary)
+            if doc.get("type") != ["object", "boolean"] or set(doc) - _META_NOTES - {"type", "properties"}:
+                return None
+            _merge_properties(merged, doc["properties"], vocabulary)
+            for name, sub in doc.get("$defs", {}).items():
+                merged["$defs"][f"{vocabulary}.{name}"] = _plain_meta(sub, vocabulary)
+        top = REGISTRY.contents(_META_BASE + "schema")
+        if [r.get("$ref") for r in top.get("allOf", [])] != [f"meta/{v}" for v in _VOCABULARIES]:
+            return None
+        if top.get("type") != ["object", "boolean"] or set(top) - _META_NOTES - {"type", "properties", "allOf"}:
+            return None
+        _merge_properties(merged, top["properties"], "schema")
+    except (LookupError, ValueError, TypeError, AssertionError):
+        return None
+    return merged
+
+
+def _merge_properties(merged: dict[str, Any], properties: dict[str, Any], vocabulary: str) -> None:
+    for name, sub in properties.items():
+        if name in merged["properties"]:
+            raise ValueError(f"keyword {name!r} is in two vocabularies")  # then allOf is no union: give up
+        merged["properties"][name] = _plain_meta(sub, vocabulary)
+
+
+#: where a meta-schema document holds subschemas: one, a name -> subschema map, a list
+_META_ONE = frozenset({"additionalProperties", "items", "contains", "propertyNames", "not", "if", "then", "else"})
+_META_MAP = frozenset({"properties", "patternProperties", "dependentSchemas"})
+_META_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+
+
+def _plain_meta(node: Any, vocabulary: str) -> Any:
+    """A vocabulary document's subschema with ``"#meta"`` as ``"#"`` and ``$defs`` references renamed."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _META_NOTES:
+            continue
+        if key == "$dynamicRef":
+            if value != "#meta":
+                raise ValueError(f"unexpected $dynamicRef {value!r}")
+            out["$ref"] = "#"
+        elif key == "$ref":
+            document, _, fragment = str(value).partition("#")
+            if not fragment.startswith("/$defs/") or (document and not document.startswith("meta/")):
+                raise ValueError(f"unexpected $ref {value!r}")
+            out["$ref"] = f"#/$defs/{document[5:] if document else vocabulary}.{fragment[7:]}"
+        elif key in _META_ONE:
+            out[key] = _plain_meta(value, vocabulary)
+        elif key in _META_MAP:
+            out[key] = {name: _plain_meta(sub, vocabulary) for name, sub in value.items()}
+        elif key in _META_LIST:
+            out[key] = [_plain_meta(sub, vocabulary) for sub in value]
+        else:
+            out[key] = value
+    return out
 
 
 def check_schema(schema: Any, draft: str) -> None:
     """Validate ``schema`` against ``draft``'s meta-schema; raise :class:`SchemaError` with its pointer."""
-    if _meta_validator(draft).is_valid(schema):
+    if meta_validator(draft).is_valid(schema):
         return
     cls = _VALIDATORS[draft]
     try:
@@ -107,13 +195,26 @@ def check_schema(schema: Any, draft: str) -> None:
         raise SchemaError(f"invalid schema (draft {draft}): {e.message}", ptr) from None
 
 
+def checked_draft(schema: Any) -> tuple[str, list[str]]:
+    """:func:`choose_draft`, and the schema validated against the chosen draft's meta-schema.
+
+    Each meta-schema check runs once (choosing a draft without ``$schema`` already validates);
+    raises :class:`SchemaError` with the pointer of the first error otherwise.
+    """
+    draft, notes = choose_draft(schema)
+    if isinstance(schema, dict) and "$schema" in schema:
+        check_schema(schema, draft)
+    return draft, notes
+
+
 def choose_draft(schema: Any) -> tuple[str, list[str]]:
     """``(draft, warnings)`` for a root schema.
 
     An official ``$schema`` URI decides.  Without ``$schema`` the draft is 2020-12, unless the schema
     is invalid there and valid in an older draft (a boolean ``exclusiveMaximum``, array-form
     ``items``): then it is read in the newest such draft, with a warning.  Raises
-    :class:`SchemaError` at ``/$schema`` for any other meta-schema.
+    :class:`SchemaError` at ``/$schema`` for any other meta-schema, and the 2020-12 error
+    when no draft accepts a schema without ``$schema``.
     """
     if isinstance(schema, dict) and "$schema" in schema:
         draft = draft_of_uri(str(schema["$schema"]))

@@ -46,7 +46,8 @@ def dedupe_json(values: list[Any]) -> list[Any]:
     seen: set[Hashable] = set()
     out: list[Any] = []
     for v in values:
-        k = json_key(v)
+        # a str keys as itself: no tuple key equals it, and strings are most enums' values
+        k = v if type(v) is str else json_key(v)
         if k not in seen:
             seen.add(k)
             out.append(v)
