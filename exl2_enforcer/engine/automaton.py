@@ -293,6 +293,9 @@ class Automaton:
         #: byte ranges of a character class -> its class ranges and mask (bounded by the NFA's edges)
         self._range_shapes: dict[tuple[tuple[int, int], ...], tuple[tuple[tuple[int, int], ...], int]] = {}
         self._special = frozenset(ends)
+        # heads made later are found through nfa.loop_of (states from n_fixed on)
+        self._fixed_specials = self._special | frozenset(nfa.calls) | frozenset(nfa.loop_of)
+        self._n_fixed = len(nfa)
         #: explored (state, node) pairs over all closures: a work counter for tests
         self.closure_work = 0
         self._next_uid = 1  # node ids stay unique across evictions
@@ -425,19 +428,20 @@ class Automaton:
         got = self._eps_cache.get(q)
         if got is not None:
             return got
-        nfa, special, skip = self.nfa, self._special, self._eps_skip
+        nfa, skip = self.nfa, self._eps_skip
         if not nfa.eps[q]:  # e.g. inside a literal
-            got = ((q,) if nfa.edges[q] else (), (q,) if q in special or q in nfa.calls or q in nfa.loop_of else ())
+            got = ((q,) if nfa.edges[q] else (), (q,) if self._is_special(q) else ())
             self._eps_cache[q] = got
             return got
+        edges, fixed, n_fixed = nfa.edges, self._fixed_specials, self._n_fixed
         seen, todo = {q}, [q]
         with_edges: list[int] = []
         specials: list[int] = []
         while todo:
             x = todo.pop()
-            if nfa.edges[x]:
+            if edges[x]:
                 with_edges.append(x)
-            if x in special or x in nfa.calls or x in nfa.loop_of:
+            if x in fixed or (x >= n_fixed and x in nfa.loop_of):
                 specials.append(x)
             nexts = skip.get(x)
             if nexts is None:
@@ -450,6 +454,10 @@ class Automaton:
         self._eps_cache[q] = got
         return got
 
+    def _is_special(self, q: int) -> bool:
+        """Whether ``q`` is a call, a lazy head or a machine end (needs the stack in a closure)."""
+        return q in self._fixed_specials or (q >= self._n_fixed and q in self.nfa.loop_of)
+
     def _skip_through(self, x: int) -> tuple[int, ...]:
         """``x``'s epsilon successors, each moved past the states that only pass on to one other.
 
@@ -457,12 +465,11 @@ class Automaton:
         single epsilon edge (the glue of sequences and optionals); a search that steps
         over them at once visits a fraction of the states.  Cached per state.
         """
-        nfa, special, skip = self.nfa, self._special, self._eps_skip
-        eps, edges, calls, loop_of = nfa.eps, nfa.edges, nfa.calls, nfa.loop_of
+        eps, edges, skip = self.nfa.eps, self.nfa.edges, self._eps_skip
         nexts: list[int] = []
         for t in eps[x]:
             path: list[int] = []
-            while len(eps[t]) == 1 and not edges[t] and t not in special and t not in calls and t not in loop_of:
+            while len(eps[t]) == 1 and not edges[t] and not self._is_special(t):
                 known = skip.get(t)
                 if known is not None:
                     if known:  # else t is on this path: a cycle that leads nowhere else
@@ -498,28 +505,31 @@ class Automaton:
         seen = {config}
         todo = [config] if node0.depth + hd(q0) <= limit else []
         work = 0
+        n_fixed, root_end = len(h), self.root.end
         while todo:
             q_at, node = todo.pop()
-            depth = node.depth
             reach = eps_cache.get(q_at) or self._eps_reach(q_at)
             with_edges, specials = reach
             work += 1 + len(with_edges) + len(specials)
-            room = limit - depth
+            room = limit - node.depth
             # states with byte edges all predate the depth fixpoint (lazy heads have none)
             out += [(e, node) for e in with_edges if h[e] <= room]
             for q in specials:
-                if hd(q) > room:
+                if (h[q] if q < n_fixed else hd(q)) > room:
                     continue
-                nexts = self._special_moves(q, node)
-                if not node.frames:
-                    accepting |= q == self.root.end
-                for nxt in nexts:
-                    if nxt in seen or nxt[1].depth + hd(nxt[0]) > limit:
+                if q == root_end and not node.frames:
+                    accepting = True
+                for nxt in self._special_moves(q, node):
+                    if nxt in seen:
+                        continue
+                    q_next = nxt[0]
+                    if nxt[1].depth + (h[q_next] if q_next < n_fixed else hd(q_next)) > limit:
                         continue
                     seen.add(nxt)
                     todo.append(nxt)
         self.closure_work += work
-        result = (self._canonical(out), accepting)
+        # only configurations of one NFA state can need their nodes merged
+        result = (tuple(out) if len({q for q, _node in out}) == len(out) else self._canonical(out), accepting)
         self._closure_cache[config] = result
         self.state_bytes += _CLOSURE_BYTES + _CONFIG_BYTES * len(out)
         return result
@@ -563,9 +573,10 @@ class Automaton:
                     nexts.append((target, node))
                 elif depth + hd(target) <= limit:
                     nexts.append((body_start, self._push(target, node, 0)))
-        for r, parent in node.frames:
-            if q == self._return_end(r):
-                nexts.append((r, parent))
+        if q in self._special:  # a machine end: return to the frames waiting for it
+            for r, parent in node.frames:
+                if q == self._return_end(r):
+                    nexts.append((r, parent))
         return nexts
 
     def _head_moves(self, q: int) -> tuple[tuple[int | None, int], ...]:
@@ -635,16 +646,21 @@ class Automaton:
 
     def _fill_disjoint(self, parts: list[tuple[EdgeGroups, StackNode]], row: list[int]) -> None:
         """Fill ``row`` when no two configurations read a byte of the same class."""
+        memo = self._step_memo
         if len(parts) == 1:
             ((groups, node),) = parts
-            flat = [(targets, node, spans) for targets, _mask, spans in groups]
-        else:
-            # first classes first, so new DFA states are numbered as a sweep over classes would
-            flat = [(targets, node, spans) for groups, node in parts for targets, _mask, spans in groups]
-            flat.sort(key=_first_class)
-        memo = self._step_memo
-        for targets, node, spans in flat:
-            key = (targets, node)
+            for targets, _mask, spans in groups:
+                key = (targets, node)
+                nid = memo.get(key)
+                if nid is None:
+                    nid = self._step_key(key, [key])
+                for a, b in spans:
+                    row[a:b] = [nid] * (b - a)
+            return
+        # first classes first, so new DFA states are numbered as a sweep over classes would
+        flat = [(spans[0][0], (targets, node), spans) for groups, node in parts for targets, _mask, spans in groups]
+        flat.sort(key=lambda item: item[0])
+        for _first_class, key, spans in flat:
             nid = memo.get(key)
             if nid is None:
                 nid = self._step_key(key, [key])
@@ -714,12 +730,16 @@ class Automaton:
         """:meth:`_edge_groups` of edges to several targets: split the classes where targets change."""
         cls = self._class_list
         spans = sorted([(cls[lo], cls[hi] + 1, t) for lo, hi, t in edges])
-        points = sorted({a for a, _b, _t in spans} | {b for _a, b, _t in spans})
         by_targets: dict[frozenset[int], list[tuple[int, int]]] = {}
-        for a, b in zip(points, points[1:]):
-            targets = frozenset([t for lo, hi, t in spans if lo <= a < hi])
-            if targets:
-                by_targets.setdefault(targets, []).append((a, b))
+        if all(spans[i - 1][1] <= spans[i][0] for i in range(1, len(spans))):
+            for a, b, t in spans:  # e.g. UTF-8 lead bytes, each to its own continuation
+                by_targets.setdefault(frozenset((t,)), []).append((a, b))
+        else:
+            points = sorted({a for a, _b, _t in spans} | {b for _a, b, _t in spans})
+            for a, b in zip(points, points[1:]):
+                targets = frozenset([t for lo, hi, t in spans if lo <= a < hi])
+                if targets:
+                    by_targets.setdefault(targets, []).append((a, b))
         groups: list[tuple[frozenset[int], int, tuple[tuple[int, int], ...]]] = []
         covered = 0
         for targets, ranges in by_targets.items():  # dicts keep first-seen order: by first class
@@ -934,10 +954,6 @@ def _range_mask(ranges: tuple[tuple[int, int], ...]) -> int:
     for a, b in ranges:
         mask |= (1 << b) - (1 << a)
     return mask
-
-
-def _first_class(item: tuple[frozenset[int], StackNode, tuple[tuple[int, int], ...]]) -> int:
-    return item[2][0][0]
 
 
 def _lowest_bit(item: tuple[int, Any]) -> int:
