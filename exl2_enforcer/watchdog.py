@@ -45,7 +45,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from exl2_enforcer.bitmask import check_bitmask
-from exl2_enforcer.engine.automaton import UNKNOWN
 from exl2_enforcer.engine.mask import popcount, write_words
 from exl2_enforcer.errors import EnforcerError, MaskTimeout, PolicyError, TokenRejected
 from exl2_enforcer.matcher import Matcher
@@ -356,7 +355,7 @@ class CompletionPlans:
         while not self.planned(s):
             if len(path) >= max_bytes:
                 return None
-            if known_rows_only and auto.table.item(s, 0) == UNKNOWN:
+            if known_rows_only and not auto.has_row(s):
                 return None
             here = dist.of_state(s)
             auto.ensure_rows([s])

@@ -312,6 +312,8 @@ class Automaton:
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
         self.table = np.full((64, self.n_classes), UNKNOWN, dtype=np.int32)
+        #: whether each state's whole row is computed (single cells may be known before that)
+        self.row_done = np.zeros(64, dtype=bool)
 
     # -- memory ------------------------------------------------------------------
     def retained_bytes(self) -> int:
@@ -610,18 +612,46 @@ class Automaton:
         if sid >= self.table.shape[0]:
             grown = np.full((self.table.shape[0] * 2, self.n_classes), UNKNOWN, dtype=np.int32)
             grown[: self.table.shape[0]] = self.table
-            self.table = grown
+            done = np.zeros(grown.shape[0], dtype=bool)
+            done[: self.row_done.shape[0]] = self.row_done
+            # the table first: a state id is written into a cell only after both are stored
+            self.table, self.row_done = grown, done
         return sid
 
     def ensure_rows(self, sids: Iterable[int]) -> None:
-        """Compute the transition rows of the given DFA states if not done yet."""
-        todo = [s for s in sids if self.table[s, 0] == UNKNOWN]
+        """Compute the whole transition rows of the given DFA states if not done yet."""
+        todo = [s for s in sids if not self.row_done[s]]
         if not todo:
             return
         with self.lock:
             for s in todo:
-                if self.table[s, 0] == UNKNOWN:
+                if not self.row_done[s]:
                     self._compute_row(s)
+
+    def has_row(self, sid: int) -> bool:
+        """Whether the whole row of ``sid`` is computed."""
+        return bool(self.row_done[sid])
+
+    def _compute_cell(self, sid: int, c: int) -> None:
+        """Only ``table[sid, c]``: a byte-by-byte walk leaves most states by one class, and the
+        other classes' target sets (closures, new DFA states) would be built for nothing."""
+        bit = 1 << c
+        labels: list[tuple[frozenset[int], StackNode]] = []
+        cache = self._groups_cache
+        for q, node in self.states[sid].configs:
+            got = cache.get(q)
+            groups, mask = got if got is not None else self._edge_groups(q)
+            if mask & bit:
+                labels += [(targets, node) for targets, gmask, _spans in groups if gmask & bit]
+        if not labels:
+            self.table[sid, c] = DEAD
+            return
+        joined = labels if len(labels) == 1 else _by_node(labels)
+        key: StepKey = joined[0] if len(joined) == 1 else frozenset(joined)
+        nid = self._step_memo.get(key)
+        if nid is None:
+            nid = self._step_key(key, joined)
+        self.table[sid, c] = nid
 
     def _compute_row(self, sid: int) -> None:
         # A row is built from the configurations' edge groups (cached per NFA state):
@@ -643,6 +673,7 @@ class Automaton:
         else:
             self._fill_disjoint(parts, row)
         self.table[sid] = row
+        self.row_done[sid] = True
 
     def _fill_disjoint(self, parts: list[tuple[EdgeGroups, StackNode]], row: list[int]) -> None:
         """Fill ``row`` when no two configurations read a byte of the same class."""
@@ -882,17 +913,15 @@ class Automaton:
     # -- stepping ----------------------------------------------------------------
     def step(self, sid: int, byte: int) -> int:
         """The DFA state after reading ``byte`` in state ``sid`` (``DEAD`` if refused)."""
-        nxt = int(self.table[sid, self.class_of_byte[byte]])
-        if nxt == UNKNOWN:
-            self.ensure_rows([sid])
-            nxt = int(self.table[sid, self.class_of_byte[byte]])
-        return nxt
+        return self.step_class(sid, int(self.class_of_byte[byte]))
 
     def step_class(self, sid: int, c: int) -> int:
         """The DFA state after a byte of class ``c`` in state ``sid``."""
         nxt = self.table.item(sid, c)
         if nxt == UNKNOWN:
-            self.ensure_rows([sid])
+            with self.lock:
+                if self.table.item(sid, c) == UNKNOWN:
+                    self._compute_cell(sid, c)
             nxt = self.table.item(sid, c)
         return nxt
 

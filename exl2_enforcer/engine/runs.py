@@ -255,7 +255,7 @@ def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: i
     while len(chain) <= max_run:
         nxt = agree.get((state, key))
         if nxt is None:
-            if auto.table.item(state, classes[0]) == UNKNOWN:
+            if not auto.has_row(state):
                 auto.ensure_rows([state])
             table = auto.table  # ensure_rows may have grown it
             first = table.item(state, classes[0])
