@@ -163,7 +163,7 @@ class LiteralSet:
         used = set(inner_bytes) | {label[0] for n in self._order for label, _c in self._runs[n].values()}
         assert len(nfa) == exit_ + 1 and exit_ + 1 - entry == self.n_states
         nfa.epsilon(entry, base)
-        nfa.seal(base, exit_, used)
+        nfa.seal(base, exit_, [(b, b) for b in used])
         return Frag(entry, exit_)
 
 
