@@ -96,13 +96,15 @@ def test_neighbour_prefixes_agree_with_a_byte_by_byte_count(n):
     # NUL bytes and words that are prefixes of others: the padded comparison must not be fooled
     words = sorted({bytes(rng.choice(b"\x00\x01a") for _ in range(rng.randint(0, 8))) for _ in range(n)})
 
-    def common(a: bytes, b: bytes) -> int:
+    def common(a, b) -> int:
         k = 0
         while k < min(len(a), len(b)) and a[k] == b[k]:
             k += 1
         return k
 
     assert neighbour_prefixes(words) == [0] + [common(a, b) for a, b in zip(words, words[1:])]
+    texts = sorted({"".join(rng.choice("\x00a\ud800😀é") for _ in range(rng.randint(0, 8))) for _ in range(n)})
+    assert neighbour_prefixes(texts) == [0] + [common(a, b) for a, b in zip(texts, texts[1:])]
 
 
 def test_large_random_sets_match_exactly_their_words():
