@@ -392,3 +392,21 @@ def test_spelling_shape_is_checked():
     bad.edge(end, 98, 98, start)  # an exit with an outgoing edge cannot be merged onto a shared state
     with pytest.raises(ValueError, match="exit"):
         LiteralSet(["ab"], spell=lambda cp: (bad, Frag(start, end)))
+
+
+def test_time_budget_reaches_the_spellings_of_many_characters():
+    readings = []
+
+    def clock() -> float:
+        readings.append(1)
+        return float(len(readings))  # one second per reading
+
+    # 1,100 distinct characters in 11 values: the values alone would tick no budget check
+    values = ["".join(chr(0x4E00 + 100 * i + k) for k in range(100)) for i in range(11)]
+    schema = {"properties": {"e": {"enum": values}}}
+    with pytest.raises(SchemaError, match="compile_timeout_s") as err:
+        compile_schema(schema, SchemaOptions(escapes="all", compile_timeout_s=4.5), clock=clock)
+    assert err.value.pointer == "/properties/e"
+    readings.clear()
+    nfa, root, _w = compile_schema(schema, SchemaOptions(escapes="all", compile_timeout_s=60), clock=clock)
+    assert Automaton(nfa, root).matches(json.dumps({"e": values[3]}).encode())

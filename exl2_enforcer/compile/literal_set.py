@@ -58,7 +58,7 @@ class LiteralSet:
         words: list[Any] = list(set(literals))
         self._spellings: dict[int, _Copyable] = {}
         if spell is not None:
-            words = self._spellable(words, spell)
+            words = self._spellable(words, spell, tick)
         #: the bytes every word ends with, read once after the shared automaton (a string set's '"')
         self.suffix = b"" if spell is not None else _common_suffix(words)
         cut = len(self.suffix)
@@ -77,11 +77,14 @@ class LiteralSet:
         self.n_states = 0 if not words else 2 + len(self._order) + self._inner + len(self.suffix)
 
     # -- construction ------------------------------------------------------------------
-    def _spellable(self, words: list[str], spell: Callable[[int], Spelling]) -> list[str]:
+    def _spellable(self, words: list[str], spell: Callable[[int], Spelling],
+                   tick: Callable[[], None] | None) -> list[str]:
         """``words`` without those holding a character that has no spelling (a lone surrogate in JSON
-        text), each character's spelling made ready to copy."""
+        text), each character's spelling made ready to copy (``tick`` every 256 characters)."""
         unspellable = set()
-        for ch in set("".join(words)):
+        for i, ch in enumerate(set("".join(words))):
+            if tick is not None and i % 256 == 255:
+                tick()
             got = _copyable(*spell(ord(ch)))
             if got is None:
                 unspellable.add(ch)
