@@ -235,8 +235,8 @@ def check_vocabulary_covers(nfa: NFA, index: TokenIndex, desc: str) -> None:
             for lo, hi, _dst in es:
                 if covered[hi + 1] == covered[lo]:
                     missing.add((lo, hi))
-    for block in nfa.sealed.values():  # a sealed interior reads the single bytes it lists
-        missing.update((x, x) for x in block.bytes_used if not single[x])
+    for block in nfa.sealed.values():  # a sealed interior reads the byte ranges it lists
+        missing.update((lo, hi) for lo, hi in block.byte_ranges if covered[hi + 1] == covered[lo])
     if missing:
         shown = ", ".join(f"0x{lo:02X}" if lo == hi else f"0x{lo:02X}-0x{hi:02X}" for lo, hi in sorted(missing)[:8])
         raise VocabularyError(f"{desc}: vocabulary {vocab.source} has no single-byte token for any byte in {shown}"

@@ -35,8 +35,10 @@ def hexes(n: int, seed: int = 0) -> list[str]:
     return [hashlib.sha1(f"{seed}:{i}".encode()).hexdigest()[:16] for i in range(n)]
 
 
-def check_sealed(nfa: NFA) -> None:
-    """Every sealed block keeps the rules of :class:`Sealed` (a full walk over the NFA)."""
+def check_sealed(nfa: NFA, deterministic: bool = True) -> None:
+    """Every sealed block keeps the rules of :class:`Sealed` (a full walk over the NFA); the blocks
+    of byte literals also read single bytes, at most one edge per byte and state, no epsilon but to
+    the exit or its common suffix."""
     entered: dict[int, list[int]] = {}
     for q in range(len(nfa)):
         for t in [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]:
@@ -48,12 +50,13 @@ def check_sealed(nfa: NFA) -> None:
             assert q not in nfa.calls and q not in nfa.loop_of
             targets = [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
             assert all(lo <= t <= block.exit for t in targets), q
-            firsts = [a for a, _b, _t in nfa.edges[q]]
-            assert all(a == b for a, b, _t in nfa.edges[q]) and len(firsts) == len(set(firsts)), q  # deterministic
-            seen_bytes.update(firsts)
+            seen_bytes.update((a, b) for a, b, _t in nfa.edges[q])
+            if deterministic:
+                firsts = [a for a, b, _t in nfa.edges[q] if a == b]
+                assert len(firsts) == len(nfa.edges[q]) == len(set(firsts)) and len(nfa.eps[q]) <= 1, q
             if q != lo:
                 assert all(lo <= p < block.exit for p in entered.get(q, [])), f"{q} entered from outside"
-        assert seen_bytes == set(block.bytes_used)
+        assert seen_bytes == set(block.byte_ranges)
         # every interior state reaches the exit
         live, todo = {block.exit}, [block.exit]
         back = {t: [p for p in ps if lo <= p < block.exit] for t, ps in entered.items()}
@@ -93,13 +96,15 @@ def test_neighbour_prefixes_agree_with_a_byte_by_byte_count(n):
     # NUL bytes and words that are prefixes of others: the padded comparison must not be fooled
     words = sorted({bytes(rng.choice(b"\x00\x01a") for _ in range(rng.randint(0, 8))) for _ in range(n)})
 
-    def common(a: bytes, b: bytes) -> int:
+    def common(a, b) -> int:
         k = 0
         while k < min(len(a), len(b)) and a[k] == b[k]:
             k += 1
         return k
 
     assert neighbour_prefixes(words) == [0] + [common(a, b) for a, b in zip(words, words[1:])]
+    texts = sorted({"".join(rng.choice("\x00a\ud800😀é") for _ in range(rng.randint(0, 8))) for _ in range(n)})
+    assert neighbour_prefixes(texts) == [0] + [common(a, b) for a, b in zip(texts, texts[1:])]
 
 
 def test_large_random_sets_match_exactly_their_words():
@@ -184,7 +189,7 @@ MIXED = ["ab", "a", "", "é", "a\"b\\c", "line\nbreak", "😀", 1, 1.5, -0, True
 def test_mixed_enum_against_jsonschema(mini, options):
     schema = {"properties": {"v": {"enum": MIXED}}, "required": ["v"]}
     g = compile_json_schema(schema, mini, options)
-    check_sealed(g.automaton.nfa)
+    check_sealed(g.automaton.nfa, deterministic=options.escapes == "canonical")
     validator = jsonschema.Draft202012Validator(schema)
     candidates = MIXED + ["abc", "b", "A", "é ", 1.0, 1.50, 0.0, 2, "false", [None], {"k": [1.0, "x"]}, {"k": []}]
     for v in candidates:
@@ -272,9 +277,9 @@ def test_seal_refuses_overlapping_or_unknown_blocks():
     nfa = NFA()
     literal_set_fragment(nfa, [b"abc"])
     with pytest.raises(ValueError, match="overlaps"):
-        nfa.seal(1, 2, b"a")
+        nfa.seal(1, 2, [(97, 97)])
     with pytest.raises(ValueError, match="existing states"):
-        nfa.seal(len(nfa), len(nfa) + 3, b"a")
+        nfa.seal(len(nfa), len(nfa) + 3, [(97, 97)])
 
 
 # ----------------------------------------------------------------------------- budget
@@ -312,3 +317,96 @@ def test_choice_budget_names_the_parameter(mini):
 def test_choice_with_a_lone_surrogate_is_refused_by_index(mini):
     with pytest.raises(EnforcerError, match="choice 1 holds a lone surrogate"):
         compile_choice(["ok", "bad\ud800"], mini)
+
+
+# ----------------------------------------------------------------------------- spelled sets (escapes="all")
+
+
+SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def spell_char(ch: str, rng: random.Random) -> str:
+    """One JSON spelling of ``ch`` inside a string, chosen at random among all of them."""
+    cp = ord(ch)
+    options = []
+    if cp >= 0x20 and ch not in '"\\' and not 0xD800 <= cp <= 0xDFFF:
+        options.append(ch)
+    if ch in SHORT:
+        options.append(SHORT[ch])
+    units = [cp] if cp < 0x10000 else [0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)]
+    options.append("".join("\\u" + (f"{u:04x}" if rng.random() < 0.5 else f"{u:04X}") for u in units))
+    return rng.choice(options)
+
+
+def spelled(word: str, rng: random.Random) -> bytes:
+    return ('"' + "".join(spell_char(ch, rng) for ch in word) + '"').encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spelled_strings_accept_every_spelling_of_exactly_the_members(seed):
+    rng = random.Random(seed)
+    alphabet = 'ab"\\/\né😀\x01'
+    for _trial in range(15):
+        words = {"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(1, 80))}
+        schema = {"enum": sorted(words)}
+        nfa, root, _w = compile_schema(schema, SchemaOptions(escapes="all"))
+        check_sealed(nfa, deterministic=False)
+        a = Automaton(nfa, root)
+        probes = list(words) + [w[:-1] for w in words if w] + [w + "a" for w in words]
+        probes += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) for _ in range(30)]
+        for p in probes:
+            for _ in range(3):
+                text = spelled(p, rng)
+                assert a.matches(text) == (p in words), (sorted(words), text)
+            assert not a.matches(spelled(p, rng)[:-1])
+
+
+def test_spelled_strings_leave_out_a_value_no_text_spells():
+    # a lone surrogate has no spelling of its own (an escape of it would pair with a following one);
+    # as before literal sets, such a value is simply never produced
+    nfa, root, _w = compile_schema({"enum": ["\ud800", "x", "y\ud800"]}, SchemaOptions(escapes="all"))
+    a = Automaton(nfa, root)
+    assert a.matches(b'"x"') and a.matches(b'"\\u0078"')
+    assert not a.matches(b'"\\ud800"') and not a.matches(b'"y"') and not a.matches(b'"\\u0078\\u0078"')
+
+
+def test_a_large_spelled_enum_shares_prefixes(mini):
+    values = hexes(2000, seed=4)
+    g = compile_json_schema({"enum": values}, mini, SchemaOptions(escapes="all"))
+    nfa = g.automaton.nfa
+    check_sealed(nfa, deterministic=False)
+    # shared prefixes: fewer states than a copy of each character's 7-state spelling per value
+    assert len(nfa) < 6 * sum(map(len, values))
+    # and the start state holds one configuration, not one per value
+    assert len(g.automaton.states[g.automaton.start].configs) == 1
+    rng = random.Random(5)
+    for v in values[:50]:
+        assert g.automaton.matches(spelled(v, rng))
+        assert not g.automaton.matches(spelled(v[:-1] + "g", rng))
+
+
+def test_spelling_shape_is_checked():
+    bad = NFA()
+    start, end = bad.state(), bad.state()
+    bad.edge(start, 97, 97, end)
+    bad.edge(end, 98, 98, start)  # an exit with an outgoing edge cannot be merged onto a shared state
+    with pytest.raises(ValueError, match="exit"):
+        LiteralSet(["ab"], spell=lambda cp: (bad, Frag(start, end)))
+
+
+def test_time_budget_reaches_the_spellings_of_many_characters():
+    readings = []
+
+    def clock() -> float:
+        readings.append(1)
+        return float(len(readings))  # one second per reading
+
+    # 1,100 distinct characters in 11 values: the values alone would tick no budget check
+    values = ["".join(chr(0x4E00 + 100 * i + k) for k in range(100)) for i in range(11)]
+    schema = {"properties": {"e": {"enum": values}}}
+    with pytest.raises(SchemaError, match="compile_timeout_s") as err:
+        compile_schema(schema, SchemaOptions(escapes="all", compile_timeout_s=4.5), clock=clock)
+    assert err.value.pointer == "/properties/e"
+    readings.clear()
+    nfa, root, _w = compile_schema(schema, SchemaOptions(escapes="all", compile_timeout_s=60), clock=clock)
+    assert Automaton(nfa, root).matches(json.dumps({"e": values[3]}).encode())

@@ -1,36 +1,50 @@
 """A set of byte strings (enum values, choices) as one deterministic, suffix-sharing NFA block.
 
-:class:`LiteralSet` builds a *compacted* minimal acyclic automaton: a radix tree (every edge carries
-a run of bytes up to the next branch or word end) whose equal sub-trees are merged bottom-up while
-the sorted words stream in (the incremental construction of Daciuk et al. 2000, on runs instead of
-single bytes).  Python work is per word and per branch point, not per byte: 10,000 random 16-digit
-hex strings need about 20 branch points each, a numbered series ``name_0 .. name_99999`` a few
-dozen nodes in all.  :meth:`LiteralSet.emit` then writes one NFA state per byte of every distinct
-run in bulk and registers the block as *sealed* (:class:`~.nfa.Sealed`), so the automaton's
-whole-NFA analyses step over it instead of visiting its states.
+:class:`LiteralSet` builds a compacted acyclic automaton: a radix tree (every edge carries a run of
+bytes up to the next branch or word end) whose equal sub-trees are merged bottom-up while the
+sorted words stream in (the incremental construction of Daciuk et al. 2000, on runs instead of
+single bytes), after the bytes every word ends with (a string's closing quote) are set apart.
+Python work is per word and per branch node, not per byte: 10,000 random 16-digit hex strings
+make 3,766 nodes, the numbered series ``"name_0" .. "name_99999"`` 7.  :meth:`LiteralSet.emit`
+then writes one NFA state per byte of every distinct run, in bulk, and registers the block as
+*sealed* (:class:`~.nfa.Sealed`), so the automaton's whole-NFA analyses step over it instead of
+visiting its states (10,000 hex strings: 123,203 states).
 
-The block is deterministic (at most one edge per byte from each state) and every state in it
-reaches its exit, so the lazy DFA's states inside it are single NFA states.
+The block of byte strings is deterministic (at most one edge per byte from each state) and every
+state in it reaches its exit, so a lazy DFA state inside it holds one NFA state per configuration
+that entered the block.
+
+*Spelled* sets take ``str`` words and a ``spell`` function giving each character's own small
+automaton (``escapes="all"``: every JSON spelling of it); the same tree is built over characters,
+and each character of a run is written as a copy of its automaton.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from exl2_enforcer.compile.nfa import NFA, Frag
 
-#: one edge of the compacted automaton: (the run of bytes it reads, the node it leads to)
-Run = tuple[bytes, int]
+#: one edge of the compacted automaton: (the run of bytes, or of characters, it reads; its target node)
+Run = tuple[Any, int]
+#: one character's automaton for a spelled set: a call-free, loop-free NFA and its fragment
+Spelling = tuple[NFA, Frag]
+#: a spelling ready to copy: (inner states, edges (from, lo, hi, to), epsilons (from, to)), where
+#: state 0 is the fragment's entry, 1 its exit and 2.. its inner states
+_Copyable = tuple[int, list[tuple[int, int, int, int]], list[tuple[int, int]]]
 
 
 class LiteralSet:
-    """The compacted minimal automaton of a set of byte strings, ready to be emitted into an NFA.
+    """The suffix-merged radix automaton of a set of byte strings, ready to be emitted into an NFA.
 
-    ``literals``: any iterable of ``bytes`` (duplicates are ignored; the empty string is allowed).
-    ``tick``: called every :data:`TICK_EVERY` words while building, so a caller's compile budget
-    (time, states) can stop a huge set early by raising.
+    ``literals``: any iterable of ``bytes`` (duplicates are ignored; the empty string is allowed),
+    or of ``str`` together with ``spell``, which maps a code point to its :data:`Spelling` (called
+    once per distinct character; its entry must have no incoming and its exit no outgoing edge,
+    else ValueError).  ``tick``: called every :data:`TICK_EVERY` words while building, so a
+    caller's compile budget (time, states) can stop a huge set early by raising.
 
     :attr:`n_states` is the number of NFA states :meth:`emit` will add (one per byte of each
     distinct run, plus the block's entry and exit); a caller checks it against its state budget
@@ -39,29 +53,51 @@ class LiteralSet:
 
     TICK_EVERY = 4096
 
-    def __init__(self, literals: Iterable[bytes], tick: Callable[[], None] | None = None) -> None:
-        words = list(set(literals))
-        self.n_words = len(words)
+    def __init__(self, literals: Iterable[bytes] | Iterable[str], tick: Callable[[], None] | None = None,
+                 spell: Callable[[int], Spelling] | None = None) -> None:
+        words: list[Any] = list(set(literals))
+        self._spellings: dict[int, _Copyable] = {}
+        if spell is not None:
+            words = self._spellable(words, spell, tick)
         #: the bytes every word ends with, read once after the shared automaton (a string set's '"')
-        self.suffix = _common_suffix(words)
+        self.suffix = b"" if spell is not None else _common_suffix(words)
         cut = len(self.suffix)
         # still distinct once they all lose the same tail (but no longer in the same order)
         words = sorted([w[:-cut] for w in words] if cut else words)
-        self._runs: list[dict[int, Run]] = [{}]  # node -> first byte of a run -> run
+        self._runs: list[dict[Any, Run]] = [{}]  # node -> first byte (or character) of a run -> run
         self._final: list[bool] = [False]
         self._build(words, tick)
         self._order = self._reachable()
+        # per run, one state between two of its bytes or characters
         self._inner = sum(len(label) - 1 for n in self._order for label, _c in self._runs[n].values())
-        # entry, one state per node, one per byte of a run but its last, one per suffix byte, exit
+        if spell is not None:  # and the inner states of each character's copy
+            self._inner += sum(self._spellings[ord(ch)][0] for n in self._order
+                               for label, _c in self._runs[n].values() for ch in label)
+        # entry, one state per node, the inner ones, one per suffix byte, exit
         self.n_states = 0 if not words else 2 + len(self._order) + self._inner + len(self.suffix)
 
     # -- construction ------------------------------------------------------------------
-    def _build(self, words: list[bytes], tick: Callable[[], None] | None) -> None:
+    def _spellable(self, words: list[str], spell: Callable[[int], Spelling],
+                   tick: Callable[[], None] | None) -> list[str]:
+        """``words`` without those holding a character that has no spelling (a lone surrogate in JSON
+        text), each character's spelling made ready to copy (``tick`` every 256 characters)."""
+        unspellable = set()
+        for i, ch in enumerate(set("".join(words))):
+            if tick is not None and i % 256 == 255:
+                tick()
+            got = _copyable(*spell(ord(ch)))
+            if got is None:
+                unspellable.add(ch)
+            else:
+                self._spellings[ord(ch)] = got
+        return [w for w in words if not unspellable.intersection(w)] if unspellable else words
+
+    def _build(self, words: list[Any], tick: Callable[[], None] | None) -> None:
         runs, final = self._runs, self._final
         register: dict[tuple[bool, tuple[Run, ...]], int] = {}
         path = [0]  # nodes along the previous word, each with its depth in ``depths``
         depths = [0]
-        prev = b""
+        prev: Any = b""
         for i, common in enumerate(neighbour_prefixes(words)):
             if tick is not None and i % self.TICK_EVERY == self.TICK_EVERY - 1:
                 tick()
@@ -84,7 +120,7 @@ class LiteralSet:
             self._freeze(register, path, depths, prev)
 
     def _freeze(self, register: dict[tuple[bool, tuple[Run, ...]], int], path: list[int], depths: list[int],
-                prev: bytes) -> None:
+                prev: Any) -> None:
         """Register the deepest path node; one equal to a registered node (same finality, same runs
         to the same children) is replaced by it in its parent, which then shares the sub-tree."""
         node = path.pop()
@@ -96,7 +132,7 @@ class LiteralSet:
             first = prev[depths[-1]]
             parent[first] = (parent[first][0], twin)
 
-    def _split(self, path: list[int], depths: list[int], prev: bytes, at: int) -> None:
+    def _split(self, path: list[int], depths: list[int], prev: Any, at: int) -> None:
         """Cut the run leaving the last path node at depth ``at``: a new branch node goes there."""
         node, depth = path[-1], depths[-1]
         label, child = self._runs[node][prev[depth]]
@@ -128,6 +164,8 @@ class LiteralSet:
         """
         if not self.n_states:
             return nfa.nothing()
+        if self._spellings:
+            return self._emit_spelled(nfa)
         entry = nfa.state()
         base = len(nfa)
         number = {node: base + i for i, node in enumerate(self._order)}
@@ -162,8 +200,71 @@ class LiteralSet:
         used = set(inner_bytes) | {label[0] for n in self._order for label, _c in self._runs[n].values()}
         assert len(nfa) == exit_ + 1 and exit_ + 1 - entry == self.n_states
         nfa.epsilon(entry, base)
+        nfa.seal(base, exit_, [(b, b) for b in used])
+        return Frag(entry, exit_)
+
+
+    def _emit_spelled(self, nfa: NFA) -> Frag:
+        """:meth:`emit` for a spelled set: every character of a run as a copy of its spelling."""
+        entry = nfa.state()
+        base = len(nfa)
+        number = {node: base + i for i, node in enumerate(self._order)}
+        exit_ = base + len(self._order) + self._inner
+        rows: list[list[tuple[int, int, int]]] = [[] for _ in self._order]
+        eps: list[list[int]] = [[exit_] if self._final[n] else [] for n in self._order]
+        used: set[tuple[int, int]] = set()
+        for node in self._order:
+            for label, child in self._runs[node].values():
+                src = number[node]
+                for k, ch in enumerate(label):
+                    inner, copy_edges, copy_eps = self._spellings[ord(ch)]
+                    first = base + len(rows)  # the copy's inner states, then the state after ch
+                    rows += [[] for _ in range(inner)]
+                    eps += [[] for _ in range(inner)]
+                    dst = number[child] if k == len(label) - 1 else first + inner
+                    ids = [src, dst, *range(first, first + inner)]
+                    for a, lo, hi, b in copy_edges:
+                        rows[ids[a] - base].append((lo, hi, ids[b]))
+                        used.add((lo, hi))
+                    for a, b in copy_eps:
+                        eps[ids[a] - base].append(ids[b])
+                    if k < len(label) - 1:
+                        rows.append([])
+                        eps.append([])
+                    src = dst
+        assert base + len(rows) == exit_ and exit_ + 1 - entry == self.n_states
+        nfa.edges.extend(rows)
+        nfa.eps.extend(eps)
+        nfa.state()
+        nfa.epsilon(entry, base)
         nfa.seal(base, exit_, used)
         return Frag(entry, exit_)
+
+
+def _copyable(template: NFA, frag: Frag) -> _Copyable | None:
+    """A spelling's states renumbered for copying (see :data:`_Copyable`); None if it spells
+    nothing; ValueError if its entry has incoming or its exit outgoing edges (the copy maps them
+    onto states that others share)."""
+    if template.calls or template.loop_of:
+        raise ValueError("a spelling must be call-free and loop-free")
+    reach, todo = {frag.start}, [frag.start]
+    while todo:
+        q = todo.pop()
+        for t in [t for _lo, _hi, t in template.edges[q]] + template.eps[q]:
+            if t not in reach:
+                reach.add(t)
+                todo.append(t)
+    if frag.end not in reach:
+        return None
+    if template.edges[frag.end] or template.eps[frag.end]:
+        raise ValueError("a spelling's exit must have no outgoing edge")
+    inner = sorted(reach - {frag.start, frag.end})
+    ids = {frag.start: 0, frag.end: 1, **{q: i + 2 for i, q in enumerate(inner)}}
+    edges = [(ids[q], lo, hi, ids[t]) for q in reach for lo, hi, t in template.edges[q]]
+    eps = [(ids[q], ids[t]) for q in reach for t in template.eps[q]]
+    if any(b == 0 for _a, _lo, _hi, b in edges) or any(b == 0 for _a, b in eps):
+        raise ValueError("a spelling's entry must have no incoming edge")
+    return len(inner), edges, eps
 
 
 def literal_set_fragment(nfa: NFA, literals: Iterable[bytes]) -> Frag:
@@ -171,12 +272,14 @@ def literal_set_fragment(nfa: NFA, literals: Iterable[bytes]) -> Frag:
     return LiteralSet(literals).emit(nfa)
 
 
-#: neighbour_prefixes pads the words into one array when it holds at most this many bytes
-PAD_LIMIT = 1 << 25
+#: neighbour_prefixes pads the words into one array when it holds at most this many bytes (its
+#: transient peak is about three times that)
+PAD_LIMIT = 1 << 23
 
 
-def neighbour_prefixes(words: list[bytes]) -> list[int]:
-    """``out[i]``: length of the common prefix of ``words[i-1]`` and ``words[i]`` (``out[0] = 0``).
+def neighbour_prefixes(words: list[bytes] | list[str]) -> list[int]:
+    """``out[i]``: length of the common prefix of ``words[i-1]`` and ``words[i]`` (``out[0] = 0``),
+    in bytes, or in characters for ``str`` words.
 
     Many short words are compared all at once (padded into one uint8 array of at most
     :data:`PAD_LIMIT` bytes, the padding cut off by the shorter length); other sets pair by pair.
@@ -187,14 +290,18 @@ def neighbour_prefixes(words: list[bytes]) -> list[int]:
     longest = int(lengths.max())
     if len(words) < 64 or longest == 0 or len(words) * longest > PAD_LIMIT:  # numpy pays from a few dozen
         return [0] + [_common_prefix(a, b) for a, b in zip(words, words[1:])]
-    rows = np.frombuffer(b"".join([w.ljust(longest, b"\0") for w in words]), dtype=np.uint8).reshape(-1, longest)
+    if isinstance(words[0], str):  # one uint32 per character (surrogates kept as they are)
+        text = "".join([w.ljust(longest, "\0") for w in words]).encode("utf-32-le", "surrogatepass")
+        rows = np.frombuffer(text, dtype="<u4").reshape(-1, longest)
+    else:
+        rows = np.frombuffer(b"".join([w.ljust(longest, b"\0") for w in words]), dtype=np.uint8).reshape(-1, longest)
     differ = rows[1:] != rows[:-1]
     first = np.where(differ.any(axis=1), differ.argmax(axis=1), longest)
     out = np.minimum(first, np.minimum(lengths[1:], lengths[:-1]))
     return [0, *out.tolist()]
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
+def _common_prefix(a: Any, b: Any) -> int:
     """Length of the longest common prefix, by bisection on slice equality (C-speed compares)."""
     lo, hi = 0, min(len(a), len(b))
     while lo < hi:

@@ -40,12 +40,12 @@ class Sealed(NamedTuple):
     epsilons) lead only to states of the block; only ``lo`` is entered from outside; and every
     interior state reaches ``exit`` by bytes alone.  ``exit`` is an ordinary state (others may add
     edges from it).  Whole-NFA analyses may read the block as one edge ``lo -> exit`` reading some
-    of ``bytes_used``, instead of visiting every interior state.
+    of ``byte_ranges``, instead of visiting every interior state.
     """
 
     exit: int
-    #: every byte an interior edge reads (interior edges read single bytes)
-    bytes_used: frozenset[int]
+    #: every inclusive byte range ``(lo, hi)`` on an interior edge
+    byte_ranges: frozenset[tuple[int, int]]
 
 
 class LazyHeads:
@@ -286,7 +286,7 @@ class NFA:
         return len(self.edges)
 
     # -- sealed blocks ------------------------------------------------------------
-    def seal(self, lo: int, exit_: int, bytes_used: Iterable[int]) -> None:
+    def seal(self, lo: int, exit_: int, byte_ranges: Iterable[tuple[int, int]]) -> None:
         """Declare ``lo .. exit_`` a sealed block (the builder vouches for :class:`Sealed`'s rules).
 
         Blocks are sealed in the order their states were made.  Raises ValueError for a block
@@ -297,7 +297,7 @@ class NFA:
             raise ValueError(f"sealed block {lo}..{exit_} is not a range of existing states")
         if self.sealed and lo <= next(reversed(self.sealed.values())).exit:
             raise ValueError(f"sealed block {lo}..{exit_} overlaps an earlier one")
-        self.sealed[lo] = Sealed(exit_, frozenset(bytes_used))
+        self.sealed[lo] = Sealed(exit_, frozenset(byte_ranges))
 
     def open_spans(self) -> list[tuple[int, int]]:
         """Half-open ranges ``[a, b)`` of the states outside every sealed interior, in order."""
@@ -401,7 +401,7 @@ class NFA:
         self.edges.extend([[(lo, hi, t + off) for lo, hi, t in es] for es in other.edges])
         self.eps.extend([[t + off for t in es] for es in other.eps])
         for lo, block in other.sealed.items():
-            self.sealed[lo + off] = Sealed(block.exit + off, block.bytes_used)
+            self.sealed[lo + off] = Sealed(block.exit + off, block.byte_ranges)
         return Frag(frag.start + off, frag.end + off)
 
     # -- calls and counted loops ------------------------------------------------

@@ -1025,9 +1025,10 @@ def _byte_classes(nfa: NFA) -> tuple[np.ndarray, int, list[int]]:
             for lo, hi, _t in edges:
                 add(lo)
                 add(hi + 1)
-    for block in nfa.sealed.values():  # interior edges read single bytes
-        starts.update(block.bytes_used)
-        starts.update(x + 1 for x in block.bytes_used)
+    for block in nfa.sealed.values():
+        for lo, hi in block.byte_ranges:
+            add(lo)
+            add(hi + 1)
     cuts = np.zeros(257, dtype=bool)
     cuts[list(starts)] = True
     class_of = (np.cumsum(cuts[:256]) - 1).astype(np.int32)

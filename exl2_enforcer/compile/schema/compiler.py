@@ -543,10 +543,14 @@ class SchemaCompiler:
         except UnicodeEncodeError:
             raise SchemaError("an enum/const string holds a lone surrogate (U+D800..U+DFFF), which no UTF-8"
                               " output can spell", ctx.pointer) from None
-        frags = [self.value_literal(v) for v, b in zip(kept, fixed) if b is None]
+        # strings with several spellings (escapes="all") share one automaton over their characters
+        strings = [v for v, b in zip(kept, fixed) if b is None and isinstance(v, str)]
+        frags = [self.value_literal(v) for v, b in zip(kept, fixed) if b is None and not isinstance(v, str)]
         spelled = [b for b in fixed if b is not None]
         if spelled:
             frags.append(self.literal_set(spelled))
+        if strings:
+            frags.append(self.spelled_strings(strings))
         self.tick()
         return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
 
@@ -555,6 +559,19 @@ class SchemaCompiler:
         built = LiteralSet(literals, tick=self.tick)
         self.tick(adding=built.n_states)
         return built.emit(self.nfa)
+
+    def spelled_strings(self, strings: list[str]) -> Frag:
+        """JSON strings whose values are ``strings``, each character in every spelling ``escapes`` allows:
+        one sealed automaton over the characters, within the compile budget."""
+        nfa = self.nfa
+        built = LiteralSet(strings, tick=self.tick, spell=self.char_spelling)
+        self.tick(adding=built.n_states)
+        return nfa.seq([nfa.literal(b'"'), built.emit(nfa), nfa.literal(b'"')])
+
+    def char_spelling(self, cp: int) -> tuple[NFA, Frag]:
+        """The spellings of the character ``cp`` inside a JSON string, as a small NFA of its own."""
+        scratch = NFA()
+        return scratch, json_char_fragment(scratch, ((cp, cp),))
 
     def fixed_spelling(self, value: Any) -> bytes | None:
         """The only bytes that spell ``value``, or None when it has several spellings."""

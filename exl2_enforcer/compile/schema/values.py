@@ -47,7 +47,7 @@ def dedupe_json(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for v in values:
         # a str keys as itself: no tuple key equals it, and strings are most enums' values
-        k = v if type(v) is str else json_key(v)
+        k = v if isinstance(v, str) else json_key(v)
         if k not in seen:
             seen.add(k)
             out.append(v)
