@@ -663,6 +663,14 @@ class SchemaCompiler:
                 merged.append((m, bctx))  # a branch the siblings exclude adds nothing
         if not merged:
             raise SchemaError(f"the schema admits no value (its siblings exclude every {key} branch)", ctx.pointer)
+        listed = _listed_values([m for m, _ in merged], exactly_one=key == "oneOf")
+        if listed is not None:
+            # branches that only list values (a documented enum: {"const": v, "title": ...}) are
+            # one enum, compiled as one literal set instead of thousands of branches
+            if not listed:
+                raise SchemaError(f"the schema admits no value (every value its {key} branches list is listed"
+                                  " twice, so none matches exactly one)", ctx.pointer, keyword=key)
+            return self.compile({"enum": listed}, ctx)
         if key == "oneOf":
             check_disjoint([m for m, _ in merged], [c for _, c in merged], self)
         frags, empty = [], None
@@ -861,6 +869,28 @@ def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _listed_values(branches: list[Any], *, exactly_one: bool) -> list[Any] | None:
+    """The values of ``anyOf``/``oneOf`` branches that only list values (``const``/``enum`` and
+    annotations), in order; None when some branch says more.  With ``exactly_one`` (oneOf) a
+    value two branches list (by JSON equality: 1 == 1.0) matches both, so it is left out."""
+    values: list[Any] = []
+    seen: dict[Any, int] = {}
+    for b in branches:
+        if not isinstance(b, dict) or not b or any(k not in ("const", "enum") and k not in ANNOTATIONS for k in b):
+            return None
+        if "const" in b and "enum" in b:
+            return None  # their intersection: the general path handles it
+        mine = [b["const"]] if "const" in b else b.get("enum")
+        if not isinstance(mine, list):
+            return None
+        for k in dict.fromkeys(json_key(v) for v in mine):
+            seen[k] = seen.get(k, 0) + 1
+        values += mine
+    if not exactly_one:
+        return values
+    return [v for v in values if seen[json_key(v)] == 1]
 
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
