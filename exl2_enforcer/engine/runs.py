@@ -83,7 +83,8 @@ class RunTable:
     def __init__(self, tokens: TokenBytes, members: np.ndarray, pack: Callable[[np.ndarray], np.ndarray],
                  mask_bytes: int) -> None:
         # Only tokens that start with a byte of C have a run; the others form one group per
-        # first byte.  Keys below 2**16 sort by radix (kind="stable").
+        # first byte.  Keys below 2**16 sort by radix (kind="stable"); a vocabulary with runs
+        # of 256 bytes or more needs wider keys (a clamped run would mix up groups and lengths).
         cand, zero = tokens.rows_starting_in(members)
         lo = tokens.start[cand]
         at, _src = expand_ranges(lo, lo + tokens.length[cand])
@@ -95,15 +96,15 @@ class RunTable:
         run[cand] = tokens.length[cand]
         run[owner[first]] = tokens.pos[outside[first]]
         crun = run[cand]
-        run16 = np.minimum(crun, 255).astype(np.uint16)
+        run_key = crun.astype(np.uint16 if crun.shape[0] == 0 or crun.max() < 256 else np.int64)
         pure = crun == tokens.length[cand]
         pure_rows = cand[pure]
-        order = np.argsort(run16[pure], kind="stable")
+        order = np.argsort(run_key[pure], kind="stable")
         #: rows of the pure tokens, shortest first, and their lengths
         self.pure_rows = pure_rows[order]
         self.pure_len = run[self.pure_rows]
         mixed = cand[~pure]
-        key = run16[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
+        key = run_key[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
         order = np.argsort(key, kind="stable")
         key = np.r_[tokens.flat[tokens.start[zero]].astype(np.uint16), key[order]]
         self.mixed_rows = np.r_[zero, mixed[order]]
@@ -115,7 +116,7 @@ class RunTable:
         self.g_lo = starts
         self.g_hi = np.append(starts[1:], self.mixed_rows.shape[0])
         #: rows of all tokens ordered by run length, and those lengths (for the runs cut short)
-        order = np.argsort(run16, kind="stable")
+        order = np.argsort(run_key, kind="stable")
         self.by_run_rows = np.r_[zero, cand[order]]
         self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
         self.max_run = int(crun.max()) if crun.shape[0] else 0
@@ -193,8 +194,10 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     chain, cut = _chain(auto, sid, classes, key, MIN_CHAIN, agree)
     if len(chain) <= MIN_CHAIN:
         return None
+    check()  # a table build and a long chain of rows are chunks of work like a trie level
     table = tables.table(members)
     chain, cut = _chain(auto, sid, classes, key, table.max_run, agree)
+    check()
     tokens = tables.tokens
     r = len(chain) - 1
     allowed: list[np.ndarray] = []
@@ -220,7 +223,6 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     if walked > MAX_WALKED:
         return None
     if walked:
-        check()
         allowed.append(_walk_on(auto, tokens, np.concatenate(rows_parts), np.concatenate(state_parts),
                                 np.concatenate(off_parts), check))
     ids = tokens.ids[np.concatenate(allowed)] if allowed else np.zeros(0, np.int64)
