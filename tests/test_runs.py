@@ -338,3 +338,14 @@ def test_run_tables_shared_by_grammars_on_threads():
     for (k, sid), got in results.items():
         g = grammars[k]
         assert np.array_equal(got, reference_allowed_ids(g, table, sid)), (k, sid)
+
+
+def test_token_bytes_cost_about_the_token_text():
+    """The per-vocabulary byte table behind every run table lies outside ``max_bytes``: it must cost
+    about the token text itself (one byte per byte, a few integers per token), not 16 bytes per byte."""
+    index = TokenIndex.for_vocabulary(vocab_by_name("llama3"))
+    tokens = index.run_tables.tokens
+    held = sum(a.nbytes for a in vars(tokens).values() if isinstance(a, np.ndarray))
+    text = sum(len(index.text_bytes[i] or b"") for i in index.text_ids.tolist())
+    assert tokens.nbytes == held
+    assert held <= text + 32 * index.text_ids.shape[0] + 257 * 8

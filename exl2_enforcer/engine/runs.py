@@ -62,10 +62,7 @@ class TokenBytes:
         self.start = np.cumsum(self.length) - self.length
         self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
         self.first_at = np.searchsorted(firsts[order], np.arange(257)).astype(np.int64)
-        #: for every byte of ``flat``: the row of its token, and its position in the token
-        self.owner = np.repeat(np.arange(len(pieces), dtype=np.int64), self.length)
-        self.pos = np.arange(self.flat.shape[0], dtype=np.int64) - self.start[self.owner]
-        self.nbytes = sum(a.nbytes for a in (self.ids, self.length, self.start, self.flat, self.owner, self.pos))
+        self.nbytes = sum(a.nbytes for a in (self.ids, self.length, self.start, self.flat, self.first_at))
 
     def rows_starting_in(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows whose first byte is in ``members``, the other rows), each in row order."""
@@ -87,14 +84,15 @@ class RunTable:
         # of 256 bytes or more needs wider keys (a clamped run would mix up groups and lengths).
         cand, zero = tokens.rows_starting_in(members)
         lo = tokens.start[cand]
-        at, _src = expand_ranges(lo, lo + tokens.length[cand])
-        outside = at[~members[tokens.flat[at]]]
-        owner = tokens.owner[outside]
+        at, src = expand_ranges(lo, lo + tokens.length[cand])
+        # the bytes outside C, by candidate (in row order) and position in their token
+        outside = np.flatnonzero(~members[tokens.flat[at]])
+        owner = src[outside]
         first = np.ones(owner.shape[0], dtype=bool)
         first[1:] = owner[1:] != owner[:-1]
         run = np.zeros(tokens.ids.shape[0], dtype=np.int64)
         run[cand] = tokens.length[cand]
-        run[owner[first]] = tokens.pos[outside[first]]
+        run[cand[owner[first]]] = (at[outside] - lo[owner])[first]
         crun = run[cand]
         run_key = crun.astype(np.uint16 if crun.shape[0] == 0 or crun.max() < 256 else np.int64)
         pure = crun == tokens.length[cand]
