@@ -349,3 +349,23 @@ def test_token_bytes_cost_about_the_token_text():
     text = sum(len(index.text_bytes[i] or b"") for i in index.text_ids.tolist())
     assert tokens.nbytes == held
     assert held <= text + 32 * index.text_ids.shape[0] + 257 * 8
+
+
+def test_run_table_bytes_cover_what_they_hold():
+    """``RunTable.nbytes`` (what ``max_bytes`` bounds) covers its arrays and every packed mask it caches."""
+    index = TokenIndex.for_vocabulary(vocab_by_name("llama2"))
+    tables = RunTables(index.text_ids, index.text_bytes, index.pack, index.n_words * 4)
+    for ranges in ([(97, 122)], [(97, 122), (48, 57)], [(32, 126)], [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0xFF)]):
+        members = np.zeros(256, dtype=bool)
+        for lo, hi in ranges:
+            members[lo:hi + 1] = True
+        table = tables.table(members)
+        for r in range(table.max_run + 2):
+            table.pure_packed(r)
+        held = 0
+        for value in vars(table).values():
+            if isinstance(value, np.ndarray) and value is not tables.tokens.ids:  # the ids are the vocabulary's
+                held += value.nbytes
+            elif isinstance(value, dict):
+                held += sum(a.nbytes for a in value.values())
+        assert table.nbytes >= held > 0
