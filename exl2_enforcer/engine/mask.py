@@ -274,9 +274,13 @@ class MaskEngine:
     def _full(self, sid: int, deadline: float | None) -> np.ndarray:
         """The packed mask of a state no vocabulary slice covers: by byte-set runs, else by a trie walk."""
         idx = self.index
-        agreed = len(self._agree)
-        got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), self._agree)
-        self.side_bytes += _AGREE_BYTES * (len(self._agree) - agreed)
+        agree = self._agree
+        agreed = len(agree)
+        try:
+            got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), agree)
+        finally:
+            # entries made before a MaskTimeout stay in the cache: count them too
+            self.side_bytes += _AGREE_BYTES * (len(agree) - agreed)
         if got is None:
             return idx.pack(self._walk(idx.trie, sid, deadline))
         ids, runs = got

@@ -62,10 +62,7 @@ class TokenBytes:
         self.start = np.cumsum(self.length) - self.length
         self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
         self.first_at = np.searchsorted(firsts[order], np.arange(257)).astype(np.int64)
-        #: for every byte of ``flat``: the row of its token, and its position in the token
-        self.owner = np.repeat(np.arange(len(pieces), dtype=np.int64), self.length)
-        self.pos = np.arange(self.flat.shape[0], dtype=np.int64) - self.start[self.owner]
-        self.nbytes = sum(a.nbytes for a in (self.ids, self.length, self.start, self.flat, self.owner, self.pos))
+        self.nbytes = sum(a.nbytes for a in (self.ids, self.length, self.start, self.flat, self.first_at))
 
     def rows_starting_in(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows whose first byte is in ``members``, the other rows), each in row order."""
@@ -83,27 +80,29 @@ class RunTable:
     def __init__(self, tokens: TokenBytes, members: np.ndarray, pack: Callable[[np.ndarray], np.ndarray],
                  mask_bytes: int) -> None:
         # Only tokens that start with a byte of C have a run; the others form one group per
-        # first byte.  Keys below 2**16 sort by radix (kind="stable").
+        # first byte.  Keys below 2**16 sort by radix (kind="stable"); a vocabulary with runs
+        # of 256 bytes or more needs wider keys (a clamped run would mix up groups and lengths).
         cand, zero = tokens.rows_starting_in(members)
         lo = tokens.start[cand]
-        at, _src = expand_ranges(lo, lo + tokens.length[cand])
-        outside = at[~members[tokens.flat[at]]]
-        owner = tokens.owner[outside]
+        at, src = expand_ranges(lo, lo + tokens.length[cand])
+        # the bytes outside C, by candidate (in row order) and position in their token
+        outside = np.flatnonzero(~members[tokens.flat[at]])
+        owner = src[outside]
         first = np.ones(owner.shape[0], dtype=bool)
         first[1:] = owner[1:] != owner[:-1]
         run = np.zeros(tokens.ids.shape[0], dtype=np.int64)
         run[cand] = tokens.length[cand]
-        run[owner[first]] = tokens.pos[outside[first]]
+        run[cand[owner[first]]] = (at[outside] - lo[owner])[first]
         crun = run[cand]
-        run16 = np.minimum(crun, 255).astype(np.uint16)
+        run_key = crun.astype(np.uint16 if crun.shape[0] == 0 or crun.max() < 256 else np.int64)
         pure = crun == tokens.length[cand]
         pure_rows = cand[pure]
-        order = np.argsort(run16[pure], kind="stable")
+        order = np.argsort(run_key[pure], kind="stable")
         #: rows of the pure tokens, shortest first, and their lengths
         self.pure_rows = pure_rows[order]
         self.pure_len = run[self.pure_rows]
         mixed = cand[~pure]
-        key = run16[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
+        key = run_key[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
         order = np.argsort(key, kind="stable")
         key = np.r_[tokens.flat[tokens.start[zero]].astype(np.uint16), key[order]]
         self.mixed_rows = np.r_[zero, mixed[order]]
@@ -115,7 +114,7 @@ class RunTable:
         self.g_lo = starts
         self.g_hi = np.append(starts[1:], self.mixed_rows.shape[0])
         #: rows of all tokens ordered by run length, and those lengths (for the runs cut short)
-        order = np.argsort(run16, kind="stable")
+        order = np.argsort(run_key, kind="stable")
         self.by_run_rows = np.r_[zero, cand[order]]
         self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
         self.max_run = int(crun.max()) if crun.shape[0] else 0
@@ -193,8 +192,10 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     chain, cut = _chain(auto, sid, classes, key, MIN_CHAIN, agree)
     if len(chain) <= MIN_CHAIN:
         return None
+    check()  # a table build and a long chain of rows are chunks of work like a trie level
     table = tables.table(members)
     chain, cut = _chain(auto, sid, classes, key, table.max_run, agree)
+    check()
     tokens = tables.tokens
     r = len(chain) - 1
     allowed: list[np.ndarray] = []
@@ -220,7 +221,6 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     if walked > MAX_WALKED:
         return None
     if walked:
-        check()
         allowed.append(_walk_on(auto, tokens, np.concatenate(rows_parts), np.concatenate(state_parts),
                                 np.concatenate(off_parts), check))
     ids = tokens.ids[np.concatenate(allowed)] if allowed else np.zeros(0, np.int64)
