@@ -229,17 +229,19 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
 
 def _widest_set(auto: Automaton, row: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
     """The largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
-    live = row >= 0
-    if not live.any():
+    # plain Python over the row's few dozen classes: this runs for every state without a slice
+    sizes = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
+    width: dict[int, int] = {}
+    for c, t in enumerate(row.tolist()):
+        if t >= 0:
+            width[t] = width.get(t, 0) + sizes[c]
+    if not width:
         return None, []
-    per_byte = row[auto.class_of_byte]
-    targets, counts = np.unique(per_byte[per_byte >= 0], return_counts=True)
-    best = int(np.argmax(counts))
-    if counts[best] < MIN_RUN_BYTES:
+    best = max(width, key=width.__getitem__)
+    if width[best] < MIN_RUN_BYTES:
         return None, []
-    members = per_byte == targets[best]
-    classes = np.flatnonzero(row == targets[best]).tolist()
-    return members, classes
+    goes = row == best
+    return goes[auto.class_of_byte], np.flatnonzero(goes).tolist()
 
 
 def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: int,
