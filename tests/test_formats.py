@@ -10,9 +10,11 @@ import re
 import uuid
 
 import pytest
+from enforcer_oracle import validator_for
 from jsonschema import Draft202012Validator
 from nfa_walks import coreachable, plain_matches
 
+from exl2_enforcer import Matcher, compile_json_schema, default_vocabulary
 from exl2_enforcer.compile.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
 from exl2_enforcer.compile.nfa import NFA, Frag
 
@@ -287,3 +289,38 @@ def test_unknown_format():
 def test_supported_formats():
     assert SUPPORTED_FORMATS == {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6",
                                  "uuid", "uri"}
+
+
+# -- enum/const next to a format: the listed strings are filtered by the format too
+ENUM_FORMAT_VALUES = {
+    "email": ["a", "a@example.com", "x@y.z", "@example.com"],
+    "date": ["2020-01-01", "2020-13-01", "2021-02-29", "x"],
+    "time": ["12:00:00Z", "12:00:00", "25:00:00Z"],
+    "ipv4": ["1.2.3.4", "300.1.1.1", "01.2.3.4"],
+    "uuid": ["123e4567-e89b-12d3-a456-426614174000", "123e4567", "x"],
+    "duration": ["P1D", "P", "1D"],
+    "hostname": ["example.com", "-bad-.com", "a..b"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENUM_FORMAT_VALUES))
+def test_enum_and_const_values_obey_a_sibling_format(name):
+    vocab = default_vocabulary()
+    values = ENUM_FORMAT_VALUES[name] + [7]  # a non-string is not constrained by format
+    for schema in ({"enum": values, "format": name},
+                   {"anyOf": [{"const": v} for v in values], "format": name},
+                   {"allOf": [{"enum": values}, {"format": name}]}):
+        g = compile_json_schema(schema, vocab)
+        check = validator_for(schema)
+        for v in values:
+            text = json.dumps(v).encode()
+            end = g.automaton.walk(Matcher(g).state, text)
+            accepted = end >= 0 and g.automaton.is_accepting(end)
+            assert accepted == check.is_valid(v), (schema, v)
+
+
+def test_nfa_matches_agrees_with_the_reference_walk():
+    nfa = NFA()
+    frag = format_fragment(nfa, "date")
+    for text in ["2020-01-01", "2020-02-30", "2020-01-0", "", "2020-01-011"]:
+        assert nfa.matches(frag, text.encode()) == plain_matches(nfa, frag, text.encode())

@@ -285,6 +285,22 @@ class NFA:
     def __len__(self) -> int:
         return len(self.edges)
 
+    def matches(self, frag: Frag, data: bytes) -> bool:
+        """Whether ``frag`` matches exactly ``data``, by a set-of-states walk with epsilon closures.
+
+        For small call-free, loop-free fragments only (a format's automaton, checked against a few
+        enum values at compile time); raises ValueError on a call or lazy head, which only the
+        automaton can follow.
+        """
+        cur = self.epsilon_closure([frag.start])
+        for b in data:
+            if any(q in self.calls or q in self.loop_of for q in cur):
+                raise ValueError("NFA.matches follows plain edges only (found a call or lazy head)")
+            cur = self.epsilon_closure({dst for q in cur for lo, hi, dst in self.edges[q] if lo <= b <= hi})
+            if not cur:
+                return False
+        return frag.end in cur
+
     # -- sealed blocks ------------------------------------------------------------
     def seal(self, lo: int, exit_: int, byte_ranges: Iterable[tuple[int, int]]) -> None:
         """Declare ``lo .. exit_`` a sealed block (the builder vouches for :class:`Sealed`'s rules).

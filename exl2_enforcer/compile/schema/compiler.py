@@ -36,7 +36,7 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
-from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_fragment
+from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_accepts, format_fragment
 from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
@@ -526,12 +526,18 @@ class SchemaCompiler:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
         excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
+        # jsonschema here checks no format, so an asserted one is checked with the format's own
+        # fragment: the same strings a generated value may be
+        rest = self.assertable_format(rest, ctx)
+        fmt = rest.pop("format", None)
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
             if i % 1024 == 1023:
                 self.tick()
-            if (check is None or check.is_valid(v)) and not (isinstance(v, str) and v in excluded):
+            if isinstance(v, str) and (v in excluded or (fmt is not None and not format_accepts(fmt, v))):
+                continue
+            if check is None or check.is_valid(v):
                 kept.append(v)
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
