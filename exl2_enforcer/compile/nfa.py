@@ -191,7 +191,8 @@ class AnyOrder(LazyHeads):
         return out + ([self.extra.start] if self.extra is not None else [])
 
     def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
-        """An upper bound: the exit, the comma, and every member still to write (safe to overestimate)."""
+        """The exit, the comma, every required member still to write, and the shallowest optional
+        members that make up ``min_members`` (or follow a comma)."""
         written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         missing = [f for i, (f, r) in enumerate(self.items) if r and i not in written]
         if self.max_members is not None and n + len(missing) > self.max_members:
@@ -203,8 +204,15 @@ class AnyOrder(LazyHeads):
         if self.extra is None and short > len(choices) - len(missing):
             return 1 << 30
         need = [h[self.exit], h[self.comma.start]] + [h[f.start] for f in missing]
-        if short > 0 or comma:
-            need.append(max(h[f.start] for f, _w in choices))
+        # the deepest of the k optional members that finish soonest (an extra member may repeat);
+        # the deepest of all choices would make a recursive optional member look unfinishable
+        k = max(short, 0 if missing else int(comma))
+        if k > 0:
+            optional = [h[f.start] for i, (f, r) in enumerate(self.items) if not r and i not in written]
+            if self.extra is not None:
+                optional += [h[self.extra.start]] * k
+            optional.sort()
+            need.append(optional[k - 1] if len(optional) >= k else 1 << 30)
         return max(need)
 
     def head_distance(self, key: Hashable, d: Sequence[int]) -> int:

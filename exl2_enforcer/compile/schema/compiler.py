@@ -211,8 +211,12 @@ class SchemaCompiler:
     #: the root document and its context (where a 2019-09 $recursiveRef may lead)
     root: tuple[Any, "Ctx"] = (None, None)  # type: ignore[assignment]
     _containers: dict[tuple[Any, ...], Frag] = field(default_factory=dict)
+    _sibling_refs: dict[tuple[Any, ...], Frag] = field(default_factory=dict)
     #: allOf schemas being merged, innermost last: (id of the schema, its pointer)
     merging: list[tuple[int, str]] = field(default_factory=list)
+    #: $refs whose sibling keywords are being merged into their target, innermost last:
+    #: (id of the schema holding the $ref, its pointer)
+    expanding: list[tuple[int, str]] = field(default_factory=list)
     #: allOf schemas being compiled after their merge, innermost last
     compiling_all_of: list[tuple[int, str]] = field(default_factory=list)
     _started: float | None = None
@@ -726,7 +730,7 @@ class SchemaCompiler:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings:  # in drafts 4-7 the siblings were dropped up front ($ref overrides them)
-            return self.compile(expand_ref(schema, ctx, self), ctx)
+            return self.nfa.call(self.sibling_ref_machine(schema, ctx), weight=0)
         target, tctx = self.resolve(schema["$ref"], ctx)
         return self.nfa.call(self.ref_machine(target, tctx), weight=0)
 
@@ -755,6 +759,26 @@ class SchemaCompiler:
             self._ref_machines[key] = frag
             self.nfa.machine_names[frag.start] = tctx.pointer
             body = self.compile(target, tctx)
+            self.nfa.epsilon(frag.start, body.start)
+            self.nfa.epsilon(body.end, frag.end)
+        return frag
+
+    def sibling_ref_machine(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
+        """The callee fragment for a ``$ref`` with sibling keywords (its target merged with them),
+        compiled once per distinct schema text, so that a recursive target whose recursion goes
+        through such a ``$ref`` (``"next": {"$ref": "#/$defs/node", "required": [...]}``) refers
+        back to the machine being built instead of unfolding it without end."""
+        key = (json.dumps(schema, sort_keys=True, default=repr), base_uri(ctx.resolver), ctx.draft7)
+        frag = self._sibling_refs.get(key)
+        if frag is None:
+            frag = Frag(self.nfa.state(), self.nfa.state())
+            self._sibling_refs[key] = frag
+            self.nfa.machine_names[frag.start] = ctx.pointer
+            try:
+                body = self.compile(expand_ref(schema, ctx, self), ctx)
+            except SchemaError:
+                del self._sibling_refs[key]  # a later use raises the same error where it is
+                raise
             self.nfa.epsilon(frag.start, body.start)
             self.nfa.epsilon(body.end, frag.end)
         return frag
