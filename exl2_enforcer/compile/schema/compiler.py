@@ -688,8 +688,10 @@ class SchemaCompiler:
             try:
                 frags.append(self.compile(m, c))
             except SchemaError as e:
-                # a branch that admits no value adds nothing to the alternatives
-                if "admits no value" not in e.message or e.pointer != c.pointer or len(merged) == 1:
+                # a branch that admits no value adds nothing to the alternatives (also when its own
+                # anyOf/oneOf/allOf, at the same instance location, is what turned out empty)
+                if "admits no value" not in e.message or not _in_place_below(e.pointer, c.pointer) \
+                        or len(merged) == 1:
                     raise
                 empty = empty or e
         if not frags and empty is not None:
@@ -899,6 +901,18 @@ def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _in_place_below(pointer: str, base: str) -> bool:
+    """Whether ``pointer`` is ``base`` or below it through ``anyOf``/``oneOf``/``allOf`` branches
+    only (the same instance location: an optional member's pointer is not)."""
+    if pointer == base:
+        return True
+    if not pointer.startswith(base + "/"):
+        return False
+    parts = pointer[len(base) + 1:].split("/")
+    return len(parts) % 2 == 0 and all(kw in ("anyOf", "oneOf", "allOf") and i.isdigit()
+                                       for kw, i in zip(parts[::2], parts[1::2]))
 
 
 def _listed_values(branches: list[Any], *, exactly_one: bool) -> list[Any] | None:
