@@ -40,7 +40,7 @@ from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, forma
 from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
-from exl2_enforcer.compile.regex import compile_regex
+from exl2_enforcer.compile.regex import compile_regex, pattern_accepts
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
@@ -73,7 +73,7 @@ from exl2_enforcer.compile.schema.terms import (
     child_pointer,
 )
 from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
-from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # referencing exports no public name for its Resolver type
@@ -277,8 +277,11 @@ class SchemaCompiler:
         return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
 
     def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
-        """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits."""
-        return internal_validator_class(ctx.draft)(schema, _resolver=ctx.resolver)
+        """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits, with this
+        engine's ``pattern`` (ECMA-262) and, when asserted, ``format`` (the format fragments); its
+        ``is_valid`` raises :class:`RegexError` for a pattern the engine cannot compile."""
+        cls = value_validator_class(ctx.draft, self.options.format_assertion)
+        return cls(schema, _resolver=ctx.resolver)
 
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
@@ -530,19 +533,20 @@ class SchemaCompiler:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
         excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
-        # jsonschema here checks no format, so an asserted one is checked with the format's own
-        # fragment: the same strings a generated value may be
-        rest = self.assertable_format(rest, ctx)
-        fmt = rest.pop("format", None)
+        rest = self.assertable_format(rest, ctx)  # an unsupported format: an error, or an annotation
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
             if i % 1024 == 1023:
                 self.tick()
-            if isinstance(v, str) and (v in excluded or (fmt is not None and not format_accepts(fmt, v))):
+            if isinstance(v, str) and v in excluded:
                 continue
-            if check is None or check.is_valid(v):
-                kept.append(v)
+            try:
+                if check is None or check.is_valid(v):
+                    kept.append(v)
+            except RegexError as e:
+                where = ctx.child("pattern").pointer if "pattern" in rest else ctx.pointer
+                raise SchemaError(f"a pattern next to enum/const: {e}", where, keyword="pattern") from None
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
         canonical = self.options.escapes == "canonical"
@@ -901,6 +905,27 @@ def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not pattern_accepts(pattern, instance):
+        yield jsonschema.exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _fragment_format(validator: Any, name: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and name in SUPPORTED_FORMATS and not format_accepts(name, instance):
+        yield jsonschema.exceptions.ValidationError(f"{instance!r} is not a {name!r}")
+
+
+@functools.cache
+def value_validator_class(draft: str, assert_formats: bool) -> Any:
+    """The internal validator class of ``draft`` checking values as the compiled constraint does:
+    ``pattern`` by the ECMA-262 regex compiler, ``format`` (when ``assert_formats``) by the format
+    fragments; used where listed values are filtered (enum/const siblings, propertyNames, merges)."""
+    rules: dict[str, Any] = {"pattern": _ecma_pattern}
+    if assert_formats:
+        rules["format"] = _fragment_format
+    return jsonschema.validators.extend(internal_validator_class(draft), rules)
 
 
 def _in_place_below(pointer: str, base: str) -> bool:
