@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, FragmentMatcher
 from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.errors import UnknownFormatError
 
@@ -188,9 +188,9 @@ SPEC_FORMATS: frozenset[str] = frozenset({
 
 
 @functools.cache
-def _format_automaton(name: str) -> tuple[NFA, Frag]:
+def _format_matcher(name: str) -> FragmentMatcher:
     nfa = NFA()
-    return nfa, format_fragment(nfa, name)
+    return FragmentMatcher(nfa, format_fragment(nfa, name))
 
 
 def format_accepts(name: str, value: str) -> bool:
@@ -203,8 +203,7 @@ def format_accepts(name: str, value: str) -> bool:
         content = value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: no format admits one
         return False
-    nfa, frag = _format_automaton(name)
-    return nfa.matches(frag, content)
+    return _format_matcher(name).matches(content)
 
 
 def format_fragment(nfa: NFA, name: str) -> Frag:

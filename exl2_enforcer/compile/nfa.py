@@ -293,22 +293,6 @@ class NFA:
     def __len__(self) -> int:
         return len(self.edges)
 
-    def matches(self, frag: Frag, data: bytes) -> bool:
-        """Whether ``frag`` matches exactly ``data``, by a set-of-states walk with epsilon closures.
-
-        For small call-free, loop-free fragments only (a format's automaton, checked against a few
-        enum values at compile time); raises ValueError on a call or lazy head, which only the
-        automaton can follow.
-        """
-        cur = self.epsilon_closure([frag.start])
-        for b in data:
-            if any(q in self.calls or q in self.loop_of for q in cur):
-                raise ValueError("NFA.matches follows plain edges only (found a call or lazy head)")
-            cur = self.epsilon_closure({dst for q in cur for lo, hi, dst in self.edges[q] if lo <= b <= hi})
-            if not cur:
-                return False
-        return frag.end in cur
-
     # -- sealed blocks ------------------------------------------------------------
     def seal(self, lo: int, exit_: int, byte_ranges: Iterable[tuple[int, int]]) -> None:
         """Declare ``lo .. exit_`` a sealed block (the builder vouches for :class:`Sealed`'s rules).
@@ -474,3 +458,60 @@ class NFA:
     def _to_end(self, f: Frag, end: int) -> Frag:
         self.epsilon(f.end, end)
         return Frag(f.start, end)
+
+
+class FragmentMatcher:
+    """Whole-input matching of byte strings against one call-free, loop-free fragment, with the
+    state sets it meets memoised per byte (a small lazy DFA), for checking many values against
+    one pattern or format.  ``max_sets`` bounds the memo (state sets kept); past it a walk goes
+    on without memoising.  Sharing between threads is safe: the memo only gains entries, and
+    two threads computing the same one store equal values.
+    """
+
+    def __init__(self, nfa: NFA, frag: Frag, max_sets: int = 4096) -> None:
+        self.nfa, self.frag, self.max_sets = nfa, frag, max_sets
+        self._sets: list[frozenset[int]] = [self._closure([frag.start])]
+        self._ids: dict[frozenset[int], int] = {self._sets[0]: 0}
+        self._next: dict[tuple[int, int], int] = {}  # (set id, byte) -> set id, -1 when dead
+
+    def matches(self, data: bytes) -> bool:
+        """Whether the fragment matches exactly ``data``."""
+        cur = 0
+        for i, b in enumerate(data):
+            nxt = self._next.get((cur, b))
+            if nxt is None:
+                if len(self._sets) >= self.max_sets:
+                    return self._walk(self._sets[cur], data[i:])
+                nxt = self._step(cur, b)
+            if nxt < 0:
+                return False
+            cur = nxt
+        return self.frag.end in self._sets[cur]
+
+    def _closure(self, states: Iterable[int]) -> frozenset[int]:
+        got = self.nfa.epsilon_closure(states)
+        if any(q in self.nfa.calls or q in self.nfa.loop_of for q in got):
+            raise ValueError("FragmentMatcher follows plain edges only (found a call or lazy head)")
+        return frozenset(got)
+
+    def _move(self, states: frozenset[int], b: int) -> frozenset[int]:
+        return self._closure({d for q in states for lo, hi, d in self.nfa.edges[q] if lo <= b <= hi})
+
+    def _step(self, cur: int, b: int) -> int:
+        got = self._move(self._sets[cur], b)
+        if not got:
+            nxt = -1
+        elif got in self._ids:
+            nxt = self._ids[got]
+        else:
+            self._sets.append(got)
+            nxt = self._ids[got] = len(self._sets) - 1
+        self._next[(cur, b)] = nxt
+        return nxt
+
+    def _walk(self, states: frozenset[int], data: bytes) -> bool:
+        for b in data:
+            states = self._move(states, b)
+            if not states:
+                return False
+        return self.frag.end in states

@@ -52,7 +52,7 @@ from exl2_enforcer.compile.charset import (
     json_char_fragment,
     utf8_fragment,
 )
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, FragmentMatcher
 from exl2_enforcer.compile.unicode_props import general_category
 from exl2_enforcer.errors import RegexError
 
@@ -485,9 +485,9 @@ PATTERN_CACHE_SIZE = 256
 
 
 @functools.lru_cache(maxsize=PATTERN_CACHE_SIZE)
-def _search_automaton(pattern: str) -> tuple[NFA, Frag]:
+def _search_matcher(pattern: str) -> FragmentMatcher:
     nfa = NFA()
-    return nfa, compile_regex(nfa, pattern, mode="raw", search=True)
+    return FragmentMatcher(nfa, compile_regex(nfa, pattern, mode="raw", search=True))
 
 
 def pattern_accepts(pattern: str, value: str) -> bool:
@@ -501,5 +501,4 @@ def pattern_accepts(pattern: str, value: str) -> bool:
         data = value.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    nfa, frag = _search_automaton(pattern)
-    return nfa.matches(frag, data)
+    return _search_matcher(pattern).matches(data)
