@@ -327,3 +327,26 @@ def test_fragment_matcher_agrees_with_the_reference_walk(max_sets):
     for text in ["2020-01-01", "2020-02-30", "2020-01-0", "", "2020-01-011", "2024-02-29", "2023-02-29"] * 2:
         assert matcher.matches(text.encode()) == plain_matches(nfa, frag, text.encode()), text
     assert len(matcher._sets) <= max(max_sets, 1)
+
+
+def test_fragment_matcher_shared_by_threads():
+    import threading
+
+    nfa = NFA()
+    frag = format_fragment(nfa, "ipv4")
+    matcher = FragmentMatcher(nfa, frag)
+    rng = random.Random(5)
+    texts = [".".join(str(rng.randint(0, 300)) for _ in range(rng.randint(3, 5))) for _ in range(400)]
+    expected = [plain_matches(nfa, frag, t.encode()) for t in texts]
+    got: dict[int, list[bool]] = {}
+
+    def work(i: int) -> None:
+        got[i] = [matcher.matches(t.encode()) for t in texts[i::4] + texts]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert got[i] == expected[i::4] + expected

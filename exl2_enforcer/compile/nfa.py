@@ -18,6 +18,7 @@ Two extensions beyond a plain NFA keep the automaton small:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -464,8 +465,7 @@ class FragmentMatcher:
     """Whole-input matching of byte strings against one call-free, loop-free fragment, with the
     state sets it meets memoised per byte (a small lazy DFA), for checking many values against
     one pattern or format.  ``max_sets`` bounds the memo (state sets kept); past it a walk goes
-    on without memoising.  Sharing between threads is safe: the memo only gains entries, and
-    two threads computing the same one store equal values.
+    on without memoising.  Safe to share between threads: the memo grows under a lock.
     """
 
     def __init__(self, nfa: NFA, frag: Frag, max_sets: int = 4096) -> None:
@@ -473,6 +473,7 @@ class FragmentMatcher:
         self._sets: list[frozenset[int]] = [self._closure([frag.start])]
         self._ids: dict[frozenset[int], int] = {self._sets[0]: 0}
         self._next: dict[tuple[int, int], int] = {}  # (set id, byte) -> set id, -1 when dead
+        self._lock = threading.Lock()
 
     def matches(self, data: bytes) -> bool:
         """Whether the fragment matches exactly ``data``."""
@@ -499,14 +500,15 @@ class FragmentMatcher:
 
     def _step(self, cur: int, b: int) -> int:
         got = self._move(self._sets[cur], b)
-        if not got:
-            nxt = -1
-        elif got in self._ids:
-            nxt = self._ids[got]
-        else:
-            self._sets.append(got)
-            nxt = self._ids[got] = len(self._sets) - 1
-        self._next[(cur, b)] = nxt
+        with self._lock:
+            if not got:
+                nxt = -1
+            elif got in self._ids:
+                nxt = self._ids[got]
+            else:
+                self._sets.append(got)
+                nxt = self._ids[got] = len(self._sets) - 1
+            self._next[(cur, b)] = nxt
         return nxt
 
     def _walk(self, states: frozenset[int], data: bytes) -> bool:
