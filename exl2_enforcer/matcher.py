@@ -305,7 +305,10 @@ class Matcher:
 
 
 def _token_id(token_id: object) -> int:
-    """``token_id`` as an int; TypeError naming the parameter for anything that is not an integer."""
+    """``token_id`` as an int; TypeError naming the parameter for anything that is not an integer
+    (a bool too: ``True`` would silently be token 1, and ``rollback`` refuses bools as well)."""
+    if isinstance(token_id, (bool, np.bool_)):
+        raise TypeError(f"token_id must be an int, got {token_id!r} (bool)")
     try:
         return operator.index(token_id)  # type: ignore[arg-type]
     except TypeError:

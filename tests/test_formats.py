@@ -10,11 +10,13 @@ import re
 import uuid
 
 import pytest
+from enforcer_oracle import validator_for
 from jsonschema import Draft202012Validator
 from nfa_walks import coreachable, plain_matches
 
+from exl2_enforcer import Matcher, compile_json_schema, default_vocabulary
 from exl2_enforcer.compile.formats import SUPPORTED_FORMATS, UnknownFormatError, format_fragment
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, FragmentMatcher
 
 # FormatChecker() with no draft merges every draft's checkers, and draft 3's "time"
 # (bare HH:MM:SS) wins there; the draft 2020-12 checker is the one that applies.
@@ -287,3 +289,64 @@ def test_unknown_format():
 def test_supported_formats():
     assert SUPPORTED_FORMATS == {"date", "time", "date-time", "duration", "email", "hostname", "ipv4", "ipv6",
                                  "uuid", "uri"}
+
+
+# -- enum/const next to a format: the listed strings are filtered by the format too
+ENUM_FORMAT_VALUES = {
+    "email": ["a", "a@example.com", "x@y.z", "@example.com"],
+    "date": ["2020-01-01", "2020-13-01", "2021-02-29", "x"],
+    "time": ["12:00:00Z", "12:00:00", "25:00:00Z"],
+    "ipv4": ["1.2.3.4", "300.1.1.1", "01.2.3.4"],
+    "uuid": ["123e4567-e89b-12d3-a456-426614174000", "123e4567", "x"],
+    "duration": ["P1D", "P", "1D"],
+    "hostname": ["example.com", "-bad-.com", "a..b"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENUM_FORMAT_VALUES))
+def test_enum_and_const_values_obey_a_sibling_format(name):
+    vocab = default_vocabulary()
+    values = ENUM_FORMAT_VALUES[name] + [7]  # a non-string is not constrained by format
+    for schema in ({"enum": values, "format": name},
+                   {"anyOf": [{"const": v} for v in values], "format": name},
+                   {"allOf": [{"enum": values}, {"format": name}]}):
+        g = compile_json_schema(schema, vocab)
+        check = validator_for(schema)
+        for v in values:
+            text = json.dumps(v).encode()
+            end = g.automaton.walk(Matcher(g).state, text)
+            accepted = end >= 0 and g.automaton.is_accepting(end)
+            assert accepted == check.is_valid(v), (schema, v)
+
+
+@pytest.mark.parametrize("max_sets", [4096, 3])
+def test_fragment_matcher_agrees_with_the_reference_walk(max_sets):
+    nfa = NFA()
+    frag = format_fragment(nfa, "date")
+    matcher = FragmentMatcher(nfa, frag, max_sets=max_sets)  # 3: the memo fills, walks go on unmemoised
+    for text in ["2020-01-01", "2020-02-30", "2020-01-0", "", "2020-01-011", "2024-02-29", "2023-02-29"] * 2:
+        assert matcher.matches(text.encode()) == plain_matches(nfa, frag, text.encode()), text
+    assert len(matcher._sets) <= max(max_sets, 1)
+
+
+def test_fragment_matcher_shared_by_threads():
+    import threading
+
+    nfa = NFA()
+    frag = format_fragment(nfa, "ipv4")
+    matcher = FragmentMatcher(nfa, frag)
+    rng = random.Random(5)
+    texts = [".".join(str(rng.randint(0, 300)) for _ in range(rng.randint(3, 5))) for _ in range(400)]
+    expected = [plain_matches(nfa, frag, t.encode()) for t in texts]
+    got: dict[int, list[bool]] = {}
+
+    def work(i: int) -> None:
+        got[i] = [matcher.matches(t.encode()) for t in texts[i::4] + texts]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert got[i] == expected[i::4] + expected

@@ -354,6 +354,9 @@ def test_misuse_names_the_parameter(mini):
         m.accept_token("a")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="token_id must be an int, got 1.5"):
         m.accept_token(1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"token_id must be an int, got True \(bool\)"):
+        m.try_accept(True)
+    assert m.tokens == []
     digit = _ids(mini, "7")[0]
     m.accept_token(np.int64(digit))  # numpy integers are token ids too
     assert m.tokens == [digit]

@@ -103,3 +103,20 @@ def test_any_order_masks_match_bruteforce(vocab):
                 break
             m.accept_token(choice)
     assert states >= 30
+
+
+def test_any_order_min_properties_with_a_recursive_optional_member(vocab):
+    # min_members can be met by the shallow member "v"; taking the deepest choice (the recursive
+    # "n") made the whole object look unfinishable: the schema raised "admits no value" or, one
+    # level down, refused {"n": {"v": 2}}
+    node = {"type": "object", "minProperties": 1, "additionalProperties": False,
+            "properties": {"n": {"$ref": "#/$defs/node"}, "v": {"type": "integer"}}}
+    opts = SchemaOptions(property_order="any", strict_objects=False)
+    for schema in ({"$defs": {"node": node}, "$ref": "#/$defs/node"},
+                   {"$defs": {"node": node}, "type": "object", "properties": {"n": {"$ref": "#/$defs/node"}}}):
+        g = compile_json_schema(schema, vocab, opts)
+        check = jsonschema.Draft202012Validator(schema)
+        for value in ({"v": 2}, {"n": {"v": 2}}, {"v": 1, "n": {"n": {"v": 3}}}, {"n": {}}, {}, {"n": {"n": {}}}):
+            text = json.dumps(value, separators=(",", ":")).encode()
+            end = g.automaton.walk(Matcher(g).state, text)
+            assert (end >= 0 and g.automaton.is_accepting(end)) == check.is_valid(value), (schema, value)

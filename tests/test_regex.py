@@ -10,6 +10,7 @@ import zlib
 import pytest
 from nfa_walks import coreachable, plain_matches
 
+from exl2_enforcer import Matcher, SchemaError, compile_json_schema, default_vocabulary
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.errors import RegexError
@@ -271,3 +272,30 @@ def test_errors_report_position(pattern, position, message):
 def test_bad_mode():
     with pytest.raises(ValueError):
         compile_regex(NFA(), "a", mode="utf16")
+
+
+# -- values listed next to a pattern (enum/const siblings, values inside enum objects, propertyNames)
+# are checked with this ECMA-262 compiler, not Python's re (which jsonschema uses): "$" must not
+# match before a final newline, \d and \w are ASCII, \p{..} and named groups parse
+@pytest.mark.parametrize("schema,texts", [
+    ({"enum": ["ab\n", "ab"], "pattern": "^ab$"}, {'"ab\\n"': False, '"ab"': True}),
+    ({"enum": ["a", "é", "\u0663", "3"], "pattern": "^[\\w\\d]$"}, {'"a"': True, '"é"': False, '"\u0663"': False,
+                                                                    '"3"': True}),
+    ({"enum": ["a", "é", "1"], "pattern": "^\\p{L}$"}, {'"a"': True, '"é"': True, '"1"': False}),
+    ({"enum": ["ab", "ac"], "pattern": "^a(?<second>b)$"}, {'"ab"': True, '"ac"': False}),
+    ({"enum": [{"k": "ab\n"}, {"k": "ab"}], "properties": {"k": {"pattern": "ab$"}}},
+     {'{"k":"ab\\n"}': False, '{"k":"ab"}': True}),
+    ({"type": "object", "properties": {"ab\n": {}, "ab": {}}, "propertyNames": {"pattern": "^ab$"}},
+     {'{"ab\\n":1}': False, '{"ab":1}': True}),
+], ids=["dollar-newline", "ascii-classes", "unicode-property", "named-group", "nested", "propertyNames"])
+def test_listed_values_obey_ecma_patterns(schema, texts):
+    g = compile_json_schema(schema, default_vocabulary())
+    for text, valid in texts.items():
+        end = g.automaton.walk(Matcher(g).state, text.encode())
+        assert (end >= 0 and g.automaton.is_accepting(end)) == valid, (schema, text)
+
+
+def test_listed_values_next_to_an_unsupported_pattern_name_it():
+    with pytest.raises(SchemaError, match="lookahead") as info:
+        compile_json_schema({"properties": {"a": {"enum": ["ab"], "pattern": "a(?=b)"}}}, default_vocabulary())
+    assert info.value.pointer == "/properties/a/pattern"

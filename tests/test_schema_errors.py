@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from enforcer_oracle import encode, generate, vocab_by_name
+from enforcer_oracle import encode, generate, validator_for, vocab_by_name
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
@@ -353,3 +353,33 @@ def test_too_long_ref_chain_blames_the_chain_not_max_schema_depth(vocab):
         compile_json_schema(_ref_chain(4000), vocab, SchemaOptions(max_schema_depth=20))
     assert "lower its nesting" not in str(err.value)
     assert err.value.pointer.startswith("/$defs/d")
+
+
+@pytest.mark.parametrize("schema,pointer", [
+    ({"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#", "type": "integer"}, ""),
+    ({"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#/$defs/a",
+      "$defs": {"a": {"$ref": "#/$defs/b", "minimum": 1}, "b": {"$ref": "#/$defs/a", "maximum": 5}}}, "/$defs/a"),
+], ids=["self", "pair"])
+def test_ref_cycle_through_sibling_keywords_names_the_cycle(vocab, schema, pointer):
+    # merging the siblings into the target meets the same $ref again: refused as a cycle (it was
+    # reported as a $ref chain too long for the stack)
+    with pytest.raises(SchemaError, match="reaches itself again") as info:
+        compile_json_schema(schema, vocab)
+    assert info.value.pointer == pointer and info.value.keyword == "$ref"
+
+
+def test_recursion_through_a_ref_with_sibling_keywords(vocab):
+    # "kids" items are the node itself plus a sibling keyword: compiled once as a shared machine,
+    # so the recursion goes through it instead of unfolding the merge without end
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#/$defs/node",
+              "$defs": {"node": {"type": "object", "additionalProperties": False, "properties": {
+                  "val": {"type": "string", "maxLength": 3},
+                  "kids": {"type": "array", "maxItems": 2, "items": {"$ref": "#/$defs/node", "required": ["val"]}}}}}}
+    g = compile_json_schema(schema, vocab)
+    check = validator_for(schema)
+    for value in ({}, {"kids": []}, {"kids": [{}]}, {"kids": [{"val": "a"}]}, {"val": "x", "kids": [{"val": "long"}]},
+                  {"val": "x", "kids": [{"val": "a", "kids": [{"val": "b"}, {}]}]},
+                  {"val": "x", "kids": [{"val": "a", "kids": [{"val": "b"}, {"val": "c", "kids": []}]}]}):
+        text = json.dumps(value, separators=(",", ":")).encode()
+        end = g.automaton.walk(Matcher(g).state, text)
+        assert (end >= 0 and g.automaton.is_accepting(end)) == check.is_valid(value), value

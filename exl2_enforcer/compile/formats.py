@@ -30,9 +30,10 @@ more than a compact automaton can express exactly, they accept a subset:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, FragmentMatcher
 from exl2_enforcer.compile.regex import compile_regex
 from exl2_enforcer.errors import UnknownFormatError
 
@@ -184,6 +185,25 @@ SPEC_FORMATS: frozenset[str] = frozenset({
     "uri", "uri-reference", "iri", "iri-reference", "uuid", "uri-template", "json-pointer",
     "relative-json-pointer", "regex",
 })
+
+
+@functools.cache
+def _format_matcher(name: str) -> FragmentMatcher:
+    nfa = NFA()
+    return FragmentMatcher(nfa, format_fragment(nfa, name))
+
+
+def format_accepts(name: str, value: str) -> bool:
+    """Whether the string ``value`` is in the language of ``format: name`` (the fragment's, so the
+    same verdict a generated string gets).  Used to filter enum/const values next to a format.
+
+    Raises :class:`UnknownFormatError` (a ``ValueError``) for unsupported names.
+    """
+    try:
+        content = value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no format admits one
+        return False
+    return _format_matcher(name).matches(content)
 
 
 def format_fragment(nfa: NFA, name: str) -> Frag:

@@ -18,6 +18,7 @@ Two extensions beyond a plain NFA keep the automaton small:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, cast
@@ -191,7 +192,8 @@ class AnyOrder(LazyHeads):
         return out + ([self.extra.start] if self.extra is not None else [])
 
     def head_depth(self, key: Hashable, h: Sequence[int]) -> int:
-        """An upper bound: the exit, the comma, and every member still to write (safe to overestimate)."""
+        """The exit, the comma, every required member still to write, and the shallowest optional
+        members that make up ``min_members`` (or follow a comma)."""
         written, n, comma = cast("tuple[frozenset[int], int, bool]", key)
         missing = [f for i, (f, r) in enumerate(self.items) if r and i not in written]
         if self.max_members is not None and n + len(missing) > self.max_members:
@@ -203,8 +205,15 @@ class AnyOrder(LazyHeads):
         if self.extra is None and short > len(choices) - len(missing):
             return 1 << 30
         need = [h[self.exit], h[self.comma.start]] + [h[f.start] for f in missing]
-        if short > 0 or comma:
-            need.append(max(h[f.start] for f, _w in choices))
+        # the deepest of the k optional members that finish soonest (an extra member may repeat);
+        # the deepest of all choices would make a recursive optional member look unfinishable
+        k = max(short, 0 if missing else int(comma))
+        if k > 0:
+            optional = [h[f.start] for i, (f, r) in enumerate(self.items) if not r and i not in written]
+            if self.extra is not None:
+                optional += [h[self.extra.start]] * k
+            optional.sort()
+            need.append(optional[k - 1] if len(optional) >= k else 1 << 30)
         return max(need)
 
     def head_distance(self, key: Hashable, d: Sequence[int]) -> int:
@@ -450,3 +459,61 @@ class NFA:
     def _to_end(self, f: Frag, end: int) -> Frag:
         self.epsilon(f.end, end)
         return Frag(f.start, end)
+
+
+class FragmentMatcher:
+    """Whole-input matching of byte strings against one call-free, loop-free fragment, with the
+    state sets it meets memoised per byte (a small lazy DFA), for checking many values against
+    one pattern or format.  ``max_sets`` bounds the memo (state sets kept); past it a walk goes
+    on without memoising.  Safe to share between threads: the memo grows under a lock.
+    """
+
+    def __init__(self, nfa: NFA, frag: Frag, max_sets: int = 4096) -> None:
+        self.nfa, self.frag, self.max_sets = nfa, frag, max_sets
+        self._sets: list[frozenset[int]] = [self._closure([frag.start])]
+        self._ids: dict[frozenset[int], int] = {self._sets[0]: 0}
+        self._next: dict[tuple[int, int], int] = {}  # (set id, byte) -> set id, -1 when dead
+        self._lock = threading.Lock()
+
+    def matches(self, data: bytes) -> bool:
+        """Whether the fragment matches exactly ``data``."""
+        cur = 0
+        for i, b in enumerate(data):
+            nxt = self._next.get((cur, b))
+            if nxt is None:
+                if len(self._sets) >= self.max_sets:
+                    return self._walk(self._sets[cur], data[i:])
+                nxt = self._step(cur, b)
+            if nxt < 0:
+                return False
+            cur = nxt
+        return self.frag.end in self._sets[cur]
+
+    def _closure(self, states: Iterable[int]) -> frozenset[int]:
+        got = self.nfa.epsilon_closure(states)
+        if any(q in self.nfa.calls or q in self.nfa.loop_of for q in got):
+            raise ValueError("FragmentMatcher follows plain edges only (found a call or lazy head)")
+        return frozenset(got)
+
+    def _move(self, states: frozenset[int], b: int) -> frozenset[int]:
+        return self._closure({d for q in states for lo, hi, d in self.nfa.edges[q] if lo <= b <= hi})
+
+    def _step(self, cur: int, b: int) -> int:
+        got = self._move(self._sets[cur], b)
+        with self._lock:
+            if not got:
+                nxt = -1
+            elif got in self._ids:
+                nxt = self._ids[got]
+            else:
+                self._sets.append(got)
+                nxt = self._ids[got] = len(self._sets) - 1
+            self._next[(cur, b)] = nxt
+        return nxt
+
+    def _walk(self, states: frozenset[int], data: bytes) -> bool:
+        for b in data:
+            states = self._move(states, b)
+            if not states:
+                return False
+        return self.frag.end in states

@@ -32,6 +32,7 @@ disagree on their meaning).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -51,7 +52,7 @@ from exl2_enforcer.compile.charset import (
     json_char_fragment,
     utf8_fragment,
 )
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, FragmentMatcher
 from exl2_enforcer.compile.unicode_props import general_category
 from exl2_enforcer.errors import RegexError
 
@@ -477,3 +478,27 @@ def compile_regex(nfa: NFA, pattern: str, *, mode: str = "json", search: bool = 
 def _any_star(emitter: _Emitter) -> Frag:
     """``[\\s\\S]*`` in the emitter's mode: the implicit context of a search."""
     return emitter.nfa.star(emitter.char(emitter.nfa, ANY_CP))
+
+
+#: patterns whose automaton :func:`pattern_accepts` keeps (each at most MAX_STATES NFA states)
+PATTERN_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=PATTERN_CACHE_SIZE)
+def _search_matcher(pattern: str) -> FragmentMatcher:
+    nfa = NFA()
+    return FragmentMatcher(nfa, compile_regex(nfa, pattern, mode="raw", search=True))
+
+
+def pattern_accepts(pattern: str, value: str) -> bool:
+    """Whether the string ``value`` matches ``pattern`` as a JSON Schema ``pattern`` (ECMA-262,
+    found anywhere unless anchored): the verdict the compiled constraint gives a generated string,
+    where Python's ``re`` (which jsonschema uses) differs (``$`` before a final newline, Unicode
+    ``\\d``/``\\w``, no ``\\p{..}``).  A string with a lone surrogate matches nothing (no UTF-8
+    output can spell it).  Raises :class:`RegexError` for malformed or unsupported patterns.
+    """
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return _search_matcher(pattern).matches(data)

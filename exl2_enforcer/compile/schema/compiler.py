@@ -36,11 +36,11 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
-from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_fragment
+from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_accepts, format_fragment
 from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
-from exl2_enforcer.compile.regex import compile_regex
+from exl2_enforcer.compile.regex import compile_regex, pattern_accepts
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
@@ -73,7 +73,7 @@ from exl2_enforcer.compile.schema.terms import (
     child_pointer,
 )
 from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
-from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # referencing exports no public name for its Resolver type
@@ -211,8 +211,12 @@ class SchemaCompiler:
     #: the root document and its context (where a 2019-09 $recursiveRef may lead)
     root: tuple[Any, "Ctx"] = (None, None)  # type: ignore[assignment]
     _containers: dict[tuple[Any, ...], Frag] = field(default_factory=dict)
+    _sibling_refs: dict[tuple[Any, ...], Frag] = field(default_factory=dict)
     #: allOf schemas being merged, innermost last: (id of the schema, its pointer)
     merging: list[tuple[int, str]] = field(default_factory=list)
+    #: $refs whose sibling keywords are being merged into their target, innermost last:
+    #: (id of the schema holding the $ref, its pointer)
+    expanding: list[tuple[int, str]] = field(default_factory=list)
     #: allOf schemas being compiled after their merge, innermost last
     compiling_all_of: list[tuple[int, str]] = field(default_factory=list)
     _started: float | None = None
@@ -273,8 +277,11 @@ class SchemaCompiler:
         return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
 
     def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
-        """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits."""
-        return internal_validator_class(ctx.draft)(schema, _resolver=ctx.resolver)
+        """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits, with this
+        engine's ``pattern`` (ECMA-262) and, when asserted, ``format`` (the format fragments); its
+        ``is_valid`` raises :class:`RegexError` for a pattern the engine cannot compile."""
+        cls = value_validator_class(ctx.draft, self.options.format_assertion)
+        return cls(schema, _resolver=ctx.resolver)
 
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
@@ -526,13 +533,20 @@ class SchemaCompiler:
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
         excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
+        rest = self.assertable_format(rest, ctx)  # an unsupported format: an error, or an annotation
         check = self.validator(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
             if i % 1024 == 1023:
                 self.tick()
-            if (check is None or check.is_valid(v)) and not (isinstance(v, str) and v in excluded):
-                kept.append(v)
+            if isinstance(v, str) and v in excluded:
+                continue
+            try:
+                if check is None or check.is_valid(v):
+                    kept.append(v)
+            except RegexError as e:
+                where = ctx.child("pattern").pointer if "pattern" in rest else ctx.pointer
+                raise SchemaError(f"a pattern next to enum/const: {e}", where, keyword="pattern") from None
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
         canonical = self.options.escapes == "canonical"
@@ -678,8 +692,10 @@ class SchemaCompiler:
             try:
                 frags.append(self.compile(m, c))
             except SchemaError as e:
-                # a branch that admits no value adds nothing to the alternatives
-                if "admits no value" not in e.message or e.pointer != c.pointer or len(merged) == 1:
+                # a branch that admits no value adds nothing to the alternatives (also when its own
+                # anyOf/oneOf/allOf, at the same instance location, is what turned out empty)
+                if "admits no value" not in e.message or not _in_place_below(e.pointer, c.pointer) \
+                        or len(merged) == 1:
                     raise
                 empty = empty or e
         if not frags and empty is not None:
@@ -720,7 +736,7 @@ class SchemaCompiler:
         """``$ref``: a call into the target's shared machine (siblings merged in)."""
         siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k != "$ref"}
         if siblings:  # in drafts 4-7 the siblings were dropped up front ($ref overrides them)
-            return self.compile(expand_ref(schema, ctx, self), ctx)
+            return self.nfa.call(self.sibling_ref_machine(schema, ctx), weight=0)
         target, tctx = self.resolve(schema["$ref"], ctx)
         return self.nfa.call(self.ref_machine(target, tctx), weight=0)
 
@@ -749,6 +765,26 @@ class SchemaCompiler:
             self._ref_machines[key] = frag
             self.nfa.machine_names[frag.start] = tctx.pointer
             body = self.compile(target, tctx)
+            self.nfa.epsilon(frag.start, body.start)
+            self.nfa.epsilon(body.end, frag.end)
+        return frag
+
+    def sibling_ref_machine(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
+        """The callee fragment for a ``$ref`` with sibling keywords (its target merged with them),
+        compiled once per distinct schema text, so that a recursive target whose recursion goes
+        through such a ``$ref`` (``"next": {"$ref": "#/$defs/node", "required": [...]}``) refers
+        back to the machine being built instead of unfolding it without end."""
+        key = (json.dumps(schema, sort_keys=True, default=repr), base_uri(ctx.resolver), ctx.draft7)
+        frag = self._sibling_refs.get(key)
+        if frag is None:
+            frag = Frag(self.nfa.state(), self.nfa.state())
+            self._sibling_refs[key] = frag
+            self.nfa.machine_names[frag.start] = ctx.pointer
+            try:
+                body = self.compile(expand_ref(schema, ctx, self), ctx)
+            except SchemaError:
+                del self._sibling_refs[key]  # a later use raises the same error where it is
+                raise
             self.nfa.epsilon(frag.start, body.start)
             self.nfa.epsilon(body.end, frag.end)
         return frag
@@ -869,6 +905,39 @@ def call_with_depth(fn: Callable[[], Any], depth: int) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not pattern_accepts(pattern, instance):
+        yield jsonschema.exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _fragment_format(validator: Any, name: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and name in SUPPORTED_FORMATS and not format_accepts(name, instance):
+        yield jsonschema.exceptions.ValidationError(f"{instance!r} is not a {name!r}")
+
+
+@functools.cache
+def value_validator_class(draft: str, assert_formats: bool) -> Any:
+    """The internal validator class of ``draft`` checking values as the compiled constraint does:
+    ``pattern`` by the ECMA-262 regex compiler, ``format`` (when ``assert_formats``) by the format
+    fragments; used where listed values are filtered (enum/const siblings, propertyNames, merges)."""
+    rules: dict[str, Any] = {"pattern": _ecma_pattern}
+    if assert_formats:
+        rules["format"] = _fragment_format
+    return jsonschema.validators.extend(internal_validator_class(draft), rules)
+
+
+def _in_place_below(pointer: str, base: str) -> bool:
+    """Whether ``pointer`` is ``base`` or below it through ``anyOf``/``oneOf``/``allOf`` branches
+    only (the same instance location: an optional member's pointer is not)."""
+    if pointer == base:
+        return True
+    if not pointer.startswith(base + "/"):
+        return False
+    parts = pointer[len(base) + 1:].split("/")
+    return len(parts) % 2 == 0 and all(kw in ("anyOf", "oneOf", "allOf") and i.isdigit()
+                                       for kw, i in zip(parts[::2], parts[1::2]))
 
 
 def _listed_values(branches: list[Any], *, exactly_one: bool) -> list[Any] | None:

@@ -25,7 +25,7 @@ from exl2_enforcer.compile.schema.drafts import KEYWORDS
 from exl2_enforcer.compile.schema.merge import expand_ref, merge_pair
 from exl2_enforcer.compile.schema.templates import template_fragment
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS
-from exl2_enforcer.errors import EnforcerError, SchemaError
+from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
 
 if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
@@ -559,7 +559,11 @@ def apply_property_names(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx"
     props = dict(out.get("properties", {}))
     kept = []
     for name in list(dict.fromkeys([*props, *out.get("required", [])])):
-        if check.is_valid(name):
+        try:
+            ok = check.is_valid(name)
+        except RegexError as e:
+            raise SchemaError(f"propertyNames: {e}", where.pointer, keyword="propertyNames") from None
+        if ok:
             kept.append(name)
         else:
             props[name] = False

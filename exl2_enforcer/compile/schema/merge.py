@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
 from exl2_enforcer.compile.schema.values import base_uri, json_equal, json_key
-from exl2_enforcer.errors import SchemaError
+from exl2_enforcer.errors import RegexError, SchemaError
 
 if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
@@ -35,11 +35,27 @@ def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
         if base_uri(tctx.resolver) != base_uri(ctx.resolver) and _has_relative_refs(target):
             raise SchemaError("merging a $ref target from another document is not supported",
                               ctx.child("$ref").pointer, keyword="$ref")
-        schema = merge_pair(rest, target, ctx, c, in_place=True) if rest else target
+        schema = _merge_ref_siblings(schema, rest, target, ctx, c) if rest else target
         seen += 1
         if seen > 64:
             raise SchemaError("$ref chain does not end", ctx.pointer, keyword="$ref")
     return schema
+
+
+def _merge_ref_siblings(schema: dict[str, Any], rest: dict[str, Any], target: Any, ctx: "Ctx",
+                        c: "SchemaCompiler") -> Any:
+    """``rest`` (the siblings of ``schema``'s ``$ref``) merged into ``target``; raises
+    :class:`SchemaError` when that merge meets ``schema`` again (``{"$ref": "#", "type": ...}``
+    at the root): it would unfold forever."""
+    active = [ptr for key, ptr in c.expanding if key == id(schema)]
+    if active:
+        raise SchemaError("a $ref with sibling keywords reaches itself again while its siblings are merged into"
+                          " its target, so the merge never ends", active[0], keyword="$ref")
+    c.expanding.append((id(schema), ctx.pointer))
+    try:
+        return merge_pair(rest, target, ctx, c, in_place=True)
+    finally:
+        c.expanding.pop()
 
 
 def _has_relative_refs(schema: Any) -> bool:
@@ -98,6 +114,10 @@ def merge_pair(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler", in_place: bool =
     target of it), so ``a``'s ``unevaluated*`` may see ``b``'s evaluations; elsewhere a side with
     ``unevaluated*`` merged with a non-trivial other side is refused.
     """
+    if a is True or a == {}:
+        return b  # unexpanded: a recursive $ref is followed when compiled, not unfolded here
+    if b is True or b == {}:
+        return a
     a, b = expand_ref(a, ctx, c), expand_ref(b, ctx, c)
     if a is True or a == {}:
         return b
@@ -285,7 +305,12 @@ def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:
 def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") -> None:
     """Raise unless every pair of ``oneOf`` branches is provably disjoint."""
     expanded = [expand_ref(b, x, c) for b, x in zip(branches, ctxs)]
-    valid = lambda schema, value: c.validator(schema, ctxs[0]).is_valid(value)  # noqa: E731
+    def valid(schema: Any, value: Any) -> bool:
+        try:
+            return bool(c.validator(schema, ctxs[0]).is_valid(value))
+        except RegexError:  # a pattern the engine cannot compile: not provably disjoint (and an error later)
+            return True
+
     for i in range(len(expanded)):
         c.tick()
         for j in range(i + 1, len(expanded)):
