@@ -101,7 +101,7 @@ class TokenTable:
     """Per-vocabulary arrays for the reference: text tokens as a padded byte matrix."""
 
     vocab: TokenVocabulary
-    text_ids: np.ndarray  # ids with non-empty bytes that are not special
+    text_ids: np.ndarray  # ids with non-empty bytes that are neither special nor markup
     mat: np.ndarray  # (n_text, maxlen) uint8, zero padded
     lens: np.ndarray  # (n_text,) int64
     special: np.ndarray  # bool per id < n_ids
@@ -117,7 +117,10 @@ def token_table(vocab: TokenVocabulary) -> TokenTable:
     if got is not None and got.vocab is vocab:
         return got
     tb = vocab.token_bytes
-    text = [i for i, b in enumerate(tb) if b and i not in vocab.special_ids]
+    # markup ids (chat control such as Gemma's <start_of_turn>) keep their bytes but are never
+    # constrained text: the engine never allows them, so neither does the reference
+    hidden = vocab.special_ids | vocab.markup_ids
+    text = [i for i, b in enumerate(tb) if b and i not in hidden]
     lens = np.array([len(tb[i]) for i in text], dtype=np.int64)
     mat = np.zeros((len(text), int(lens.max())), dtype=np.uint8)
     for row, i in enumerate(text):

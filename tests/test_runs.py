@@ -188,7 +188,9 @@ def test_run_path_and_matcher_equal_bruteforce_on_held_out_constraints(case):
 CHOSEN = {
     "qwen3": [("([a-z]{4}|[a-z0-9]{6})[a-z0-9_]{0,50}", [b"", b"ab", b"abcd", b"abc12", b"a1b2c3d_"])],
     "gemma3": [("[\u00e0-\u00ff\u4e00-\u9fffa-z]{2,20}(-[a-z0-9]{1,30})*", [b"ab-", b"ab-c1", b"\xc3\xa0bc-x"]),
-               ('(\\\\"|[a-z\u00e9])+', [b"", b"ab", b'a\\"b', b"\xc3\xa9a"])],
+               ('(\\\\"|[a-z\u00e9])+', [b"", b"ab", b'a\\"b', b"\xc3\xa9a"]),
+               # printable ASCII spells Gemma's chat markup (<start_of_turn>, <unusedN>): never allowed
+               ("[ -~]{1,40}", [b"", b"ab"])],
     "deepseek_v3": [("[0-9a-f]{8}-[0-9A-Fa-f]{4}", [b"", b"12", b"12345678-"]),
                     ("(([a-z]{3,7}[0-9]{1,2}){2,3}-)*[a-z]*", [b"", b"abc", b"abc1", b"abcd12efg"])],
     "llama3": [("(\\w+\\d{2,4})+|[ -~]{10,80}", [b"a-b c"]), ("\\w{2,30}", [b"", b"ab_9"])],
