@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, coreachable
 from exl2_enforcer.errors import EnforcerError
 
 #: the most product states one pattern/format x length bound may build
@@ -109,7 +109,7 @@ def length_product(src: NFA, frag: Frag, lo: int, hi: int | None, dst: NFA) -> F
                 moves[i].append((a, b, node((t, nxt, k2))))
         i += 1
     accept = {j for j, (q, phase, k) in enumerate(order) if q == frag.end and phase == "N" and k >= lo}
-    live = _coreachable(moves, eps, accept)
+    live = coreachable([[t for _a, _b, t in ms] + eps[j] for j, ms in enumerate(moves)], accept)
     if 0 not in live:
         raise EnforcerError(f"the string admits no value: none of {lo}..{'' if hi is None else hi} characters matches")
     base = {j: dst.state() for j in sorted(live)}
@@ -163,19 +163,3 @@ def longest_bytes(src: NFA, frag: Frag) -> int | None:
         memo[q] = best
     got = memo.get(frag.start, done)
     return max(got, 0)
-
-
-def _coreachable(moves: list[list[tuple[int, int, int]]], eps: list[list[int]], accept: set[int]) -> set[int]:
-    back: list[list[int]] = [[] for _ in moves]
-    for j, ms in enumerate(moves):
-        for _a, _b, t in ms:
-            back[t].append(j)
-        for t in eps[j]:
-            back[t].append(j)
-    live, stack = set(accept), list(accept)
-    while stack:
-        for p in back[stack.pop()]:
-            if p not in live:
-                live.add(p)
-                stack.append(p)
-    return live

@@ -49,6 +49,26 @@ class Sealed(NamedTuple):
     byte_ranges: frozenset[tuple[int, int]]
 
 
+def coreachable(successors: Sequence[Iterable[int]], accepting: Iterable[int]) -> set[int]:
+    """The states from which an ``accepting`` one is reachable (those included).
+
+    ``successors[s]`` lists where state ``s`` may go (by any edge); a backward search
+    from the accepting states, for the small finite automata built at compile time.
+    """
+    back: list[list[int]] = [[] for _ in successors]
+    for s, nexts in enumerate(successors):
+        for t in nexts:
+            back[t].append(s)
+    live = set(accepting)
+    stack = list(live)
+    while stack:
+        for p in back[stack.pop()]:
+            if p not in live:
+                live.add(p)
+                stack.append(p)
+    return live
+
+
 class LazyHeads:
     """A construct whose control states are created on demand, keyed by a small value.
 

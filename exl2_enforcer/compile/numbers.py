@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, coreachable
 from exl2_enforcer.errors import SchemaError
 
 ALPHABET = b"0123456789.eE+-"
@@ -242,17 +242,7 @@ def _signed(pos: DFA | None, neg: DFA | None) -> DFA:
 
 def _trim(d: DFA) -> DFA | None:
     """Keep the states that reach an accepting one; None if the language is empty."""
-    back: list[list[int]] = [[] for _ in d.rows]
-    for q, row in enumerate(d.rows):
-        for t in row.values():
-            back[t].append(q)
-    live = {q for q, a in enumerate(d.accept) if a}
-    todo = list(live)
-    while todo:
-        for s in back[todo.pop()]:
-            if s not in live:
-                live.add(s)
-                todo.append(s)
+    live = coreachable([row.values() for row in d.rows], (q for q, a in enumerate(d.accept) if a))
     if 0 not in live:
         return None
     seen, todo = {0}, [0]  # a start-row copy (see _signed) can leave states unreachable

@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 
 from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
-from exl2_enforcer.compile.nfa import NFA, Frag
+from exl2_enforcer.compile.nfa import NFA, Frag, coreachable
 from exl2_enforcer.errors import EnforcerError
 
 #: the most states one key DFA (or product) may have
@@ -138,18 +138,7 @@ def emit(d: DFA, nfa: NFA) -> Frag:
 
 
 def _live(d: DFA) -> set[int]:
-    back: list[list[int]] = [[] for _ in d.moves]
-    for s, row in enumerate(d.moves):
-        for _lo, _hi, t in row:
-            back[t].append(s)
-    live = {s for s, a in enumerate(d.accept) if a}
-    stack = list(live)
-    while stack:
-        for p in back[stack.pop()]:
-            if p not in live:
-                live.add(p)
-                stack.append(p)
-    return live
+    return coreachable([[t for _lo, _hi, t in row] for row in d.moves], (s for s, a in enumerate(d.accept) if a))
 
 
 def names_dfa(names: list[str]) -> DFA:
