@@ -343,15 +343,7 @@ class SchemaCompiler:
 
     def without_not(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``not`` rewritten positively; ``lenient`` drops an inexpressible one."""
-        try:
-            return compile_not(self, schema, ctx)
-        except SchemaError as e:
-            if not self.options.lenient or e.keyword != "not":
-                raise
-        note = f"keyword 'not' at {ctx.child('not').pointer} is not supported in this form; ignored"
-        self.warnings.append(note)
-        warnings.warn(note, stacklevel=3)
-        return {k: v for k, v in schema.items() if k != "not"}
+        return self._rewritten(compile_not, schema, ctx, "not", ("not",))
 
     def rewrite_conditional(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``if``/``then``/``else`` as alternatives (see :func:`.keywords.rewrite_conditional`);
@@ -361,15 +353,21 @@ class SchemaCompiler:
     def without_conditional(self, schema: dict[str, Any], ctx: Ctx) -> Any:
         """``schema`` with ``if``/``then``/``else`` rewritten as alternatives; ``lenient`` drops an
         inexpressible condition with a warning."""
+        return self._rewritten(rewrite_conditional, schema, ctx, "if", ("if", "then", "else"))
+
+    def _rewritten(self, rewrite: Callable[[SchemaCompiler, dict[str, Any], Ctx], Any], schema: dict[str, Any],
+                   ctx: Ctx, keyword: str, dropped: tuple[str, ...]) -> Any:
+        """``rewrite(self, schema, ctx)``; with ``lenient``, a form it cannot express (a SchemaError
+        on ``not``) drops the ``dropped`` keywords instead, with a warning naming ``keyword``."""
         try:
-            return rewrite_conditional(self, schema, ctx)
+            return rewrite(self, schema, ctx)
         except SchemaError as e:
             if not self.options.lenient or e.keyword != "not":
                 raise
-        note = f"keyword 'if' at {ctx.child('if').pointer} is not supported in this form; ignored"
+        note = f"keyword '{keyword}' at {ctx.child(keyword).pointer} is not supported in this form; ignored"
         self.warnings.append(note)
-        warnings.warn(note, stacklevel=3)
-        return {k: v for k, v in schema.items() if k not in ("if", "then", "else")}
+        warnings.warn(note, stacklevel=4)
+        return {k: v for k, v in schema.items() if k not in dropped}
 
     def check_keywords(self, schema: dict[str, Any], ctx: Ctx) -> None:
         """Raise (or warn, when lenient) on standard keywords that are not implemented; warn (or
