@@ -1,4 +1,4 @@
-"""A small thread-safe LRU cache with a visible, settable bound.
+"""A small thread-safe LRU cache with a visible, settable bound, and per-object shared state.
 
 Values are built outside the lock (builders must be pure: two threads may build the same
 key, and the first stored wins), so a slow build never blocks readers of other keys.
@@ -9,9 +9,23 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 V = TypeVar("V")
+T = TypeVar("T")
+
+_ATTACH_LOCK = threading.Lock()
+
+
+def attached(obj: Any, attr: str, factory: Callable[[], T]) -> T:
+    """``obj.attr``, created once by ``factory()`` under a lock, so every user of ``obj`` (the
+    filters and guards of one grammar or vocabulary) shares the same one."""
+    with _ATTACH_LOCK:
+        got = getattr(obj, attr, None)
+        if got is None:
+            got = factory()
+            setattr(obj, attr, got)
+        return cast(T, got)
 
 
 class SizedLRU(Generic[V]):

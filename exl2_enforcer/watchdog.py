@@ -47,6 +47,7 @@ import numpy as np
 from exl2_enforcer.bitmask import check_bitmask
 from exl2_enforcer.engine.mask import popcount, write_words
 from exl2_enforcer.errors import EnforcerError, MaskTimeout, PolicyError, TokenRejected
+from exl2_enforcer.lru import attached
 from exl2_enforcer.matcher import Matcher
 
 log = logging.getLogger(__name__)
@@ -271,12 +272,7 @@ class CompletionPlans:
     @staticmethod
     def of(matcher: Matcher) -> CompletionPlans:
         """The plans shared by every guard of ``matcher``'s grammar."""
-        g = matcher.grammar
-        with _ATTACH_LOCK:
-            plans = g.__dict__.get("completion_plans")
-            if plans is None:
-                plans = g.__dict__["completion_plans"] = CompletionPlans(matcher)
-        return plans
+        return attached(matcher.grammar, "completion_plans", lambda: CompletionPlans(matcher))
 
     def _sync(self) -> int:
         """Forget the hops of an older automaton generation; returns the current one."""
@@ -372,7 +368,6 @@ class CompletionPlans:
         return path
 
 
-_ATTACH_LOCK = threading.Lock()
 
 
 class _MaskMemo:
@@ -386,12 +381,7 @@ class _MaskMemo:
 
     @staticmethod
     def of(matcher: Matcher) -> _MaskMemo:
-        g = matcher.grammar
-        with _ATTACH_LOCK:
-            memo = g.__dict__.get("guard_masks")
-            if memo is None:
-                memo = g.__dict__["guard_masks"] = _MaskMemo()
-        return memo
+        return attached(matcher.grammar, "guard_masks", _MaskMemo)
 
     def get(self, key: tuple[int, int, str]) -> np.ndarray | None:
         """``key``: (automaton generation, state id, matcher mode)."""
@@ -433,9 +423,8 @@ class GuardedMatcher:
         self.cut = False
         self.plans = CompletionPlans.of(matcher)
         self._memo = _MaskMemo.of(matcher)
-        with _ATTACH_LOCK:  # per grammar: whether a state is inside a free-text string (a pure function)
-            self._free_states: dict[tuple[int, int], bool] = matcher.grammar.__dict__.setdefault(
-                "free_string_states", {})
+        # per grammar: whether a state is inside a free-text string (a pure function)
+        self._free_states: dict[tuple[int, int], bool] = attached(matcher.grammar, "free_string_states", dict)
         self._busy: Future | None = None  # engine work that outlived its call
         self._busy_polled = False  # a call already waited for it in vain
         self._lost: int | None = None  # a token whose step is still running on a worker

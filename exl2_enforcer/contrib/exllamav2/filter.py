@@ -52,7 +52,6 @@ from exl2_enforcer.contrib.exllamav2.support import (
     STATE_CACHE_BYTES,
     StateCache,
     VocabTables,
-    attached,
     complete_tokens,
     excluded_mask,
     excluded_mask_from_words,
@@ -64,6 +63,7 @@ from exl2_enforcer.contrib.exllamav2.support import (
 )
 from exl2_enforcer.errors import EnforcerError, TokenRejected
 from exl2_enforcer.grammar import CompiledGrammar, compile_choice, compile_json_schema, compile_regex_constraint
+from exl2_enforcer.lru import attached
 from exl2_enforcer.matcher import Matcher
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 from exl2_enforcer.watchdog import CompletionPlans, GuardedMatcher, GuardPolicy

@@ -6,7 +6,6 @@ protocol and nothing else.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
-from exl2_enforcer.lru import SizedLRU
+from exl2_enforcer.lru import SizedLRU, attached
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
 #: bytes of derived per-state data (torch masks, id arrays) kept per grammar
@@ -22,7 +21,6 @@ STATE_CACHE_BYTES = 32 << 20
 NO_LIMIT = 1 << 62
 #: bytes that can occur in free string content unescaped (no '"', no '\\', no control byte)
 PLAIN_BYTES = bytes(b for b in range(0x20, 0x100) if b not in (0x22, 0x5C))
-_ATTACH_LOCK = threading.Lock()
 
 
 class StateCache:
@@ -34,14 +32,6 @@ class StateCache:
     def get(self, key: Hashable, build: Callable[[], tuple[Any, int]]) -> Any:
         """The value of ``key``; ``build()`` returns ``(value, size in bytes)`` on a miss."""
         return self._lru.get(key, build)[0]
-
-
-def attached(obj: Any, attr: str, factory: Callable[[], Any]) -> Any:
-    """``obj.attr``, created once by ``factory`` (shared by every filter using ``obj``)."""
-    with _ATTACH_LOCK:
-        if getattr(obj, attr, None) is None:
-            setattr(obj, attr, factory())
-        return getattr(obj, attr)
 
 
 class VocabTables:
@@ -118,7 +108,7 @@ def plain_safe(auto: Automaton, sid: int, safe: set[int], limit: int = 4096) -> 
 
 def plain_safe_states(grammar: Any) -> set[int]:
     """The grammar's set of plain-safe state ids for its automaton's current generation."""
-    holder = attached(grammar, "_exl2_plain_safe", lambda: [-1, set()])
+    holder: list[Any] = attached(grammar, "_exl2_plain_safe", lambda: [-1, set()])
     gen = grammar.automaton.generation
     if holder[0] != gen:
         holder[0], holder[1] = gen, set()
