@@ -18,6 +18,7 @@ Language choices (documented in docs/schema-support.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import numbers
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, cast
@@ -631,15 +632,23 @@ class SchemaCompiler:
 
     def compile_all_of(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
         """``allOf``, merged into one schema; refuses an ``allOf`` that merges back into itself."""
-        active = [ptr for key, ptr in self.compiling_all_of if key == id(schema)]
-        if active:
-            raise SchemaError("allOf reaches itself through $ref without entering an object or array"
-                              " (recursion that consumes no input)", active[0], keyword="allOf")
-        self.compiling_all_of.append((id(schema), ctx.pointer))
-        try:
+        with self.entered(self.compiling_all_of, schema, ctx, "allOf reaches itself through $ref without entering"
+                          " an object or array (recursion that consumes no input)", "allOf"):
             return self.compile(merge_all_of(schema, ctx, self), ctx)
+
+    @contextlib.contextmanager
+    def entered(self, active: list[tuple[int, str]], schema: Any, ctx: Ctx, message: str,
+                keyword: str) -> Iterator[None]:
+        """Mark ``schema`` as being worked on in ``active`` for the ``with`` block; a SchemaError
+        with ``message`` (at the pointer where it was entered first) if it already is."""
+        again = [ptr for key, ptr in active if key == id(schema)]
+        if again:
+            raise SchemaError(message, again[0], keyword=keyword)
+        active.append((id(schema), ctx.pointer))
+        try:
+            yield
         finally:
-            self.compiling_all_of.pop()
+            active.pop()
 
     # -- nesting ---------------------------------------------------------------------
     def container(self, t: str, schema: dict[str, Any], ctx: Ctx, build: Callable[..., Frag]) -> Frag:

@@ -47,15 +47,9 @@ def _merge_ref_siblings(schema: dict[str, Any], rest: dict[str, Any], target: An
     """``rest`` (the siblings of ``schema``'s ``$ref``) merged into ``target``; raises
     :class:`SchemaError` when that merge meets ``schema`` again (``{"$ref": "#", "type": ...}``
     at the root): it would unfold forever."""
-    active = [ptr for key, ptr in c.expanding if key == id(schema)]
-    if active:
-        raise SchemaError("a $ref with sibling keywords reaches itself again while its siblings are merged into"
-                          " its target, so the merge never ends", active[0], keyword="$ref")
-    c.expanding.append((id(schema), ctx.pointer))
-    try:
+    with c.entered(c.expanding, schema, ctx, "a $ref with sibling keywords reaches itself again while its siblings"
+                   " are merged into its target, so the merge never ends", "$ref"):
         return merge_pair(rest, target, ctx, c, in_place=True)
-    finally:
-        c.expanding.pop()
 
 
 def _has_relative_refs(schema: Any) -> bool:
