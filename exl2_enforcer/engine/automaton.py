@@ -915,6 +915,16 @@ class Automaton:
         """The DFA state after reading ``byte`` in state ``sid`` (``DEAD`` if refused)."""
         return self.step_class(sid, int(self.class_of_byte[byte]))
 
+    def step_many(self, sids: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """``table[sids[i], classes[i]]`` for every i (int32, ``DEAD`` where refused), computing the
+        rows that are missing first: one vectorised DFA step for a whole frontier of walks."""
+        nxt: np.ndarray = self.table[sids, classes]
+        unknown = nxt == UNKNOWN
+        if unknown.any():
+            self.ensure_rows(np.unique(sids[unknown]).tolist())
+            nxt = self.table[sids, classes]  # re-read: computing rows may have reallocated the table
+        return nxt
+
     def step_class(self, sid: int, c: int) -> int:
         """The DFA state after a byte of class ``c`` in state ``sid``."""
         nxt = self.table.item(sid, c)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
 from exl2_enforcer.engine.runs import RunTables, run_mask
@@ -332,21 +332,13 @@ class MaskEngine:
         hit_nodes: list[np.ndarray] = []
         hit_states: list[np.ndarray] = []
         while nodes.shape[0]:
-            if self.chunk_hook is not None:
-                self.chunk_hook()
-            if deadline is not None and time.perf_counter() > deadline:
-                raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
+            self._check(sid, deadline)
             if nodes.shape[0] <= SCALAR_FRONTIER:
                 tail_nodes, tail_states = self._walk_scalar(trie, nodes.tolist(), states.tolist(), deadline)
                 hit_nodes.append(tail_nodes)
                 hit_states.append(tail_states)
                 break
-            cls = cls_of[trie.byte[nodes]]
-            nxt = a.table[states, cls]
-            unknown = nxt == UNKNOWN
-            if unknown.any():
-                a.ensure_rows(np.unique(states[unknown]).tolist())
-                nxt = a.table[states, cls]
+            nxt = a.step_many(states, cls_of[trie.byte[nodes]])
             keep = nxt >= 0
             nodes = nodes[keep]
             states = nxt[keep].astype(np.int64)

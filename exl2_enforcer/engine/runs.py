@@ -202,9 +202,7 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     # mixed tokens whose run ends within the chain: may they leave it with their next byte?
     g = int(np.searchsorted(table.g_run, r, side="right"))
     cls = auto.class_of_byte
-    states = np.asarray(chain, dtype=np.int64)
-    auto.ensure_rows(chain)
-    nxt = auto.table[states[table.g_run[:g]], cls[table.g_byte[:g]]]
+    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]], cls[table.g_byte[:g]])
     live = np.flatnonzero(nxt >= 0)
     at, src = expand_ranges(table.g_lo[live], table.g_hi[live])
     rows_parts = [table.mixed_rows[at]]
@@ -275,31 +273,23 @@ def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: i
 def _walk_on(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray,
              check: Callable[[], None]) -> np.ndarray:
     """Rows of the tokens that read their bytes from ``offsets`` on, starting in ``states``, without dying."""
-    cls = auto.class_of_byte.astype(np.int64)
-    n_classes = auto.n_classes
+    cls = auto.class_of_byte
     at = tokens.start[rows] + offsets  # the next byte of each token, in ``tokens.flat``
     end = tokens.start[rows] + tokens.length[rows]
-    cells = states * n_classes  # row offsets into the flattened transition table
     done: list[np.ndarray] = []
     while rows.shape[0]:
         ended = at >= end
         if ended.any():
             done.append(rows[ended])
             keep = ~ended
-            rows, at, end, cells = rows[keep], at[keep], end[keep], cells[keep]
+            rows, at, end, states = rows[keep], at[keep], end[keep], states[keep]
         check()
         if rows.shape[0] <= SCALAR_TOKENS:
-            done.append(_walk_scalar(auto, tokens, rows, cells // n_classes, at - tokens.start[rows]))
+            done.append(_walk_scalar(auto, tokens, rows, states, at - tokens.start[rows]))
             break
-        idx = cells + cls[tokens.flat[at]]
-        nxt = auto.table.ravel()[idx]
-        unknown = nxt == UNKNOWN
-        if unknown.any():
-            auto.ensure_rows(np.unique(idx[unknown] // n_classes).tolist())
-            nxt = auto.table.ravel()[idx]
+        nxt = auto.step_many(states, cls[tokens.flat[at]])
         keep = nxt >= 0
-        rows, at, end = rows[keep], at[keep] + 1, end[keep]
-        cells = nxt[keep].astype(np.int64) * n_classes
+        rows, at, end, states = rows[keep], at[keep] + 1, end[keep], nxt[keep].astype(np.int64)
     return np.concatenate(done) if done else np.zeros(0, np.int64)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.lru import SizedLRU, attached
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
 
@@ -47,16 +47,6 @@ class VocabTables:
                                   for b in table), dtype=np.bool_, count=len(table))
 
 
-def _step_many(auto: Automaton, states: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """One DFA step for many (state, byte class) pairs, computing missing rows first."""
-    nxt = auto.table[states, classes]
-    unknown = nxt == UNKNOWN
-    if unknown.any():
-        auto.ensure_rows(np.unique(states[unknown]).tolist())
-        nxt = auto.table[states, classes]  # re-read: the table may have been reallocated
-    return nxt
-
-
 def complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: VocabTables) -> np.ndarray:
     """The ids whose bytes lead from ``sid`` to a complete state (accepting, nothing may follow)."""
     if ids.size == 0:
@@ -72,7 +62,7 @@ def complete_tokens(auto: Automaton, sid: int, ids: np.ndarray, tables: VocabTab
         live = np.flatnonzero(cur >= 0)
         if live.size == 0:
             break
-        cur[live] = _step_many(auto, cur[live], auto.class_of_byte[tables.flat[offsets[live] + pos]])
+        cur[live] = auto.step_many(cur[live], auto.class_of_byte[tables.flat[offsets[live] + pos]])
     reached = np.unique(states[states >= 0]).tolist()
     complete = [s for s in reached if auto.is_accepting(s) and not auto.has_continuation(s)]
     return ids[np.isin(states, complete)] if complete else ids[:0]
