@@ -79,8 +79,9 @@ class GuardPolicy:
 
     * ``token_deadline_ms`` (50.0): most wall-clock time one guarded call may take (the
       caller waits no longer; engine work continues on a worker and the call trips).
-    * ``token_fuel`` (None: unlimited): most chunks of mask-walk work (one trie level, or
-      1,024 nodes of a narrow walk) one call may spend; a deterministic cost limit.
+    * ``token_fuel`` (None: unlimited): most chunks of mask-walk work (with the native walk a
+      DFA row built or 4,096 trie nodes; with the numpy walk one trie level or 1,024 nodes of a
+      narrow walk) one call may spend; a deterministic cost limit.
     * ``max_string_bytes`` (32,768): trip when one unbounded free-text string grows past this
       many bytes (about 8,000 tokens of English).
     * ``max_number_digits`` (128): trip after this many consecutive ASCII digits (a model

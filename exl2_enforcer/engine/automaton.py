@@ -935,6 +935,16 @@ class Automaton:
             nxt = self.table.item(sid, c)
         return nxt
 
+    def step_row(self, sid: int, c: int) -> int:
+        """:meth:`step_class`, computing the whole row of ``sid`` if it is missing.
+
+        For walks that go on to read several cells of the same state (a trie node's
+        children): one row costs much less than its cells one by one.
+        """
+        if not self.row_done[sid]:
+            self.ensure_rows([sid])
+        return self.step_class(sid, c)
+
     def walk(self, sid: int, data: bytes) -> int:
         """Feed ``data`` from state ``sid``; ``DEAD`` as soon as a byte is refused."""
         for b in data:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from exl2_enforcer.engine import native
 from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
@@ -264,9 +265,10 @@ class MaskEngine:
                 kind, budget = fast
                 if kind == "plain" and a.others_only_on(sid, 0x22):
                     ids = self._string_rest(sid, budget, deadline)
+                    packed = idx.pack(ids) | idx.slice_packed(kind, budget)
                 else:
-                    ids = self._walk(idx.slices[kind].rest_trie, sid, deadline)
-                packed = idx.pack(ids) | idx.slice_packed(kind, budget)
+                    packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline)
+                    packed |= idx.slice_packed(kind, budget)
             if a.is_accepting(sid):
                 packed |= idx.end_packed
         return packed
@@ -282,10 +284,8 @@ class MaskEngine:
             # entries made before a MaskTimeout stay in the cache: count them too
             self.side_bytes += _AGREE_BYTES * (len(agree) - agreed)
         if got is None:
-            return idx.pack(self._walk(idx.trie, sid, deadline))
-        ids, runs = got
-        packed: np.ndarray = idx.pack(ids) | runs
-        return packed
+            return self._walk_packed(idx.trie, sid, deadline)
+        return got[0]
 
     def _check(self, sid: int, deadline: float | None) -> None:
         """Between chunks of walk work: the test hook, then the deadline."""
@@ -323,9 +323,22 @@ class MaskEngine:
         """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""
         return self._walk_states(trie, sid, deadline)[0]
 
+    def _walk_packed(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
+        """:meth:`_walk` as a packed mask (int32 words, a new array)."""
+        if not native.enabled:
+            return self.index.pack(self._walk(trie, sid, deadline))
+        words = np.zeros(self.index.n_words, np.uint32)
+        self._check(sid, deadline)
+        native.trie_walk(self.automaton, trie, sid, words, lambda: self._check(sid, deadline))
+        return words.view("<i4")
+
     def _walk_states(self, trie: TokenTrie, sid: int, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`_walk`, also giving the state each allowed token ends in."""
         a = self.automaton
+        if native.enabled:
+            self._check(sid, deadline)
+            _n, ids, ends = native.trie_walk(a, trie, sid, None, lambda: self._check(sid, deadline), with_states=True)
+            return ids, ends
         cls_of = a.class_of_byte
         nodes = np.arange(trie.child_lo[0], trie.child_hi[0], dtype=np.int64)
         states = np.full(nodes.shape[0], sid, dtype=np.int64)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from exl2_enforcer.engine import native
 from exl2_enforcer.engine.automaton import DEAD, UNKNOWN, Automaton
 from exl2_enforcer.lru import SizedLRU
 from exl2_enforcer.tokens.trie import expand_ranges
@@ -163,6 +164,10 @@ class RunTables:
             raise ValueError(f"max_bytes must be >= 0, got {value}")
         self._tables.max_size = value
 
+    def pack(self, ids: np.ndarray) -> np.ndarray:
+        """Packed mask (int32 words) of the token ids ``ids``."""
+        return self._pack(ids)
+
     def table(self, members: np.ndarray) -> RunTable:
         """The run table of the byte set ``members`` (bool, shape (256,))."""
         key = np.packbits(members).tobytes()
@@ -170,11 +175,11 @@ class RunTables:
 
 
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
-             agree: dict[tuple[int, bytes], int]) -> tuple[np.ndarray, np.ndarray] | None:
+             agree: dict[tuple[int, bytes], int]) -> tuple[np.ndarray, int] | None:
     """The tokens allowed in DFA state ``sid`` by the run path, or None where it does not apply.
 
-    Returns ``(ids, packed)``: the allowed tokens are ``ids`` (int64 token ids) together
-    with the bits set in ``packed`` (a cached packed mask of whole runs; do not modify it).
+    Returns ``(packed, walked)``: the packed mask of the allowed tokens (int32 words, a new
+    array) and how many of them were walked on past their run (the rest are whole runs).
 
     ``check`` is called between chunks of work (it raises
     :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``agree`` caches,
@@ -198,7 +203,6 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     check()
     tokens = tables.tokens
     r = len(chain) - 1
-    allowed: list[np.ndarray] = []
     # mixed tokens whose run ends within the chain: may they leave it with their next byte?
     g = int(np.searchsorted(table.g_run, r, side="right"))
     cls = auto.class_of_byte
@@ -218,11 +222,16 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     walked = sum(p.shape[0] for p in rows_parts)
     if walked > MAX_WALKED:
         return None
-    if walked:
-        allowed.append(_walk_on(auto, tokens, np.concatenate(rows_parts), np.concatenate(state_parts),
-                                np.concatenate(off_parts), check))
-    ids = tokens.ids[np.concatenate(allowed)] if allowed else np.zeros(0, np.int64)
-    return ids, table.pure_packed(r)
+    packed = table.pure_packed(r).copy()
+    if not walked:
+        return packed, 0
+    rows, states, offsets = np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+    if native.enabled:
+        kept = native.rows_walk(auto, tokens.flat, tokens.start, tokens.length, tokens.ids, rows, states, offsets,
+                                packed.view(np.uint32), check)
+        return packed, kept
+    ids = tokens.ids[_walk_on(auto, tokens, rows, states, offsets, check)]
+    return packed | tables.pack(ids), int(ids.shape[0])
 
 
 def _widest_set(auto: Automaton, row: np.ndarray) -> tuple[np.ndarray | None, list[int]]:

@@ -1,0 +1,74 @@
+"""The native token walks (``engine/_walk.c``), when the C extension is built.
+
+``pip install`` compiles the extension where a C compiler is present (it is marked
+optional, so an install without one still succeeds).  Without it, or with the
+environment variable ``EXL2_ENFORCER_NATIVE=0`` set before import, the engine uses
+its vectorised numpy walks, which give the same masks bit for bit, only slower on
+cold states (see docs/performance.md).
+
+:data:`enabled` says which is used; tests switch it to compare both paths.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from exl2_enforcer.engine.automaton import Automaton
+    from exl2_enforcer.tokens.trie import TokenTrie
+
+def _load() -> ModuleType | None:
+    try:
+        return importlib.import_module("exl2_enforcer.engine._walk")
+    except ImportError:  # not built (no C compiler at install time)
+        return None
+
+
+_module = _load()
+
+#: whether the C extension was built and imported
+available: bool = _module is not None
+#: whether the mask engine uses the native walks (set False to force the numpy walks)
+enabled: bool = available and os.environ.get("EXL2_ENFORCER_NATIVE", "1") != "0"
+
+
+def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray | None,
+              check: Callable[[], None], with_states: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+    """Walk ``trie`` from DFA state ``sid``: the tokens whose bytes lead to a live state.
+
+    Sets their bits in ``words`` (uint32 view of a packed mask, or None).  With
+    ``with_states`` also returns their ids and the states they end in (int64 arrays);
+    otherwise two empty arrays.  Returns ``(count, ids, end_states)``.  Computes missing
+    DFA rows on the way (:meth:`Automaton.step_row`); ``check`` is called after each and
+    every 4,096 nodes, and may raise (e.g. :class:`~exl2_enforcer.errors.MaskTimeout`).
+    """
+    assert _module is not None, "native walks are not built"
+    n = trie.tok_ids.shape[0]
+    ids = np.empty(n if with_states else 0, np.int64)
+    states = np.empty(n if with_states else 0, np.int64)
+    count = _module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
+                              trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, sid, words,
+                              ids if with_states else None, states if with_states else None, check)
+    return count, ids[:count], states[:count]
+
+
+def rows_walk(auto: "Automaton", flat: np.ndarray, start: np.ndarray, length: np.ndarray, ids: np.ndarray,
+              rows: np.ndarray, states: np.ndarray, offsets: np.ndarray, words: np.ndarray,
+              check: Callable[[], None]) -> int:
+    """Read token row ``rows[i]`` from byte ``offsets[i]`` on in DFA state ``states[i]``, for every i.
+
+    ``flat``/``start``/``length``/``ids`` are :class:`~exl2_enforcer.engine.runs.TokenBytes`'
+    arrays (uint8, int64, int64, int64); ``rows``, ``states``, ``offsets`` are int64.  The bit of
+    ``ids[row]`` is set in ``words`` (uint32) for every token that stays alive to its end.
+    Returns how many did.  Missing DFA cells are computed; ``check`` as for :func:`trie_walk`.
+    """
+    assert _module is not None, "native walks are not built"
+    kept: int = _module.rows_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, flat, start, length,
+                                  rows, states, offsets, ids, words, check)
+    return kept
