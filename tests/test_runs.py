@@ -19,6 +19,7 @@ from enforcer_oracle import reference_allowed_ids, reference_text_allowed, token
 from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
+from exl2_enforcer.engine import native, runs
 from exl2_enforcer.engine.runs import RunTables, run_mask
 from exl2_enforcer.errors import MaskTimeout
 from exl2_enforcer.matcher import Matcher
@@ -371,3 +372,18 @@ def test_run_table_bytes_cover_what_they_hold():
             elif isinstance(value, dict):
                 held += sum(a.nbytes for a in value.values())
         assert table.nbytes >= held > 0
+
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen3"])
+def test_negated_class_uses_the_run_path_on_a_large_vocabulary(name):
+    """``[^,]{0,40},``: tens of thousands of multi-byte tokens leave the ASCII run; the native walk
+    takes them all on (no fallback to a whole-vocabulary trie walk) and the mask stays exact."""
+    v = vocab_by_name(name)
+    g = compile_regex("[^,]{0,40},", v)
+    table = token_table(v)
+    sid = g.automaton.walk(g.automaton.start, b"ab")
+    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, {})
+    if native.enabled:
+        assert got is not None and got[1] > runs.MAX_WALKED  # more than the numpy walk would take on
+    tried: list[int] = []
+    assert _check(g, sid, table, tried, {}) is None
