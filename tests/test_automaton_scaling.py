@@ -13,7 +13,7 @@ import json
 import jsonschema
 import numpy as np
 import pytest
-from enforcer_oracle import encode, reference_allowed_ids, token_table, vocab_by_name
+from enforcer_oracle import bytes_to_id, encode, reference_allowed_ids, token_table, vocab_by_name
 
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.errors import EnforcerError, SchemaError
@@ -317,3 +317,36 @@ def test_stacks_deeper_than_the_recursion_limit(vocab):
             assert m.distance() >= levels // 2
     assert m.is_accepting() and m.distance() == 0
     assert widest_state(g) <= 8
+
+
+def _tools_union(n: int) -> dict:
+    """A function-calling union: n tools, each told apart by a ``const`` name."""
+    def tool(i: int) -> dict:
+        args = {"type": "object", "properties": {f"a{i}": {"type": "string"}}, "required": [f"a{i}"],
+                "additionalProperties": False}
+        return {"type": "object", "properties": {"name": {"const": f"tool_{i}"}, "arguments": args},
+                "required": ["name", "arguments"], "additionalProperties": False}
+    return {"anyOf": [tool(i) for i in range(n)]}
+
+
+def test_many_callers_of_one_state_merge_their_stacks_in_linear_memory(vocab):
+    """Every tool's object reaches the same shared states with its own return frame: merging those
+    stacks one caller at a time kept a node per partial union (quadratic in the tools); one merge
+    per set of callers keeps the memory linear.  50 -> 200 tools must cost at most ~4x, not ~11x."""
+    table = token_table(vocab)
+    retained = []
+    for n in (50, 200):
+        g = compile_json_schema(_tools_union(n), vocab)
+        m = Matcher(g)
+        for piece in ('{"', "name", '":', ' "', "tool"):
+            m.packed_mask()
+            m.accept_token(bytes_to_id(table)[piece.encode()])
+        assert np.array_equal(np.sort(m.allowed_ids()), np.sort(reference_allowed_ids(g, table, m.state)))
+        retained.append(g.automaton.retained_bytes())
+    assert retained[1] < 6 * retained[0], retained
+    done = {"name": "tool_137", "arguments": {"a137": "x"}}
+    m = Matcher(compile_json_schema(_tools_union(200), vocab))
+    for tid in encode(TOK, json.dumps(done)):
+        m.accept_token(tid)
+    assert m.is_accepting()
+    jsonschema.validate(done, _tools_union(200))

@@ -18,8 +18,8 @@ from enforcer_oracle import reference_allowed_ids, reference_text_allowed, token
 
 from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
-from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.engine import native, runs
+from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.engine.runs import RunTables, run_mask
 from exl2_enforcer.errors import MaskTimeout
 from exl2_enforcer.matcher import Matcher

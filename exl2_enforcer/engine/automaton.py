@@ -375,41 +375,59 @@ class Automaton:
     def _push(self, r: int, parent: StackNode, weight: int) -> StackNode:
         return self._node(((r, parent),), parent.depth + weight)
 
-    def _union(self, a: StackNode, b: StackNode, memo: dict[tuple[StackNode, StackNode], StackNode]) -> StackNode:
-        """The node holding the stacks of both ``a`` and ``b`` (same depth), merged per top frame.
+    def _union(self, nodes: frozenset[StackNode], memo: dict[frozenset[StackNode], StackNode]) -> StackNode:
+        """The node holding the stacks of all ``nodes`` (one depth): their frames joined per return
+        state, the parents under one return state joined in turn.
 
-        Iterative (parents first), so stacks deeper than Python's recursion limit merge too.
+        One pass per set of nodes, not a fold of pairs: a state that many callers reach (a
+        shared ``$ref`` in each of 200 ``anyOf`` branches) would otherwise re-sort a growing
+        frame list once per caller.  Iterative (parents first), so stacks deeper than Python's
+        recursion limit merge too.
         """
-        if a == b:
-            return a
-        todo = [(a, b)]
+        todo = [nodes]
         while todo:
-            x, y = todo[-1]
-            if (x, y) in memo:
+            group = todo[-1]
+            if group in memo:
                 todo.pop()
                 continue
-            mine = dict(x.frames)
-            pending = [(mine[r], p) for r, p in y.frames
-                       if r in mine and mine[r] != p and (mine[r], p) not in memo]
+            parents: dict[int, set[StackNode]] = {}
+            for node in group:
+                for r, p in node.frames:
+                    got = parents.get(r)
+                    if got is None:
+                        parents[r] = {p}
+                    else:
+                        got.add(p)
+            joined = {r: frozenset(ps) for r, ps in parents.items() if len(ps) > 1}
+            pending = [ps for ps in joined.values() if ps not in memo]
             if pending:
                 todo.extend(pending)
                 continue
-            for r, p in y.frames:
-                q = mine.get(r)
-                mine[r] = p if q is None or q == p else memo[(q, p)]
-            memo[(x, y)] = self._node(tuple(sorted(mine.items(), key=_first)), x.depth)
+            frames = [(r, memo[joined[r]] if r in joined else next(iter(ps))) for r, ps in parents.items()]
+            frames.sort(key=_first)
+            memo[group] = self._node(tuple(frames), next(iter(group)).depth)
             todo.pop()
-        return memo[(a, b)]
+        return memo[nodes]
 
     def _canonical(self, configs: Iterable[Config]) -> tuple[Config, ...]:
         """``configs`` with the nodes of equal (state, depth) merged: one configuration per pair."""
-        merged: dict[tuple[int, int], StackNode] = {}
-        memo: dict[tuple[StackNode, StackNode], StackNode] = {}
+        merged: dict[tuple[int, int], set[StackNode]] = {}
         for q, node in configs:
             key = (q, node.depth)
-            old = merged.get(key)
-            merged[key] = node if old is None else self._union(old, node, memo)
-        return tuple((q, node) for (q, _d), node in merged.items())
+            got = merged.get(key)
+            if got is None:
+                merged[key] = {node}
+            else:
+                got.add(node)
+        memo: dict[frozenset[StackNode], StackNode] = {}
+        out = []
+        for (q, _d), nodes in merged.items():
+            if len(nodes) == 1:
+                (node,) = nodes
+            else:
+                node = self._union(frozenset(nodes), memo)
+            out.append((q, node))
+        return tuple(out)
 
     # -- configuration closure ---------------------------------------------------
     def _return_end(self, r: int) -> int:
