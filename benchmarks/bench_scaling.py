@@ -18,6 +18,8 @@ Families (``--families``; sizes per family with ``--sizes family=a,b,...``):
 * ``enumhex`` -- the same with n strings of 16 random hex digits (little shared structure);
 * ``properties`` -- one object with n required integer properties (n = 10..2,000);
 * ``anyof`` -- ``anyOf`` of n closed objects told apart by a ``const`` ``kind`` (n = 2..500);
+* ``tools`` -- a function-calling union: ``anyOf`` of n tools ``{"name": const, "arguments": {...}}``,
+  each with its own three typed arguments (n = 10..500), forced with a call of the last tool;
 * ``freetext`` -- ``{"type": "string", "maxLength": 1e9}`` forced with a text of n tokens
   (n = 20,000).
 
@@ -67,11 +69,12 @@ FAMILIES: dict[str, list[int]] = {
     "enumhex": [100, 1_000, 10_000, 100_000],
     "properties": [10, 100, 500, 2_000],
     "anyof": [2, 10, 100, 500],
+    "tools": [10, 50, 200, 500],
     "freetext": [20_000],
 }
 QUICK: dict[str, list[int]] = {
     "nesting": [4, 8], "chain": [4, 8], "enum": [100, 1_000, 10_000], "enumhex": [1_000], "properties": [10, 100],
-    "anyof": [2, 10, 100], "freetext": [2_000],
+    "anyof": [2, 10, 100], "tools": [10, 50], "freetext": [2_000],
 }
 ENGINES = ("ours", *PEERS)
 
@@ -133,6 +136,23 @@ def anyof_case(n: int) -> tuple[dict, Any, int]:
     return {"anyOf": branches}, {"kind": f"kind_{n - 1}", "value": 42}, 16
 
 
+TOOL_NAMES = ("get_weather", "send_email", "search_web", "create_event", "read_file", "write_file", "list_dir",
+              "run_sql", "translate", "summarize")
+
+
+def tools_case(n: int) -> tuple[dict, Any, int]:
+    """n tools told apart by a ``const`` name; each tool's arguments are its own three typed fields."""
+    def tool(i: int) -> dict:
+        args = {f"arg{j}_{i}": {"type": ("string", "integer", "boolean")[j]} for j in range(3)}
+        return {"type": "object", "properties": {
+            "name": {"const": f"{TOOL_NAMES[i % 10]}_{i}"},
+            "arguments": {"type": "object", "properties": args, "required": list(args), "additionalProperties": False}},
+            "required": ["name", "arguments"], "additionalProperties": False}
+    k = n - 1
+    call = {"name": f"{TOOL_NAMES[k % 10]}_{k}", "arguments": {f"arg0_{k}": "Kyoto", f"arg1_{k}": 3, f"arg2_{k}": True}}
+    return {"anyOf": [tool(i) for i in range(n)]}, call, 16
+
+
 def freetext_case(n: int) -> tuple[dict, Any, int]:
     """A free string (maxLength 1e9) and about n tokens of prose-like text (trimmed to n later)."""
     words = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dogs", "while", "seven", "wizards", "hum")
@@ -142,7 +162,7 @@ def freetext_case(n: int) -> tuple[dict, Any, int]:
 
 MAKERS = {"nesting": tree_case, "chain": chain_case, "enum": enum_case, "enumhex": enumhex_case,
           "properties": properties_case,
-          "anyof": anyof_case, "freetext": freetext_case}
+          "anyof": anyof_case, "tools": tools_case, "freetext": freetext_case}
 
 
 def case_ids(hf: Any, family: str, size: int) -> tuple[dict, list[int], int]:
