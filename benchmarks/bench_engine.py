@@ -44,6 +44,8 @@ TOKENIZER_DIR = ROOT.parent / "shared" / "tokenizers"
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from exl2_enforcer.engine import native  # noqa: E402 - after the checkout is on the path
+
 #: logits width of the models that use each tokenizer (the size of the mask row)
 LOGITS_WIDTH = {
     "llama3": 128_256,
@@ -662,11 +664,13 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {e: engine_version(e) for e in engine_names} | {"tokenizers": _version("tokenizers")},
         "logits_width": {t: LOGITS_WIDTH[t] for t in tok_names},
         "repeat": args.repeat,
+        "our_walks": "native" if native.enabled else "numpy",
     }
     print(f"# exl2_enforcer token-mask benchmark — {meta['date']}")
     print(f"# python {meta['python']}, numpy {meta['numpy']}, {meta['platform']}")
     print(f"# CPU: {meta['cpu']} ({meta['cpu_count']} logical cores)")
     print("# versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in meta["versions"].items()))
+    print(f"# our token walks: {meta['our_walks']} (engine/native.py)")
     if args.repeat > 1:
         print(f"# every figure is the median of {args.repeat} runs (fresh compile each)")
     print()

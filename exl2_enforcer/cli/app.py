@@ -40,6 +40,7 @@ from exl2_enforcer.cli.peers import (
 )
 from exl2_enforcer.cli.risk import analyse_schema
 from exl2_enforcer.compile.schema.compiler import UNSUPPORTED, SchemaOptions
+from exl2_enforcer.engine import native
 from exl2_enforcer.engine.mask import TokenIndex
 from exl2_enforcer.errors import EnforcerError, SchemaError
 from exl2_enforcer.matcher import Matcher
@@ -243,6 +244,7 @@ def bench_report(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
               "steps": len(cold.fill_ns), "compile_ms": round(seconds * 1000, 3),
               "cold": stats_us(cold.fill_ns), "warm": stats_us(warm.fill_ns),
               "retained_bytes": grammar.compile_json_schema(schema, vocab, options).retained_bytes(),
+              "native_walks": native.enabled,
               "peers": {p: peer_figures(p, ctx, schema, options, ids) for p in args.peers}}
     facts = {"tokens": len(ids), "chars": len(text), "note": note, "invalid": invalid,
              "vocab": _vocab_label(args.tokenizer, vocab), "width": ctx.width,
@@ -262,6 +264,8 @@ def print_bench(report: dict[str, Any], facts: dict[str, Any], args: argparse.Na
           + (f"; {facts['note']}" if facts["note"] else "") + ")")
     print(f"validates:  {'yes' if not facts['invalid'] else 'no: ' + facts['invalid']} (jsonschema, formats checked)")
     print(f"vocabulary: {facts['vocab']}, logits width {facts['width']:,}")
+    print("walks:      " + ("native (C extension)" if report["native_walks"] else
+                            "numpy (the C extension is not built or EXL2_ENFORCER_NATIVE=0; cold masks are slower)"))
     r = report["rejected_at"]
     if r is None:
         print(f"accepted:   yes, every token and then an end token ({report['steps']} mask steps per pass)")
