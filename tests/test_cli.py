@@ -27,7 +27,8 @@ FC_INSTANCE = str(EXAMPLES / "function_call.instance.json")
 REC_SCHEMA = str(EXAMPLES / "record.schema.json")
 REC_INSTANCE = str(EXAMPLES / "record.instance.json")
 MINI_XZ = ROOT / "exl2_enforcer" / "data" / "mini_llama3.tokenizer.json.xz"
-BENCH_KEYS = {"accepted", "rejected_at", "steps", "compile_ms", "cold", "warm", "retained_bytes", "peers"}
+BENCH_KEYS = {"accepted", "rejected_at", "steps", "compile_ms", "cold", "warm", "retained_bytes", "native_walks",
+              "peers"}
 STAT_KEYS = {"mean_us", "p50_us", "p99_us", "max_us"}
 
 
