@@ -81,6 +81,8 @@ LISTED = {
     "enum-big-ints": {"enum": [TWO53 + 1, TWO53 + 3, 2**63 + 1, 10**30 + 7, "x"]},
     "enum-floats": {"enum": [0.1, 1e23, 2.5e-8, 123456789.123456789]},
     "const-object-2**53+1": {"const": {"id": TWO53 + 1}},
+    # equal to Python (1e23 == 99999999999999991611392), not as written: neither value hides the other
+    "enum-float-and-its-binary-int": {"enum": [1e23, 99999999999999991611392]},
 }
 
 
