@@ -1123,8 +1123,9 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     remote ``$ref``s; nothing is fetched from the network.  ``clock`` (seconds,
     default ``time.perf_counter``) measures ``options.compile_timeout_s``.  Returns
     ``(nfa, root fragment, warnings)``.  Raises :class:`SchemaError` naming a JSON
-    pointer for invalid, unsupported, too deep (``max_schema_depth``) or too costly
-    (``compile_timeout_s``, ``max_nfa_states``) schemas.
+    pointer into ``schema`` as given for invalid, unsupported, too deep (``max_schema_depth``,
+    or an enum/const value deeper than ``max_depth``) or too costly (``compile_timeout_s``,
+    ``max_nfa_states``) schemas.
     """
     options = options or SchemaOptions()
     depth = check_schema_depth(schema, options.max_schema_depth)
