@@ -168,3 +168,12 @@ def test_reported_schema_admits_every_integer_token_by_token():
     assert m.is_accepting()
     m = Matcher(g)
     assert not all(m.try_accept(t) for t in encode("llama3", '"a"'))
+
+
+def test_compile_budget_error_inside_a_rewrite_names_an_existing_place(mini):
+    """The budget names the subschema being compiled, which may be a rewritten one."""
+    schema = {"if": {"type": "string"}, "then": {"properties": {"a": {"type": "string", "maxLength": 9}}},
+              "else": {"type": "array", "items": {"enum": [f"v{i}" for i in range(300)]}}}
+    error = _error(schema, mini, max_nfa_states=40)
+    assert "max_nfa_states" in str(error)
+    resolve(schema, error.pointer)

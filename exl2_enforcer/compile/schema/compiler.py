@@ -1150,7 +1150,7 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
             f"its JSON nests only {depth} levels, so a chain of $ref (each one a subschema level) is too long"
             " to follow; shorten the chain")
     raise SchemaError(f"the schema is too deep to compile within Python's recursion limit: {hint}",
-                      compiler.pointer)
+                      compiler.place(compiler.pointer))
 
 
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
