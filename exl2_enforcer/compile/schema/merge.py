@@ -237,7 +237,9 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict[str, Any], b: dict[str, A
 
 def _merge_branch(branch: Any, other: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
     """``branch`` merged with ``other``; ``false`` (a branch that never matches, keeping the
-    others' indexes) when the two share no value."""
+    others' indexes) when the two share no value.  Within the compile budget: lists meeting
+    lists multiply their branches."""
+    c.tick()
     try:
         return merge_pair(branch, other, ctx, c)
     except SchemaError as e:
