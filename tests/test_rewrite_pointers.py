@@ -177,3 +177,14 @@ def test_compile_budget_error_inside_a_rewrite_names_an_existing_place(mini):
     error = _error(schema, mini, max_nfa_states=40)
     assert "max_nfa_states" in str(error)
     resolve(schema, error.pointer)
+
+
+def test_a_subschema_object_shared_by_two_places_is_named_where_it_is_reached(mini):
+    """A Python-built schema may hold one dict at two places; a $ref names the place it points to."""
+    shared = {"type": "string", "pattern": LOOKAHEAD}
+    schema = {"properties": {"y": {"type": "object", "properties": {"z": shared}}, "x": {"$ref": "#/$defs/a"}},
+              "$defs": {"a": shared}}
+    assert _error(schema, mini).pointer == "/properties/y/properties/z/pattern"
+    schema = {"properties": {"x": {"$ref": "#/$defs/a"}, "y": {"type": "object", "properties": {"z": shared}}},
+              "$defs": {"a": shared}}
+    assert _error(schema, mini).pointer == "/$defs/a/pattern"

@@ -267,23 +267,21 @@ class SchemaCompiler:
         return pointer if self.source is None else existing_pointer(self.source, pointer)
 
     def note_home(self, schema: Any, ctx: Ctx) -> None:
-        """Remember where ``schema`` sits in the document when it is compiled at another pointer."""
+        """Remember where ``schema`` sits in the document when it is compiled at a pointer the
+        document lacks (a rewritten form's); a pointer that exists stays itself (a subschema
+        object shared by two places of a Python-built schema is compiled at each)."""
         home = self._places.get(id(schema)) if isinstance(schema, dict) else None
-        if home is not None and home != ctx.pointer:
+        if home is not None and home != ctx.pointer and not _names_place(self.root[0], ctx.pointer):
             self.homes[ctx.pointer] = home
 
     def target_pointer(self, ref: str, target: Any, ctx: Ctx) -> str:
         """Where a ``$ref``'s target sits in the document being compiled; for a target in another
         document (a registry resource), the ``$ref`` that leads there."""
-        if isinstance(target, dict):
-            found = self._places.get(id(target))
-            if found is not None:
-                return found
-        else:
-            uri, _, frag = ref.partition("#")
-            if not uri and (frag.startswith("/") or not frag):
-                return frag  # a boolean in this document (embedded $id resources aside)
-        return ctx.child("$ref").pointer
+        uri, _, frag = ref.partition("#")
+        if not uri and (frag.startswith("/") or not frag) and _names_place(self.root[0], frag, target):
+            return frag  # also a boolean, or an object a Python-built schema shares between places
+        found = self._places.get(id(target)) if isinstance(target, dict) else None
+        return found if found is not None else ctx.child("$ref").pointer
 
     # -- shared pieces -------------------------------------------------------------
     def shared(self, key: str, build: Callable[[], Frag]) -> Frag:
@@ -1187,6 +1185,22 @@ def located(error: SchemaError, document: Any, place_of: Callable[[str], str] | 
         return error
     return SchemaError(f"{error.message} (found once this subschema's keywords were combined)", place,
                        keyword=error.keyword)
+
+
+_ABSENT = object()
+
+
+def _names_place(document: Any, pointer: str, node: Any = _ABSENT) -> bool:
+    """Whether ``pointer`` names a place in ``document`` (holding the object ``node``, if given)."""
+    at = document
+    for token in pointer_tokens(pointer):
+        if isinstance(at, dict) and token in at:
+            at = at[token]
+        elif isinstance(at, list) and token.isdigit() and int(token) < len(at):
+            at = at[int(token)]
+        else:
+            return False
+    return node is _ABSENT or at is node
 
 
 def _schema_places(document: Any) -> dict[int, str]:
