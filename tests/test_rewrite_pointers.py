@@ -188,3 +188,30 @@ def test_a_subschema_object_shared_by_two_places_is_named_where_it_is_reached(mi
     schema = {"properties": {"x": {"$ref": "#/$defs/a"}, "y": {"type": "object", "properties": {"z": shared}}},
               "$defs": {"a": shared}}
     assert _error(schema, mini).pointer == "/$defs/a/pattern"
+
+
+def test_every_refused_suite_schema_names_an_existing_place():
+    """Held-out shapes: each schema of the official JSON-Schema-Test-Suite that the engine refuses
+    (every draft) names a place in that schema (some named remote meta-schema paths or merged
+    ``allOf``/``not`` forms)."""
+    from tests.conformance import harness
+
+    if not harness.SUITE.is_dir():
+        pytest.skip("the JSON-Schema-Test-Suite is not checked out under tests/conformance/suite")
+    refused = 0
+    for draft_dir, spec, uri in harness.DRAFTS.values():
+        registry = harness.load_registry(spec)
+        for _kind, name, path in harness.suite_files(draft_dir, True):
+            for i, group in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+                schema = harness.prepare_schema(group["schema"], uri)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        compile_json_schema(schema, default_vocabulary(), harness.OPTIONS, registry=registry)
+                    except SchemaError as e:
+                        refused += 1
+                        try:
+                            resolve(schema, e.pointer)
+                        except (KeyError, IndexError):
+                            pytest.fail(f"{draft_dir}/{name} group {i}: {e}")
+    assert refused > 100
