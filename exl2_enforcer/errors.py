@@ -20,7 +20,8 @@ class VocabularyError(EnforcerError):
 class SchemaError(EnforcerError):
     """A JSON Schema is invalid, unsupported, or admits no value.
 
-    ``pointer`` is the JSON pointer (RFC 6901) of the offending subschema.
+    ``pointer`` is the JSON pointer (RFC 6901) of the offending subschema, a place in the
+    schema document as the user gave it (also when the compiler rewrote that schema).
     """
 
     def __init__(self, message: str, pointer: str = "", keyword: str | None = None) -> None:

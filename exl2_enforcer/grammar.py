@@ -28,7 +28,13 @@ import referencing
 
 from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
-from exl2_enforcer.compile.schema.compiler import SchemaOptions, call_with_depth, check_schema_depth, compile_schema
+from exl2_enforcer.compile.schema.compiler import (
+    SchemaOptions,
+    call_with_depth,
+    check_schema_depth,
+    compile_schema,
+    located,
+)
 from exl2_enforcer.engine.automaton import Automaton
 from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
 from exl2_enforcer.errors import EnforcerError, SchemaError, VocabularyError
@@ -310,8 +316,11 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
         t0 = time.perf_counter()
         with gc_paused():
             nfa, root, warns = compile_schema(schema, options, registry)
-            return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes,
-                           memory_bytes)
+            try:
+                return _finish(nfa, root, vocab, options.max_depth, "JSON schema", t0, warns, mask_cache_bytes,
+                               memory_bytes)
+            except SchemaError as e:  # a $ref cycle is named by its machine's (maybe rewritten) pointer
+                raise located(e, schema) from None
 
     if registry is not None:
         return build()

@@ -21,12 +21,27 @@ Documented choices:
 * ``multipleOf`` m is supported exactly whenever m = p * 10**-k with an integer
   p <= 10_000 (0.01, 0.5, 2.5, 7, 300 ...).  Matching is by value, so for a
   number ``2.50`` is a multiple of 0.5 and ``10.0`` a multiple of 5.
+* A text is accepted only when both readings accept it: the spec's (the decimal
+  value of the text against the decimal the schema's number was written as, a
+  float bound read as its shortest ``repr``) and Python's (``json.loads``, which
+  the ``jsonschema`` oracle sees: a text without ``.`` is an exact ``int``, one
+  with ``.`` is rounded to the nearest double; bounds compare by their exact
+  value).  So texts are split by spelling (:class:`Spelling`): integer texts
+  get bounds that also hold for the bound's exact binary value (``maximum: 1e23``
+  is 99999999999999991611392 to Python), fraction texts get bounds that hold
+  after rounding (:func:`rounded_upper`: ``exclusiveMaximum: 0.1`` refuses
+  ``0.09999999999999999999``, which rounds to 0.1), and with ``multipleOf``
+  fraction texts stay within +-2**53, where rounding cannot change a remainder.
 """
 
 from __future__ import annotations
 
+import math
+import struct
+import sys
 from collections.abc import Callable, Hashable
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -73,12 +88,16 @@ _FULL: Table = {
     "T": {DIGITS: "X"}, "X": {DIGITS: "X"},
 }
 _FINALS = frozenset("ZDFX")
+#: the finals of texts written with a fraction ("1.0", "2.5"): Python reads them as floats
+_FRACTION_FINALS = frozenset("F")
+#: the finals of texts written as integers ("12", "-0"): Python reads them as exact ints
+_INTEGER_FINALS = frozenset("ZD")
 
 
-def _table_machine(table: Table) -> Machine:
-    """A machine from a small transition table (start "S", finals Z/D/F/X)."""
+def _table_machine(table: Table, finals: frozenset[str] = _FINALS) -> Machine:
+    """A machine from a small transition table (start "S"; ``finals`` among Z/D/F/X)."""
     flat: dict[Hashable, dict[int, str]] = {q: {b: t for bs, t in row.items() for b in bs} for q, row in table.items()}
-    return Machine("S", lambda q, b: flat.get(q, {}).get(b), lambda q: q in _FINALS)
+    return Machine("S", lambda q, b: flat.get(q, {}).get(b), lambda q: q in finals)
 
 
 # -- value machines -------------------------------------------------------------
@@ -270,10 +289,14 @@ def _minimise(d: DFA) -> DFA:
     count = len(np.unique(block))
     while True:
         with_sink = np.append(block, -1)  # the sink is a block of its own
-        key = block
-        for col in with_sink[table].T:  # fold one column at a time; 1-D unique is fast
-            _, key = np.unique(key * (n + 2) + col + 1, return_inverse=True)
-        block = key.reshape(-1)
+        # a state's signature: its block and its successors' blocks; one lexicographic sort per
+        # round (a long bound is a chain of digit states, refined one state per round)
+        signature = np.column_stack([block, with_sink[table]])
+        order = np.lexsort(signature.T[::-1])
+        ordered = signature[order]
+        starts = np.concatenate([[0], np.cumsum(np.any(ordered[1:] != ordered[:-1], axis=1))])
+        block = np.empty(n, dtype=np.int64)
+        block[order] = starts
         if block.max() + 1 == count:
             break
         count = int(block.max()) + 1
@@ -335,15 +358,6 @@ def _to_decimal(x: Number | None, keyword: str, pointer: str) -> Decimal | None:
 Bound = tuple[Decimal, bool]  # (value, inclusive)
 
 
-def _tightest(incl: Decimal | None, excl: Decimal | None, lower: bool) -> Bound | None:
-    """Combine the inclusive and exclusive bound of one side; exclusive wins a tie."""
-    cands = [(v, i) for v, i in ((incl, True), (excl, False)) if v is not None]
-    if not cands:
-        return None
-    # tighter = larger lower bound / smaller upper bound; on a tie exclusive sorts first
-    return max(cands, key=lambda c: (c[0] if lower else -c[0], not c[1]))
-
-
 def _side_constraints(lo: Bound | None, hi: Bound | None, negative: bool) -> list[Machine] | None:
     """Comparison machines on the magnitude for one sign; None if that sign is impossible."""
     ge, gt, le, lt = frozenset({0, 1}), frozenset({1}), frozenset({-1, 0}), frozenset({-1})
@@ -389,34 +403,179 @@ def _multiple(m: Decimal, pointer: str) -> tuple[int, int]:
 
 _KEYWORDS = {"minimum": "minimum", "maximum": "maximum", "exclusive_minimum": "exclusiveMinimum",
              "exclusive_maximum": "exclusiveMaximum", "multiple_of": "multipleOf"}
+_LOWER = (("minimum", True), ("exclusive_minimum", False))
+_UPPER = (("maximum", True), ("exclusive_maximum", False))
 
 
-def _build(nfa: NFA, syntax: Table, kw: dict[str, Number | None], pointer: str) -> Frag:
-    """Intersect syntax, bounds and multipleOf per sign, then join the signs and emit."""
-    d = {k: _to_decimal(kw[k], name, pointer) for k, name in _KEYWORDS.items()}
-    lo = _tightest(d["minimum"], d["exclusive_minimum"], lower=True)
-    hi = _tightest(d["maximum"], d["exclusive_maximum"], lower=False)
-    mult = None
-    if d["multiple_of"] is not None:
-        mult = _shrink(_explore(multiple_machine(*_multiple(d["multiple_of"], pointer)), MAGNITUDE))
+# -- what Python reads: json.loads makes a text with "." a float, the nearest double -------------
+
+#: 2**1024, where doubles end: a text at or past the midpoint below it reads as infinity
+_FLOAT_END = Fraction(2) ** 1024
+_MAX_DOUBLE = Fraction(sys.float_info.max)
+#: up to this magnitude every integer is a double, so rounding cannot change a remainder
+EXACT_INTEGER_LIMIT = 2 ** 53
+
+
+def _largest_double(bound: Fraction, inclusive: bool) -> Fraction:
+    """The largest double d <= ``bound`` (d < ``bound`` unless ``inclusive``); -2**1024, standing
+    for -infinity, when no finite double is."""
+    if bound > _MAX_DOUBLE:
+        return _MAX_DOUBLE
+    if bound < -_MAX_DOUBLE or (bound == -_MAX_DOUBLE and not inclusive):
+        return -_FLOAT_END
+    f = float(bound)  # the nearest double: at most a step or two above the answer
+    while Fraction(f) > bound or (Fraction(f) == bound and not inclusive):
+        f = math.nextafter(f, -math.inf)
+    return Fraction(f)
+
+
+def _next_double(d: Fraction) -> Fraction:
+    """The double after ``d`` (2**1024 after the largest, -largest after -2**1024)."""
+    if d == -_FLOAT_END:
+        return -_MAX_DOUBLE
+    if d == _MAX_DOUBLE:
+        return _FLOAT_END
+    return Fraction(math.nextafter(float(d), math.inf))
+
+
+def _even(d: Fraction) -> bool:
+    """Whether round-half-to-even rounds a tie to ``d``: its significand's last bit is 0."""
+    if abs(d) == _FLOAT_END:
+        return True
+    bits: int = struct.unpack("<q", struct.pack("<d", float(d)))[0]
+    return bits & 1 == 0
+
+
+def _binary_decimal(x: Fraction) -> Decimal:
+    """``x`` (a denominator that is a power of 2) as an exact Decimal."""
+    k = x.denominator.bit_length() - 1
+    return Decimal(f"{x.numerator * 5 ** k}E-{k}")
+
+
+def rounded_upper(bound: Fraction, inclusive: bool) -> tuple[Decimal, bool]:
+    """The decimals x whose nearest double r has r <= ``bound`` (r < ``bound`` unless
+    ``inclusive``), as an upper bound on x: ``(value, inclusive)``.
+
+    r <= d, the largest such double, iff x is below the midpoint between d and the next
+    double, or on it when the tie rounds to d.
+    """
+    d = _largest_double(bound, inclusive)
+    return _binary_decimal((d + _next_double(d)) / 2), _even(d)
+
+
+def rounded_lower(bound: Fraction, inclusive: bool) -> tuple[Decimal, bool]:
+    """:func:`rounded_upper` for a lower bound (rounding is symmetric about 0)."""
+    value, closed = rounded_upper(-bound, inclusive)
+    return -value, closed
+
+
+class Spelling(NamedTuple):
+    """One way of writing a number and how Python's ``json.loads`` reads it."""
+
+    syntax: Table
+    finals: frozenset[str]
+    #: read as a float (rounded to the nearest double); else by its exact value.  Bounds compare by
+    #: their exact value too (``Decimal(0.1)``: a float's binary value, not its repr)
+    rounded: bool
+    #: the value must stay a finite float (an integer type: ``inf`` is no integer)
+    finite: bool = False
+
+
+def _spelled_bounds(spelling: Spelling, kw: dict[str, Number | None], d: dict[str, Decimal | None],
+                    lower: bool) -> Bound | None:
+    """The tightest bound on one side for texts of ``spelling``: the schema's decimals (``d``) and
+    what Python compares after reading the text (``kw``'s exact values)."""
+    cands: list[Bound] = []
+    for key, inclusive in _LOWER if lower else _UPPER:
+        value, written = kw[key], d[key]
+        if value is None or written is None:
+            continue
+        cands.append((written, inclusive))
+        if not spelling.rounded:
+            cands.append((Decimal(value), inclusive))
+        else:
+            rounded = rounded_lower if lower else rounded_upper
+            cands.append(rounded(Fraction(value), inclusive))
+    if spelling.rounded and spelling.finite:
+        cands.append(rounded_lower(-_MAX_DOUBLE, True) if lower else rounded_upper(_MAX_DOUBLE, True))
+    if spelling.rounded and kw["multiple_of"] is not None:
+        cands.append((Decimal(-EXACT_INTEGER_LIMIT if lower else EXACT_INTEGER_LIMIT), True))
+    return _tightest(cands, lower)
+
+
+def _tightest(cands: list[Bound], lower: bool) -> Bound | None:
+    """The tightest of one side's bounds; exclusive wins a tie."""
+    if not cands:
+        return None
+    # tighter = larger lower bound / smaller upper bound; on a tie exclusive sorts first
+    return max(cands, key=lambda c: (c[0] if lower else -c[0], not c[1]))
+
+
+def _spelled_dfa(spelling: Spelling, kw: dict[str, Number | None], d: dict[str, Decimal | None],
+                 mult: DFA | None, pointer: str) -> DFA | None:
+    """The texts of ``spelling`` whose value meets the bounds and ``multipleOf``; None if none."""
+    lo = _spelled_bounds(spelling, kw, d, lower=True)
+    hi = _spelled_bounds(spelling, kw, d, lower=False)
     sides: list[DFA | None] = []
     for negative in (False, True):
         cons = _side_constraints(lo, hi, negative)
-        side = None if cons is None else _shrink(_explore(_table_machine(syntax), MAGNITUDE))
-        # intersect the small comparison machines first; the remainder machine last
+        side = None if cons is None else _shrink(_explore(_table_machine(spelling.syntax, spelling.finals),
+                                                           MAGNITUDE))
+        # intersect the small comparison machines first (trimmed: minimising a long bound's chain
+        # of digit states costs a round per digit, so it is done once, at the end); the remainder
+        # machine last, on a minimised side
         for m in cons or ():
-            side = side and _shrink(_intersect(side, _explore(m, MAGNITUDE), MAX_STATES))
+            side = side and _trim(_intersect(side, _explore(m, MAGNITUDE), MAX_STATES))
         if side and mult:
             try:
-                side = _shrink(_intersect(side, mult, MAX_STATES))
+                side = _shrink(_intersect(_minimise(side), mult, MAX_STATES))
             except OverflowError:
                 raise SchemaError(f"multipleOf {d['multiple_of']} is not supported with these bounds: "
                                   f"it needs more than {MAX_STATES} automaton states",
                                   pointer, "multipleOf") from None
         sides.append(side)
-    if sides == [None, None]:
+    return None if sides == [None, None] else _trim(_signed(*sides))
+
+
+def _union(a: DFA, b: DFA) -> DFA:
+    """The DFA accepting what ``a`` or ``b`` accepts (pairs of states; -1: that side is dead)."""
+    ids = {(0, 0): 0}
+    order = [(0, 0)]
+    rows: list[dict[int, int]] = []
+    for x, y in order:  # grows while iterating
+        row_a, row_b = a.rows[x] if x >= 0 else {}, b.rows[y] if y >= 0 else {}
+        row: dict[int, int] = {}
+        for byte in sorted(row_a.keys() | row_b.keys()):
+            t = (row_a.get(byte, -1), row_b.get(byte, -1))
+            if t not in ids:
+                ids[t] = len(order)
+                order.append(t)
+            row[byte] = ids[t]
+        rows.append(row)
+    return DFA(rows, [(x >= 0 and a.accept[x]) or (y >= 0 and b.accept[y]) for x, y in order])
+
+
+def _build(nfa: NFA, spellings: list[Spelling], kw: dict[str, Number | None], pointer: str) -> Frag:
+    """Per spelling, intersect syntax, bounds and multipleOf per sign; join them and emit."""
+    d = {k: _to_decimal(kw[k], name, pointer) for k, name in _KEYWORDS.items()}
+    mult = None
+    if d["multiple_of"] is not None:
+        mult = _shrink(_explore(multiple_machine(*_multiple(d["multiple_of"], pointer)), MAGNITUDE))
+    if any(isinstance(v, Decimal) for v in kw.values()):
+        # a schema read with parse_float=Decimal: its instances are read so too, without rounding
+        spellings = [s._replace(rounded=False) for s in spellings]
+    dfas = [x for x in (_spelled_dfa(s, kw, d, mult, pointer) for s in spellings) if x is not None]
+    if not dfas:
         raise SchemaError("the numeric range admits no value", pointer)
-    return _emit(nfa, cast(DFA, _shrink(_signed(*sides))))  # some side admits a value (checked above)
+    joined = dfas[0]
+    for other in dfas[1:]:
+        joined = _union(joined, other)
+    return _emit(nfa, cast(DFA, _shrink(joined)))  # not empty: each part admits a value
+
+
+_INTEGERS = Spelling(_INT, _INTEGER_FINALS, rounded=False)
+_FRACTIONS = Spelling(_DEC, _FRACTION_FINALS, rounded=True)
+_INTEGRAL_FRACTIONS = Spelling(_INT_FRAC0, _FRACTION_FINALS, rounded=True, finite=True)
 
 
 def _unbounded_number(nfa: NFA) -> Frag:
@@ -438,7 +597,8 @@ def integer_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number
     """
     kw = {"minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
           "exclusive_maximum": exclusive_maximum, "multiple_of": multiple_of}
-    return _build(nfa, _INT_FRAC0 if allow_integral_fraction else _INT, kw, pointer)
+    spellings = [_INTEGERS] + ([_INTEGRAL_FRACTIONS] if allow_integral_fraction else [])
+    return _build(nfa, spellings, kw, pointer)
 
 
 def number_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number | None = None,
@@ -455,4 +615,4 @@ def number_fragment(nfa: NFA, *, minimum: Number | None = None, maximum: Number 
           "exclusive_maximum": exclusive_maximum, "multiple_of": multiple_of}
     if all(v is None for v in kw.values()):
         return _unbounded_number(nfa)
-    return _build(nfa, _DEC, kw, pointer)
+    return _build(nfa, [_INTEGERS, _FRACTIONS], kw, pointer)

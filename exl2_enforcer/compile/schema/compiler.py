@@ -72,9 +72,11 @@ from exl2_enforcer.compile.schema.terms import (
     Escapes,
     PropertyOrder,
     child_pointer,
+    existing_pointer,
+    pointer_tokens,
 )
 from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
-from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
+from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError, UnknownFormatError
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # referencing exports no public name for its Resolver type
@@ -220,6 +222,13 @@ class SchemaCompiler:
     expanding: list[tuple[int, str]] = field(default_factory=list)
     #: allOf schemas being compiled after their merge, innermost last
     compiling_all_of: list[tuple[int, str]] = field(default_factory=list)
+    #: the schema document as the user gave it: warnings and errors name places in it
+    source: Any = None
+    #: id of each subschema object of the (normalized) document -> its JSON pointer there
+    _places: dict[int, str] = field(default_factory=dict)
+    #: a pointer built along a rewritten schema -> where the user's subschema compiled there sits
+    #: (an ``else`` schema compiled as ``/anyOf/1`` of the rewritten ``if``): for naming places only
+    homes: dict[str, str] = field(default_factory=dict)
     _started: float | None = None
 
     # -- compile budget --------------------------------------------------------------
@@ -242,6 +251,37 @@ class SchemaCompiler:
         if now - self._started > opts.compile_timeout_s:
             raise SchemaError(f"compile budget exceeded: more than compile_timeout_s={opts.compile_timeout_s:g} s"
                               " (SchemaOptions.compile_timeout_s) while compiling", self.pointer)
+
+    def place(self, pointer: str) -> str:
+        """``pointer`` as a place in the user's document.  Built along a rewritten schema (a ``not``
+        rewritten as ``anyOf``, merged ``allOf`` branches, a ``$ref`` target merged with its
+        siblings), it may name structure the user's schema lacks: below a user's subschema that was
+        compiled there it is re-based on where that subschema sits (:attr:`homes`); what still
+        does not exist becomes the nearest existing place above it (:func:`.terms.existing_pointer`)."""
+        tokens = pointer_tokens(pointer)
+        for n in range(len(tokens), 0, -1):  # the longest re-based prefix
+            home = self.homes.get(child_pointer("", *tokens[:n]))
+            if home is not None:
+                pointer = child_pointer(home, *tokens[n:])
+                break
+        return pointer if self.source is None else existing_pointer(self.source, pointer)
+
+    def note_home(self, schema: Any, ctx: Ctx) -> None:
+        """Remember where ``schema`` sits in the document when it is compiled at a pointer the
+        document lacks (a rewritten form's); a pointer that exists stays itself (a subschema
+        object shared by two places of a Python-built schema is compiled at each)."""
+        home = self._places.get(id(schema)) if isinstance(schema, dict) else None
+        if home is not None and home != ctx.pointer and not _names_place(self.root[0], ctx.pointer):
+            self.homes[ctx.pointer] = home
+
+    def target_pointer(self, ref: str, target: Any, ctx: Ctx) -> str:
+        """Where a ``$ref``'s target sits in the document being compiled; for a target in another
+        document (a registry resource), the ``$ref`` that leads there."""
+        uri, _, frag = ref.partition("#")
+        if not uri and (frag.startswith("/") or not frag) and _names_place(self.root[0], frag, target):
+            return frag  # also a boolean, or an object a Python-built schema shares between places
+        found = self._places.get(id(target)) if isinstance(target, dict) else None
+        return found if found is not None else ctx.child("$ref").pointer
 
     # -- shared pieces -------------------------------------------------------------
     def shared(self, key: str, build: Callable[[], Frag]) -> Frag:
@@ -277,17 +317,20 @@ class SchemaCompiler:
             return self.nfa.literal(json.dumps(ch, ensure_ascii=False).encode("utf-8", "backslashreplace")[1:-1])
         return json_char_fragment(self.nfa, ((ord(ch), ord(ch)),))
 
-    def validator(self, schema: Any, ctx: Ctx) -> jsonschema.protocols.Validator:
+    def validator(self, schema: Any, ctx: Ctx, *, strict_formats: bool = True) -> jsonschema.protocols.Validator:
         """A jsonschema validator for a subschema, resolving its ``$ref``s where it sits, with this
         engine's ``pattern`` (ECMA-262) and, when asserted, ``format`` (the format fragments); its
-        ``is_valid`` raises :class:`RegexError` for a pattern the engine cannot compile."""
-        cls = value_validator_class(ctx.draft, self.options.format_assertion)
+        ``is_valid`` raises :class:`RegexError` for a pattern the engine cannot compile and, with
+        ``strict_formats``, :class:`UnknownFormatError` for a string checked by a format the
+        specification defines but the engine lacks (see :meth:`value_check`)."""
+        cls = value_validator_class(ctx.draft, self.options.format_assertion, strict_formats)
         return cls(schema, _resolver=ctx.resolver)
 
     # -- dispatch -------------------------------------------------------------------
     def compile(self, schema: Any, ctx: Ctx) -> Frag:
         """A fragment matching the JSON text of every instance of ``schema``."""
         self.tick(ctx.pointer)
+        self.note_home(schema, ctx)
         if schema is True:
             return self.any_value(ctx)
         if schema is False:
@@ -365,7 +408,7 @@ class SchemaCompiler:
         except SchemaError as e:
             if not self.options.lenient or e.keyword != "not":
                 raise
-        note = f"keyword '{keyword}' at {ctx.child(keyword).pointer} is not supported in this form; ignored"
+        note = f"keyword '{keyword}' at {self.place(ctx.child(keyword).pointer)} is not supported in this form; ignored"
         self.warnings.append(note)
         warnings.warn(note, stacklevel=4)
         return {k: v for k, v in schema.items() if k not in dropped}
@@ -377,7 +420,7 @@ class SchemaCompiler:
             msg = f"unknown keyword {key!r} (did you mean {likely!r}?)"
             if self.options.unknown_keywords == "error":
                 raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
-            note = f"{msg} at {ctx.child(key).pointer}; ignored, as the spec says"
+            note = f"{msg} at {self.place(ctx.child(key).pointer)}; ignored, as the spec says"
             if note not in self.warnings:
                 self.warnings.append(note)
         for key, value in schema.items():
@@ -385,7 +428,7 @@ class SchemaCompiler:
                 msg = f"keyword {key!r} is not supported"
                 if not self.options.lenient:
                     raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
-                self.warnings.append(f"{msg} at {ctx.child(key).pointer or '/'}; ignored")
+                self.warnings.append(f"{msg} at {self.place(ctx.child(key).pointer) or '/'}; ignored")
                 warnings.warn(self.warnings[-1], stacklevel=3)
             if key == "items" and isinstance(value, list) and not ctx.draft7:
                 raise SchemaError("array-form 'items' is draft 7; use prefixItems in 2020-12",
@@ -509,7 +552,8 @@ class SchemaCompiler:
             raise SchemaError(f"format {name!r} is not supported (supported: {', '.join(sorted(SUPPORTED_FORMATS))})",
                               where, keyword="format")
         why = "not supported" if name in SPEC_FORMATS else "not a JSON Schema format"
-        self.warnings.append(f"format {name!r} at {where} is {why}: treated as an annotation (any string)")
+        self.warnings.append(f"format {name!r} at {self.place(where) or '/'} is {why}: treated as an annotation"
+                             " (any string)")
         return rest
 
     def plain_string_body(self, lo: int, hi: int | None) -> Frag:
@@ -518,22 +562,31 @@ class SchemaCompiler:
         return self.nfa.loop(char, lo, hi, slice_kind="plain")
 
     # -- enum / const ----------------------------------------------------------------
-    def compile_values(self, schema: dict[str, Any], ctx: Ctx) -> Frag:
+    def compile_values(self, schema: dict[str, Any], ctx: Ctx,
+                       places: Callable[[int], str] | None = None) -> Frag:
         """``enum``/``const``: the listed values that also satisfy the sibling keywords.
 
         Linear in the number of values: duplicates are found by :func:`json_key`,
         and every value with one fixed spelling (strings, ``true``, ``false``,
         ``null``) goes into one sealed, suffix-sharing automaton (:class:`.literal_set.LiteralSet`).
+        ``places(i)``: the JSON pointer of ``enum`` value ``i`` when the values were gathered from
+        elsewhere (``anyOf`` branches that only list values); by default ``/enum/i`` here.
+        Raises :class:`SchemaError` naming the value's pointer for a value that is no JSON value
+        or nests deeper than ``max_depth`` (it could never be written).
         """
-        values = [schema["const"]] if "const" in schema else list(schema["enum"])
-        _check_finite(schema, ctx)
+        if "const" in schema:
+            values, place_of = [schema["const"]], lambda i: ctx.child("const").pointer
+        else:
+            values, place_of = list(schema["enum"]), places or (lambda i: ctx.child("enum", i).pointer)
+        self.check_listed(values, place_of, "const" if "const" in schema else "enum")
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if "enum" in schema and "const" in schema:
+            self.check_listed([schema["const"]], lambda i: ctx.child("const").pointer, "const")
             const = json_key(schema["const"])
             values = [v for v in schema["enum"] if json_key(v) == const]
         excluded = set(rest.pop(NOT_STRINGS, []))  # an internal keyword (strings) jsonschema cannot see
         rest = self.assertable_format(rest, ctx)  # an unsupported format: an error, or an annotation
-        check = self.validator(rest, ctx) if rest else None
+        check = self.value_check(rest, ctx) if rest else None
         kept = []
         for i, v in enumerate(dedupe_json(values)):
             if i % 1024 == 1023:
@@ -541,10 +594,10 @@ class SchemaCompiler:
             if isinstance(v, str) and v in excluded:
                 continue
             try:
-                if check is None or check.is_valid(v):
+                if check is None or check(v):
                     kept.append(v)
             except RegexError as e:
-                where = ctx.child("pattern").pointer if "pattern" in rest else ctx.pointer
+                where = _keyword_place(rest, "pattern", e.pattern, ctx)
                 raise SchemaError(f"a pattern next to enum/const: {e}", where, keyword="pattern") from None
         if not kept:
             raise SchemaError("enum/const admits no value (none satisfies the other keywords)", ctx.pointer)
@@ -566,6 +619,48 @@ class SchemaCompiler:
             frags.append(self.spelled_strings(strings))
         self.tick()
         return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
+
+    def check_listed(self, values: list[Any], place_of: Callable[[int], str], keyword: str) -> None:
+        """Refuse a listed value that is no JSON value (NaN, an infinity) or nests deeper than
+        ``max_depth`` (no output could ever hold it), naming its pointer ``place_of(i)``."""
+        limit = self.options.max_depth
+        for i, value in enumerate(values):
+            if type(value) is str:
+                continue
+            if _has_non_finite(value):
+                raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
+                                  place_of(i), keyword=keyword)
+            depth = _nesting(value)
+            if depth > limit:
+                raise SchemaError(f"{keyword} value {i} nests {depth} levels of objects/arrays, deeper than"
+                                  f" max_depth={limit}, so no output could hold it; raise SchemaOptions.max_depth"
+                                  " (CLI --max-depth)", place_of(i), keyword=keyword)
+
+    def value_check(self, schema: dict[str, Any], ctx: Ctx) -> Callable[[Any], bool]:
+        """Whether a listed value (an enum/const value, a declared property name) satisfies
+        ``schema``, as the compiled constraint would check a generated one: a string reaching a
+        ``format`` the specification defines but this engine lacks is a :class:`SchemaError` at
+        that format (``lenient``: a warning, and the format is an annotation), as on a generated
+        string.  The returned call raises :class:`RegexError` for a pattern the engine cannot compile."""
+        strict = self.validator(schema, ctx)
+        loose: list[Any] = []
+
+        def check(value: Any) -> bool:
+            if loose:
+                return bool(loose[0].is_valid(value))
+            try:
+                return bool(strict.is_valid(value))
+            except UnknownFormatError as e:
+                where = _keyword_place(schema, "format", e.name, ctx)
+                if not self.options.lenient:
+                    raise SchemaError(f"format {e.name!r} is not supported (supported: {', '.join(e.supported)});"
+                                      " it applies to a listed value here", where, keyword="format") from None
+                self.warnings.append(f"format {e.name!r} at {self.place(where) or '/'} is not supported: treated as"
+                                     " an annotation (any string)")
+                loose.append(self.validator(schema, ctx, strict_formats=False))
+                return bool(loose[0].is_valid(value))
+
+        return check
 
     def literal_set(self, literals: list[bytes]) -> Frag:
         """Exactly one of ``literals`` (byte strings), as one sealed automaton, within the compile budget."""
@@ -684,14 +779,20 @@ class SchemaCompiler:
                 merged.append((m, bctx))  # a branch the siblings exclude adds nothing
         if not merged:
             raise SchemaError(f"the schema admits no value (its siblings exclude every {key} branch)", ctx.pointer)
-        listed = _listed_values([m for m, _ in merged], exactly_one=key == "oneOf")
+        # a branch merged with its siblings lists values where the user's branch may not (an
+        # intersection): such values are named by their branch
+        as_written = {id(b) for b in branches}
+        places = [(c.pointer, id(m) in as_written) for m, c in merged]
+        listed = _listed_values([m for m, _ in merged], places, exactly_one=key == "oneOf")
         if listed is not None:
             # branches that only list values (a documented enum: {"const": v, "title": ...}) are
             # one enum, compiled as one literal set instead of thousands of branches
-            if not listed:
+            values, sources = listed
+            if not values:
                 raise SchemaError(f"the schema admits no value (every value its {key} branches list is listed"
                                   " twice, so none matches exactly one)", ctx.pointer, keyword=key)
-            return self.compile({"enum": listed}, ctx)
+            self.tick(ctx.pointer)
+            return self.compile_values({"enum": values}, ctx, places=lambda i: _source_pointer(sources[i]))
         if key == "oneOf":
             check_disjoint([m for m, _ in merged], [c for _, c in merged], self)
         frags, empty = [], None
@@ -757,11 +858,10 @@ class SchemaCompiler:
         except referencing.exceptions.Unresolvable as e:
             raise SchemaError(f"cannot resolve $ref {ref!r} ({type(e).__name__})",
                               ctx.child("$ref").pointer, keyword="$ref") from None
-        frag = ref.partition("#")[2]
-        # a JSON pointer names the target; an anchor, "#" or a URI is named by the ref itself
-        # (never by the path that led here: that would grow without end through recursion)
-        return resolved.contents, Ctx(frag if frag.startswith("/") else f"/$ref:{ref}",
-                                      resolved.resolver, ctx.draft7, ctx.draft)
+        # named by where the target sits (never by the path that led here: that would grow
+        # without end through recursion)
+        return resolved.contents, Ctx(self.target_pointer(ref, resolved.contents, ctx), resolved.resolver,
+                                      ctx.draft7, ctx.draft)
 
     def ref_machine(self, target: Any, tctx: Ctx) -> Frag:
         """The callee fragment for a ``$ref`` target, compiled once (recursion-safe)."""
@@ -819,18 +919,6 @@ def _has_nested_id(document: Any, depth: int = 0) -> bool:
     if isinstance(document, list):
         return any(_has_nested_id(v, depth + 1) for v in document)
     return False
-
-
-def _check_finite(schema: dict[str, Any], ctx: Ctx) -> None:
-    """NaN and infinities parse from schema text in Python but are no JSON values."""
-    places = [("const", [schema["const"]])] if "const" in schema else []
-    places.append(("enum", schema.get("enum", [])))
-    for keyword, values in places:
-        for i, value in enumerate(values):
-            if type(value) is not str and _has_non_finite(value):
-                where = keyword if keyword == "const" else f"enum/{i}"
-                raise SchemaError(f"{value!r} is not a JSON value (NaN and infinities have no JSON spelling)",
-                                  ctx.pointer + "/" + where, keyword=keyword)
 
 
 def _has_non_finite(value: Any) -> bool:
@@ -924,15 +1012,47 @@ def _fragment_format(validator: Any, name: str, instance: Any, schema: Any) -> A
         yield jsonschema.exceptions.ValidationError(f"{instance!r} is not a {name!r}")
 
 
+def _fragment_format_strict(validator: Any, name: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and name in SPEC_FORMATS and name not in SUPPORTED_FORMATS:
+        raise UnknownFormatError(name, SUPPORTED_FORMATS)  # as on a generated string: no exact check exists
+    yield from _fragment_format(validator, name, instance, schema)
+
+
 @functools.cache
-def value_validator_class(draft: str, assert_formats: bool) -> Any:
+def value_validator_class(draft: str, assert_formats: bool, strict_formats: bool = False) -> Any:
     """The internal validator class of ``draft`` checking values as the compiled constraint does:
     ``pattern`` by the ECMA-262 regex compiler, ``format`` (when ``assert_formats``) by the format
-    fragments; used where listed values are filtered (enum/const siblings, propertyNames, merges)."""
+    fragments; used where listed values are filtered (enum/const siblings, propertyNames, merges).
+    ``strict_formats``: a string checked by a specified format without a fragment raises
+    :class:`UnknownFormatError` instead of passing."""
     rules: dict[str, Any] = {"pattern": _ecma_pattern}
     if assert_formats:
-        rules["format"] = _fragment_format
+        rules["format"] = _fragment_format_strict if strict_formats else _fragment_format
     return jsonschema.validators.extend(internal_validator_class(draft), rules)
+
+
+def _keyword_place(schema: Any, keyword: str, value: Any, ctx: Ctx) -> str:
+    """The pointer of the first ``keyword: value`` in ``schema`` (a subschema at ``ctx``; listed
+    values skipped), or ``ctx``'s own when it lies behind a ``$ref``."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(schema, ())]
+    while stack:
+        node, path = stack.pop(0)
+        if isinstance(node, dict):
+            if node.get(keyword) == value:
+                return child_pointer(ctx.pointer, *path, keyword)
+            stack += [(v, (*path, k)) for k, v in node.items() if k not in ("enum", "const")]
+        elif isinstance(node, list):
+            stack += [(v, (*path, i)) for i, v in enumerate(node)]
+    return ctx.pointer
+
+
+def _nesting(value: Any) -> int:
+    """How many levels of objects/arrays ``value`` nests (``[[1]]``: 2; a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_nesting, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_nesting, value), default=0)
+    return 0
 
 
 def _in_place_below(pointer: str, base: str) -> bool:
@@ -947,26 +1067,45 @@ def _in_place_below(pointer: str, base: str) -> bool:
                                        for kw, i in zip(parts[::2], parts[1::2]))
 
 
-def _listed_values(branches: list[Any], *, exactly_one: bool) -> list[Any] | None:
+#: where a listed value came from: (the branch's pointer, "const"/"enum" or None when the branch
+#: was rewritten, index in it)
+ValueSource = tuple[str, str | None, int]
+
+
+def _listed_values(branches: list[Any], places: list[tuple[str, bool]], *,
+                   exactly_one: bool) -> tuple[list[Any], list[ValueSource]] | None:
     """The values of ``anyOf``/``oneOf`` branches that only list values (``const``/``enum`` and
-    annotations), in order; None when some branch says more.  With ``exactly_one`` (oneOf) a
-    value two branches list (by JSON equality: 1 == 1.0) matches both, so it is left out."""
+    annotations), in order, and where each sits (``places``: each branch's pointer and whether
+    it is the user's branch as written); None when
+    some branch says more.  With ``exactly_one`` (oneOf) a value two branches list (by JSON
+    equality: 1 == 1.0) matches both, so it is left out."""
     values: list[Any] = []
+    sources: list[ValueSource] = []
     seen: dict[Any, int] = {}
-    for b in branches:
+    for b, (place, written) in zip(branches, places):
         if not isinstance(b, dict) or not b or any(k not in ("const", "enum") and k not in ANNOTATIONS for k in b):
             return None
         if "const" in b and "enum" in b:
             return None  # their intersection: the general path handles it
+        keyword = "const" if "const" in b else "enum"
         mine = [b["const"]] if "const" in b else b.get("enum")
         if not isinstance(mine, list):
             return None
         for k in dict.fromkeys(json_key(v) for v in mine):
             seen[k] = seen.get(k, 0) + 1
         values += mine
+        sources += [(place, keyword if written else None, j) for j in range(len(mine))]
     if not exactly_one:
-        return values
-    return [v for v in values if seen[json_key(v)] == 1]
+        return values, sources
+    once = [i for i, v in enumerate(values) if seen[json_key(v)] == 1]
+    return [values[i] for i in once], [sources[i] for i in once]
+
+
+def _source_pointer(source: ValueSource) -> str:
+    place, keyword, index = source
+    if keyword is None:
+        return place
+    return child_pointer(place, keyword) if keyword == "const" else child_pointer(place, keyword, index)
 
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -982,8 +1121,9 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     remote ``$ref``s; nothing is fetched from the network.  ``clock`` (seconds,
     default ``time.perf_counter``) measures ``options.compile_timeout_s``.  Returns
     ``(nfa, root fragment, warnings)``.  Raises :class:`SchemaError` naming a JSON
-    pointer for invalid, unsupported, too deep (``max_schema_depth``) or too costly
-    (``compile_timeout_s``, ``max_nfa_states``) schemas.
+    pointer into ``schema`` as given for invalid, unsupported, too deep (``max_schema_depth``,
+    or an enum/const value deeper than ``max_depth``) or too costly (``compile_timeout_s``,
+    ``max_nfa_states``) schemas.
     """
     options = options or SchemaOptions()
     depth = check_schema_depth(schema, options.max_schema_depth)
@@ -1008,11 +1148,12 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
             f"its JSON nests only {depth} levels, so a chain of $ref (each one a subschema level) is too long"
             " to follow; shorten the chain")
     raise SchemaError(f"the schema is too deep to compile within Python's recursion limit: {hint}",
-                      compiler.pointer)
+                      compiler.place(compiler.pointer))
 
 
 def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.Registry | None,
                      compiler: SchemaCompiler) -> tuple[NFA, Frag, list[str]]:
+    source = schema
     draft, notes = checked_draft(schema)
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -1026,5 +1167,52 @@ def _compile_checked(schema: Any, options: SchemaOptions, registry: referencing.
     compiler.warnings.extend(notes)
     root_ctx = Ctx("", resolver, draft in LEGACY_ITEMS, draft)
     compiler.root = (schema, root_ctx)
-    root = compiler.compile(schema, root_ctx)
+    compiler.source = source
+    compiler._places = _schema_places(schema)
+    try:
+        root = compiler.compile(schema, root_ctx)
+    except SchemaError as e:
+        raise located(e, source, compiler.place) from None
     return compiler.nfa, root, compiler.warnings
+
+
+def located(error: SchemaError, document: Any, place_of: Callable[[str], str] | None = None) -> SchemaError:
+    """``error``, or the same error at a place that exists in ``document`` (the user's schema) when
+    its pointer was built along a rewritten form of the schema: ``place_of`` (a compiler's
+    :meth:`SchemaCompiler.place`) or the nearest existing place above it."""
+    place = place_of(error.pointer) if place_of is not None else existing_pointer(document, error.pointer)
+    if place == error.pointer:
+        return error
+    return SchemaError(f"{error.message} (found once this subschema's keywords were combined)", place,
+                       keyword=error.keyword)
+
+
+_ABSENT = object()
+
+
+def _names_place(document: Any, pointer: str, node: Any = _ABSENT) -> bool:
+    """Whether ``pointer`` names a place in ``document`` (holding the object ``node``, if given)."""
+    at = document
+    for token in pointer_tokens(pointer):
+        if isinstance(at, dict) and token in at:
+            at = at[token]
+        elif isinstance(at, list) and token.isdigit() and int(token) < len(at):
+            at = at[int(token)]
+        else:
+            return False
+    return node is _ABSENT or at is node
+
+
+def _schema_places(document: Any) -> dict[int, str]:
+    """``id`` of every object in ``document`` -> its JSON pointer (listed values skipped), iteratively."""
+    places: dict[int, str] = {}
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, pointer = stack.pop()
+        if isinstance(node, dict):
+            places.setdefault(id(node), pointer)
+            stack += [(v, child_pointer(pointer, k)) for k, v in node.items()
+                      if isinstance(v, (dict, list)) and k not in ("enum", "const")]
+        elif isinstance(node, list):
+            stack += [(v, child_pointer(pointer, i)) for i, v in enumerate(node) if isinstance(v, (dict, list))]
+    return places

@@ -555,12 +555,12 @@ def apply_property_names(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx"
     if names_schema is True or names_schema == {}:
         return out, extra, extras
     where = ctx.child("propertyNames")
-    check = c.validator(names_schema, where)
+    check = c.value_check(names_schema, where)
     props = dict(out.get("properties", {}))
     kept = []
     for name in list(dict.fromkeys([*props, *out.get("required", [])])):
         try:
-            ok = check.is_valid(name)
+            ok = check(name)
         except RegexError as e:
             raise SchemaError(f"propertyNames: {e}", where.pointer, keyword="propertyNames") from None
         if ok:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
 from exl2_enforcer.compile.schema.values import base_uri, json_equal, json_key
-from exl2_enforcer.errors import RegexError, SchemaError
+from exl2_enforcer.errors import RegexError, SchemaError, UnknownFormatError
 
 if TYPE_CHECKING:
     from exl2_enforcer.compile.schema.compiler import Ctx, SchemaCompiler
@@ -226,8 +226,26 @@ def _merge_keyword(key: str, av: Any, bv: Any, a: dict[str, Any], b: dict[str, A
         return av * bv // math.gcd(av, bv)
     if av == bv:
         return av
+    if key in ("anyOf", "oneOf") and isinstance(av, list) and isinstance(bv, list):
+        # (a1 | a2) & (b1 | b2) is a1 & (b1 | b2) | a2 & (b1 | b2); for oneOf too: exactly one
+        # ai & oneOf(b) holds iff oneOf(b) holds and exactly one ai does.  One branch per ai, so
+        # a's branch indexes stay where the user's schema has them
+        return [_merge_branch(branch, {key: bv}, ctx.child(key, i), c) for i, branch in enumerate(av)]
     raise SchemaError(f"allOf with two different {key!r} values cannot be merged exactly", ctx.child(key).pointer,
                       keyword=key)
+
+
+def _merge_branch(branch: Any, other: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """``branch`` merged with ``other``; ``false`` (a branch that never matches, keeping the
+    others' indexes) when the two share no value.  Within the compile budget: lists meeting
+    lists multiply their branches."""
+    c.tick()
+    try:
+        return merge_pair(branch, other, ctx, c)
+    except SchemaError as e:
+        if "admits no value" not in e.message:
+            raise
+        return False
 
 
 def _merge_types(av: Any, bv: Any, ctx: "Ctx") -> Any:
@@ -299,11 +317,16 @@ def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:
 def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") -> None:
     """Raise unless every pair of ``oneOf`` branches is provably disjoint."""
     expanded = [expand_ref(b, x, c) for b, x in zip(branches, ctxs)]
+    where = ctxs[0].pointer.rsplit("/", 1)[0]
+
     def valid(schema: Any, value: Any) -> bool:
         try:
-            return bool(c.validator(schema, ctxs[0]).is_valid(value))
+            return bool(c.validator(schema, ctxs[0], strict_formats=not c.options.lenient).is_valid(value))
         except RegexError:  # a pattern the engine cannot compile: not provably disjoint (and an error later)
             return True
+        except UnknownFormatError as e:  # as on a generated string (lenient: an annotation)
+            raise SchemaError(f"format {e.name!r} is not supported (supported: {', '.join(e.supported)}); it applies"
+                              " to a value another branch lists", where, keyword="format") from None
 
     for i in range(len(expanded)):
         c.tick()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from exl2_enforcer.errors import SchemaError
@@ -16,17 +18,24 @@ def json_key(value: Any) -> Hashable:
 
     Numbers compare by value (``1 == 1.0``, an integral float keys as its int),
     booleans are not numbers (``true != 1``), object key order is irrelevant,
-    array order matters.  Raises :class:`SchemaError` for a value that is not
-    JSON (a set, bytes, ...).
+    array order matters.  A number is keyed by both its readings (see
+    docs/schema-support.md, "Numbers as Python reads them"): the decimal its JSON text
+    spells (a float's shortest repr) and the value Python compares (a float's binary
+    value), so ``1e23`` is neither ``10**23`` nor ``99999999999999991611392``.  Raises
+    :class:`SchemaError` for a value that is not JSON (a set, bytes, ...).
     """
     if value is None:
         return ("null",)
     if isinstance(value, bool):
         return ("bool", value)
     if isinstance(value, int):
-        return ("num", value)
+        return ("num", value, value)
     if isinstance(value, float):
-        return ("num", int(value) if value.is_integer() else value)
+        if not math.isfinite(value):
+            return ("num", value, value)
+        written = Decimal(repr(value))
+        return ("num", int(written) if written == written.to_integral_value() else written.normalize(),
+                int(value) if value.is_integer() else value)
     if isinstance(value, str):
         return ("str", value)
     if isinstance(value, (list, tuple)):
