@@ -43,6 +43,7 @@ from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 from exl2_enforcer.compile.regex import compile_regex, pattern_accepts
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
+from exl2_enforcer.compile.schema.discriminated import discriminated_union
 from exl2_enforcer.compile.schema.drafts import (
     LEGACY_ITEMS,
     checked_draft,
@@ -793,6 +794,11 @@ class SchemaCompiler:
                                   " twice, so none matches exactly one)", ctx.pointer, keyword=key)
             self.tick(ctx.pointer)
             return self.compile_values({"enum": values}, ctx, places=lambda i: _source_pointer(sources[i]))
+        # objects told apart by their first member's value: that member is read once for all
+        # (provably disjoint, so this also settles oneOf)
+        union = discriminated_union(self, merged)
+        if union is not None:
+            return union
         if key == "oneOf":
             check_disjoint([m for m, _ in merged], [c for _, c in merged], self)
         frags, empty = [], None

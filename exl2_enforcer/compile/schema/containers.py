@@ -41,6 +41,26 @@ def _entries(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx", extra: Any
 
 def compile_object(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
     """``{ ... }`` with properties in schema order (or any order), bounded by min/maxProperties."""
+    entries, extra, min_p, max_p, member_of = _object_plan(c, schema, ctx)
+    if c.options.property_order == "any":
+        return _any_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
+    return _schema_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
+
+
+def object_after_first(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Frag:
+    """A schema-order object from just after its first member (value and whitespace) to its ``}``.
+
+    For a union that reads the first member once for all its branches
+    (:mod:`.discriminated`).  The first member must be required (it is then the first one
+    written in every instance); ValueError otherwise.
+    """
+    entries, extra, min_p, max_p, member_of = _object_plan(c, schema, ctx)
+    return _schema_order_object(c, ctx, entries, extra, min_p, max_p, member_of, after_first=True)
+
+
+def _object_plan(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> tuple[
+        list[tuple[str, Any, "Ctx", bool]], Any, int, int | None, Callable[[], Frag]]:
+    """What both member orders need: entries, extra members' schema, min/max count, extra member maker."""
     # strict_objects closes objects that name their properties; a free-form object
     # ({"type": "object"} alone) stays open, which is what its author means
 
@@ -66,9 +86,7 @@ def compile_object(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> F
     max_p = schema.get("maxProperties")
     max_p = None if max_p is None else int(max_p)
     _check_distinct_count(extra, min_p, ctx)
-    if c.options.property_order == "any":
-        return _any_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
-    return _schema_order_object(c, ctx, entries, extra, min_p, max_p, member_of)
+    return entries, extra, min_p, max_p, member_of
 
 
 def _check_distinct_count(extra: Any, min_p: int, ctx: "Ctx") -> None:
@@ -135,8 +153,9 @@ class _Members:
 
 
 def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[str, Any, "Ctx", bool]], extra: Any,
-                         min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
-    """Members in schema order.
+                         min_p: int, max_p: int | None, member_of: Callable[[], Frag], *,
+                         after_first: bool = False) -> Frag:
+    """Members in schema order (``after_first``: from just after the first one, see :func:`object_after_first`).
 
     States per position and count ``k`` of members written: ``a0`` (nothing
     written yet), ``A[k]`` (after a member and its whitespace: a comma or the
@@ -148,13 +167,21 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
     props = _writable(entries)
     n = len(props)
     optional_from = [all(not p[3] for p in props[i:]) for i in range(n + 1)]
-    open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
     lanes = _Members(c, min_p, max_p, nfa.literal(b"}"))
     closable = False
-    a0: int | None = open_.end
+    a0: int | None
     A: dict[int, int] = {}
     B: dict[int, int] = {}
-    for i, (name, sub, pctx, required) in enumerate(props):
+    if after_first:
+        if not props or not props[0][3]:
+            raise ValueError("object_after_first needs a required first member")
+        entry = nfa.state()
+        a0, A, first = None, {min(1, lanes.cap): entry}, 1
+    else:
+        open_ = nfa.seq([nfa.literal(b"{"), c.ws()])
+        entry, a0, first = open_.start, open_.end, 0
+    for i in range(first, n):
+        name, sub, pctx, required = props[i]
         closable |= lanes.after_member(A, B, may_close=optional_from[i], may_add=True)
         new_a: dict[int, int] = {}
         _wire_kv(c, lanes.join(a0, B), new_a, lambda n_=name, s=sub, p=pctx: _kv(c, c.string_literal(n_), s, p))
@@ -177,7 +204,7 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
         closable |= _extras(c, member_of, a0, B, lanes)
     if not closable:
         raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
-    return Frag(open_.start, lanes.close.end)
+    return Frag(entry, lanes.close.end)
 
 
 def _extras(c: "SchemaCompiler", member_of: Callable[[], Frag], a0: int | None,
