@@ -56,6 +56,15 @@ CASES = {
     # pydantic style: branches are bare $refs into $defs, the union itself is an array's items
     "refs": {"$defs": {f"T{i}": tool(i, first="type") for i in range(4)},
              "type": "array", "maxItems": 3, "items": {"oneOf": [{"$ref": f"#/$defs/T{i}"} for i in range(4)]}},
+    # pydantic's discriminated union: an OpenAPI "discriminator" next to oneOf of $refs, typed consts
+    "pydantic": {"$defs": {n: {"properties": {
+        "pet_type": {"const": n.lower(), "title": "Pet Type", "type": "string"},
+        "name": {"title": "Name", "type": "string", "maxLength": 12}}, "required": ["pet_type", "name"],
+        "title": n, "type": "object"} for n in ("Cat", "Dog", "Lizard")},
+        "properties": {"pet": {"discriminator": {"propertyName": "pet_type", "mapping": {
+            "cat": "#/$defs/Cat", "dog": "#/$defs/Dog", "lizard": "#/$defs/Lizard"}},
+            "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}, {"$ref": "#/$defs/Lizard"}], "title": "Pet"}},
+        "required": ["pet"], "title": "Model", "type": "object"},
     # not told apart by the first member (an optional first property): stays branch by branch
     "optional_first": {"anyOf": [
         {"type": "object", "properties": {"name": {"const": f"t{i}"}, "v": {"type": "integer"}}, "required": ["v"]}
@@ -100,7 +109,7 @@ def test_factored_union_has_the_branch_by_branch_language(case, name, monkeypatc
             b.accept_token(tid)
 
 
-@pytest.mark.parametrize("case", ["tools", "enums", "scalars", "refs"])
+@pytest.mark.parametrize("case", ["tools", "enums", "scalars", "refs", "pydantic"])
 def test_generated_values_validate(case, monkeypatch):
     v = vocab_by_name("llama3")
     schema = CASES[case]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.containers import object_after_first
 from exl2_enforcer.compile.schema.drafts import normalize_keywords
-from exl2_enforcer.compile.schema.terms import ANNOTATIONS
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS, OPENAPI_ANNOTATIONS
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ MIN_BRANCHES = 3
 #: most ``$ref`` hops followed from a branch to its object
 MAX_REF_HOPS = 8
 _JSON_TYPE = {str: "string", bool: "boolean", type(None): "null"}
+#: keywords that say nothing about the values (a pydantic union's ``discriminator`` included)
+_SILENT = (ANNOTATIONS | OPENAPI_ANNOTATIONS) - {"$id"}
 
 
 def discriminated_union(c: "SchemaCompiler", branches: list[tuple[Any, "Ctx"]]) -> Frag | None:
@@ -114,12 +116,14 @@ def _object_branch(c: "SchemaCompiler", schema: Any, ctx: "Ctx") -> tuple[dict[s
         if not isinstance(schema, dict):
             return None
         schema = normalize_keywords(schema, ctx.draft, drop_foreign=False)
-        if set(schema) - ANNOTATIONS != {"$ref"}:
+        if "$id" in schema:
+            return None  # a new base URI for the references inside: left to the general path
+        if set(schema) - _SILENT != {"$ref"}:
             break
         schema, ctx = c.resolve(schema["$ref"], ctx)
     else:
         return None
-    if not isinstance(schema, dict) or schema.get("type") != "object" or set(schema) - ANNOTATIONS - OBJECT_KEYWORDS:
+    if not isinstance(schema, dict) or schema.get("type") != "object" or set(schema) - _SILENT - OBJECT_KEYWORDS:
         return None
     if not isinstance(schema.get("properties"), dict) or not isinstance(schema.get("required", []), list):
         return None
@@ -142,8 +146,8 @@ def _spellings(c: "SchemaCompiler", sub: Any, ctx: "Ctx") -> list[bytes] | None:
     if not isinstance(sub, dict):
         return None
     sub = normalize_keywords(sub, ctx.draft, drop_foreign=False)
-    keys = set(sub) - ANNOTATIONS
-    if not keys or keys - {"const", "enum", "type"} or ("const" in keys) == ("enum" in keys):
+    keys = set(sub) - _SILENT
+    if "$id" in sub or not keys or keys - {"const", "enum", "type"} or ("const" in keys) == ("enum" in keys):
         return None
     values = [sub["const"]] if "const" in sub else sub["enum"]
     if not isinstance(values, list) or not values:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES, OPENAPI_ANNOTATIONS
 from exl2_enforcer.compile.schema.values import base_uri, json_equal, json_key
 from exl2_enforcer.errors import RegexError, SchemaError, UnknownFormatError
 
@@ -23,7 +23,7 @@ _MAX_OF = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minPropertie
 _MIN_OF = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
 #: annotations: two branches that differ in one still describe the same values (the first is kept);
 #: the compiler's list plus the OpenAPI spellings real-world schemas carry
-_IGNORED = ANNOTATIONS | frozenset({"id", "example", "nullable", "discriminator"})
+_IGNORED = ANNOTATIONS | OPENAPI_ANNOTATIONS | frozenset({"id"})
 
 
 def expand_ref(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:

@@ -20,6 +20,9 @@ ANNOTATIONS = frozenset({
     "contentMediaType", "contentEncoding", "contentSchema",
 })
 
+#: OpenAPI keywords that real-world (pydantic, FastAPI) schemas carry and JSON Schema ignores
+OPENAPI_ANNOTATIONS = frozenset({"example", "nullable", "discriminator"})
+
 #: ``SchemaOptions.property_order``: members in schema order, or in any order
 PropertyOrder = Literal["schema", "any"]
 #: ``SchemaOptions.escapes``: canonical spellings of enum/const strings and keys, or every JSON spelling
