@@ -75,6 +75,10 @@ def _build(c: "SchemaCompiler", name: str, words: dict[bytes, int],
     nfa = c.nfa
     rests = []
     for schema, bctx in objects:
+        # the checks compile() makes of every subschema it compiles (here, once the union applies)
+        c.check_keywords(schema, bctx)
+        c.check_keywords(normalize_keywords(schema["properties"][name], bctx.draft, drop_foreign=False),
+                         bctx.child("properties", name))
         try:
             rests.append(object_after_first(c, schema, bctx))
         except SchemaError as e:
@@ -127,7 +131,6 @@ def _object_branch(c: "SchemaCompiler", schema: Any, ctx: "Ctx") -> tuple[dict[s
         return None
     if not isinstance(schema.get("properties"), dict) or not isinstance(schema.get("required", []), list):
         return None
-    c.check_keywords(schema, ctx)
     return schema, ctx
 
 
@@ -163,5 +166,4 @@ def _spellings(c: "SchemaCompiler", sub: Any, ctx: "Ctx") -> list[bytes] | None:
         if spelled is None:
             return None
         out.append(spelled)
-    c.check_keywords(sub, ctx)
     return list(dict.fromkeys(out))
