@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -188,16 +188,85 @@ class TokenIndex:
         return np.flatnonzero(bits)
 
 
+class MaskCache:
+    """Packed masks by DFA state, least recently used dropped first, each distinct mask stored once.
+
+    Many states of a grammar share one mask (every integer value of a long object, the same
+    key at every level of a tree): about 8 states per distinct mask in a 500-property object.
+    Masks are compared by a sample of their words, then in full, so an array is shared only
+    by equal masks.  ``nbytes`` counts each stored array once and is kept at most ``max_bytes``
+    (unless one mask alone is larger).  Returned arrays are shared: do not modify them.
+    Not thread-safe by itself (the engine holds a lock around it).
+    """
+
+    #: one word in this many goes into a mask's fingerprint
+    SAMPLE = 16
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._by_state: OrderedDict[int, tuple[np.ndarray, bytes]] = OrderedDict()
+        #: fingerprint -> [array, states holding it] (a list: unequal masks may share a fingerprint)
+        self._arrays: dict[bytes, list[list[Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_state)
+
+    def get(self, sid: int) -> np.ndarray | None:
+        """The mask of ``sid`` if cached (then it becomes the most recently used)."""
+        got = self._by_state.get(sid)
+        if got is None:
+            return None
+        self._by_state.move_to_end(sid)
+        return got[0]
+
+    def put(self, sid: int, packed: np.ndarray) -> np.ndarray:
+        """Cache ``packed`` as the mask of ``sid``; returns the stored array (an equal one if cached)."""
+        old = self._by_state.get(sid)
+        if old is not None:
+            return old[0]
+        key = packed[:: self.SAMPLE].tobytes()
+        bucket = self._arrays.setdefault(key, [])
+        for entry in bucket:
+            if np.array_equal(entry[0], packed):
+                entry[1] += 1
+                packed = entry[0]
+                break
+        else:
+            bucket.append([packed, 1])
+            self.nbytes += packed.nbytes
+        self._by_state[sid] = (packed, key)
+        while self.nbytes > self.max_bytes and len(self._by_state) > 1:
+            self._drop(*self._by_state.popitem(last=False)[1])
+        return packed
+
+    def clear(self) -> None:
+        """Drop every mask."""
+        self._by_state.clear()
+        self._arrays.clear()
+        self.nbytes = 0
+
+    def _drop(self, packed: np.ndarray, key: bytes) -> None:
+        bucket = self._arrays[key]
+        for i, entry in enumerate(bucket):
+            if entry[0] is packed:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del bucket[i]
+                    self.nbytes -= packed.nbytes
+                    if not bucket:
+                        del self._arrays[key]
+                return
+
+
 class MaskEngine:
     """Computes and caches the packed token mask of each DFA state of one automaton."""
 
     def __init__(self, automaton: Automaton, index: TokenIndex, *, cache_bytes: int = 256 << 20) -> None:
         self.automaton = automaton
         self.index = index
-        self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache = MaskCache(cache_bytes)
         self._cache_lock = threading.Lock()
-        self.cached_bytes = 0
         self._posts: dict[int, np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
         #: (state, byte set) -> the state every byte of the set leads to (engine/runs.py)
@@ -213,6 +282,21 @@ class MaskEngine:
         #: test hook: called between chunks of walk work (to simulate a slow constraint)
         self.chunk_hook: Callable[[], None] | None = None
 
+    @property
+    def cache_bytes(self) -> int:
+        """The bound of the mask cache, in bytes of distinct masks."""
+        return self._cache.max_bytes
+
+    @property
+    def cached_states(self) -> int:
+        """How many states have their mask cached now."""
+        return len(self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of the distinct masks cached now."""
+        return self._cache.nbytes
+
     def retained_bytes(self) -> int:
         """Bytes held by cached masks (normal and salvage) and post-quote tables."""
         return self.cached_bytes + self.side_bytes
@@ -221,7 +305,6 @@ class MaskEngine:
         """Forget everything keyed by DFA state id (after the automaton evicted its states)."""
         with self._cache_lock:
             self._cache.clear()
-            self.cached_bytes = 0
         self._posts = {}
         self._salvage = {}
         self._agree = {}
@@ -241,19 +324,12 @@ class MaskEngine:
         with self._cache_lock:
             got = self._cache.get(sid)
             if got is not None:
-                self._cache.move_to_end(sid)
                 return got
         if self.before_compute is not None:
             self.before_compute(sid)
         packed = self._compute(sid, deadline)
         with self._cache_lock:
-            if sid not in self._cache:
-                self._cache[sid] = packed
-                self.cached_bytes += packed.nbytes
-                while self.cached_bytes > self.cache_bytes and len(self._cache) > 1:
-                    _, old = self._cache.popitem(last=False)
-                    self.cached_bytes -= old.nbytes
-        return packed
+            return self._cache.put(sid, packed)
 
     def _compute(self, sid: int, deadline: float | None) -> np.ndarray:
         a, idx = self.automaton, self.index
