@@ -165,3 +165,27 @@ def test_any_order_objects_stay_branch_by_branch(monkeypatch):
     for tid in encode("llama3", json.dumps(call)):
         m.accept_token(tid)
     assert m.is_accepting()
+
+
+@pytest.mark.parametrize("options", [
+    SchemaOptions(strict_objects=False), SchemaOptions(max_whitespace=0), SchemaOptions(max_depth=3),
+    SchemaOptions(escapes="all")], ids=["open_objects", "no_whitespace", "shallow", "all_escapes"])
+def test_options_keep_the_language(options, monkeypatch):
+    """Options that change objects, whitespace, depth or spellings: still the branch-by-branch language."""
+    v = vocab_by_name("llama3")
+    schema = {"type": "array", "items": CASES["enums"], "maxItems": 2}
+    fast = _grammar(schema, v, True, monkeypatch, options)
+    slow = _grammar(schema, v, False, monkeypatch, options)
+    rng = np.random.default_rng(11)
+    ends = list(v.end_ids)
+    for _walk in range(5):
+        a, b = Matcher(fast), Matcher(slow)
+        for _step in range(50):
+            got, want = np.sort(a.allowed_ids()), np.sort(b.allowed_ids())
+            assert np.array_equal(got, want), f"after {a.text_bytes()!r}"
+            pool = got[~np.isin(got, ends)]
+            if pool.size == 0:
+                break
+            tid = int(rng.choice(pool))
+            a.accept_token(tid)
+            b.accept_token(tid)
