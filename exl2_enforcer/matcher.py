@@ -37,6 +37,7 @@ class Matcher:
         self.grammar = grammar
         self._auto = grammar.automaton
         self._tb = grammar.index.text_bytes
+        self._slice_sizes = grammar.index.slice_sizes
         self._end = frozenset(int(i) for i in grammar.index.end_ids)
         self._steps: dict[tuple[int, int], int] = {}
         with self._auto.lock:
@@ -93,10 +94,25 @@ class Matcher:
             nxt = self._steps.get(key)
             if nxt is None:
                 data = self._tb[token_id] if 0 <= token_id < len(self._tb) else None
-                nxt = DEAD if not data else self._auto.walk(sid, data)
+                if not data:
+                    nxt = DEAD
+                else:
+                    fast = self._slice_step(sid, token_id)
+                    nxt = self._auto.walk(sid, data) if fast is None else fast
                 if len(self._steps) < 65536:
                     self._steps[key] = nxt
             return nxt
+
+    def _slice_step(self, sid: int, token_id: int) -> int | None:
+        """The state after a token made only of slice elements (plain string characters,
+        whitespace) when ``sid`` sits in such a loop: one state, not one per element; else None."""
+        for kind, sizes in self._slice_sizes.items():
+            n = int(sizes[token_id]) if token_id < sizes.shape[0] else -1
+            if n > 0:
+                nxt = self._auto.slice_advance(sid, kind, n)
+                if nxt is not None:
+                    return nxt
+        return None
 
     def _known_step(self, token_id: int) -> tuple[int, DfaState] | None:
         """The next state and its :class:`DfaState` when every row it needs is built, read without the
@@ -292,6 +308,7 @@ class Matcher:
         """An independent matcher at the same position sharing the compiled grammar."""
         m = Matcher.__new__(Matcher)
         m.grammar, m._auto, m._tb, m._end = self.grammar, self._auto, self._tb, self._end
+        m._slice_sizes = self._slice_sizes
         m._steps = self._steps  # a cache of pure functions of (state, token): safe to share
         m._gen = self._gen
         m.history = list(self.history)

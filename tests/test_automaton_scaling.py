@@ -233,7 +233,8 @@ def test_memory_budget_bounds_a_long_string(vocab):
     schema = {"type": "string", "maxLength": 10**9}
     g = compile_json_schema(schema, vocab, memory_bytes=budget)
     ref = compile_json_schema(schema, vocab)  # default budget: never evicts here
-    text = json.dumps("word, more words " * 120)
+    # one state per token (Automaton.slice_advance) and one shared mask: a long text to fill 1 MiB
+    text = json.dumps("word, more words " * 700)
     m, mr = Matcher(g), Matcher(ref)
     for i, tid in enumerate(encode(TOK, text)):
         got = m.packed_mask()
@@ -275,7 +276,7 @@ def test_threads_stay_exact_across_evictions(vocab):
     import threading
 
     schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 10**9}}}
-    text = json.dumps({"note": "threads and budgets " * 40})
+    text = json.dumps({"note": "threads and budgets " * 400})  # one state per token: enough to evict
     ids = encode(TOK, text)
     ref = Matcher(compile_json_schema(schema, vocab))
     expected = []

@@ -884,6 +884,31 @@ class Automaton:
             return None
         return lp.slice_kind, (None if lp.hi is None else lp.hi - (k_next - 1))
 
+    def slice_advance(self, sid: int, kind: str, n: int) -> int | None:
+        """The state after ``n`` whole elements of the ``kind`` slice loop ``sid`` sits at (see
+        :meth:`slice_budget`), built from the loop's head for the new count instead of byte by
+        byte; None when ``sid`` is no such state or the loop takes fewer than ``n`` more.
+
+        The same state as :meth:`walk` over the elements' bytes: those bytes end the body ``n``
+        times and no other configuration can start on one, so what remains is the closure of
+        each slice frame's head ``n - 1`` counts on.  A ``maxLength`` string then costs one new
+        state per token instead of one per character.
+        """
+        fast = self.slice_budget(sid)
+        if fast is None or fast[0] != kind or n < 1 or (fast[1] is not None and n > fast[1]):
+            return None
+        targets: list[Config] = []
+        for _q, node in self.states[sid].configs:
+            if self._slice_frame(node) is None:
+                continue  # starts on no element of the slice (slice_budget checked): dies on the first
+            for r, parent in node.frames:
+                lp, key = self.nfa.loop_of[r]
+                target = (self.nfa.head(lp, cast(int, key) + n - 1), parent)
+                if target not in targets:
+                    targets.append(target)
+        with self.lock:
+            return self._step_targets(targets)
+
     def slice_need(self, sid: int) -> int:
         """For a slice state: elements still required before the loop may exit (minLength)."""
         for _q, node in self.states[sid].configs:

@@ -102,6 +102,12 @@ class TokenIndex:
             "plain": self._make_slice(np.array([_plain_chars(cast(bytes, tb[i])) for i in text], dtype=np.int32)),
             "ws": self._make_slice(np.array([_ws_bytes(cast(bytes, tb[i])) for i in text], dtype=np.int32)),
         }
+        #: per slice kind, each token id's element count in that slice (-1: not in it)
+        self.slice_sizes: dict[str, np.ndarray] = {}
+        for kind, sl in self.slices.items():
+            sizes = np.full(len(tb), -1, dtype=np.int32)
+            sizes[sl.ids] = sl.sizes
+            self.slice_sizes[kind] = sizes
         self.end_ids = np.asarray(sorted(vocab.end_ids), dtype=np.int64)
         width = max(vocab.n_ids, int(self.end_ids.max()) + 1 if self.end_ids.size else 0)
         self.n_words = (width + 31) // 32

@@ -1,0 +1,76 @@
+"""``Automaton.slice_advance`` reaches the very state that stepping through the bytes reaches.
+
+A token made only of slice elements (plain string characters, whitespace bytes) is accepted in
+one step from the loop's head for the new count (``Matcher`` uses it), so a ``maxLength`` string
+costs one DFA state per token, not one per character.  Here every plain or whitespace token of
+a sample is advanced both ways from states inside several kinds of loops.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+from enforcer_oracle import encode, vocab_by_name
+
+from exl2_enforcer.grammar import compile_json_schema
+from exl2_enforcer.matcher import Matcher
+
+SCHEMAS = {
+    "bounded": {"type": "string", "minLength": 3, "maxLength": 40},
+    "huge": {"type": "string", "maxLength": 1_000_000_000},
+    "unbounded_min": {"type": "string", "minLength": 12},
+    "two_open": {"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "maxLength": 30}},
+                            "required": ["a"]},
+                           {"type": "object", "properties": {"a": {"type": "string", "maxLength": 30},
+                                                             "b": {"type": "integer"}}, "required": ["a", "b"]}]},
+    "array_ws": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 4},
+}
+PREFIXES = {"bounded": ['"', '"ab'], "huge": ['"', '"x y'], "unbounded_min": ['"', '"abcdefghij'],
+            "two_open": ['{"a": "', '{"a": "xy'], "array_ws": ['[', '["ab", ', '["abcdef']}
+
+
+@pytest.mark.parametrize("case", list(SCHEMAS))
+def test_slice_advance_equals_the_byte_walk(case):
+    v = vocab_by_name("llama3")
+    g = compile_json_schema(SCHEMAS[case], v)
+    a = g.automaton
+    index = g.engine.index
+    rng = np.random.default_rng(3)
+    advanced = 0
+    for prefix in PREFIXES[case]:
+        sid = a.walk(a.start, prefix.encode())
+        assert sid >= 0
+        for kind, sizes in index.slice_sizes.items():
+            members = np.flatnonzero(sizes > 0)
+            for tid in rng.choice(members, size=min(300, members.size), replace=False).tolist():
+                fast = a.slice_advance(sid, kind, int(sizes[tid]))
+                slow = a.walk(sid, v.token_bytes[tid])
+                if fast is not None:
+                    advanced += 1
+                    assert fast == slow, (case, prefix, kind, v.token_bytes[tid])
+                    assert a.is_accepting(fast) == a.is_accepting(slow)
+    assert advanced > 100  # the fast step applied in these loops
+
+
+def test_long_bounded_text_passes_and_one_character_too_many_is_refused():
+    v = vocab_by_name("llama3")
+    schema = {"type": "object", "properties": {"notes": {"type": "string", "maxLength": 300}}, "required": ["notes"]}
+    g = compile_json_schema(schema, v)
+    text = ("word " * 60)[:300]
+    ok = json.dumps({"notes": text})
+    m = Matcher(g)
+    for tid in encode("llama3", ok):
+        m.accept_token(tid)
+    assert m.is_accepting()
+    jsonschema.validate(json.loads(ok), schema)
+    m = Matcher(g)
+    over = json.dumps({"notes": text + "x"})
+    accepted = 0
+    for tid in encode("llama3", over):
+        if not m.try_accept(tid):
+            break
+        accepted += 1
+    assert accepted < len(encode("llama3", over))  # refused before the end
