@@ -234,7 +234,8 @@ class MaskEngine:
         """The packed mask of DFA state ``sid`` (end ids included when it accepts).
 
         ``deadline`` is a ``time.perf_counter()`` value; a cold computation that
-        passes it raises :class:`MaskTimeout` between trie levels.
+        passes it raises :class:`MaskTimeout` between trie levels.  Raises ValueError when
+        ``sid`` is not a state of the automaton's current generation.
         """
         if self._gen != self.automaton.generation:
             self.clear_states()
@@ -243,6 +244,10 @@ class MaskEngine:
             if got is not None:
                 self._cache.move_to_end(sid)
                 return got
+        if not 0 <= sid < len(self.automaton.states):
+            # numpy would wrap a negative id around to another state's row, and the native walk
+            # would read before its table
+            raise ValueError(f"sid {sid} is not a DFA state of this automaton ({len(self.automaton.states)} states)")
         if self.before_compute is not None:
             self.before_compute(sid)
         packed = self._compute(sid, deadline)
