@@ -381,3 +381,30 @@ def test_a_warm_walk_still_calls_the_deadline_check():
 
     with pytest.raises(MaskTimeout):
         native.trie_walk(auto, trie, auto.start, None, deadline)
+
+
+@needs_native
+def test_an_eviction_from_another_thread_waits_for_the_walk():
+    """The memory budget's eviction, asked from another thread while a native walk runs (here from
+    inside its deadline check), must not drop the rows under the walk: the walk holds the
+    automaton's lock, the other thread's non-blocking eviction declines, and the mask stays exact."""
+    v = vocab_by_name("llama3")
+    table = token_table(v)
+    GRAMMAR_CACHE.clear()
+    g = compile_regex(r"[a-z]{1,6}(\.[a-z0-9]{1,5}){0,3}@[a-z]{2,8}", v)
+    auto = g.automaton
+    sid = auto.walk(auto.start, b"ab.c")
+    asked: list[bool] = []
+
+    def evict_elsewhere() -> None:
+        g.memory_bytes = 0  # over budget: enforce_budget would evict if it got the lock
+        t = threading.Thread(target=lambda: asked.append(g.enforce_budget()))
+        t.start()
+        t.join()
+
+    g.engine.chunk_hook = lambda: None if asked else evict_elsewhere()
+    packed = g.engine.mask(sid)
+    g.engine.chunk_hook = None
+    assert asked == [False] and g.evictions == 0
+    assert np.array_equal(g.engine.index.unpack(packed), reference_allowed_ids(g, table, sid))
+    assert g.enforce_budget() and g.evictions == 1  # with the walk over, the same call evicts
