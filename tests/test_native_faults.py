@@ -93,6 +93,8 @@ def test_the_engine_refuses_a_state_id_that_is_not_a_state(use_native, monkeypat
     for sid in (-1, len(g.automaton.states)):
         with pytest.raises(ValueError, match=f"sid {sid} is not a DFA state"):
             g.engine.mask(sid)
+        with pytest.raises(ValueError, match=f"sid {sid} is not a DFA state"):
+            g.engine.salvage_mask(sid)
 
 
 @needs_native

@@ -244,10 +244,7 @@ class MaskEngine:
             if got is not None:
                 self._cache.move_to_end(sid)
                 return got
-        if not 0 <= sid < len(self.automaton.states):
-            # numpy would wrap a negative id around to another state's row, and the native walk
-            # would read before its table
-            raise ValueError(f"sid {sid} is not a DFA state of this automaton ({len(self.automaton.states)} states)")
+        self._require_state(sid)
         if self.before_compute is not None:
             self.before_compute(sid)
         packed = self._compute(sid, deadline)
@@ -259,6 +256,13 @@ class MaskEngine:
                     _, old = self._cache.popitem(last=False)
                     self.cached_bytes -= old.nbytes
         return packed
+
+    def _require_state(self, sid: int) -> None:
+        # numpy would wrap a negative id around to another state's row (a garbage mask), and
+        # the native walk would read before its table
+        n = len(self.automaton.states)
+        if not 0 <= sid < n:
+            raise ValueError(f"sid {sid} is not a DFA state of this automaton ({n} states)")
 
     def _compute(self, sid: int, deadline: float | None) -> np.ndarray:
         a, idx = self.automaton, self.index
@@ -408,13 +412,15 @@ class MaskEngine:
         In an accepting state only the end ids.  Every salvage step lowers the
         distance, so a salvaged generation ends within ``distance(sid)`` bytes.
         The mask is never empty: the single-byte token of a shortest
-        completion's next byte always qualifies.
+        completion's next byte always qualifies.  Raises ValueError when ``sid`` is not a
+        state of the automaton's current generation.
         """
         if self._gen != self.automaton.generation:
             self.clear_states()
         got = self._salvage.get(sid)
         if got is not None:
             return got
+        self._require_state(sid)
         idx = self.index
         with self.automaton.lock:
             dist = self.distances()
