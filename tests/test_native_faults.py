@@ -111,6 +111,10 @@ def test_overlapping_child_ranges_are_refused_not_overrun():
     bad = TokenTrie(byte, lo, hi, z, z.copy(), np.zeros(0, np.int32), 0)
     with pytest.raises(ValueError, match="overlap"):
         native.trie_walk(auto, bad, auto.start, None, lambda: None)
+    # node k's children are k+1 and k+2: the stack stays small, but the paths are Fibonacci(n) many
+    fib = TokenTrie(byte, lo, np.minimum(lo + 2, n).astype(np.int32), z, z.copy(), np.zeros(0, np.int32), 0)
+    with pytest.raises(ValueError, match="overlap"):
+        native.trie_walk(auto, fib, auto.start, None, lambda: None)
 
 
 @needs_native

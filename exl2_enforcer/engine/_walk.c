@@ -245,6 +245,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         sp--;
         const int32_t node = stack[2 * sp], parent = stack[2 * sp + 1];
         if (++steps % CHECK_EVERY == 0 && call_check(check) < 0) goto done_dfa;
+        if (steps >= n_nodes) { /* a tree pops each non-root node once: more means a node has two parents */
+            PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (node %d reached twice)", node);
+            goto done_dfa;
+        }
         const int32_t state = dfa_step(&d, parent, C[B[node]]);
         if (state == -3) goto done_dfa;
         if (state < 0) continue;
