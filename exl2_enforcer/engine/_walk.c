@@ -30,6 +30,16 @@
 #define UNKNOWN (-2)
 #define CHECK_EVERY 4096
 
+/* Whether a buffer format is one native-order integer code (numpy's int/uint dtypes): a float
+ * of the same size would pass an itemsize check and be read as garbage. */
+static int int_format(const char *f) {
+    if (f == NULL) return 1; /* "B" */
+    const uint16_t one = 1;
+    const int little = *(const uint8_t *)&one;
+    if (*f == '@' || *f == '=' || (*f == '<' && little) || (*f == '>' && !little)) f++;
+    return f[0] != '\0' && f[1] == '\0' && strchr("bBhHiIlLqQnN", f[0]) != NULL;
+}
+
 typedef struct {
     PyObject *automaton;
     PyObject *step_class; /* bound method */
@@ -56,7 +66,8 @@ static int dfa_load_table(Dfa *d) {
         return -1;
     }
     d->table_obj = obj;
-    if (d->table.itemsize != 4 || d->table.ndim != 2 || d->table.shape[1] != d->n_classes) {
+    if (d->table.itemsize != 4 || !int_format(d->table.format) || d->table.ndim != 2 ||
+        d->table.shape[1] != d->n_classes) {
         PyErr_SetString(PyExc_ValueError, "automaton.table must be a C-contiguous int32 array (states, classes)");
         return -1;
     }
@@ -125,6 +136,10 @@ static int buf_get(Buf *b, PyObject *obj, Py_ssize_t itemsize, int writable, con
         PyErr_Format(PyExc_ValueError, "%s must have %zd-byte items, got %zd", name, itemsize, b->view.itemsize);
         return -1;
     }
+    if (!int_format(b->view.format)) {
+        PyErr_Format(PyExc_ValueError, "%s must hold integers, got buffer format '%s'", name, b->view.format);
+        return -1;
+    }
     return 0;
 }
 
@@ -183,6 +198,12 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "trie arrays disagree in length (or class_of_byte is not 256 long)");
         goto done;
     }
+    if (start < 0) {
+        PyErr_Format(PyExc_ValueError, "DFA state %d is out of range (start of the walk)", start);
+        goto done;
+    }
+    /* out_ids/out_states hold each token once; a malformed trie naming a token twice must not overrun them */
+    const Py_ssize_t out_cap = buf_len(&oids) < buf_len(&ost) ? buf_len(&oids) : buf_len(&ost);
     if ((oids.held || ost.held) && (buf_len(&oids) < n_tok || buf_len(&ost) < n_tok)) {
         PyErr_SetString(PyExc_ValueError, "out_ids and out_states must both hold every token of the trie");
         goto done;
@@ -199,13 +220,18 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
             bad_index("byte class", C[k]);
             goto done_dfa;
         }
-    /* each node is pushed at most once (it has one parent): the stack never outgrows the trie */
+    /* each node of a tree is pushed at most once (it has one parent): the stack never outgrows
+     * the trie; a push beyond it means child ranges overlap (checked below) */
     stack = malloc(sizeof(int32_t) * 2 * (size_t)n_nodes);
     if (stack == NULL) {
         PyErr_NoMemory();
         goto done_dfa;
     }
     Py_ssize_t sp = 0, n_out = 0, steps = 0;
+    if (lo[0] == hi[0]) { /* an empty trie (no token at all) */
+        found = 0;
+        goto done_dfa;
+    }
     if (lo[0] < 1 || hi[0] > n_nodes || lo[0] > hi[0]) {
         bad_index("root child range", lo[0]);
         goto done_dfa;
@@ -219,6 +245,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         sp--;
         const int32_t node = stack[2 * sp], parent = stack[2 * sp + 1];
         if (++steps % CHECK_EVERY == 0 && call_check(check) < 0) goto done_dfa;
+        if (steps >= n_nodes) { /* a tree pops each non-root node once: more means a node has two parents */
+            PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (node %d reached twice)", node);
+            goto done_dfa;
+        }
         const int32_t state = dfa_step(&d, parent, C[B[node]]);
         if (state == -3) goto done_dfa;
         if (state < 0) continue;
@@ -229,6 +259,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         for (int32_t t = tl[node]; t < th[node]; t++) {
             if (W != NULL && set_bit(W, n_words, ti[t]) < 0) goto done_dfa;
             if (OI != NULL) {
+                if (n_out >= out_cap) {
+                    PyErr_SetString(PyExc_ValueError, "trie nodes name more tokens than tok_ids holds (token ranges overlap)");
+                    goto done_dfa;
+                }
                 OI[n_out] = ti[t];
                 OS[n_out] = state;
             }
@@ -237,6 +271,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         if (lo[node] <= node || hi[node] > n_nodes || lo[node] > hi[node]) {
             if (lo[node] == hi[node]) continue; /* a leaf's empty range may point anywhere */
             bad_index("child range of trie node", node);
+            goto done_dfa;
+        }
+        if (hi[node] - lo[node] > n_nodes - sp) {
+            PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (at node %d)", node);
             goto done_dfa;
         }
         for (int32_t c = hi[node] - 1; c >= lo[node]; c--) {
@@ -306,11 +344,12 @@ static PyObject *rows_walk(PyObject *self, PyObject *args) {
             bad_index("token row", r);
             goto done_dfa;
         }
-        const int64_t lo = S[r] + O[i], hi = S[r] + L[r];
-        if (O[i] < 0 || S[r] < 0 || hi > n_flat || lo > hi) {
+        /* compared without adding first: a sum of two huge values would wrap */
+        if (S[r] < 0 || S[r] > n_flat || L[r] < 0 || L[r] > n_flat - S[r] || O[i] < 0 || O[i] > L[r]) {
             bad_index("byte range of token row", r);
             goto done_dfa;
         }
+        const int64_t lo = S[r] + O[i], hi = S[r] + L[r];
         if (Q[i] < 0 || Q[i] > INT32_MAX) {
             bad_index("DFA state", Q[i]);
             goto done_dfa;

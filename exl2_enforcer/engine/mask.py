@@ -323,7 +323,8 @@ class MaskEngine:
         """The packed mask of DFA state ``sid`` (end ids included when it accepts).
 
         ``deadline`` is a ``time.perf_counter()`` value; a cold computation that
-        passes it raises :class:`MaskTimeout` between trie levels.
+        passes it raises :class:`MaskTimeout` between trie levels.  Raises ValueError when
+        ``sid`` is not a state of the automaton's current generation.
         """
         if self._gen != self.automaton.generation:
             self.clear_states()
@@ -331,11 +332,19 @@ class MaskEngine:
             got = self._cache.get(sid)
             if got is not None:
                 return got
+        self._require_state(sid)
         if self.before_compute is not None:
             self.before_compute(sid)
         packed = self._compute(sid, deadline)
         with self._cache_lock:
             return self._cache.put(sid, packed)
+
+    def _require_state(self, sid: int) -> None:
+        # numpy would wrap a negative id around to another state's row (a garbage mask), and
+        # the native walk would read before its table
+        n = len(self.automaton.states)
+        if not 0 <= sid < n:
+            raise ValueError(f"sid {sid} is not a DFA state of this automaton ({n} states)")
 
     def _compute(self, sid: int, deadline: float | None) -> np.ndarray:
         a, idx = self.automaton, self.index
@@ -485,13 +494,15 @@ class MaskEngine:
         In an accepting state only the end ids.  Every salvage step lowers the
         distance, so a salvaged generation ends within ``distance(sid)`` bytes.
         The mask is never empty: the single-byte token of a shortest
-        completion's next byte always qualifies.
+        completion's next byte always qualifies.  Raises ValueError when ``sid`` is not a
+        state of the automaton's current generation.
         """
         if self._gen != self.automaton.generation:
             self.clear_states()
         got = self._salvage.get(sid)
         if got is not None:
             return got
+        self._require_state(sid)
         idx = self.index
         with self.automaton.lock:
             dist = self.distances()

@@ -47,6 +47,8 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
     otherwise two empty arrays.  Returns ``(count, ids, end_states)``.  Computes missing
     DFA rows on the way (:meth:`Automaton.step_row`); ``check`` is called after each and
     every 4,096 nodes, and may raise (e.g. :class:`~exl2_enforcer.errors.MaskTimeout`).
+    Hold ``auto.lock`` throughout: an eviction during the walk would leave it stepping state
+    ids of the old generation.  Raises ValueError for a negative ``sid`` or malformed arrays.
     """
     assert _module is not None, "native walks are not built"
     n = trie.tok_ids.shape[0]
@@ -66,7 +68,8 @@ def rows_walk(auto: "Automaton", flat: np.ndarray, start: np.ndarray, length: np
     ``flat``/``start``/``length``/``ids`` are :class:`~exl2_enforcer.engine.runs.TokenBytes`'
     arrays (uint8, int64, int64, int64); ``rows``, ``states``, ``offsets`` are int64.  The bit of
     ``ids[row]`` is set in ``words`` (uint32) for every token that stays alive to its end.
-    Returns how many did.  Missing DFA cells are computed; ``check`` as for :func:`trie_walk`.
+    Returns how many did.  Missing DFA cells are computed; ``check`` and ``auto.lock`` as for
+    :func:`trie_walk`.  Raises ValueError for an index out of range or a non-integer array.
     """
     assert _module is not None, "native walks are not built"
     kept: int = _module.rows_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, flat, start, length,
