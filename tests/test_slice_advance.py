@@ -13,7 +13,7 @@ import json
 import jsonschema
 import numpy as np
 import pytest
-from enforcer_oracle import encode, vocab_by_name
+from enforcer_oracle import encode, reference_allowed_ids, token_table, vocab_by_name
 
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
@@ -74,3 +74,29 @@ def test_long_bounded_text_passes_and_one_character_too_many_is_refused():
             break
         accepted += 1
     assert accepted < len(encode("llama3", over))  # refused before the end
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "minLength": 5, "maxLength": 30},
+    {"type": "object", "required": ["t", "n"],
+     "properties": {"t": {"type": "string", "minLength": 2, "maxLength": 18}, "n": {"type": "integer"}}},
+    {"type": "array", "items": {"type": "string", "maxLength": 6}, "minItems": 2, "maxItems": 3},
+], ids=["min_max", "member", "items"])
+def test_plain_string_masks_shared_between_positions_stay_exact(schema):
+    """States of one bounded string share masks by (budget, characters needed, state after the
+    quote); every mask along the string, up to and past its limits, is the reference's."""
+    v = vocab_by_name("llama3")
+    table = token_table(v)
+    g = compile_json_schema(schema, v)
+    rng = np.random.default_rng(5)
+    ends = list(v.end_ids)
+    for _walk in range(4):
+        m = Matcher(g)
+        for _step in range(40):
+            got = np.sort(m.allowed_ids())
+            assert np.array_equal(got, np.sort(reference_allowed_ids(g, table, m.state))), m.text_bytes()
+            pool = got[~np.isin(got, ends)]
+            if pool.size == 0:
+                break
+            short = pool[table.token_len[pool] <= 2]
+            m.accept_token(int(rng.choice(short if short.size and rng.random() < 0.8 else pool)))

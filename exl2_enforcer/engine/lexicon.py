@@ -56,6 +56,8 @@ class StringLexicon:
         self.closes = closes
         self.ok = ok
         self.post = post
+        #: the most characters a token of the lexicon starts inside the string
+        self.max_chars = int(chars.max()) if n else 0
         self.n_posts = len(posts)
         post_list = list(posts)
         self.post_trie: TokenTrie = build_trie(np.arange(1, len(post_list)), post_list)

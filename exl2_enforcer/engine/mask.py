@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from exl2_enforcer.engine import native
-from exl2_enforcer.engine.automaton import Automaton
+from exl2_enforcer.engine.automaton import DEAD, Automaton
 from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
 from exl2_enforcer.engine.runs import RunTables, run_mask
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 #: frontier size below which the trie walk goes on in plain Python
 SCALAR_FRONTIER = 24
+#: most plain-string masks kept apart from the per-state cache (distinct budgets near a maxLength)
+PLAIN_MASKS = 256
 #: rough CPython size of one (state, byte set) -> state entry of the run path's cache
 _AGREE_BYTES = 200
 
@@ -274,6 +276,8 @@ class MaskEngine:
         self._cache = MaskCache(cache_bytes)
         self._cache_lock = threading.Lock()
         self._posts: dict[int, np.ndarray] = {}
+        #: plain-string masks by (budget, characters still needed, state after the quote)
+        self._plain_masks: dict[tuple[int | None, int, int], np.ndarray] = {}
         self._salvage: dict[int, np.ndarray] = {}
         #: (state, byte set) -> the state every byte of the set leads to (engine/runs.py)
         self._agree: dict[tuple[int, bytes], int] = {}
@@ -312,6 +316,7 @@ class MaskEngine:
         with self._cache_lock:
             self._cache.clear()
         self._posts = {}
+        self._plain_masks = {}
         self._salvage = {}
         self._agree = {}
         self.side_bytes = 0
@@ -355,8 +360,7 @@ class MaskEngine:
             else:
                 kind, budget = fast
                 if kind == "plain" and a.others_only_on(sid, 0x22):
-                    ids = self._string_rest(sid, budget, deadline)
-                    packed = idx.pack(ids) | idx.slice_packed(kind, budget)
+                    packed = self._plain_string_mask(sid, budget, deadline).copy()
                 else:
                     packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline)
                     packed |= idx.slice_packed(kind, budget)
@@ -385,17 +389,41 @@ class MaskEngine:
         if deadline is not None and time.perf_counter() > deadline:
             raise MaskTimeout(f"mask computation for state {sid} passed its deadline")
 
-    def _string_rest(self, sid: int, budget: int | None, deadline: float | None) -> np.ndarray:
-        """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk)."""
+    def _plain_string_mask(self, sid: int, budget: int | None, deadline: float | None) -> np.ndarray:
+        """The mask of a state inside a plain string (shared: copy before changing it).
+
+        It depends only on the budget (up to the longest token), the characters still required
+        before the quote may close and the state after that quote, so the states of one
+        ``maxLength`` string share it: computed once, not once per position.
+        """
+        a, idx = self.automaton, self.index
+        lex = idx.string_lexicon()
+        if budget is not None and budget >= max(lex.max_chars, idx.slices["plain"].max_size):
+            budget = None  # every token fits: the same mask as an unbounded string's
+        need = a.slice_need(sid)
+        at = a.slice_advance(sid, "plain", need) if need else sid
+        after = DEAD if at is None or at < 0 else a.step(at, 0x22)
+        key = (budget, need, after)
+        got = self._plain_masks.get(key)
+        if got is None:
+            got = idx.pack(self._string_rest(budget, need, after, deadline)) | idx.slice_packed("plain", budget)
+            if len(self._plain_masks) >= PLAIN_MASKS:
+                self.side_bytes -= sum(m.nbytes for m in self._plain_masks.values())
+                self._plain_masks.clear()
+            self._plain_masks[key] = got
+            self.side_bytes += got.nbytes
+        return got
+
+    def _string_rest(self, budget: int | None, need: int, after: int, deadline: float | None) -> np.ndarray:
+        """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk): those
+        within ``budget`` characters, and those closing it (``need`` characters or more first)
+        whose bytes after the quote the state ``after`` the quote accepts."""
         lex = self.index.string_lexicon()
-        need = self.automaton.slice_need(sid)
         fits = lex.ok if budget is None else lex.ok & (lex.chars <= budget)
         keep = fits & ~lex.closes
         closing = fits & lex.closes & (lex.chars >= need)
-        if closing.any():
-            after = self.automaton.walk(sid, b"a" * need + b'"')
-            if after >= 0:
-                keep |= closing & self._post_accept(after, deadline)[lex.post]
+        if after >= 0 and closing.any():
+            keep |= closing & self._post_accept(after, deadline)[lex.post]
         return lex.ids[keep]
 
     def _post_accept(self, after: int, deadline: float | None) -> np.ndarray:
