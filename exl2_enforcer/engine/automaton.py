@@ -308,6 +308,8 @@ class Automaton:
         self._closure_cache: dict[Config, tuple[tuple[Config, ...], bool]] = {}
         #: byte targets of a row segment -> the DFA state they lead to (shared by all rows)
         self._step_memo: dict[StepKey, int] = {}
+        #: (state, slice kind, elements) -> slice_advance's answer (warm matchers step plain tokens by it)
+        self._advances: dict[tuple[int, str, int], int | None] = {}
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -894,6 +896,18 @@ class Automaton:
         each slice frame's head ``n - 1`` counts on.  A ``maxLength`` string then costs one new
         state per token instead of one per character.
         """
+        key = (sid, kind, n)
+        got = self._advances.get(key, UNKNOWN)
+        if got != UNKNOWN:
+            return got
+        with self.lock:
+            got = self._slice_advance(sid, kind, n)
+            if len(self._advances) < MAX_ADVANCES:
+                self._advances[key] = got
+                self.state_bytes += _MEMO_BYTES
+        return got
+
+    def _slice_advance(self, sid: int, kind: str, n: int) -> int | None:
         fast = self.slice_budget(sid)
         if fast is None or fast[0] != kind or n < 1 or (fast[1] is not None and n > fast[1]):
             return None
@@ -906,8 +920,7 @@ class Automaton:
                 target = (self.nfa.head(lp, cast(int, key) + n - 1), parent)
                 if target not in targets:
                     targets.append(target)
-        with self.lock:
-            return self._step_targets(targets)
+        return self._step_targets(targets)
 
     def slice_need(self, sid: int) -> int:
         """For a slice state: elements still required before the loop may exit (minLength)."""
@@ -1055,6 +1068,9 @@ def _lowest_bit(item: tuple[int, Any]) -> int:
 def _first(item: tuple[int, Any]) -> int:
     return item[0]
 
+
+#: most slice_advance answers remembered per generation (further ones are recomputed)
+MAX_ADVANCES = 1 << 16
 
 #: rough CPython sizes, for the retained-bytes estimate
 _CONFIG_BYTES = 120
