@@ -19,7 +19,7 @@ from enforcer_oracle import encode, generate, reference_allowed_ids, token_table
 
 from exl2_enforcer.compile.schema import discriminated
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
-from exl2_enforcer.errors import TokenRejected
+from exl2_enforcer.errors import SchemaError, TokenRejected
 from exl2_enforcer.grammar import GRAMMAR_CACHE, compile_json_schema
 from exl2_enforcer.matcher import Matcher
 
@@ -165,3 +165,12 @@ def test_any_order_objects_stay_branch_by_branch(monkeypatch):
     for tid in encode("llama3", json.dumps(call)):
         m.accept_token(tid)
     assert m.is_accepting()
+
+
+def test_a_lone_surrogate_name_is_refused_naming_its_place(monkeypatch):
+    """No UTF-8 output spells a lone surrogate: a SchemaError at the tool's name, not a crash."""
+    schema = {"anyOf": [tool(i) for i in range(3)]}
+    schema["anyOf"][1]["properties"]["name"] = {"const": "tool_\ud800"}
+    with pytest.raises(SchemaError, match="lone surrogate") as info:
+        _grammar(schema, vocab_by_name("mini"), True, monkeypatch)
+    assert info.value.pointer == "/anyOf/1/properties/name"
