@@ -4,7 +4,8 @@ whole schema.
 A function-calling agent restricts its tool list to the tools allowed in a turn with a sibling
 ``enum`` of names (``{"anyOf": tools, "properties": {"name": {"enum": allowed}}}``, or an
 ``allOf`` of the list and the restriction): the excluded tools' branches then require a member
-that admits no value.  Such a branch, a branch that requires a ``false`` property, and the
+that admits no value.  Such a branch, a branch that requires a ``false`` property, one whose
+min/maxProperties (merged from a sibling) its members cannot meet, and the
 "trigger absent" case of a ``dependentRequired`` next to such an ``anyOf`` add nothing; the
 other branches stay.  Each schema is checked on real tokens: ``jsonschema`` says which calls
 are valid, the matcher must accept exactly those, and its masks along each valid call must be
@@ -45,6 +46,13 @@ CASES = {
     # a branch that requires a property whose schema is false
     "required_false": {"anyOf": [{**tool(0), "properties": {"off": False, **tool(0)["properties"]},
                                   "required": ["off", "name", "arguments"]}, tool(1), tool(2)]},
+    # a sibling minProperties only the tool with an optional extra member can reach (tools are closed)
+    "sibling_min_properties": {"minProperties": 3, "anyOf": [
+        {**tool(0), "properties": {**tool(0)["properties"], "id": {"type": "integer"}}}, tool(1), tool(2)]},
+    # a sibling maxProperties below a tool's required count (the third tool requires three members)
+    "sibling_max_properties": {"maxProperties": 2, "anyOf": [
+        tool(0), tool(1), {**tool(2), "properties": {**tool(2)["properties"], "id": {"type": "integer"}},
+                           "required": ["name", "arguments", "id"]}]},
     # dependentRequired next to the union: only branches that declare the dependent name remain
     "dependent_required": {"dependentRequired": {"arguments": ["id"]}, "anyOf": [
         {**tool(0), "properties": {**tool(0)["properties"], "id": {"type": "integer"}}}, tool(1), tool(2)]},

@@ -197,7 +197,8 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
             for k, q in B.items():
                 nfa.epsilon(q, new_b.setdefault(k, nfa.state()))
         if not new_a and new_a0 is None and not new_b:
-            raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+            raise SchemaError(f"maxProperties {max_p} is below the number of required properties:"
+                              " the object admits no value", ctx.pointer)
         a0, A, B = new_a0, new_a, new_b
     closable |= lanes.after_member(A, B, may_close=True, may_add=extra is not False)
     if a0 is not None and min_p == 0:
@@ -206,7 +207,8 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
     if extra is not False:
         closable |= _extras(c, member_of, a0, B, lanes)
     if not closable:
-        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties:"
+                          " the object admits no value", ctx.pointer)
     return Frag(entry, lanes.close.end)
 
 
@@ -230,9 +232,11 @@ def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[str, 
     if extra is not False:
         member = member_of()
     if max_p is not None and sum(1 for _f, r in items if r) > max_p:
-        raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+        raise SchemaError(f"maxProperties {max_p} is below the number of required properties:"
+                          " the object admits no value", ctx.pointer)
     if min_p > len(items) and member is None:
-        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties:"
+                          " the object admits no value", ctx.pointer)
     comma = nfa.seq([nfa.literal(b","), c.ws()])
     body = nfa.any_order(items, member, comma, min_p, max_p)
     return nfa.seq([nfa.literal(b"{"), c.ws(), body, nfa.literal(b"}")])
