@@ -53,12 +53,15 @@ CASES = {
     "sibling_max_properties": {"maxProperties": 2, "anyOf": [
         tool(0), tool(1), {**tool(2), "properties": {**tool(2)["properties"], "id": {"type": "integer"}},
                            "required": ["name", "arguments", "id"]}]},
+    # a nullable tool call (OpenAPI style) whose object requires a false property: only null remains
+    "nullable_required_false": {"anyOf": [{**tool(0), "type": ["object", "null"], "properties": {
+        "off": False, **tool(0)["properties"]}, "required": ["off", "name"]}, tool(1), tool(2)]},
     # dependentRequired next to the union: only branches that declare the dependent name remain
     "dependent_required": {"dependentRequired": {"arguments": ["id"]}, "anyOf": [
         {**tool(0), "properties": {**tool(0)["properties"], "id": {"type": "integer"}}}, tool(1), tool(2)]},
 }
 INSTANCES = [call(0), call(1), call(2), call(3), call(0, 2), {**call(0), "id": 5}, {**call(1), "id": 5},
-             {"name": "tool_0"}]
+             {"name": "tool_0"}, None]
 
 
 def _accepts(g, name: str, text: str) -> bool:

@@ -379,8 +379,10 @@ class SchemaCompiler:
             try:
                 frags.append(self.compile_type(t, schema, ctx))
             except SchemaError as e:
-                # only this level's own verdict: a deeper one (an optional member) stays loud
-                if "admits no value" not in e.message or len(types) == 1 or e.pointer != ctx.pointer:
+                # only this level's own verdict (its `required` included): a deeper one (an optional
+                # member) stays loud
+                if "admits no value" not in e.message or len(types) == 1 or \
+                        e.pointer not in (ctx.pointer, ctx.child("required").pointer):
                     raise
                 empty = empty or e
         if not frags and empty is not None:
