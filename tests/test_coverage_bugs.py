@@ -76,8 +76,15 @@ def test_required_name_without_properties_entry(vocab):
 
 def test_required_name_refused_by_explicit_false(vocab):
     with pytest.raises(SchemaError) as info:
-        compile_json_schema({"properties": {"a": {}}, "required": ["b"], "additionalProperties": False}, vocab)
+        compile_json_schema({"type": "object", "properties": {"a": {}}, "required": ["b"],
+                             "additionalProperties": False}, vocab)
     assert info.value.pointer == "/required"
+    # without "type" only objects are excluded: every other value is valid (required applies to objects)
+    schema = {"properties": {"a": {}}, "required": ["b"], "additionalProperties": False}
+    g = compile_json_schema(schema, vocab)
+    check = validator_for(schema)
+    for text in ('1', '"x"', "null", "[]", "{}", '{"b": 1}', '{"a": 1}'):
+        assert _ok(g, text) == check.is_valid(json.loads(text)), text
 
 
 # -- keywords apply to their own type only ---------------------------------------------------

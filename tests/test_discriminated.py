@@ -19,7 +19,7 @@ from enforcer_oracle import encode, generate, reference_allowed_ids, token_table
 
 from exl2_enforcer.compile.schema import discriminated
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
-from exl2_enforcer.errors import TokenRejected
+from exl2_enforcer.errors import SchemaError, TokenRejected
 from exl2_enforcer.grammar import GRAMMAR_CACHE, compile_json_schema
 from exl2_enforcer.matcher import Matcher
 
@@ -189,3 +189,12 @@ def test_options_keep_the_language(options, monkeypatch):
             tid = int(rng.choice(pool))
             a.accept_token(tid)
             b.accept_token(tid)
+
+
+def test_a_lone_surrogate_name_is_refused_naming_its_place(monkeypatch):
+    """No UTF-8 output spells a lone surrogate: a SchemaError at the tool's name, not a crash."""
+    schema = {"anyOf": [tool(i) for i in range(3)]}
+    schema["anyOf"][1]["properties"]["name"] = {"const": "tool_\ud800"}
+    with pytest.raises(SchemaError, match="lone surrogate") as info:
+        _grammar(schema, vocab_by_name("mini"), True, monkeypatch)
+    assert info.value.pointer == "/anyOf/1/properties/name"

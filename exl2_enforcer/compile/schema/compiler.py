@@ -74,6 +74,7 @@ from exl2_enforcer.compile.schema.terms import (
     PropertyOrder,
     child_pointer,
     existing_pointer,
+    in_place_below,
     pointer_tokens,
 )
 from exl2_enforcer.compile.schema.values import base_uri, dedupe_json, json_key
@@ -378,8 +379,10 @@ class SchemaCompiler:
             try:
                 frags.append(self.compile_type(t, schema, ctx))
             except SchemaError as e:
-                # only this level's own verdict: a deeper one (an optional member) stays loud
-                if "admits no value" not in e.message or len(types) == 1 or e.pointer != ctx.pointer:
+                # only this level's own verdict (its `required` included): a deeper one (an optional
+                # member) stays loud
+                if "admits no value" not in e.message or len(types) == 1 or \
+                        e.pointer not in (ctx.pointer, ctx.child("required").pointer):
                     raise
                 empty = empty or e
         if not frags and empty is not None:
@@ -808,7 +811,7 @@ class SchemaCompiler:
             except SchemaError as e:
                 # a branch that admits no value adds nothing to the alternatives (also when its own
                 # anyOf/oneOf/allOf, at the same instance location, is what turned out empty)
-                if "admits no value" not in e.message or not _in_place_below(e.pointer, c.pointer) \
+                if "admits no value" not in e.message or not in_place_below(e.pointer, c.pointer) \
                         or len(merged) == 1:
                     raise
                 empty = empty or e
@@ -1059,18 +1062,6 @@ def _nesting(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max(map(_nesting, value), default=0)
     return 0
-
-
-def _in_place_below(pointer: str, base: str) -> bool:
-    """Whether ``pointer`` is ``base`` or below it through ``anyOf``/``oneOf``/``allOf`` branches
-    only (the same instance location: an optional member's pointer is not)."""
-    if pointer == base:
-        return True
-    if not pointer.startswith(base + "/"):
-        return False
-    parts = pointer[len(base) + 1:].split("/")
-    return len(parts) % 2 == 0 and all(kw in ("anyOf", "oneOf", "allOf") and i.isdigit()
-                                       for kw, i in zip(parts[::2], parts[1::2]))
 
 
 #: where a listed value came from: (the branch's pointer, "const"/"enum" or None when the branch

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from exl2_enforcer.compile.charset import ANY_CP, CodePointSet, cp_minus, json_char_fragment
 from exl2_enforcer.compile.nfa import Frag
 from exl2_enforcer.compile.schema.keywords import apply_pattern_properties, apply_property_names, compile_contains
+from exl2_enforcer.compile.schema.terms import in_place_below
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -103,14 +104,16 @@ def _check_distinct_count(extra: Any, min_p: int, ctx: "Ctx") -> None:
                           keyword="minProperties")
 
 
-def _writable(entries: list[tuple[str, Any, "Ctx", bool]]) -> list[tuple[str, Any, "Ctx", bool]]:
+def _writable(entries: list[tuple[str, Any, "Ctx", bool]], ctx: "Ctx") -> list[tuple[str, Any, "Ctx", bool]]:
     """The entries a member can be written for: a ``false`` property is left out (or, if
     required, the object admits no value)."""
     out = []
     for name, sub, pctx, required in entries:
         if sub is False:
             if required:
-                raise SchemaError(f"required property {name!r} has the schema false", pctx.pointer)
+                # said at the object's `required`: an anyOf/oneOf branch that admits no value is left out
+                raise SchemaError(f"the object admits no value: its required property {name!r} has the schema"
+                                  " false", ctx.child("required").pointer, keyword="required")
             continue
         out.append((name, sub, pctx, required))
     return out
@@ -164,7 +167,7 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
     DFA state never holds two whitespace runs at once.
     """
     nfa = c.nfa
-    props = _writable(entries)
+    props = _writable(entries, ctx)
     n = len(props)
     optional_from = [all(not p[3] for p in props[i:]) for i in range(n + 1)]
     lanes = _Members(c, min_p, max_p, nfa.literal(b"}"))
@@ -184,7 +187,7 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
         name, sub, pctx, required = props[i]
         closable |= lanes.after_member(A, B, may_close=optional_from[i], may_add=True)
         new_a: dict[int, int] = {}
-        _wire_kv(c, lanes.join(a0, B), new_a, lambda n_=name, s=sub, p=pctx: _kv(c, c.string_literal(n_), s, p))
+        _wire_kv(c, lanes.join(a0, B), new_a, lambda n_=name, s=sub, p=pctx, r=required: _member(c, ctx, n_, s, p, r))
         new_b: dict[int, int] = {}
         new_a0 = None
         if not required:
@@ -194,7 +197,8 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
             for k, q in B.items():
                 nfa.epsilon(q, new_b.setdefault(k, nfa.state()))
         if not new_a and new_a0 is None and not new_b:
-            raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+            raise SchemaError(f"maxProperties {max_p} is below the number of required properties:"
+                              " the object admits no value", ctx.pointer)
         a0, A, B = new_a0, new_a, new_b
     closable |= lanes.after_member(A, B, may_close=True, may_add=extra is not False)
     if a0 is not None and min_p == 0:
@@ -203,7 +207,8 @@ def _schema_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[st
     if extra is not False:
         closable |= _extras(c, member_of, a0, B, lanes)
     if not closable:
-        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties:"
+                          " the object admits no value", ctx.pointer)
     return Frag(entry, lanes.close.end)
 
 
@@ -221,15 +226,17 @@ def _any_order_object(c: "SchemaCompiler", ctx: "Ctx", entries: list[tuple[str, 
                       min_p: int, max_p: int | None, member_of: Callable[[], Frag]) -> Frag:
     """``{ ... }`` whose members may come in any order (each declared one at most once)."""
     nfa = c.nfa
-    items = [(_kv(c, c.string_literal(name), sub, pctx), required)
-             for name, sub, pctx, required in _writable(entries)]
+    items = [(_member(c, ctx, name, sub, pctx, required), required)
+             for name, sub, pctx, required in _writable(entries, ctx)]
     member = None
     if extra is not False:
         member = member_of()
     if max_p is not None and sum(1 for _f, r in items if r) > max_p:
-        raise SchemaError(f"maxProperties {max_p} is below the number of required properties", ctx.pointer)
+        raise SchemaError(f"maxProperties {max_p} is below the number of required properties:"
+                          " the object admits no value", ctx.pointer)
     if min_p > len(items) and member is None:
-        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties", ctx.pointer)
+        raise SchemaError(f"minProperties {min_p} cannot be reached with the allowed properties:"
+                          " the object admits no value", ctx.pointer)
     comma = nfa.seq([nfa.literal(b","), c.ws()])
     body = nfa.any_order(items, member, comma, min_p, max_p)
     return nfa.seq([nfa.literal(b"{"), c.ws(), body, nfa.literal(b"}")])
@@ -252,6 +259,19 @@ def _wire_kv(c: "SchemaCompiler", targets: dict[int, int], dest: dict[int, int],
         frag = make() if machine is None else nfa.call(machine, weight=0)
         nfa.epsilon(j, frag.start)
         nfa.epsilon(frag.end, dest.setdefault(k2, nfa.state()))
+
+
+def _member(c: "SchemaCompiler", ctx: "Ctx", name: str, sub: Any, pctx: "Ctx", required: bool) -> Frag:
+    """A declared member's ``"name": value``.  When a required member's own schema admits no
+    value, the object admits none: said at its ``required``, so that an ``anyOf``/``oneOf`` branch
+    (a tool whose name a sibling ``enum`` excludes) is left out instead of refusing the union."""
+    try:
+        return _kv(c, c.string_literal(name), sub, pctx)
+    except SchemaError as e:
+        if not required or "admits no value" not in e.message or not in_place_below(e.pointer, pctx.pointer):
+            raise  # an optional member, or a place deeper inside the value: stays as it is
+        raise SchemaError(f"the object admits no value: its required property {name!r} admits none ({e.message})",
+                          ctx.child("required").pointer, keyword="required") from None
 
 
 def _kv(c: "SchemaCompiler", key: Frag, sub: Any, pctx: "Ctx") -> Frag:

@@ -162,7 +162,10 @@ def _spellings(c: "SchemaCompiler", sub: Any, ctx: "Ctx") -> list[bytes] | None:
         kind = _JSON_TYPE.get(type(v))
         if kind is None or (allowed is not None and kind not in allowed):
             return None  # numbers have many spellings; a value of another type is not admitted
-        spelled = c.fixed_spelling(v)
+        try:
+            spelled = c.fixed_spelling(v)
+        except UnicodeEncodeError:
+            return None  # a lone surrogate: the branch-by-branch path refuses it, naming its place
         if spelled is None:
             return None
         out.append(spelled)

@@ -24,7 +24,7 @@ from exl2_enforcer.compile.schema import key_dfa
 from exl2_enforcer.compile.schema.drafts import KEYWORDS
 from exl2_enforcer.compile.schema.merge import expand_ref, merge_pair
 from exl2_enforcer.compile.schema.templates import template_fragment
-from exl2_enforcer.compile.schema.terms import ANNOTATIONS
+from exl2_enforcer.compile.schema.terms import ANNOTATIONS, in_place_below
 from exl2_enforcer.errors import EnforcerError, RegexError, SchemaError
 
 if TYPE_CHECKING:
@@ -102,18 +102,28 @@ def _requires_forbidden(case: Any) -> bool:
 NON_OBJECT = ["null", "boolean", "array", "number", "string"]
 
 
+def _compile_case(c: "SchemaCompiler", case: Any, ctx: "Ctx", parts: list[Frag]) -> None:
+    """Append the fragment of one case; a case that admits no value adds nothing (the non-object
+    values next to an ``anyOf`` of objects, the "trigger absent" case when every branch requires it)."""
+    try:
+        parts.append(c.compile(case, ctx))
+    except SchemaError as e:
+        if "admits no value" not in e.message or not in_place_below(e.pointer, ctx.pointer):
+            raise
+
+
 def compile_with_dependencies(c: "SchemaCompiler", schema: dict[str, Any], ctx: "Ctx") -> Any:
     """A fragment for a schema with dependencies: its non-object values, then one per object case."""
 
     base = {k: v for k, v in schema.items() if k not in DEPENDENT}
-    parts = []
+    parts: list[Frag] = []
     non_object = merge_pair(base, {"type": NON_OBJECT}, ctx, c) if _admits(base, NON_OBJECT) else False
     if non_object is not False:
-        parts.append(c.compile(non_object, ctx))
+        _compile_case(c, non_object, ctx, parts)
     if _admits(base, ["object"]):
         for case, cctx in dependency_cases(c, schema, ctx):
             if _admits(case, ["object"]):
-                parts.append(c.compile(merge_pair(case, {"type": "object"}, cctx, c), cctx))
+                _compile_case(c, merge_pair(case, {"type": "object"}, cctx, c), cctx, parts)
     if not parts:
         raise SchemaError("the schema admits no value (its dependencies exclude every object)", ctx.pointer)
     return c.nfa.alt(parts)

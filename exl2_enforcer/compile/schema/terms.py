@@ -41,6 +41,21 @@ def child_pointer(pointer: str, *parts: Any) -> str:
     return pointer + "".join("/" + escape_pointer_token(p) for p in parts)
 
 
+def in_place_below(pointer: str, base: str) -> bool:
+    """Whether ``pointer`` is ``base`` or below it through ``anyOf``/``oneOf``/``allOf`` branches
+    only (the same instance location: an optional member's pointer is not), or the ``required``
+    of such a place (a required member that cannot be written empties that very object)."""
+    if pointer == base:
+        return True
+    if not pointer.startswith(base + "/"):
+        return False
+    parts = pointer[len(base) + 1:].split("/")
+    if parts[-1] == "required":
+        parts.pop()
+    return len(parts) % 2 == 0 and all(kw in ("anyOf", "oneOf", "allOf") and i.isdigit()
+                                       for kw, i in zip(parts[::2], parts[1::2]))
+
+
 def pointer_tokens(pointer: str) -> list[str]:
     """The decoded reference tokens of a JSON pointer ("" has none)."""
     return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]] if pointer else []
