@@ -65,6 +65,8 @@ CASES = {
             "cat": "#/$defs/Cat", "dog": "#/$defs/Dog", "lizard": "#/$defs/Lizard"}},
             "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}, {"$ref": "#/$defs/Lizard"}], "title": "Pet"}},
         "required": ["pet"], "title": "Model", "type": "object"},
+    # a tool list restricted to the tools allowed this turn: the others' names admit nothing
+    "restricted": {"anyOf": tools(12)["anyOf"], "properties": {"name": {"enum": ["tool_1", "tool_3", "tool_5"]}}},
     # not told apart by the first member (an optional first property): stays branch by branch
     "optional_first": {"anyOf": [
         {"type": "object", "properties": {"name": {"const": f"t{i}"}, "v": {"type": "integer"}}, "required": ["v"]}
@@ -109,7 +111,7 @@ def test_factored_union_has_the_branch_by_branch_language(case, name, monkeypatc
             b.accept_token(tid)
 
 
-@pytest.mark.parametrize("case", ["tools", "enums", "scalars", "refs", "pydantic"])
+@pytest.mark.parametrize("case", ["tools", "enums", "scalars", "refs", "pydantic", "restricted"])
 def test_generated_values_validate(case, monkeypatch):
     v = vocab_by_name("llama3")
     schema = CASES[case]

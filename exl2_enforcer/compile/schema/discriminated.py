@@ -27,6 +27,7 @@ from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.schema.containers import object_after_first
 from exl2_enforcer.compile.schema.drafts import normalize_keywords
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, OPENAPI_ANNOTATIONS
+from exl2_enforcer.compile.schema.values import json_equal
 from exl2_enforcer.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -60,14 +61,20 @@ def discriminated_union(c: "SchemaCompiler", branches: list[tuple[Any, "Ctx"]]) 
     if name is None:
         return None
     words: dict[bytes, int] = {}
-    for i, (schema, bctx) in enumerate(objects):
+    kept: list[tuple[dict[str, Any], "Ctx"]] = []
+    for schema, bctx in objects:
         spellings = _spellings(c, schema["properties"][name], bctx.child("properties", name))
-        if not spellings:
+        if spellings is None:
             return None
+        if not spellings:
+            continue  # its first member admits no value: neither does the branch
         for word in spellings:
-            if words.setdefault(word, i) != i:
+            if words.setdefault(word, len(kept)) != len(kept):
                 return None  # two branches list one value: not told apart by it
-    return _build(c, name, words, objects)
+        kept.append((schema, bctx))
+    if not kept:
+        return None  # the branch-by-branch path says why nothing is admitted
+    return _build(c, name, words, kept)
 
 
 def _build(c: "SchemaCompiler", name: str, words: dict[bytes, int],
@@ -150,11 +157,13 @@ def _spellings(c: "SchemaCompiler", sub: Any, ctx: "Ctx") -> list[bytes] | None:
         return None
     sub = normalize_keywords(sub, ctx.draft, drop_foreign=False)
     keys = set(sub) - _SILENT
-    if "$id" in sub or not keys or keys - {"const", "enum", "type"} or ("const" in keys) == ("enum" in keys):
+    if "$id" in sub or keys - {"const", "enum", "type"} or not keys & {"const", "enum"}:
         return None
-    values = [sub["const"]] if "const" in sub else sub["enum"]
-    if not isinstance(values, list) or not values:
+    values = sub.get("enum", [])
+    if not isinstance(values, list):
         return None
+    if "const" in sub:  # with an enum too (a tool list restricted to some names): the const if listed
+        values = [sub["const"]] if "enum" not in sub or any(json_equal(sub["const"], v) for v in values) else []
     types = sub.get("type")
     allowed = {types} if isinstance(types, str) else set(types) if isinstance(types, list) else None
     out = []
