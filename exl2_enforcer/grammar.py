@@ -90,9 +90,10 @@ class CompiledGrammar:
         they go on working; the dropped work is redone on demand.  Returns
         whether it evicted.  Called by :class:`~.matcher.Matcher` after each step.
         """
-        a, e = self.automaton, self.engine
-        # inlined retained_bytes(): this runs after every matcher step
-        if a.state_bytes + a.table.nbytes + e.cached_bytes + e.side_bytes <= self.memory_bytes:
+        a = self.automaton
+        # the automaton's part of retained_bytes() inlined (this runs after every matcher step);
+        # the engine sums its own caches
+        if a.state_bytes + a.table.nbytes + self.engine.retained_bytes() <= self.memory_bytes:
             return False
         # never wait for the lock here: a worker building rows holds it, and a guarded call that
         # stepped without it must not block; the next step over budget evicts instead

@@ -34,6 +34,7 @@ from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
 from exl2_enforcer.engine.runs import RunTables, run_mask
 from exl2_enforcer.errors import EnforcerError, MaskTimeout
+from exl2_enforcer.lru import SizedLRU
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ class MaskEngine:
         self._cache_lock = threading.Lock()
         self._posts: dict[int, np.ndarray] = {}
         #: plain-string masks by (budget, characters still needed, state after the quote)
-        self._plain_masks: dict[tuple[int | None, int, int], np.ndarray] = {}
+        self._plain_masks: SizedLRU[np.ndarray] = SizedLRU(PLAIN_MASKS * index.n_words * 4, lambda m: m.nbytes)
         self._salvage: dict[int, np.ndarray] = {}
         #: (state, byte set) -> the state every byte of the set leads to (engine/runs.py)
         self._agree: dict[tuple[int, bytes], int] = {}
@@ -308,15 +309,15 @@ class MaskEngine:
         return self._cache.nbytes
 
     def retained_bytes(self) -> int:
-        """Bytes held by cached masks (normal and salvage) and post-quote tables."""
-        return self.cached_bytes + self.side_bytes
+        """Bytes held by cached masks (normal, plain-string and salvage) and post-quote tables."""
+        return self.cached_bytes + self.side_bytes + self._plain_masks.size
 
     def clear_states(self) -> None:
         """Forget everything keyed by DFA state id (after the automaton evicted its states)."""
         with self._cache_lock:
             self._cache.clear()
         self._posts = {}
-        self._plain_masks = {}
+        self._plain_masks.clear()
         self._salvage = {}
         self._agree = {}
         self.side_bytes = 0
@@ -403,16 +404,8 @@ class MaskEngine:
         need = a.slice_need(sid)
         at = a.slice_advance(sid, "plain", need) if need else sid
         after = DEAD if at is None or at < 0 else a.step(at, 0x22)
-        key = (budget, need, after)
-        got = self._plain_masks.get(key)
-        if got is None:
-            got = idx.pack(self._string_rest(budget, need, after, deadline)) | idx.slice_packed("plain", budget)
-            if len(self._plain_masks) >= PLAIN_MASKS:
-                self.side_bytes -= sum(m.nbytes for m in self._plain_masks.values())
-                self._plain_masks.clear()
-            self._plain_masks[key] = got
-            self.side_bytes += got.nbytes
-        return got
+        return self._plain_masks.get((budget, need, after), lambda: idx.pack(
+            self._string_rest(budget, need, after, deadline)) | idx.slice_packed("plain", budget))
 
     def _string_rest(self, budget: int | None, need: int, after: int, deadline: float | None) -> np.ndarray:
         """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk): those
