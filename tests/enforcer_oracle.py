@@ -369,3 +369,25 @@ def validator_for(schema: Any):
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     draft7 = cls is not jsonschema.Draft202012Validator
     return cls(schema, format_checker=format_checker(draft7))
+
+
+def assert_values_match_jsonschema(g, schema: Any, values: list[Any], label: Any = None) -> None:
+    """Each of ``values`` (as ``json.dumps`` writes it) is a complete value of ``g`` exactly when
+    ``jsonschema`` says it is valid; the sample must hold both valid and invalid values."""
+    check = validator_for(schema)
+    seen = set()
+    for value in values:
+        ok = check.is_valid(value)
+        seen.add(ok)
+        assert g.automaton.matches(json.dumps(value).encode()) == ok, (label, value)
+    assert seen == {True, False}, "the sample must hold valid and invalid values"
+
+
+def finished_values(g, rng: np.random.Generator, runs: int, budget: int) -> list[Any]:
+    """The JSON values of the generations from ``rng`` that finished within ``budget``, out of ``runs``."""
+    values = []
+    for _ in range(runs):
+        gen = generate(g, rng, budget=budget)
+        if gen.finished:
+            values.append(json.loads(gen.text))
+    return values
