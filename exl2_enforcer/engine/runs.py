@@ -24,6 +24,7 @@ compare both on every state they reach).
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 
 import numpy as np
 
@@ -42,6 +43,8 @@ MAX_WALKED = 16000
 #: (``[^,]``) on a large vocabulary walks on some 30,000-60,000 multi-byte tokens in 1-3 ms,
 #: against 5-10 ms for a trie walk of the whole vocabulary and its rows
 MAX_WALKED_NATIVE = 200_000
+#: most groups of walked-on tokens gathered as slices of the row table (more: one vectorised gather)
+SLICED_GROUPS = 64
 #: fewest tokens walked on with numpy; fewer go byte by byte in Python
 SCALAR_TOKENS = 24
 #: bytes of run tables kept per vocabulary (least recently used dropped first)
@@ -178,58 +181,76 @@ class RunTables:
         return self._tables.get(key, lambda: RunTable(self.tokens, members, self._pack, self._mask_bytes))
 
 
+class RunMemo:
+    """What :func:`run_mask` remembers about one automaton generation, kept by its caller.
+
+    * ``class_sizes``: bytes per byte class (int list, ``auto.n_classes`` long; the classes
+      of an automaton never change);
+    * ``agree``: per (state, byte-set key) the one state every byte of the set leads to
+      (``DEAD`` if none, ``UNKNOWN`` if they disagree);
+    * per byte-set key, a getter of the set's classes from a row (as a list).
+
+    A byte-set key is ``bytes`` of the set's sorted class ids (fewer than 256 classes), so it
+    names a byte set only within one automaton.  Every entry is keyed by a DFA state id or a
+    set of classes: clear it (make a new one) whenever the automaton evicts its states.
+    """
+
+    def __init__(self, auto: Automaton) -> None:
+        self.class_sizes: list[int] = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
+        self.agree: dict[tuple[int, bytes], int] = {}
+        self._getters: dict[bytes, Callable[[list[int]], tuple[int, ...]]] = {}
+
+    def __len__(self) -> int:
+        """Entries held (state agreements and class getters), for the caller's byte accounting."""
+        return len(self.agree) + len(self._getters)
+
+    def getter(self, key: bytes) -> Callable[[list[int]], tuple[int, ...]]:
+        """The cells of the byte set ``key``'s classes, from a row given as a list."""
+        got = self._getters.get(key)
+        if got is None:
+            # itemgetter of one index returns the item, not a 1-tuple
+            got = self._getters[key] = itemgetter(*key) if len(key) > 1 else lambda row: (row[key[0]],)
+        return got
+
+
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
-             agree: dict[tuple[int, bytes], int]) -> tuple[np.ndarray, int] | None:
+             memo: RunMemo) -> tuple[np.ndarray, int] | None:
     """The tokens allowed in DFA state ``sid`` by the run path, or None where it does not apply.
 
     Returns ``(packed, walked)``: the packed mask of the allowed tokens (int32 words, a new
     array) and how many of them were walked on past their run (the rest are whole runs).
 
     ``check`` is called between chunks of work (it raises
-    :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``agree`` caches,
-    per (state, byte-set key), the one state every byte of the set leads to
-    (``DEAD`` if none, ``UNKNOWN`` if they disagree); the caller clears it with the
-    automaton's state ids.
+    :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``memo`` holds what the
+    path remembers between calls on one automaton generation (:class:`RunMemo`).
     """
     auto.ensure_rows([sid])
-    row = auto.table[sid]
-    members, classes = _widest_set(auto, row)
-    if members is None:
+    widest = _widest_set(memo.class_sizes, auto.table[sid].tolist())
+    if widest is None:
         return None
-    key = np.packbits(members).tobytes()
+    key = bytes(widest)
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    chain, cut = _chain(auto, sid, classes, key, MIN_CHAIN, agree)
+    chain, cut = _chain(auto, [sid], memo.getter(key), key, MIN_CHAIN, memo.agree)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
-    table = tables.table(members)
-    chain, cut = _chain(auto, sid, classes, key, table.max_run, agree)
+    goes = np.zeros(auto.n_classes, dtype=bool)
+    goes[widest] = True
+    table = tables.table(goes[auto.class_of_byte])
+    # the short chain stopped at its bound (a refusal or a disagreement would have ended it
+    # shorter): go on from its end, or cut it back where no token runs further
+    del chain[table.max_run + 1:]
+    chain, cut = _chain(auto, chain, memo.getter(key), key, table.max_run, memo.agree)
     check()
-    tokens = tables.tokens
     r = len(chain) - 1
-    # mixed tokens whose run ends within the chain: may they leave it with their next byte?
-    g = int(np.searchsorted(table.g_run, r, side="right"))
-    cls = auto.class_of_byte
-    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]], cls[table.g_byte[:g]])
-    live = np.flatnonzero(nxt >= 0)
-    at, src = expand_ranges(table.g_lo[live], table.g_hi[live])
-    rows_parts = [table.mixed_rows[at]]
-    state_parts = [nxt[live].astype(np.int64)[src]]
-    off_parts = [table.g_run[live][src] + 1]
-    if cut:
-        # the set stopped agreeing at S_r: tokens running past it walk on from there
-        lo = int(np.searchsorted(table.by_run, r, side="right"))
-        rest = table.by_run_rows[lo:]
-        rows_parts.append(rest)
-        state_parts.append(np.full(rest.shape[0], chain[-1], dtype=np.int64))
-        off_parts.append(np.full(rest.shape[0], r, dtype=np.int64))
-    walked = sum(p.shape[0] for p in rows_parts)
+    rows, states, offsets = _walk_starts(auto, table, chain, cut)
+    walked = rows.shape[0]
     if walked > (MAX_WALKED_NATIVE if native.enabled else MAX_WALKED):
         return None
     packed = table.pure_packed(r).copy()
     if not walked:
         return packed, 0
-    rows, states, offsets = np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+    tokens = tables.tokens
     if native.enabled:
         kept = native.rows_walk(auto, tokens.flat, tokens.start, tokens.length, tokens.ids, rows, states, offsets,
                                 packed.view(np.uint32), check)
@@ -238,41 +259,73 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     return packed | tables.pack(ids), int(ids.shape[0])
 
 
-def _widest_set(auto: Automaton, row: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
-    """The largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
+def _walk_starts(auto: Automaton, table: RunTable, chain: list[int], cut: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tokens to walk on past their run from ``chain``: (rows, states, byte offsets), int64 each.
+
+    Mixed tokens whose run ends within the chain and whose next byte leaves it alive go on
+    from the state that byte leads to; with ``cut``, every token running past the chain's
+    end goes on from its last state.
+    """
+    r = len(chain) - 1
+    g = int(np.searchsorted(table.g_run, r, side="right"))
+    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]],
+                         auto.class_of_byte[table.g_byte[:g]])
+    live = np.flatnonzero(nxt >= 0)
+    lo, hi = table.g_lo[live], table.g_hi[live]
+    counts = hi - lo
+    if live.shape[0] <= SLICED_GROUPS:
+        # few groups (the usual case): slices of the row table, no index arrays to build
+        rows_parts = [table.mixed_rows[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+    else:
+        rows_parts = [table.mixed_rows[expand_ranges(lo, hi)[0]]]
+    state_parts = [np.repeat(nxt[live].astype(np.int64), counts)]
+    off_parts = [np.repeat(table.g_run[live] + 1, counts)]
+    if cut:
+        # the set stopped agreeing at S_r: tokens running past it walk on from there
+        rest = table.by_run_rows[int(np.searchsorted(table.by_run, r, side="right")):]
+        rows_parts.append(rest)
+        state_parts.append(np.full(rest.shape[0], chain[-1], dtype=np.int64))
+        off_parts.append(np.full(rest.shape[0], r, dtype=np.int64))
+    if not rows_parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    return np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+
+
+def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
+    """The classes of the largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
     # plain Python over the row's few dozen classes: this runs for every state without a slice
-    sizes = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
     width: dict[int, int] = {}
-    for c, t in enumerate(row.tolist()):
+    for t, size in zip(row, class_sizes):
         if t >= 0:
-            width[t] = width.get(t, 0) + sizes[c]
+            width[t] = width.get(t, 0) + size
     if not width:
-        return None, []
+        return None
     best = max(width, key=width.__getitem__)
     if width[best] < MIN_RUN_BYTES:
-        return None, []
-    goes = row == best
-    return goes[auto.class_of_byte], np.flatnonzero(goes).tolist()
+        return None
+    return [c for c, t in enumerate(row) if t == best]
 
 
-def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: int,
-           agree: dict[tuple[int, bytes], int]) -> tuple[list[int], bool]:
-    """States ``S_0 = sid, S_1, ...`` that runs of the byte set reach, and whether the set stopped agreeing.
+def _chain(auto: Automaton, chain: list[int], cells: Callable[[list[int]], tuple[int, ...]], key: bytes,
+           max_run: int, agree: dict[tuple[int, bytes], int]) -> tuple[list[int], bool]:
+    """Extends ``chain`` (``S_0 = sid, S_1, ...``) with the states runs of the byte set reach; returns it
+    and whether the set stopped agreeing.
 
-    The chain ends after ``max_run`` bytes (no token runs longer), where every byte of the
-    set is refused (``cut`` False: longer runs are refused), or where the bytes of the set
-    lead to different states (``cut`` True: longer runs need a walk from the last state).
+    ``cells`` reads the set's classes from a row.  The chain ends after ``max_run`` bytes (no
+    token runs longer), where every byte of the set is refused (``cut`` False: longer runs are
+    refused), or where the bytes of the set lead to different states (``cut`` True: longer runs
+    need a walk from the last state).
     """
-    chain = [sid]
-    state = sid
+    state = chain[-1]
     while len(chain) <= max_run:
         nxt = agree.get((state, key))
         if nxt is None:
             if not auto.has_row(state):
                 auto.ensure_rows([state])
-            table = auto.table  # ensure_rows may have grown it
-            first = table.item(state, classes[0])
-            nxt = first if all(table.item(state, c) == first for c in classes[1:]) else UNKNOWN
+            got = cells(auto.table[state].tolist())  # ensure_rows may have grown the table
+            nxt = got[0] if got.count(got[0]) == len(got) else UNKNOWN
             agree[(state, key)] = nxt
         if nxt == DEAD:
             return chain, False
