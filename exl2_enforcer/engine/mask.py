@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -77,9 +78,9 @@ class VocabSlice:
     rest_trie: TokenTrie  # ... as a trie
     packed: dict[int | None, np.ndarray]  # packed masks by budget
 
-    @property
+    @cached_property
     def max_size(self) -> int:
-        """The largest token in the slice, in elements."""
+        """The largest token in the slice, in elements (a scan of every size: computed once)."""
         return int(self.sizes.max()) if self.sizes.size else 0
 
 

@@ -126,18 +126,24 @@ class RunTable:
         self.by_run_rows = np.r_[zero, cand[order]]
         self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
         self.max_run = int(crun.max()) if crun.shape[0] else 0
+        #: by run length r (0 .. max_run + 1): how many groups have a run of at most r bytes, and
+        #: how many pure tokens are at most r bytes long (list lookups instead of binary searches)
+        lengths = np.arange(self.max_run + 2)
+        self.g_upto = np.searchsorted(self.g_run, lengths, side="right")
+        self.pure_upto = np.searchsorted(self.pure_len, lengths, side="right")
         self._ids = tokens.ids
         self._pack = pack
         self._packed: dict[int, np.ndarray] = {}
         # counted up front with room for every packed mask of pure tokens (one per run length)
         self.nbytes = sum(a.nbytes for a in (self.pure_rows, self.pure_len, self.mixed_rows, self.g_run,
-                                             self.g_byte, self.g_lo, self.g_hi, self.by_run_rows, self.by_run))
+                                             self.g_byte, self.g_lo, self.g_hi, self.by_run_rows, self.by_run,
+                                             self.g_upto, self.pure_upto))
         self.nbytes += (int(self.pure_len.max()) + 1 if self.pure_len.shape[0] else 1) * mask_bytes
 
     def pure_packed(self, r: int) -> np.ndarray:
         """Packed mask of the pure tokens no longer than ``r`` bytes (cached per length)."""
-        n = int(np.searchsorted(self.pure_len, r, side="right"))
-        r = int(self.pure_len[n - 1]) if n else 0  # every r with the same tokens shares one mask
+        n = self.pure_upto.item(min(r, self.max_run + 1))
+        r = self.pure_len.item(n - 1) if n else 0  # every r with the same tokens shares one mask
         got = self._packed.get(r)
         if got is None:
             got = self._packed[r] = self._pack(self._ids[self.pure_rows[:n]])
@@ -175,9 +181,11 @@ class RunTables:
         """Packed mask (int32 words) of the token ids ``ids``."""
         return self._pack(ids)
 
-    def table(self, members: np.ndarray) -> RunTable:
-        """The run table of the byte set ``members`` (bool, shape (256,))."""
-        key = np.packbits(members).tobytes()
+    def table(self, members: np.ndarray, key: bytes | None = None) -> RunTable:
+        """The run table of the byte set ``members`` (bool, shape (256,)); ``key``, when given, is
+        ``np.packbits(members).tobytes()`` (a caller that looks the same set up often keeps it)."""
+        if key is None:
+            key = np.packbits(members).tobytes()
         return self._tables.get(key, lambda: RunTable(self.tokens, members, self._pack, self._mask_bytes))
 
 
@@ -188,7 +196,8 @@ class RunMemo:
       of an automaton never change);
     * ``agree``: per (state, byte-set key) the one state every byte of the set leads to
       (``DEAD`` if none, ``UNKNOWN`` if they disagree);
-    * per byte-set key, a getter of the set's classes from a row (as a list).
+    * per byte-set key, a getter of the set's classes from a row (as a list), the set's bytes
+      and the key of its run table (:meth:`byte_set`).
 
     A byte-set key is ``bytes`` of the set's sorted class ids (fewer than 256 classes), so it
     names a byte set only within one automaton.  Every entry is keyed by a DFA state id or a
@@ -198,19 +207,46 @@ class RunMemo:
     def __init__(self, auto: Automaton) -> None:
         self.class_sizes: list[int] = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
         self.agree: dict[tuple[int, bytes], int] = {}
-        self._getters: dict[bytes, Callable[[list[int]], tuple[int, ...]]] = {}
+        self._class_of_byte = auto.class_of_byte
+        self._sets: dict[bytes, ByteSet] = {}
 
     def __len__(self) -> int:
-        """Entries held (state agreements and class getters), for the caller's byte accounting."""
-        return len(self.agree) + len(self._getters)
+        """Entries held (state agreements and byte sets), for the caller's byte accounting."""
+        return len(self.agree) + len(self._sets)
 
-    def getter(self, key: bytes) -> Callable[[list[int]], tuple[int, ...]]:
-        """The cells of the byte set ``key``'s classes, from a row given as a list."""
-        got = self._getters.get(key)
+    def byte_set(self, key: bytes) -> ByteSet:
+        """The byte set of the classes ``key`` (built on first use)."""
+        got = self._sets.get(key)
         if got is None:
-            # itemgetter of one index returns the item, not a 1-tuple
-            got = self._getters[key] = itemgetter(*key) if len(key) > 1 else lambda row: (row[key[0]],)
+            goes = np.zeros(len(self.class_sizes), dtype=bool)
+            goes[list(key)] = True
+            got = self._sets[key] = ByteSet(key, goes[self._class_of_byte], self._class_of_byte)
         return got
+
+
+class ByteSet:
+    """A set of bytes made of whole byte classes of one automaton, as the run path reads it.
+
+    ``classes``: the sorted class ids as ``bytes``; ``members``: bool, shape (256,);
+    ``table_key``: the key of its :class:`RunTable`; ``cells(row)``: the row's cells of the
+    classes (a tuple, from a row given as a list).
+    """
+
+    def __init__(self, classes: bytes, members: np.ndarray, class_of_byte: np.ndarray) -> None:
+        self.classes = classes
+        self._class_of_byte = class_of_byte
+        self._group_classes: np.ndarray | None = None
+        self.members = members
+        self.table_key = np.packbits(members).tobytes()
+        # itemgetter of one index returns the item, not a 1-tuple
+        self.cells: Callable[[list[int]], tuple[int, ...]] = \
+            itemgetter(*classes) if len(classes) > 1 else lambda row: (row[classes[0]],)
+
+    def group_classes(self, table: RunTable) -> np.ndarray:
+        """The class of the byte after the run of each group of ``table`` (the set's run table)."""
+        if self._group_classes is None:  # a rebuilt table has the same groups
+            self._group_classes = self._class_of_byte[table.g_byte]
+        return self._group_classes
 
 
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
@@ -229,21 +265,20 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     if widest is None:
         return None
     key = bytes(widest)
+    byte_set = memo.byte_set(key)
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    chain, cut = _chain(auto, [sid], memo.getter(key), key, MIN_CHAIN, memo.agree)
+    chain, cut = _chain(auto, [sid], byte_set.cells, key, MIN_CHAIN, memo.agree)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
-    goes = np.zeros(auto.n_classes, dtype=bool)
-    goes[widest] = True
-    table = tables.table(goes[auto.class_of_byte])
+    table = tables.table(byte_set.members, byte_set.table_key)
     # the short chain stopped at its bound (a refusal or a disagreement would have ended it
     # shorter): go on from its end, or cut it back where no token runs further
     del chain[table.max_run + 1:]
-    chain, cut = _chain(auto, chain, memo.getter(key), key, table.max_run, memo.agree)
+    chain, cut = _chain(auto, chain, byte_set.cells, key, table.max_run, memo.agree)
     check()
     r = len(chain) - 1
-    rows, states, offsets = _walk_starts(auto, table, chain, cut)
+    rows, states, offsets = _walk_starts(auto, table, byte_set.group_classes(table), chain, cut)
     walked = rows.shape[0]
     if walked > (MAX_WALKED_NATIVE if native.enabled else MAX_WALKED):
         return None
@@ -259,7 +294,7 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     return packed | tables.pack(ids), int(ids.shape[0])
 
 
-def _walk_starts(auto: Automaton, table: RunTable, chain: list[int], cut: bool
+def _walk_starts(auto: Automaton, table: RunTable, group_classes: np.ndarray, chain: list[int], cut: bool
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The tokens to walk on past their run from ``chain``: (rows, states, byte offsets), int64 each.
 
@@ -268,9 +303,8 @@ def _walk_starts(auto: Automaton, table: RunTable, chain: list[int], cut: bool
     end goes on from its last state.
     """
     r = len(chain) - 1
-    g = int(np.searchsorted(table.g_run, r, side="right"))
-    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]],
-                         auto.class_of_byte[table.g_byte[:g]])
+    g = table.g_upto.item(r)
+    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]], group_classes[:g])
     live = np.flatnonzero(nxt >= 0)
     lo, hi = table.g_lo[live], table.g_hi[live]
     counts = hi - lo
