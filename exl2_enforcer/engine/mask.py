@@ -395,8 +395,8 @@ class MaskEngine:
                 if kind == "plain" and a.others_only_on(sid, 0x22):
                     packed = self._plain_string_mask(sid, budget, deadline)  # shared: not changed in place
                 else:
-                    packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline)
-                    packed |= idx.slice_packed(kind, budget)
+                    packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline,
+                                               base=idx.slice_packed(kind, budget))
             if a.is_accepting(sid):
                 packed = packed | idx.end_packed
         return packed
@@ -470,11 +470,14 @@ class MaskEngine:
         """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""
         return self._walk_states(trie, sid, deadline)[0]
 
-    def _walk_packed(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
-        """:meth:`_walk` as a packed mask (int32 words, a new array)."""
+    def _walk_packed(self, trie: TokenTrie, sid: int, deadline: float | None,
+                     base: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`_walk` as a packed mask (int32 words, a new array), or'ed with the packed mask ``base``."""
         if not native.enabled:
-            return self.index.pack(self._walk(trie, sid, deadline))
-        words = np.zeros(self.index.n_words, np.uint32)
+            packed = self.index.pack(self._walk(trie, sid, deadline))
+            return packed if base is None else packed | base
+        # the walk only sets bits: it may start from a copy of the base
+        words = np.zeros(self.index.n_words, np.uint32) if base is None else base.view(np.uint32).copy()
         self._check(sid, deadline)
         native.trie_walk(self.automaton, trie, sid, words, lambda: self._check(sid, deadline))
         return words.view("<i4")
@@ -612,5 +615,5 @@ def write_words(packed: np.ndarray, out: np.ndarray, width: int, what: str) -> N
     out[n:n_out] = 0
     if width % 32 and n == n_out:
         out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
-    if not out[:n_out].any():
+    if not np.count_nonzero(out[:n_out]):  # half the time of .any() on a whole vocabulary's words
         raise EnforcerError(f"no allowed token below logits width {width} in {what}")

@@ -331,9 +331,10 @@ def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
     """The classes of the largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
     # plain Python over the row's few dozen classes: this runs for every state without a slice
     width: dict[int, int] = {}
+    get = width.get
     for t, size in zip(row, class_sizes):
         if t >= 0:
-            width[t] = width.get(t, 0) + size
+            width[t] = get(t, 0) + size
     if not width:
         return None
     best = max(width, key=width.__getitem__)
