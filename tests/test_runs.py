@@ -374,6 +374,32 @@ def test_run_table_bytes_cover_what_they_hold():
         assert table.nbytes >= held > 0
 
 
+def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget():
+    """``RunMemo.nbytes`` covers every byte set's arrays and agreement entries, and the engine adds
+    what a mask's run path remembered to its retained bytes (what the grammar's budget bounds)."""
+    v = vocab_by_name("llama3")
+    g = compile_regex("[a-z0-9]{1,40}(-[a-z0-9]{1,40})*@[a-z]{2,20}", v)
+    memo = RunMemo(g.automaton)
+    sids = [g.automaton.walk(g.automaton.start, p) for p in (b"", b"ab", b"ab-", b"ab-cd", b"ab-cd@x")]
+    results = [run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, memo) for sid in sids]
+    assert sum(r is not None for r in results) >= 3  # the path applies: the memo is exercised
+    held = 0
+    for byte_set in memo.sets():
+        held += byte_set.members.nbytes + 8 * len(byte_set.agree)
+        if byte_set.group_classes is not None:
+            held += byte_set.group_classes.nbytes
+    assert memo.nbytes >= held > 0 and any(len(b.agree) > 1 for b in memo.sets())
+
+    engine = MaskEngine(g.automaton, g.engine.index)
+    before = engine.retained_bytes()
+    packed = engine.mask(sids[1])
+    added = engine.retained_bytes() - before
+    # a fresh engine: its memo starts empty, so the same walk adds at least what this one holds
+    same = RunMemo(g.automaton)
+    run_mask(g.automaton, g.engine.index.run_tables, sids[1], lambda: None, same)
+    assert added >= packed.nbytes + same.nbytes > packed.nbytes
+
+
 @pytest.mark.parametrize("name", ["gemma3", "qwen3"])
 def test_negated_class_uses_the_run_path_on_a_large_vocabulary(name):
     """``[^,]{0,40},``: tens of thousands of multi-byte tokens leave the ASCII run; the native walk

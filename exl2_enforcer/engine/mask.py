@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 SCALAR_FRONTIER = 24
 #: most plain-string masks kept apart from the per-state cache (distinct budgets near a maxLength)
 PLAIN_MASKS = 256
-#: rough CPython size of one entry of the run path's memo (a (state, byte set) -> state item or a getter)
-_AGREE_BYTES = 200
 
 
 def _ws_bytes(data: bytes) -> int:
@@ -314,7 +312,7 @@ class MaskEngine:
         self._salvage: dict[int, np.ndarray] = {}
         #: what the byte-set run path remembers per state (engine/runs.py)
         self._runs = RunMemo(automaton)
-        #: bytes of the salvage masks and post-quote tables (outside the LRU)
+        #: bytes of the salvage masks, post-quote tables and run-path memo (outside the LRU)
         self.side_bytes = 0
         #: the automaton generation the caches keyed by state id belong to
         self._gen = automaton.generation
@@ -405,12 +403,12 @@ class MaskEngine:
         """The packed mask of a state no vocabulary slice covers: by byte-set runs, else by a trie walk."""
         idx = self.index
         memo = self._runs
-        held = len(memo)
+        held = memo.nbytes
         try:
             got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), memo)
         finally:
             # entries made before a MaskTimeout stay in the memo: count them too
-            self.side_bytes += _AGREE_BYTES * (len(memo) - held)
+            self.side_bytes += memo.nbytes - held
         if got is None:
             return self._walk_packed(idx.trie, sid, deadline)
         return got[0]

@@ -192,61 +192,70 @@ class RunTables:
 class RunMemo:
     """What :func:`run_mask` remembers about one automaton generation, kept by its caller.
 
-    * ``class_sizes``: bytes per byte class (int list, ``auto.n_classes`` long; the classes
-      of an automaton never change);
-    * ``agree``: per (state, byte-set key) the one state every byte of the set leads to
-      (``DEAD`` if none, ``UNKNOWN`` if they disagree);
-    * per byte-set key, a getter of the set's classes from a row (as a list), the set's bytes
-      and the key of its run table (:meth:`byte_set`).
-
-    A byte-set key is ``bytes`` of the set's sorted class ids (fewer than 256 classes), so it
-    names a byte set only within one automaton.  Every entry is keyed by a DFA state id or a
-    set of classes: clear it (make a new one) whenever the automaton evicts its states.
+    ``class_sizes``: bytes per byte class (int list, ``auto.n_classes`` long; the classes of an
+    automaton never change).  Per set of classes, a :class:`ByteSet` (:meth:`byte_set`), which
+    also remembers per state where the set's bytes lead.  ``nbytes`` estimates the bytes held
+    (it only grows); the caller counts it against its memory budget and, since every entry is
+    keyed by DFA state ids or classes, makes a new memo whenever the automaton evicts its states.
     """
+
+    #: rough CPython size of one state -> state entry of a byte set's agreements
+    AGREE_BYTES = 120
+    #: rough CPython size of a byte set without its arrays (the getter, the key, the dict)
+    SET_BYTES = 1200
 
     def __init__(self, auto: Automaton) -> None:
         self.class_sizes: list[int] = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
-        self.agree: dict[tuple[int, bytes], int] = {}
+        self.nbytes = 0
         self._class_of_byte = auto.class_of_byte
         self._sets: dict[bytes, ByteSet] = {}
 
     def __len__(self) -> int:
-        """Entries held (state agreements and byte sets), for the caller's byte accounting."""
-        return len(self.agree) + len(self._sets)
+        """How many byte sets are held."""
+        return len(self._sets)
 
-    def byte_set(self, key: bytes) -> ByteSet:
-        """The byte set of the classes ``key`` (built on first use)."""
-        got = self._sets.get(key)
+    def sets(self) -> list[ByteSet]:
+        """The byte sets held, oldest first."""
+        return list(self._sets.values())
+
+    def byte_set(self, classes: bytes) -> ByteSet:
+        """The byte set of the classes ``classes`` (sorted class ids as bytes; built on first use)."""
+        got = self._sets.get(classes)
         if got is None:
             goes = np.zeros(len(self.class_sizes), dtype=bool)
-            goes[list(key)] = True
-            got = self._sets[key] = ByteSet(key, goes[self._class_of_byte], self._class_of_byte)
+            goes[list(classes)] = True
+            got = self._sets[classes] = ByteSet(classes, goes[self._class_of_byte])
+            self.nbytes += self.SET_BYTES + got.members.nbytes
+        return got
+
+    def group_classes(self, byte_set: ByteSet, table: RunTable) -> np.ndarray:
+        """The class of the byte after the run of each group of ``table``, the set's run table (int64)."""
+        got = byte_set.group_classes
+        if got is None:  # a rebuilt table has the same groups
+            got = byte_set.group_classes = self._class_of_byte[table.g_byte]
+            self.nbytes += got.nbytes
         return got
 
 
 class ByteSet:
     """A set of bytes made of whole byte classes of one automaton, as the run path reads it.
 
-    ``classes``: the sorted class ids as ``bytes``; ``members``: bool, shape (256,);
-    ``table_key``: the key of its :class:`RunTable`; ``cells(row)``: the row's cells of the
-    classes (a tuple, from a row given as a list).
+    ``classes``: the sorted class ids as ``bytes`` (fewer than 256 classes), which name the set
+    within its automaton; ``members``: bool, shape (256,); ``table_key``: the key of its
+    :class:`RunTable`; ``cells(row)``: the row's cells of the classes (a tuple, from a row given
+    as a list); ``agree``: per DFA state, the one state every byte of the set leads to (``DEAD``
+    if none, ``UNKNOWN`` if they disagree); ``group_classes``: see :meth:`RunMemo.group_classes`.
     """
 
-    def __init__(self, classes: bytes, members: np.ndarray, class_of_byte: np.ndarray) -> None:
+    def __init__(self, classes: bytes, members: np.ndarray) -> None:
         self.classes = classes
-        self._class_of_byte = class_of_byte
-        self._group_classes: np.ndarray | None = None
         self.members = members
         self.table_key = np.packbits(members).tobytes()
         # itemgetter of one index returns the item, not a 1-tuple
         self.cells: Callable[[list[int]], tuple[int, ...]] = \
             itemgetter(*classes) if len(classes) > 1 else lambda row: (row[classes[0]],)
-
-    def group_classes(self, table: RunTable) -> np.ndarray:
-        """The class of the byte after the run of each group of ``table`` (the set's run table)."""
-        if self._group_classes is None:  # a rebuilt table has the same groups
-            self._group_classes = self._class_of_byte[table.g_byte]
-        return self._group_classes
+        self.agree: dict[int, int] = {}
+        self.group_classes: np.ndarray | None = None
 
 
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
@@ -264,10 +273,9 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     widest = _widest_set(memo.class_sizes, auto.table[sid].tolist())
     if widest is None:
         return None
-    key = bytes(widest)
-    byte_set = memo.byte_set(key)
+    byte_set = memo.byte_set(bytes(widest))
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    chain, cut = _chain(auto, [sid], byte_set.cells, key, MIN_CHAIN, memo.agree)
+    chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
@@ -275,10 +283,10 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     # the short chain stopped at its bound (a refusal or a disagreement would have ended it
     # shorter): go on from its end, or cut it back where no token runs further
     del chain[table.max_run + 1:]
-    chain, cut = _chain(auto, chain, byte_set.cells, key, table.max_run, memo.agree)
+    chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
     check()
     r = len(chain) - 1
-    rows, states, offsets = _walk_starts(auto, table, byte_set.group_classes(table), chain, cut)
+    rows, states, offsets = _walk_starts(auto, table, memo.group_classes(byte_set, table), chain, cut)
     walked = rows.shape[0]
     if walked > (MAX_WALKED_NATIVE if native.enabled else MAX_WALKED):
         return None
@@ -343,25 +351,26 @@ def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
     return [c for c, t in enumerate(row) if t == best]
 
 
-def _chain(auto: Automaton, chain: list[int], cells: Callable[[list[int]], tuple[int, ...]], key: bytes,
-           max_run: int, agree: dict[tuple[int, bytes], int]) -> tuple[list[int], bool]:
+def _chain(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], max_run: int
+           ) -> tuple[list[int], bool]:
     """Extends ``chain`` (``S_0 = sid, S_1, ...``) with the states runs of the byte set reach; returns it
     and whether the set stopped agreeing.
 
-    ``cells`` reads the set's classes from a row.  The chain ends after ``max_run`` bytes (no
+    The states' agreements are remembered in ``byte_set``.  The chain ends after ``max_run`` bytes (no
     token runs longer), where every byte of the set is refused (``cut`` False: longer runs are
     refused), or where the bytes of the set lead to different states (``cut`` True: longer runs
     need a walk from the last state).
     """
+    agree, cells = byte_set.agree, byte_set.cells
     state = chain[-1]
     while len(chain) <= max_run:
-        nxt = agree.get((state, key))
+        nxt = agree.get(state)
         if nxt is None:
             if not auto.has_row(state):
                 auto.ensure_rows([state])
             got = cells(auto.table[state].tolist())  # ensure_rows may have grown the table
-            nxt = got[0] if got.count(got[0]) == len(got) else UNKNOWN
-            agree[(state, key)] = nxt
+            nxt = agree[state] = got[0] if got.count(got[0]) == len(got) else UNKNOWN
+            memo.nbytes += memo.AGREE_BYTES
         if nxt == DEAD:
             return chain, False
         if nxt == UNKNOWN:
