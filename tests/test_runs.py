@@ -400,6 +400,22 @@ def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget():
     assert added >= packed.nbytes + same.nbytes > packed.nbytes
 
 
+def test_one_memo_serves_the_run_tables_of_two_vocabularies():
+    """What a RunMemo keeps per run table (the classes of its groups) follows the table it is
+    given: one automaton's memo used with llama2's tables (fewer groups for ``[a-z]``), llama3's,
+    then llama2's again stays exact."""
+    g = compile_regex("[a-z]{1,30}(-[a-z]{1,5})?", vocab_by_name("llama3"))
+    sid = g.automaton.walk(g.automaton.start, b"ab")  # a hyphen may come next: tokens walked on
+    memo = RunMemo(g.automaton)
+    for name in ("llama2", "llama3", "llama2"):
+        v = vocab_by_name(name)
+        index, table = TokenIndex.for_vocabulary(v), token_table(v)
+        got = run_mask(g.automaton, index.run_tables, sid, lambda: None, memo)
+        assert got is not None and got[1] > 0
+        ref = np.intersect1d(table.text_ids[reference_text_allowed(g.automaton, table, sid)], index.text_ids)
+        assert np.array_equal(index.unpack(got[0]), ref), name
+
+
 @pytest.mark.parametrize("name", ["gemma3", "qwen3"])
 def test_negated_class_uses_the_run_path_on_a_large_vocabulary(name):
     """``[^,]{0,40},``: tens of thousands of multi-byte tokens leave the ASCII run; the native walk

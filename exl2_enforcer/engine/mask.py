@@ -446,10 +446,10 @@ class MaskEngine:
         keep = chars >= need
         if budget is not None:
             keep &= chars <= budget
-        if after >= 0:
-            keep &= self._post_accept(after, deadline)[lex.close_post]
-        else:
+        if after < 0:
             keep[:] = False
+        elif keep.any():  # no walk after the quote when no token could close here
+            keep &= self._post_accept(after, deadline)[lex.close_post]
         return self.index.pack(lex.close_ids[keep])
 
     def _post_accept(self, after: int, deadline: float | None) -> np.ndarray:

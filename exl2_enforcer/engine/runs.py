@@ -23,6 +23,7 @@ compare both on every state they reach).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from operator import itemgetter
 
@@ -231,8 +232,10 @@ class RunMemo:
     def group_classes(self, byte_set: ByteSet, table: RunTable) -> np.ndarray:
         """The class of the byte after the run of each group of ``table``, the set's run table (int64)."""
         got = byte_set.group_classes
-        if got is None:  # a rebuilt table has the same groups
+        # kept while the same table is in use (a weak reference: the LRU of tables may drop it)
+        if got is None or byte_set.grouped_by() is not table:
             got = byte_set.group_classes = self._class_of_byte[table.g_byte]
+            byte_set.grouped_by = weakref.ref(table)
             self.nbytes += got.nbytes
         return got
 
@@ -256,6 +259,7 @@ class ByteSet:
             itemgetter(*classes) if len(classes) > 1 else lambda row: (row[classes[0]],)
         self.agree: dict[int, int] = {}
         self.group_classes: np.ndarray | None = None
+        self.grouped_by: Callable[[], RunTable | None] = lambda: None
 
 
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
