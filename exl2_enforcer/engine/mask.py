@@ -608,10 +608,14 @@ def write_words(packed: np.ndarray, out: np.ndarray, width: int, what: str) -> N
     tokens"); that cannot happen while every byte is a token below the width.
     """
     n_out = (width + 31) // 32
-    n = min(n_out, packed.shape[0])
-    out[:n] = packed[:n]
-    out[n:n_out] = 0
-    if width % 32 and n == n_out:
-        out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
-    if not np.count_nonzero(out[:n_out]):  # half the time of .any() on a whole vocabulary's words
+    n = packed.shape[0]
+    row = out[:n_out]
+    if n >= n_out:  # the usual case: one copy, nothing to clear
+        row[:] = packed[:n_out]
+        if width % 32:
+            row[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
+    else:
+        row[:n] = packed
+        row[n:] = 0
+    if not np.count_nonzero(row):  # half the time of .any() on a whole vocabulary's words
         raise EnforcerError(f"no allowed token below logits width {width} in {what}")
