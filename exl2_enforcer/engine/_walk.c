@@ -166,25 +166,127 @@ static int bad_index(const char *what, long long v) {
     return -1;
 }
 
+typedef struct {
+    int32_t *v;
+    Py_ssize_t n, cap;
+} IntVec;
+
+static int vec_reserve(IntVec *x, Py_ssize_t more) {
+    if (x->n + more <= x->cap) return 0;
+    Py_ssize_t cap = x->cap ? x->cap : 256;
+    while (cap < x->n + more) cap *= 2;
+    int32_t *p = realloc(x->v, sizeof(int32_t) * (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    x->v = p;
+    x->cap = cap;
+    return 0;
+}
+
+static int vec_push(IntVec *x, int32_t v) {
+    if (x->n == x->cap && vec_reserve(x, 1) < 0) return -1;
+    x->v[x->n++] = v;
+    return 0;
+}
+
+/* A state's whitespace budget, cached per walk: how many more JSON whitespace bytes the whitespace
+ * loop it sits at takes (``ws_budget(state)``), -1 when it sits at none.  -3 on error. */
+typedef struct {
+    PyObject *budget_fn, *advance_fn;
+    int32_t *budget; /* per state, -2: not asked yet */
+    Py_ssize_t n_budget;
+    IntVec virt; /* per virtual state: (slice state, bytes read past it, materialised state or -3) */
+} Ws;
+
+static int32_t ws_budget(Dfa *d, Ws *w, int32_t state) {
+    if (state >= w->n_budget) {
+        Py_ssize_t cap = w->n_budget ? w->n_budget : 1024;
+        while (cap <= state) cap *= 2;
+        int32_t *p = realloc(w->budget, sizeof(int32_t) * (size_t)cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -3;
+        }
+        for (Py_ssize_t i = w->n_budget; i < cap; i++) p[i] = -2;
+        w->budget = p;
+        w->n_budget = cap;
+    }
+    if (w->budget[state] == -2) {
+        PyObject *got = PyObject_CallFunction(w->budget_fn, "i", (int)state);
+        if (got == NULL) return -3;
+        const long v = PyLong_AsLong(got);
+        Py_DECREF(got);
+        if (v == -1 && PyErr_Occurred()) return -3;
+        if (v < -1 || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "ws_budget gave %ld", v);
+            return -3;
+        }
+        w->budget[state] = (int32_t)v;
+        if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
+    }
+    return w->budget[state];
+}
+
+/* A new virtual state: ``m`` whitespace bytes read past slice state ``s``; its index, -3 on error. */
+static int32_t ws_virtual(Ws *w, int32_t s, int32_t m) {
+    if (w->virt.n > (Py_ssize_t)INT32_MAX - 3) {
+        PyErr_SetString(PyExc_OverflowError, "too many virtual whitespace states");
+        return -3;
+    }
+    const int32_t v = (int32_t)(w->virt.n / 3);
+    if (vec_push(&w->virt, s) < 0 || vec_push(&w->virt, m) < 0 || vec_push(&w->virt, -3) < 0) return -3;
+    return v;
+}
+
+/* The DFA state of virtual state ``v`` (made by ``ws_advance`` on first use); -3 on error. */
+static int32_t ws_real(Dfa *d, Ws *w, int32_t v) {
+    int32_t *rec = w->virt.v + 3 * (Py_ssize_t)v;
+    if (rec[2] != -3) return rec[2];
+    PyObject *got = PyObject_CallFunction(w->advance_fn, "ii", (int)rec[0], (int)rec[1]);
+    if (got == NULL) return -3;
+    const long r = PyLong_AsLong(got);
+    Py_DECREF(got);
+    if (r == -1 && PyErr_Occurred()) return -3;
+    if (r < DEAD || r > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "ws_advance gave DFA state %ld", r);
+        return -3;
+    }
+    w->virt.v[3 * (Py_ssize_t)v + 2] = (int32_t)r;
+    if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
+    return (int32_t)r;
+}
+
 PyDoc_STRVAR(trie_walk_doc,
 "trie_walk(automaton, step, n_classes, class_of_byte, byte, child_lo, child_hi, tok_lo, tok_hi, tok_ids,\n"
-"          start, words, out_ids, out_states, check) -> int\n\n"
+"          start, words, out_ids, out_states, check, ws, ws_budget, ws_advance) -> int\n\n"
 "Walk the trie depth-first from DFA state ``start``; for every token whose bytes lead to a live\n"
 "state, set its bit in ``words`` (uint32, or None) and append its id and end state to ``out_ids``\n"
-"and ``out_states`` (int64, as long as ``tok_ids``, or None).  Returns the number of tokens found.");
+"and ``out_states`` (int64, as long as ``tok_ids``, or None).  Returns the number of tokens found.\n"
+"``ws`` (256 bytes flagging JSON whitespace, or None) lets whitespace runs skip DFA states: past a\n"
+"state where ``ws_budget(state)`` (its whitespace loop's remaining count, -1 if none) is positive,\n"
+"whitespace bytes only count, and ``ws_advance(state, count)`` gives the DFA state where another\n"
+"byte follows them (``out_states`` must then be None).");
 
 static PyObject *trie_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_byte, *o_clo, *o_chi, *o_tlo, *o_thi, *o_tids, *o_words, *o_oids, *o_ost, *check;
+    PyObject *o_ws, *ws_budget_fn, *ws_advance_fn;
     Py_ssize_t n_classes;
     int start;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOO", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo, &o_chi, &o_tlo,
-                          &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check))
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOOOOO", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo, &o_chi,
+                          &o_tlo, &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check, &o_ws, &ws_budget_fn,
+                          &ws_advance_fn))
         return NULL;
-    Buf cls, byte, clo, chi, tlo, thi, tids, words, oids, ost;
-    Buf *all[] = {&cls, &byte, &clo, &chi, &tlo, &thi, &tids, &words, &oids, &ost};
+    Buf cls, byte, clo, chi, tlo, thi, tids, words, oids, ost, wsb;
+    Buf *all[] = {&cls, &byte, &clo, &chi, &tlo, &thi, &tids, &words, &oids, &ost, &wsb};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
     Dfa d;
+    Ws w;
+    memset(&w, 0, sizeof(w));
+    w.budget_fn = ws_budget_fn;
+    w.advance_fn = ws_advance_fn;
     int dfa_ok = 0;
     int32_t *stack = NULL;
     Py_ssize_t found = -1;
@@ -192,16 +294,21 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         buf_get(&clo, o_clo, 4, 0, "child_lo") < 0 || buf_get(&chi, o_chi, 4, 0, "child_hi") < 0 ||
         buf_get(&tlo, o_tlo, 4, 0, "tok_lo") < 0 || buf_get(&thi, o_thi, 4, 0, "tok_hi") < 0 ||
         buf_get(&tids, o_tids, 4, 0, "tok_ids") < 0 || buf_get(&words, o_words, 4, 1, "words") < 0 ||
-        buf_get(&oids, o_oids, 8, 1, "out_ids") < 0 || buf_get(&ost, o_ost, 8, 1, "out_states") < 0)
+        buf_get(&oids, o_oids, 8, 1, "out_ids") < 0 || buf_get(&ost, o_ost, 8, 1, "out_states") < 0 ||
+        buf_get(&wsb, o_ws, 1, 0, "ws") < 0)
         goto done;
     const Py_ssize_t n_nodes = buf_len(&byte), n_tok = buf_len(&tids), n_words = buf_len(&words);
     if (buf_len(&cls) != 256 || buf_len(&clo) != n_nodes || buf_len(&chi) != n_nodes || buf_len(&tlo) != n_nodes ||
-        buf_len(&thi) != n_nodes || n_nodes < 1) {
-        PyErr_SetString(PyExc_ValueError, "trie arrays disagree in length (or class_of_byte is not 256 long)");
+        buf_len(&thi) != n_nodes || n_nodes < 1 || (wsb.held && buf_len(&wsb) != 256)) {
+        PyErr_SetString(PyExc_ValueError, "trie arrays disagree in length (or class_of_byte or ws is not 256 long)");
         goto done;
     }
     if (start < 0) {
         PyErr_Format(PyExc_ValueError, "DFA state %d is out of range (start of the walk)", start);
+        goto done;
+    }
+    if (wsb.held && ost.held) {
+        PyErr_SetString(PyExc_ValueError, "whitespace runs give no end states: out_states must be None with ws");
         goto done;
     }
     /* out_ids/out_states hold each token once; a malformed trie naming a token twice must not overrun them */
@@ -214,7 +321,7 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
     const int32_t *C = cls.view.buf, *lo = clo.view.buf, *hi = chi.view.buf, *tl = tlo.view.buf, *th = thi.view.buf,
                   *ti = tids.view.buf;
-    const uint8_t *B = byte.view.buf;
+    const uint8_t *B = byte.view.buf, *WS = wsb.held ? wsb.view.buf : NULL;
     uint32_t *W = words.view.buf;
     int64_t *OI = oids.view.buf, *OS = ost.view.buf;
     for (int k = 0; k < 256; k++)
@@ -222,7 +329,8 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
             bad_index("byte class", C[k]);
             goto done_dfa;
         }
-    /* each node of a tree is pushed at most once (it has one parent): the stack never outgrows
+    /* entries (node, code): code >= 0 the DFA state of the node's parent, else virtual state -1 - code.
+     * Each node of a tree is pushed at most once (it has one parent): the stack never outgrows
      * the trie; a push beyond it means child ranges overlap (checked below) */
     stack = malloc(sizeof(int32_t) * 2 * (size_t)n_nodes);
     if (stack == NULL) {
@@ -245,15 +353,39 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     }
     while (sp) {
         sp--;
-        const int32_t node = stack[2 * sp], parent = stack[2 * sp + 1];
+        const int32_t node = stack[2 * sp], code = stack[2 * sp + 1];
         if (++steps % CHECK_EVERY == 0 && call_check(check) < 0) goto done_dfa;
         if (steps >= n_nodes) { /* a tree pops each non-root node once: more means a node has two parents */
             PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (node %d reached twice)", node);
             goto done_dfa;
         }
-        const int32_t state = dfa_step(&d, parent, C[B[node]]);
-        if (state == -3) goto done_dfa;
-        if (state < 0) continue;
+        const uint8_t b = B[node];
+        int32_t state = DEAD, virt = -1; /* the node's DFA state, or its virtual state */
+        int32_t from = code;             /* the DFA state to step from, if not virtual */
+        if (code < 0) {
+            const int32_t v = -1 - code, s = w.virt.v[3 * (Py_ssize_t)v], m = w.virt.v[3 * (Py_ssize_t)v + 1];
+            if (WS[b]) {
+                const int32_t budget = ws_budget(&d, &w, s);
+                if (budget == -3) goto done_dfa;
+                if (m < budget && (virt = ws_virtual(&w, s, m + 1)) == -3) goto done_dfa;
+                from = -1; /* past the budget: refused */
+            } else {
+                from = ws_real(&d, &w, v);
+                if (from == -3) goto done_dfa;
+            }
+        } else if (WS != NULL && WS[b]) {
+            const int32_t budget = ws_budget(&d, &w, code);
+            if (budget == -3) goto done_dfa;
+            if (budget >= 1) {
+                if ((virt = ws_virtual(&w, code, 1)) == -3) goto done_dfa;
+                from = -1;
+            }
+        }
+        if (from >= 0) {
+            state = dfa_step(&d, from, C[b]);
+            if (state == -3) goto done_dfa;
+        }
+        if (state < 0 && virt < 0) continue;
         if (tl[node] < 0 || th[node] > n_tok || tl[node] > th[node]) {
             bad_index("token range of trie node", node);
             goto done_dfa;
@@ -266,7 +398,7 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
                     goto done_dfa;
                 }
                 OI[n_out] = ti[t];
-                OS[n_out] = state;
+                if (OS != NULL) OS[n_out] = state; /* never virtual: ws is None with out_states */
             }
             n_out++;
         }
@@ -279,9 +411,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (at node %d)", node);
             goto done_dfa;
         }
+        const int32_t next = virt >= 0 ? -1 - virt : state;
         for (int32_t c = hi[node] - 1; c >= lo[node]; c--) {
             stack[2 * sp] = c;
-            stack[2 * sp + 1] = state;
+            stack[2 * sp + 1] = next;
             sp++;
         }
     }
@@ -290,6 +423,8 @@ done_dfa:
     if (dfa_ok) dfa_close(&d);
 done:
     free(stack);
+    free(w.budget);
+    free(w.virt.v);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     if (found < 0) return NULL;
     return PyLong_FromSsize_t(found);
@@ -386,31 +521,6 @@ done:
  * completion depth.  The automaton (automaton.py) only interns the resulting sets.  A class where
  * some target's epsilon reach holds a call, a loop head or a machine end is left to the automaton.
  */
-typedef struct {
-    int32_t *v;
-    Py_ssize_t n, cap;
-} IntVec;
-
-static int vec_reserve(IntVec *x, Py_ssize_t more) {
-    if (x->n + more <= x->cap) return 0;
-    Py_ssize_t cap = x->cap ? x->cap : 256;
-    while (cap < x->n + more) cap *= 2;
-    int32_t *p = realloc(x->v, sizeof(int32_t) * (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    x->v = p;
-    x->cap = cap;
-    return 0;
-}
-
-static int vec_push(IntVec *x, int32_t v) {
-    if (x->n == x->cap && vec_reserve(x, 1) < 0) return -1;
-    x->v[x->n++] = v;
-    return 0;
-}
-
 /* One automaton's NFA in class space, and the steps derived from it (kept for the automaton's life). */
 typedef struct {
     int32_t n, nc;

@@ -319,6 +319,8 @@ class Automaton:
         self._step_memo: dict[StepKey, int] = {}
         #: (state, slice kind, elements) -> slice_advance's answer (warm matchers step plain tokens by it)
         self._advances: dict[tuple[int, str, int], int | None] = {}
+        #: state -> :meth:`ws_budget` (asked by every native trie walk that meets the state)
+        self._ws_budgets: dict[int, int] = {}
         #: a plain step's configurations (sorted int32 (NFA state, node id) pairs) -> their DFA state
         self._plain_memo: dict[bytes, int] = {}
         #: the byte targets of a step that is not plain (same form) -> the DFA state they lead to
@@ -998,6 +1000,24 @@ class Automaton:
                 if target not in targets:
                     targets.append(target)
         return self._step_targets(targets)
+
+    def ws_budget(self, sid: int) -> int:
+        """How many more JSON whitespace bytes the whitespace loop ``sid`` sits at takes (see
+        :meth:`slice_budget`; ``INF`` when unbounded), or -1 when ``sid`` sits at none.  The native
+        trie walk counts whitespace past such a state instead of stepping it byte by byte."""
+        got = self._ws_budgets.get(sid)
+        if got is None:
+            fast = self.slice_budget(sid)
+            got = -1 if fast is None or fast[0] != "ws" else INF if fast[1] is None else fast[1]
+            self._ws_budgets[sid] = got
+            self.state_bytes += _MEMO_BYTES
+        return got
+
+    def ws_advance(self, sid: int, n: int) -> int:
+        """The state after ``n`` whitespace bytes in ``sid`` (a state :meth:`ws_budget` gives a budget
+        of at least ``n``): :meth:`slice_advance`, whichever whitespace bytes they are."""
+        got = self.slice_advance(sid, "ws", n)
+        return self.walk(sid, b" " * n) if got is None else got
 
     def slice_need(self, sid: int) -> int:
         """For a slice state: elements still required before the loop may exit (minLength)."""
