@@ -22,7 +22,7 @@ from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.engine import native
 from exl2_enforcer.engine.mask import MaskEngine
 from exl2_enforcer.errors import MaskTimeout
-from exl2_enforcer.grammar import GRAMMAR_CACHE
+from exl2_enforcer.grammar import GRAMMAR_CACHE, SchemaOptions
 from exl2_enforcer.matcher import Matcher
 from exl2_enforcer.tokens.trie import build_trie
 
@@ -176,3 +176,51 @@ def test_numpy_walks_still_exact(numpy_walks):
     got = np.intersect1d(g.engine.index.unpack(g.engine.mask(sid)), g.engine.index.text_ids)
     ref = np.intersect1d(table.text_ids[reference_text_allowed(g.automaton, table, sid)], g.engine.index.text_ids)
     assert np.array_equal(got, np.sort(ref))
+
+
+def _pretty_masks(name: str, options: SchemaOptions, use_native: bool, ws_runs: bool,
+                  monkeypatch) -> tuple[list[np.ndarray], int]:
+    """Masks along a pretty-printed instance (indentation and newlines between tokens), and the
+    number of DFA states the grammar made."""
+    monkeypatch.setattr(native, "enabled", use_native)
+    monkeypatch.setattr(native, "ws_runs", ws_runs)
+    GRAMMAR_CACHE.clear()
+    schema, instance = CASES["function_call"]
+    g = compile_json_schema(schema, vocab_by_name(name), options)
+    m = Matcher(g)
+    masks = []
+    for tid in encode(name, json.dumps(instance, ensure_ascii=False, indent=2)):
+        masks.append(m.packed_mask().copy())
+        m.accept_token(tid)
+    masks.append(m.packed_mask().copy())
+    return masks, len(g.automaton.states)
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["llama3", "qwen3"])
+@pytest.mark.parametrize("max_whitespace", [8, 20])
+def test_whitespace_runs_count_without_states_and_keep_the_masks(name, max_whitespace, monkeypatch):
+    """The native trie walk counts whitespace past a state at a whitespace loop instead of stepping
+    it (engine/_walk.c ``ws``): the masks of the numpy walk, with fewer DFA states made than the
+    native walk that steps every whitespace byte."""
+    options = SchemaOptions(max_whitespace=max_whitespace)
+    fast, fast_states = _pretty_masks(name, options, True, True, monkeypatch)
+    stepped, stepped_states = _pretty_masks(name, options, True, False, monkeypatch)
+    slow, _ = _pretty_masks(name, options, False, False, monkeypatch)
+    assert len(fast) == len(slow) == len(stepped)
+    for i, (a, b, c) in enumerate(zip(fast, slow, stepped)):
+        assert np.array_equal(a, b), f"{name}: mask {i} differs between the native and numpy walks"
+        assert np.array_equal(a, c), f"{name}: mask {i} differs with and without whitespace runs"
+    assert fast_states < stepped_states
+
+
+@needs_native
+def test_a_whitespace_flag_table_of_the_wrong_size_is_refused():
+    g = compile_regex("[ a]{0,9}b", vocab_by_name("llama3"))
+    trie, auto = g.engine.index.trie, g.automaton
+    module = native._module
+    assert module is not None
+    with pytest.raises(ValueError, match="256"):
+        module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
+                         trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, auto.start, None, None, None,
+                         lambda: None, b"\x01" * 10, auto.ws_budget, auto.ws_advance)

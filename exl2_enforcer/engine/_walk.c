@@ -1,4 +1,4 @@
-/* Native token walks over a lazily built DFA transition table.
+/* Native token walks over a lazily built DFA transition table, and the DFA's plain rows.
  *
  * The mask of a DFA state is the set of tokens whose bytes lead from it to a live
  * state.  engine/mask.py and engine/runs.py find those tokens with vectorised numpy
@@ -19,6 +19,8 @@
  * callback ends the walk and propagates.  Nothing here allocates Python objects per
  * step, and every index read from an input array is bounds-checked: a bad array gives
  * a ValueError, never a crash.
+ *
+ * plain_row (further down) computes most of those rows: see its comment.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -164,25 +166,127 @@ static int bad_index(const char *what, long long v) {
     return -1;
 }
 
+typedef struct {
+    int32_t *v;
+    Py_ssize_t n, cap;
+} IntVec;
+
+static int vec_reserve(IntVec *x, Py_ssize_t more) {
+    if (x->n + more <= x->cap) return 0;
+    Py_ssize_t cap = x->cap ? x->cap : 256;
+    while (cap < x->n + more) cap *= 2;
+    int32_t *p = realloc(x->v, sizeof(int32_t) * (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    x->v = p;
+    x->cap = cap;
+    return 0;
+}
+
+static int vec_push(IntVec *x, int32_t v) {
+    if (x->n == x->cap && vec_reserve(x, 1) < 0) return -1;
+    x->v[x->n++] = v;
+    return 0;
+}
+
+/* A state's whitespace budget, cached per walk: how many more JSON whitespace bytes the whitespace
+ * loop it sits at takes (``ws_budget(state)``), -1 when it sits at none.  -3 on error. */
+typedef struct {
+    PyObject *budget_fn, *advance_fn;
+    int32_t *budget; /* per state, -2: not asked yet */
+    Py_ssize_t n_budget;
+    IntVec virt; /* per virtual state: (slice state, bytes read past it, materialised state or -3) */
+} Ws;
+
+static int32_t ws_budget(Dfa *d, Ws *w, int32_t state) {
+    if (state >= w->n_budget) {
+        Py_ssize_t cap = w->n_budget ? w->n_budget : 1024;
+        while (cap <= state) cap *= 2;
+        int32_t *p = realloc(w->budget, sizeof(int32_t) * (size_t)cap);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -3;
+        }
+        for (Py_ssize_t i = w->n_budget; i < cap; i++) p[i] = -2;
+        w->budget = p;
+        w->n_budget = cap;
+    }
+    if (w->budget[state] == -2) {
+        PyObject *got = PyObject_CallFunction(w->budget_fn, "i", (int)state);
+        if (got == NULL) return -3;
+        const long v = PyLong_AsLong(got);
+        Py_DECREF(got);
+        if (v == -1 && PyErr_Occurred()) return -3;
+        if (v < -1 || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "ws_budget gave %ld", v);
+            return -3;
+        }
+        w->budget[state] = (int32_t)v;
+        if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
+    }
+    return w->budget[state];
+}
+
+/* A new virtual state: ``m`` whitespace bytes read past slice state ``s``; its index, -3 on error. */
+static int32_t ws_virtual(Ws *w, int32_t s, int32_t m) {
+    if (w->virt.n > (Py_ssize_t)INT32_MAX - 3) {
+        PyErr_SetString(PyExc_OverflowError, "too many virtual whitespace states");
+        return -3;
+    }
+    const int32_t v = (int32_t)(w->virt.n / 3);
+    if (vec_push(&w->virt, s) < 0 || vec_push(&w->virt, m) < 0 || vec_push(&w->virt, -3) < 0) return -3;
+    return v;
+}
+
+/* The DFA state of virtual state ``v`` (made by ``ws_advance`` on first use); -3 on error. */
+static int32_t ws_real(Dfa *d, Ws *w, int32_t v) {
+    int32_t *rec = w->virt.v + 3 * (Py_ssize_t)v;
+    if (rec[2] != -3) return rec[2];
+    PyObject *got = PyObject_CallFunction(w->advance_fn, "ii", (int)rec[0], (int)rec[1]);
+    if (got == NULL) return -3;
+    const long r = PyLong_AsLong(got);
+    Py_DECREF(got);
+    if (r == -1 && PyErr_Occurred()) return -3;
+    if (r < DEAD || r > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "ws_advance gave DFA state %ld", r);
+        return -3;
+    }
+    w->virt.v[3 * (Py_ssize_t)v + 2] = (int32_t)r;
+    if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
+    return (int32_t)r;
+}
+
 PyDoc_STRVAR(trie_walk_doc,
 "trie_walk(automaton, step, n_classes, class_of_byte, byte, child_lo, child_hi, tok_lo, tok_hi, tok_ids,\n"
-"          start, words, out_ids, out_states, check) -> int\n\n"
+"          start, words, out_ids, out_states, check, ws, ws_budget, ws_advance) -> int\n\n"
 "Walk the trie depth-first from DFA state ``start``; for every token whose bytes lead to a live\n"
 "state, set its bit in ``words`` (uint32, or None) and append its id and end state to ``out_ids``\n"
-"and ``out_states`` (int64, as long as ``tok_ids``, or None).  Returns the number of tokens found.");
+"and ``out_states`` (int64, as long as ``tok_ids``, or None).  Returns the number of tokens found.\n"
+"``ws`` (256 bytes flagging JSON whitespace, or None) lets whitespace runs skip DFA states: past a\n"
+"state where ``ws_budget(state)`` (its whitespace loop's remaining count, -1 if none) is positive,\n"
+"whitespace bytes only count, and ``ws_advance(state, count)`` gives the DFA state where another\n"
+"byte follows them (``out_states`` must then be None).");
 
 static PyObject *trie_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_byte, *o_clo, *o_chi, *o_tlo, *o_thi, *o_tids, *o_words, *o_oids, *o_ost, *check;
+    PyObject *o_ws, *ws_budget_fn, *ws_advance_fn;
     Py_ssize_t n_classes;
     int start;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOO", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo, &o_chi, &o_tlo,
-                          &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check))
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOOOOO", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo, &o_chi,
+                          &o_tlo, &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check, &o_ws, &ws_budget_fn,
+                          &ws_advance_fn))
         return NULL;
-    Buf cls, byte, clo, chi, tlo, thi, tids, words, oids, ost;
-    Buf *all[] = {&cls, &byte, &clo, &chi, &tlo, &thi, &tids, &words, &oids, &ost};
+    Buf cls, byte, clo, chi, tlo, thi, tids, words, oids, ost, wsb;
+    Buf *all[] = {&cls, &byte, &clo, &chi, &tlo, &thi, &tids, &words, &oids, &ost, &wsb};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
     Dfa d;
+    Ws w;
+    memset(&w, 0, sizeof(w));
+    w.budget_fn = ws_budget_fn;
+    w.advance_fn = ws_advance_fn;
     int dfa_ok = 0;
     int32_t *stack = NULL;
     Py_ssize_t found = -1;
@@ -190,16 +294,21 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
         buf_get(&clo, o_clo, 4, 0, "child_lo") < 0 || buf_get(&chi, o_chi, 4, 0, "child_hi") < 0 ||
         buf_get(&tlo, o_tlo, 4, 0, "tok_lo") < 0 || buf_get(&thi, o_thi, 4, 0, "tok_hi") < 0 ||
         buf_get(&tids, o_tids, 4, 0, "tok_ids") < 0 || buf_get(&words, o_words, 4, 1, "words") < 0 ||
-        buf_get(&oids, o_oids, 8, 1, "out_ids") < 0 || buf_get(&ost, o_ost, 8, 1, "out_states") < 0)
+        buf_get(&oids, o_oids, 8, 1, "out_ids") < 0 || buf_get(&ost, o_ost, 8, 1, "out_states") < 0 ||
+        buf_get(&wsb, o_ws, 1, 0, "ws") < 0)
         goto done;
     const Py_ssize_t n_nodes = buf_len(&byte), n_tok = buf_len(&tids), n_words = buf_len(&words);
     if (buf_len(&cls) != 256 || buf_len(&clo) != n_nodes || buf_len(&chi) != n_nodes || buf_len(&tlo) != n_nodes ||
-        buf_len(&thi) != n_nodes || n_nodes < 1) {
-        PyErr_SetString(PyExc_ValueError, "trie arrays disagree in length (or class_of_byte is not 256 long)");
+        buf_len(&thi) != n_nodes || n_nodes < 1 || (wsb.held && buf_len(&wsb) != 256)) {
+        PyErr_SetString(PyExc_ValueError, "trie arrays disagree in length (or class_of_byte or ws is not 256 long)");
         goto done;
     }
     if (start < 0) {
         PyErr_Format(PyExc_ValueError, "DFA state %d is out of range (start of the walk)", start);
+        goto done;
+    }
+    if (wsb.held && ost.held) {
+        PyErr_SetString(PyExc_ValueError, "whitespace runs give no end states: out_states must be None with ws");
         goto done;
     }
     /* out_ids/out_states hold each token once; a malformed trie naming a token twice must not overrun them */
@@ -212,7 +321,7 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
     const int32_t *C = cls.view.buf, *lo = clo.view.buf, *hi = chi.view.buf, *tl = tlo.view.buf, *th = thi.view.buf,
                   *ti = tids.view.buf;
-    const uint8_t *B = byte.view.buf;
+    const uint8_t *B = byte.view.buf, *WS = wsb.held ? wsb.view.buf : NULL;
     uint32_t *W = words.view.buf;
     int64_t *OI = oids.view.buf, *OS = ost.view.buf;
     for (int k = 0; k < 256; k++)
@@ -220,7 +329,8 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
             bad_index("byte class", C[k]);
             goto done_dfa;
         }
-    /* each node of a tree is pushed at most once (it has one parent): the stack never outgrows
+    /* entries (node, code): code >= 0 the DFA state of the node's parent, else virtual state -1 - code.
+     * Each node of a tree is pushed at most once (it has one parent): the stack never outgrows
      * the trie; a push beyond it means child ranges overlap (checked below) */
     stack = malloc(sizeof(int32_t) * 2 * (size_t)n_nodes);
     if (stack == NULL) {
@@ -243,15 +353,39 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     }
     while (sp) {
         sp--;
-        const int32_t node = stack[2 * sp], parent = stack[2 * sp + 1];
+        const int32_t node = stack[2 * sp], code = stack[2 * sp + 1];
         if (++steps % CHECK_EVERY == 0 && call_check(check) < 0) goto done_dfa;
         if (steps >= n_nodes) { /* a tree pops each non-root node once: more means a node has two parents */
             PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (node %d reached twice)", node);
             goto done_dfa;
         }
-        const int32_t state = dfa_step(&d, parent, C[B[node]]);
-        if (state == -3) goto done_dfa;
-        if (state < 0) continue;
+        const uint8_t b = B[node];
+        int32_t state = DEAD, virt = -1; /* the node's DFA state, or its virtual state */
+        int32_t from = code;             /* the DFA state to step from, if not virtual */
+        if (code < 0) {
+            const int32_t v = -1 - code, s = w.virt.v[3 * (Py_ssize_t)v], m = w.virt.v[3 * (Py_ssize_t)v + 1];
+            if (WS[b]) {
+                const int32_t budget = ws_budget(&d, &w, s);
+                if (budget == -3) goto done_dfa;
+                if (m < budget && (virt = ws_virtual(&w, s, m + 1)) == -3) goto done_dfa;
+                from = -1; /* past the budget: refused */
+            } else {
+                from = ws_real(&d, &w, v);
+                if (from == -3) goto done_dfa;
+            }
+        } else if (WS != NULL && WS[b]) {
+            const int32_t budget = ws_budget(&d, &w, code);
+            if (budget == -3) goto done_dfa;
+            if (budget >= 1) {
+                if ((virt = ws_virtual(&w, code, 1)) == -3) goto done_dfa;
+                from = -1;
+            }
+        }
+        if (from >= 0) {
+            state = dfa_step(&d, from, C[b]);
+            if (state == -3) goto done_dfa;
+        }
+        if (state < 0 && virt < 0) continue;
         if (tl[node] < 0 || th[node] > n_tok || tl[node] > th[node]) {
             bad_index("token range of trie node", node);
             goto done_dfa;
@@ -264,7 +398,7 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
                     goto done_dfa;
                 }
                 OI[n_out] = ti[t];
-                OS[n_out] = state;
+                if (OS != NULL) OS[n_out] = state; /* never virtual: ws is None with out_states */
             }
             n_out++;
         }
@@ -277,9 +411,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "child ranges of trie nodes overlap (at node %d)", node);
             goto done_dfa;
         }
+        const int32_t next = virt >= 0 ? -1 - virt : state;
         for (int32_t c = hi[node] - 1; c >= lo[node]; c--) {
             stack[2 * sp] = c;
-            stack[2 * sp + 1] = state;
+            stack[2 * sp + 1] = next;
             sp++;
         }
     }
@@ -288,6 +423,8 @@ done_dfa:
     if (dfa_ok) dfa_close(&d);
 done:
     free(stack);
+    free(w.budget);
+    free(w.virt.v);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     if (found < 0) return NULL;
     return PyLong_FromSsize_t(found);
@@ -375,9 +512,529 @@ done:
     return PyLong_FromSsize_t(kept);
 }
 
+/* ---- plain rows ---------------------------------------------------------------------------
+ *
+ * Most DFA states of a compiled schema sit inside one machine (a key, a pattern, a format, a
+ * number): none of their byte steps changes the stack.  Their rows are computed here from the
+ * NFA: each configuration (NFA state, node) moves along its byte edges to the states with byte
+ * edges its targets reach by epsilon moves, on the same node, if the node has room for their
+ * completion depth.  The automaton (automaton.py) only interns the resulting sets.  A class where
+ * some target's epsilon reach holds a call, a loop head or a machine end is left to the automaton.
+ */
+/* One automaton's NFA in class space, and the steps derived from it (kept for the automaton's life). */
+typedef struct {
+    int32_t n, nc;
+    int32_t *e_ptr, *e_clo, *e_chi, *e_t; /* byte edges of state q: e_ptr[q]..e_ptr[q+1], classes [clo, chi) */
+    int32_t *p_ptr, *p_t;                 /* epsilon edges */
+    uint8_t *special;                     /* calls, loop heads, machine ends: the stack changes there */
+    int32_t *h;                           /* completion depth */
+    int32_t *reach_at, *reach_len;        /* per state: its epsilon reach in ``reach`` (len -1: not plain) */
+    IntVec reach;
+    int32_t *row_at; /* per state: its steps in ``cells`` (-1: not tabulated) */
+    IntVec cells;    /* per tabulated state, per class: (lo, hi) into succ/need; lo -2: not plain */
+    IntVec succ, need;
+    int32_t *stamp; /* per state: the search that last met it */
+    int32_t stamp_now;
+    IntVec todo;
+    IntVec sets, set_at; /* scratch of plain_row: each class's configurations, and where they start */
+    Py_ssize_t rows, max_rows;
+} NfaTab;
+
+static void nfatab_free(NfaTab *t) {
+    if (t == NULL) return;
+    void *ps[] = {t->e_ptr, t->e_clo, t->e_chi, t->e_t, t->p_ptr, t->p_t, t->special, t->h, t->reach_at, t->reach_len,
+                  t->reach.v, t->row_at, t->cells.v, t->succ.v, t->need.v, t->stamp, t->todo.v, t->sets.v, t->set_at.v};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) free(ps[i]);
+    free(t);
+}
+
+#define NFA_CAPSULE "exl2_enforcer.nfa_tables"
+
+static void nfatab_capsule_free(PyObject *cap) { nfatab_free(PyCapsule_GetPointer(cap, NFA_CAPSULE)); }
+
+static Py_ssize_t nfatab_bytes(const NfaTab *t) {
+    return (Py_ssize_t)sizeof(int32_t) * ((Py_ssize_t)t->e_ptr[t->n] * 3 + t->p_ptr[t->n] + 8 * (Py_ssize_t)t->n +
+                                          t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap +
+                                          t->sets.cap + t->set_at.cap);
+}
+
+static int32_t *copy_ints(const Buf *b, Py_ssize_t n) {
+    int32_t *p = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (n) memcpy(p, b->view.buf, sizeof(int32_t) * (size_t)n);
+    return p;
+}
+
+PyDoc_STRVAR(nfa_tables_doc,
+"nfa_tables(n_classes, e_ptr, e_clo, e_chi, e_t, p_ptr, p_t, special, h, max_rows) -> capsule\n\n"
+"Copy an NFA (int32 arrays: byte edges in class space as CSR pointers, first class, end class and\n"
+"target; epsilon edges as CSR pointers and target; per state a special flag and its completion depth)\n"
+"into the tables plain_row steps with.  At most ``max_rows`` states get their steps tabulated.");
+
+static PyObject *nfa_tables(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[8];
+    Py_ssize_t nc, max_rows;
+    if (!PyArg_ParseTuple(args, "nOOOOOOOOn", &nc, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &max_rows))
+        return NULL;
+    static const char *names[8] = {"e_ptr", "e_clo", "e_chi", "e_t", "p_ptr", "p_t", "special", "h"};
+    Buf b[8];
+    for (int k = 0; k < 8; k++) b[k].held = 0;
+    NfaTab *t = NULL;
+    PyObject *cap = NULL;
+    for (int k = 0; k < 8; k++)
+        if (buf_get(&b[k], o[k], 4, 0, names[k]) < 0) goto done;
+    const Py_ssize_t n = buf_len(&b[0]) - 1;
+    if (n < 0 || n > INT32_MAX / 4 || nc < 1 || nc > 256 || buf_len(&b[4]) != n + 1 || buf_len(&b[6]) != n ||
+        buf_len(&b[7]) != n || buf_len(&b[1]) != buf_len(&b[3]) || buf_len(&b[2]) != buf_len(&b[3])) {
+        PyErr_SetString(PyExc_ValueError, "NFA arrays disagree in length");
+        goto done;
+    }
+    const int32_t *EP = b[0].view.buf, *PP = b[4].view.buf;
+    const Py_ssize_t ne = buf_len(&b[3]), np_ = buf_len(&b[5]);
+    if (EP[0] != 0 || PP[0] != 0 || EP[n] != ne || PP[n] != np_) {
+        PyErr_SetString(PyExc_ValueError, "NFA edge pointers do not span the edge arrays");
+        goto done;
+    }
+    for (Py_ssize_t q = 0; q < n; q++)
+        if (EP[q] > EP[q + 1] || PP[q] > PP[q + 1]) {
+            PyErr_SetString(PyExc_ValueError, "NFA edge pointers must not decrease");
+            goto done;
+        }
+    const int32_t *CLO = b[1].view.buf, *CHI = b[2].view.buf, *ET = b[3].view.buf, *PT = b[5].view.buf;
+    for (Py_ssize_t i = 0; i < ne; i++)
+        if (CLO[i] < 0 || CHI[i] > nc || CLO[i] >= CHI[i] || ET[i] < 0 || ET[i] >= n) {
+            PyErr_Format(PyExc_ValueError, "NFA byte edge %zd is out of range", i);
+            goto done;
+        }
+    for (Py_ssize_t i = 0; i < np_; i++)
+        if (PT[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "NFA epsilon edge %zd is out of range", i);
+            goto done;
+        }
+    t = calloc(1, sizeof(NfaTab));
+    if (t == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    t->n = (int32_t)n;
+    t->nc = (int32_t)nc;
+    t->max_rows = max_rows;
+    const size_t m = (size_t)(n ? n : 1);
+    if ((t->e_ptr = copy_ints(&b[0], n + 1)) == NULL || (t->e_clo = copy_ints(&b[1], ne)) == NULL ||
+        (t->e_chi = copy_ints(&b[2], ne)) == NULL || (t->e_t = copy_ints(&b[3], ne)) == NULL ||
+        (t->p_ptr = copy_ints(&b[4], n + 1)) == NULL || (t->p_t = copy_ints(&b[5], np_)) == NULL ||
+        (t->h = copy_ints(&b[7], n)) == NULL)
+        goto fail;
+    t->special = malloc(m);
+    t->reach_at = malloc(sizeof(int32_t) * m);
+    t->reach_len = malloc(sizeof(int32_t) * m);
+    t->row_at = malloc(sizeof(int32_t) * m);
+    t->stamp = calloc(m, sizeof(int32_t));
+    if (t->special == NULL || t->reach_at == NULL || t->reach_len == NULL || t->row_at == NULL || t->stamp == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const int32_t *SP = b[6].view.buf;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        t->special[q] = SP[q] != 0;
+        t->reach_at[q] = -1;
+        t->row_at[q] = -1;
+    }
+    cap = PyCapsule_New(t, NFA_CAPSULE, nfatab_capsule_free);
+    if (cap == NULL) goto fail;
+    goto done;
+fail:
+    nfatab_free(t);
+done:
+    for (int k = 0; k < 8; k++) buf_release(&b[k]);
+    return cap;
+}
+
+PyDoc_STRVAR(nfa_tables_bytes_doc, "nfa_tables_bytes(tables) -> int\n\nBytes the tables hold now.");
+
+static PyObject *nfa_tables_bytes(PyObject *self, PyObject *cap) {
+    (void)self;
+    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (t == NULL) return NULL;
+    return PyLong_FromSsize_t(nfatab_bytes(t));
+}
+
+/* Fill ``x``'s epsilon reach: the states with byte edges it reaches, or length -1 when a call, loop
+ * head or machine end (or a state made after the copy) is among the states it reaches. */
+static int nfatab_reach(NfaTab *t, int32_t x) {
+    if (t->reach_at[x] >= 0) return 0;
+    if (++t->stamp_now == INT32_MAX) {
+        memset(t->stamp, 0, sizeof(int32_t) * (size_t)t->n);
+        t->stamp_now = 1;
+    }
+    const int32_t now = t->stamp_now;
+    const Py_ssize_t at = t->reach.n;
+    int special = 0;
+    t->todo.n = 0;
+    t->stamp[x] = now;
+    if (vec_push(&t->todo, x) < 0) return -1;
+    while (t->todo.n && !special) {
+        const int32_t y = t->todo.v[--t->todo.n];
+        if (t->special[y]) {
+            special = 1;
+            break;
+        }
+        if (t->e_ptr[y + 1] > t->e_ptr[y] && vec_push(&t->reach, y) < 0) return -1;
+        for (int32_t i = t->p_ptr[y]; i < t->p_ptr[y + 1]; i++) {
+            const int32_t z = t->p_t[i];
+            if (z >= t->n) { /* a state made after the copy (a lazy loop head) */
+                special = 1;
+                break;
+            }
+            if (t->stamp[z] != now) {
+                t->stamp[z] = now;
+                if (vec_push(&t->todo, z) < 0) return -1;
+            }
+        }
+    }
+    if (at > INT32_MAX || t->reach.n > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "NFA reach tables too large");
+        return -1;
+    }
+    if (special) {
+        t->reach.n = at;
+        t->reach_at[x] = 0;
+        t->reach_len[x] = -1;
+    } else {
+        t->reach_at[x] = (int32_t)at;
+        t->reach_len[x] = (int32_t)(t->reach.n - at);
+    }
+    return 0;
+}
+
+/* Tabulate state ``q``'s steps: 1 when done, 0 when the tables are full, -1 on error. */
+static int nfatab_row(NfaTab *t, int32_t q) {
+    if (t->row_at[q] >= 0) return 1;
+    if (t->rows >= t->max_rows) return 0;
+    for (int32_t i = t->e_ptr[q]; i < t->e_ptr[q + 1]; i++)
+        if (nfatab_reach(t, t->e_t[i]) < 0) return -1;
+    const Py_ssize_t row = t->cells.n;
+    if (row > INT32_MAX - 2 * (Py_ssize_t)t->nc || t->succ.n > INT32_MAX / 2) {
+        PyErr_SetString(PyExc_OverflowError, "NFA step tables too large");
+        return -1;
+    }
+    if (vec_reserve(&t->cells, 2 * (Py_ssize_t)t->nc) < 0) return -1;
+    /* classes between two edge boundaries are covered by the same edges: one cell per such segment */
+    uint8_t cut[257];
+    memset(cut, 0, sizeof(cut));
+    cut[0] = 1;
+    for (int32_t i = t->e_ptr[q]; i < t->e_ptr[q + 1]; i++) cut[t->e_clo[i]] = cut[t->e_chi[i]] = 1;
+    for (int32_t c = 0; c < t->nc;) {
+        int32_t end = c + 1;
+        while (end < t->nc && !cut[end]) end++;
+        const int32_t lo = (int32_t)t->succ.n;
+        int plain = 1;
+        for (int32_t i = t->e_ptr[q]; i < t->e_ptr[q + 1] && plain; i++) {
+            if (c < t->e_clo[i] || c >= t->e_chi[i]) continue;
+            const int32_t x = t->e_t[i];
+            if (t->reach_len[x] < 0) {
+                plain = 0;
+                break;
+            }
+            for (int32_t k = 0; k < t->reach_len[x]; k++) {
+                const int32_t e = t->reach.v[t->reach_at[x] + k];
+                /* the automaton's closure of (x, node) is empty when x cannot finish in the room */
+                const int32_t need = t->h[x] > t->h[e] ? t->h[x] : t->h[e];
+                Py_ssize_t j = lo;
+                while (j < t->succ.n && t->succ.v[j] != e) j++;
+                if (j < t->succ.n) {
+                    if (need < t->need.v[j]) t->need.v[j] = need;
+                } else if (vec_push(&t->succ, e) < 0 || vec_push(&t->need, need) < 0) {
+                    return -1;
+                }
+            }
+        }
+        if (!plain) t->succ.n = t->need.n = lo;
+        /* a step that is not plain is named by its segment's first class: classes stepping alike
+         * are then told apart from the others without their targets */
+        for (int32_t c2 = c; c2 < end; c2++) {
+            t->cells.v[t->cells.n++] = plain ? lo : -2;
+            t->cells.v[t->cells.n++] = plain ? (int32_t)t->succ.n : c;
+        }
+        c = end;
+    }
+    t->row_at[q] = (int32_t)row;
+    t->rows++;
+    return 1;
+}
+
+/* Insert the pair (e, uid) into the sorted pairs sets[at:], once. */
+static int insert_pair(IntVec *sets, Py_ssize_t at, int32_t e, int32_t uid) {
+    Py_ssize_t x = at;
+    while (x < sets->n && (sets->v[x] < e || (sets->v[x] == e && sets->v[x + 1] < uid))) x += 2;
+    if (x < sets->n && sets->v[x] == e && sets->v[x + 1] == uid) return 0;
+    if (vec_reserve(sets, 2) < 0) return -1;
+    memmove(sets->v + x + 2, sets->v + x, sizeof(int32_t) * (size_t)(sets->n - x));
+    sets->v[x] = e;
+    sets->v[x + 1] = uid;
+    sets->n += 2;
+    return 0;
+}
+
+/* The DFA state of the pairs ``v[0:len]``: ``memo[key]``, else ``make(key, pairs, repeats)`` with the
+ * pairs as a list of (NFA state, node) tuples (``nodes[i]`` is the node whose id is ``uids[i]``) and
+ * whether an NFA state occurs twice; -3 on error. */
+static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *const *nodes,
+                       const int32_t *uids, Py_ssize_t k) {
+    PyObject *key = PyBytes_FromStringAndSize((const char *)v, 4 * len);
+    if (key == NULL) return -3;
+    PyObject *got = PyDict_GetItemWithError(memo, key); /* borrowed */
+    if (got != NULL) {
+        Py_INCREF(got);
+    } else if (!PyErr_Occurred()) {
+        PyObject *pairs = PyList_New(len / 2);
+        int repeats = 0;
+        for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
+            Py_ssize_t i = 0;
+            while (i < k && uids[i] != v[2 * p + 1]) i++;
+            PyObject *q = i < k ? PyLong_FromLong(v[2 * p]) : NULL;
+            PyObject *pair = q != NULL ? PyTuple_Pack(2, q, nodes[i]) : NULL;
+            Py_XDECREF(q);
+            if (pair == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a plain step names an unknown node");
+                Py_CLEAR(pairs);
+                break;
+            }
+            PyList_SET_ITEM(pairs, p, pair);
+            if (p > 0 && v[2 * p] == v[2 * p - 2]) repeats = 1;
+        }
+        if (pairs != NULL) {
+            got = PyObject_CallFunctionObjArgs(make, key, pairs, repeats ? Py_True : Py_False, NULL);
+            Py_DECREF(pairs);
+        }
+    }
+    Py_DECREF(key);
+    if (got == NULL) return -3;
+    const long r = PyLong_AsLong(got);
+    Py_DECREF(got);
+    if (r == -1 && PyErr_Occurred()) return -3;
+    if (r < DEAD || r > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "a plain step gave DFA state %ld", r);
+        return -3;
+    }
+    return (int32_t)r;
+}
+
+PyDoc_STRVAR(plain_row_doc,
+"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, intern, escape) -> bool\n\n"
+"Write the row of DFA state ``sid`` (its ``configs``: a set of (NFA state, stack node) pairs) into\n"
+"``automaton.table``.  Each distinct set of configurations that a class's plain steps reach is\n"
+"keyed by the bytes of its sorted int32 (NFA state, node id) pairs and looked up in ``plain_memo``,\n"
+"else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples;\n"
+"``repeats``: whether an NFA state occurs twice); a group of classes whose step is not plain (a\n"
+"call, loop head or machine end) is keyed by its byte targets in the same form, in ``escape_memo``\n"
+"else by ``escape(key, pairs, repeats)``.  Returns False, writing nothing, when the tables are full.");
+
+static PyObject *plain_row(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *intern, *escape;
+    int sid;
+    Py_ssize_t max_depth;
+    if (!PyArg_ParseTuple(args, "OOiOnO!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type, &plain_memo,
+                          &PyDict_Type, &escape_memo, &intern, &escape))
+        return NULL;
+    PyObject *result = NULL, *it = NULL, *item = NULL, *table_obj = NULL;
+    Py_buffer table;
+    int table_held = 0;
+    int32_t *in = NULL, *grp = NULL, *ids = NULL, *A = NULL, *uids = NULL, *saved = NULL;
+    PyObject **nodes = NULL; /* borrowed from ``configs``, which the caller keeps alive */
+    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (t == NULL) return NULL;
+    const Py_ssize_t k = PyObject_Length(configs);
+    if (k < 0) return NULL;
+    const int32_t nc = t->nc;
+    nodes = malloc(sizeof(PyObject *) * (size_t)(k ? k : 1));
+    uids = malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
+    in = malloc(sizeof(int32_t) * 3 * (size_t)(k ? k : 1));
+    grp = malloc(sizeof(int32_t) * 3 * (size_t)nc); /* per group: its first class, and its index */
+    A = malloc(sizeof(int32_t) * (size_t)nc);
+    if (in == NULL || grp == NULL || A == NULL || nodes == NULL || uids == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    it = PyObject_GetIter(configs);
+    if (it == NULL) goto done;
+    Py_ssize_t n_in = 0;
+    while ((item = PyIter_Next(it)) != NULL) {
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || n_in >= k) {
+            PyErr_SetString(PyExc_ValueError, "configs must be (NFA state, stack node) pairs");
+            goto done;
+        }
+        PyObject *node = PyTuple_GET_ITEM(item, 1);
+        const long q = PyLong_AsLong(PyTuple_GET_ITEM(item, 0)), uid = PyLong_AsLong(node);
+        if ((q == -1 || uid == -1) && PyErr_Occurred()) goto done;
+        PyObject *d = PyObject_GetAttrString(node, "depth");
+        if (d == NULL) goto done;
+        const long depth = PyLong_AsLong(d);
+        Py_DECREF(d);
+        if (depth == -1 && PyErr_Occurred()) goto done;
+        if (uid < 0 || uid > INT32_MAX || depth < 0 || depth > max_depth) {
+            PyErr_Format(PyExc_ValueError, "stack node %ld (depth %ld) is out of range", uid, depth);
+            goto done;
+        }
+        if (q < 0 || q >= t->n) { /* not in the copied NFA: the automaton builds this row */
+            result = Py_False;
+            Py_INCREF(result);
+            goto done;
+        }
+        in[3 * n_in] = (int32_t)q;
+        in[3 * n_in + 1] = (int32_t)(max_depth - depth);
+        in[3 * n_in + 2] = uids[n_in] = (int32_t)uid;
+        nodes[n_in] = node;
+        n_in++;
+        Py_CLEAR(item);
+    }
+    if (PyErr_Occurred()) goto done;
+    for (Py_ssize_t i = 0; i < n_in; i++) {
+        const int ok = nfatab_row(t, in[3 * i]);
+        if (ok < 0) goto done;
+        if (!ok) {
+            result = Py_False;
+            Py_INCREF(result);
+            goto done;
+        }
+    }
+    /* classes between two boundaries of any configuration's cells step alike: one segment */
+    uint8_t cut[257];
+    memset(cut, 0, sizeof(cut));
+    for (Py_ssize_t i = 0; i < n_in; i++) {
+        const int32_t *cells = t->cells.v + t->row_at[in[3 * i]];
+        for (int32_t c = 1; c < nc; c++)
+            if (cells[2 * c] != cells[2 * c - 2] || cells[2 * c + 1] != cells[2 * c - 1]) cut[c] = 1;
+    }
+    Py_ssize_t n_grp = 0;
+    t->sets.n = 0;
+    t->set_at.n = 0; /* per distinct set: its kind (0 plain, 1 escape), offset in ``sets``, length */
+    for (int32_t c = 0; c < nc; c++) {
+        if (c > 0 && !cut[c]) {
+            A[c] = A[c - 1];
+            continue;
+        }
+        /* segments whose cells agree for every configuration step alike: one group */
+        Py_ssize_t g = 0;
+        for (; g < n_grp; g++) {
+            const int32_t c2 = grp[2 * g];
+            Py_ssize_t i = 0;
+            for (; i < n_in; i++) {
+                const int32_t *cells = t->cells.v + t->row_at[in[3 * i]];
+                if (cells[2 * c] != cells[2 * c2] || cells[2 * c + 1] != cells[2 * c2 + 1]) break;
+            }
+            if (i == n_in) break;
+        }
+        if (g < n_grp) {
+            A[c] = grp[2 * g + 1];
+            continue;
+        }
+        const Py_ssize_t at = t->sets.n;
+        int plain = 1;
+        for (Py_ssize_t i = 0; i < n_in && plain; i++) {
+            const int32_t *cell = t->cells.v + t->row_at[in[3 * i]] + 2 * (Py_ssize_t)c;
+            if (cell[0] == -2) {
+                plain = 0;
+                break;
+            }
+            for (int32_t j = cell[0]; j < cell[1]; j++)
+                if (t->need.v[j] <= in[3 * i + 1] && insert_pair(&t->sets, at, t->succ.v[j], in[3 * i + 2]) < 0)
+                    goto done;
+        }
+        if (!plain) { /* the byte targets instead: the key of the automaton's own step */
+            t->sets.n = at;
+            for (Py_ssize_t i = 0; i < n_in; i++) {
+                const int32_t q = in[3 * i];
+                for (int32_t j = t->e_ptr[q]; j < t->e_ptr[q + 1]; j++)
+                    if (c >= t->e_clo[j] && c < t->e_chi[j] && insert_pair(&t->sets, at, t->e_t[j], in[3 * i + 2]) < 0)
+                        goto done;
+            }
+        }
+        const Py_ssize_t len = t->sets.n - at;
+        int32_t index = -1; /* dead */
+        if (len > 0) {
+            const Py_ssize_t ns = t->set_at.n / 3;
+            Py_ssize_t b = 0;
+            for (; b < ns; b++) {
+                const int32_t *rec = t->set_at.v + 3 * b;
+                if (rec[0] == !plain && rec[2] == len &&
+                    memcmp(t->sets.v + rec[1], t->sets.v + at, sizeof(int32_t) * (size_t)len) == 0)
+                    break;
+            }
+            if (b < ns) {
+                t->sets.n = at; /* a set seen before: drop the copy */
+            } else if (vec_push(&t->set_at, !plain) < 0 || vec_push(&t->set_at, (int32_t)at) < 0 ||
+                       vec_push(&t->set_at, (int32_t)len) < 0) {
+                goto done;
+            }
+            index = (int32_t)b;
+        }
+        grp[2 * n_grp] = c;
+        grp[2 * n_grp + 1] = index;
+        n_grp++;
+        A[c] = index;
+    }
+    const Py_ssize_t ns = t->set_at.n / 3;
+    ids = malloc(sizeof(int32_t) * (size_t)(ns ? ns : 1));
+    if (ids == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* the callbacks run Python (an escape computes closures): work on a copy of the sets, which
+     * another row's call would overwrite */
+    saved = malloc(sizeof(int32_t) * (size_t)(t->sets.n + 3 * ns + 1));
+    if (saved == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n);
+    memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
+    const int32_t *recs = saved + t->sets.n;
+    for (Py_ssize_t b = 0; b < ns; b++) {
+        const int32_t kind = recs[3 * b], at = recs[3 * b + 1], len = recs[3 * b + 2];
+        ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, nodes, uids, n_in);
+        if (ids[b] == -3) goto done;
+    }
+    table_obj = PyObject_GetAttrString(automaton, "table"); /* after the callbacks: they may grow it */
+    if (table_obj == NULL) goto done;
+    if (PyObject_GetBuffer(table_obj, &table, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND | PyBUF_WRITABLE) < 0)
+        goto done;
+    table_held = 1;
+    if (table.itemsize != 4 || !int_format(table.format) || table.ndim != 2 || table.shape[1] != nc || sid < 0 ||
+        sid >= table.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "automaton.table must be an int32 array (states, classes) holding the state");
+        goto done;
+    }
+    int32_t *row = (int32_t *)table.buf + (Py_ssize_t)sid * nc;
+    for (int32_t c = 0; c < nc; c++) row[c] = A[c] < 0 ? DEAD : ids[A[c]];
+    result = Py_True;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(item);
+    Py_XDECREF(it);
+    if (table_held) PyBuffer_Release(&table);
+    Py_XDECREF(table_obj);
+    free(in);
+    free(grp);
+    free(A);
+    free(ids);
+    free(nodes);
+    free(uids);
+    free(saved);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"rows_walk", rows_walk, METH_VARARGS, rows_walk_doc},
+    {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
+    {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},
+    {"plain_row", plain_row, METH_VARARGS, plain_row_doc},
     {NULL, NULL, 0, NULL},
 };
 

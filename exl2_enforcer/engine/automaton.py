@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable
+from itertools import chain
 from typing import Any, cast
 
 import numpy as np
 
 from exl2_enforcer.compile.nfa import NFA, Frag, LazyHeads, Loop
+from exl2_enforcer.engine import native
 from exl2_enforcer.errors import EnforcerError, SchemaError
 
 INF = 1 << 30
@@ -298,9 +300,16 @@ class Automaton:
         self._n_fixed = len(nfa)
         #: explored (state, node) pairs over all closures: a work counter for tests
         self.closure_work = 0
+        #: the native plain-step tables (engine/native.py; remade after an eviction), and their size
+        self._native_tables: Any = None
+        self.native_bytes = 0
         self._next_uid = 1  # node ids stay unique across evictions
         self._reset_states()
         self.start = self._step_targets([(root.start, EMPTY)])
+        if native.enabled:  # the NFA in array form is part of compiling, not of the first mask
+            self._native_tables = native.nfa_tables(self)
+            if self._native_tables is not None:
+                native.count_tables(self, self._native_tables)
 
     def _reset_states(self) -> None:
         self.states: list[DfaState] = []
@@ -310,6 +319,12 @@ class Automaton:
         self._step_memo: dict[StepKey, int] = {}
         #: (state, slice kind, elements) -> slice_advance's answer (warm matchers step plain tokens by it)
         self._advances: dict[tuple[int, str, int], int | None] = {}
+        #: state -> :meth:`ws_budget` (asked by every native trie walk that meets the state)
+        self._ws_budgets: dict[int, int] = {}
+        #: a plain step's configurations (sorted int32 (NFA state, node id) pairs) -> their DFA state
+        self._plain_memo: dict[bytes, int] = {}
+        #: the byte targets of a step that is not plain (same form) -> the DFA state they lead to
+        self._escape_memo: dict[bytes, int] = {}
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -334,6 +349,8 @@ class Automaton:
             self.seq += 1
             self._reset_states()
             self.generation += 1
+            self._native_tables = None  # their memory goes too (rebuilt on the next native row)
+            self.native_bytes = 0
             self.start = self._step_targets([(self.root.start, EMPTY)])
             self.seq += 1
 
@@ -655,6 +672,10 @@ class Automaton:
     def _compute_cell(self, sid: int, c: int) -> None:
         """Only ``table[sid, c]``: a byte-by-byte walk leaves most states by one class, and the
         other classes' target sets (closures, new DFA states) would be built for nothing."""
+        self.table[sid, c] = self._cell_target(sid, c)
+
+    def _cell_target(self, sid: int, c: int) -> int:
+        """The DFA state after a byte of class ``c`` in ``sid``, built from the configurations."""
         bit = 1 << c
         labels: list[tuple[frozenset[int], StackNode]] = []
         cache = self._groups_cache
@@ -664,16 +685,17 @@ class Automaton:
             if mask & bit:
                 labels += [(targets, node) for targets, gmask, _spans in groups if gmask & bit]
         if not labels:
-            self.table[sid, c] = DEAD
-            return
+            return DEAD
         joined = labels if len(labels) == 1 else _by_node(labels)
         key: StepKey = joined[0] if len(joined) == 1 else frozenset(joined)
         nid = self._step_memo.get(key)
         if nid is None:
             nid = self._step_key(key, joined)
-        self.table[sid, c] = nid
+        return nid
 
     def _compute_row(self, sid: int) -> None:
+        if native.enabled and self._native_row(sid):
+            return
         # A row is built from the configurations' edge groups (cached per NFA state):
         # one step per distinct target set, written over the classes that lead there.
         parts: list[tuple[EdgeGroups, StackNode]] = []
@@ -694,6 +716,42 @@ class Automaton:
             self._fill_disjoint(parts, row)
         self.table[sid] = row
         self.row_done[sid] = True
+
+    def _native_row(self, sid: int) -> bool:
+        """Compute ``sid``'s row with the native plain steps (``engine/_walk.c``); False when they
+        cannot (tables full, or the extension is missing), and the row is left to :meth:`_compute_row`.
+
+        The native code moves each configuration along the NFA on its own node and keys each
+        set it reaches by bytes; a new set is interned by :meth:`_intern_plain`.  Classes where
+        the stack would change are keyed by their byte targets and stepped by :meth:`_escape_step`.
+        """
+        tables = self._native_tables
+        if tables is None:
+            tables = self._native_tables = native.nfa_tables(self)
+            if tables is None:
+                return False
+        if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
+                                self._escape_memo, self._intern_plain, self._escape_step):
+            return False
+        self.row_done[sid] = True
+        native.count_tables(self, tables)
+        return True
+
+    def _intern_plain(self, key: bytes, pairs: list[Config], repeats: bool) -> int:
+        """The DFA state of a plain step's configurations ``pairs`` (``repeats``: an NFA state occurs
+        on two nodes), remembered under ``key``, their sorted ``(NFA state, node id)`` int32 pairs."""
+        if repeats:  # nodes of one depth under one NFA state are merged
+            pairs = list(self._canonical(pairs))
+        nid = self._plain_memo[key] = self._intern(frozenset(pairs), False)
+        self.state_bytes += _MEMO_BYTES + len(key)
+        return nid
+
+    def _escape_step(self, key: bytes, pairs: list[Config], _repeats: bool) -> int:
+        """The DFA state after the byte targets ``pairs`` of a step that changes the stack (a call, loop
+        head or machine end), remembered under ``key`` (as in :meth:`_intern_plain`)."""
+        nid = self._escape_memo[key] = self._step_targets(pairs)
+        self.state_bytes += _MEMO_BYTES + len(key)
+        return nid
 
     def _fill_disjoint(self, parts: list[tuple[EdgeGroups, StackNode]], row: list[int]) -> None:
         """Fill ``row`` when no two configurations read a byte of the same class."""
@@ -836,6 +894,27 @@ class Automaton:
             return flat
         return self._canonical(flat)
 
+    # -- the NFA as arrays (native plain rows) ------------------------------------
+    def nfa_arrays(self) -> tuple[np.ndarray, ...]:
+        """The NFA's fixed states as int32 arrays, for the native plain rows: byte edges in class
+        space (CSR pointers, first class, end class, target), epsilon edges (CSR pointers, target),
+        whether each state is a call, loop head or machine end, and its completion depth."""
+        n = self._n_fixed
+        edges, eps = self.nfa.edges[:n], self.nfa.eps[:n]
+        e_len = np.fromiter(map(len, edges), dtype=np.int32, count=n)
+        p_len = np.fromiter(map(len, eps), dtype=np.int32, count=n)
+        n_edges = int(e_len.sum())
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(edges)), dtype=np.int32, count=3 * n_edges)
+        lo_hi_t = flat.reshape(n_edges, 3)
+        e_clo = self.class_of_byte[lo_hi_t[:, 0]]
+        e_chi = self.class_of_byte[lo_hi_t[:, 1]] + 1
+        p_t = np.fromiter(chain.from_iterable(eps), dtype=np.int32, count=int(p_len.sum()))
+        special = np.zeros(n, dtype=np.int32)
+        special[[q for q in self._fixed_specials if q < n]] = 1
+        h = np.array(self._h[:n], dtype=np.int32)  # INF (2**30) fits
+        return (np.r_[0, np.cumsum(e_len)].astype(np.int32), e_clo.astype(np.int32), e_chi.astype(np.int32),
+                np.ascontiguousarray(lo_hi_t[:, 2]), np.r_[0, np.cumsum(p_len)].astype(np.int32), p_t, special, h)
+
     # -- vocabulary-slice fast path ----------------------------------------------
     def _slice_frame(self, node: StackNode) -> int | None:
         """A slice loop head ``node`` returns to; None if it returns to none, -1 if mixed.
@@ -921,6 +1000,24 @@ class Automaton:
                 if target not in targets:
                     targets.append(target)
         return self._step_targets(targets)
+
+    def ws_budget(self, sid: int) -> int:
+        """How many more JSON whitespace bytes the whitespace loop ``sid`` sits at takes (see
+        :meth:`slice_budget`; ``INF`` when unbounded), or -1 when ``sid`` sits at none.  The native
+        trie walk counts whitespace past such a state instead of stepping it byte by byte."""
+        got = self._ws_budgets.get(sid)
+        if got is None:
+            fast = self.slice_budget(sid)
+            got = -1 if fast is None or fast[0] != "ws" else INF if fast[1] is None else fast[1]
+            self._ws_budgets[sid] = got
+            self.state_bytes += _MEMO_BYTES
+        return got
+
+    def ws_advance(self, sid: int, n: int) -> int:
+        """The state after ``n`` whitespace bytes in ``sid`` (a state :meth:`ws_budget` gives a budget
+        of at least ``n``): :meth:`slice_advance`, whichever whitespace bytes they are."""
+        got = self.slice_advance(sid, "ws", n)
+        return self.walk(sid, b" " * n) if got is None else got
 
     def slice_need(self, sid: int) -> int:
         """For a slice state: elements still required before the loop may exit (minLength)."""

@@ -1,10 +1,18 @@
-"""The native token walks (``engine/_walk.c``), when the C extension is built.
+"""The native token walks and plain DFA rows (``engine/_walk.c``), when the C extension is built.
 
 ``pip install`` compiles the extension where a C compiler is present (it is marked
 optional, so an install without one still succeeds).  Without it, or with the
 environment variable ``EXL2_ENFORCER_NATIVE=0`` set before import, the engine uses
-its vectorised numpy walks, which give the same masks bit for bit, only slower on
-cold states (see docs/performance.md).
+its vectorised numpy walks and builds every DFA row in Python, which give the same
+masks bit for bit, only slower on cold states (see docs/performance.md).
+
+*Plain rows*: most DFA states sit inside one machine (a key, a pattern, a format, a
+number), where no byte step changes the stack.  Their rows come from per-automaton
+tables of the NFA (:func:`nfa_tables`, built at compile time): each configuration
+moves along its byte edges to the states with byte edges its targets reach by epsilon
+moves, on its own node.  Python then only interns the new configuration sets
+(:meth:`Automaton._native_row`); a class whose step calls, returns or enters a loop
+head takes the automaton's general path.
 
 :data:`enabled` says which is used; tests switch it to compare both paths.
 """
@@ -15,7 +23,7 @@ import importlib
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +46,45 @@ available: bool = _module is not None
 enabled: bool = available and os.environ.get("EXL2_ENFORCER_NATIVE", "1") != "0"
 
 
+#: bytes of per-class step cells the native tables of one automaton may hold (DFA rows whose
+#: NFA states do not fit are built in Python); the tables count in the grammar's retained bytes
+PLAIN_TABLE_BYTES = 32 << 20
+
+
+def nfa_tables(auto: "Automaton") -> Any:
+    """The native tables of ``auto``'s NFA for :func:`plain_row` (an opaque capsule), or None when the
+    extension is not built."""
+    if _module is None:
+        return None
+    max_states = max(1, PLAIN_TABLE_BYTES // (8 * auto.n_classes))  # two int32 per class and NFA state
+    return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), max_states)
+
+
+def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple[int, Any]], max_depth: int,
+              plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], intern: Callable[[bytes, Any, bool], int],
+              escape: Callable[[bytes, Any, bool], int]) -> bool:
+    """Write the row of DFA state ``sid`` (``configs``: its (NFA state, stack node) pairs) into ``auto.table``.
+
+    Each distinct configuration set the plain steps of a class reach is keyed by the bytes of its
+    sorted int32 ``(NFA state, node id)`` pairs: ``plain_memo[key]``, else ``intern(key, pairs, repeats)``
+    with ``pairs`` the list of ``(NFA state, node)`` tuples and ``repeats`` whether an NFA state occurs
+    twice.  Classes whose step changes the stack (a call, loop head or machine end) are keyed by their
+    byte targets in the same form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns
+    False, writing nothing, when ``tables`` are full.  Hold ``auto.lock``.
+    """
+    assert _module is not None
+    done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, intern, escape)
+    return done
+
+
+def count_tables(auto: "Automaton", tables: Any) -> None:
+    """Count the current size of ``auto``'s native ``tables`` in its retained bytes."""
+    assert _module is not None
+    nbytes = _module.nfa_tables_bytes(tables)
+    auto.state_bytes += nbytes - auto.native_bytes
+    auto.native_bytes = nbytes
+
+
 def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray | None,
               check: Callable[[], None], with_states: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
     """Walk ``trie`` from DFA state ``sid``: the tokens whose bytes lead to a live state.
@@ -54,10 +101,22 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
     n = trie.tok_ids.shape[0]
     ids = np.empty(n if with_states else 0, np.int64)
     states = np.empty(n if with_states else 0, np.int64)
+    # whitespace runs count instead of stepping (no states for them): not where end states are wanted,
+    # nor for a stand-in automaton without the slice methods (tests wrap one to watch its callbacks)
+    runs = ws_runs and not with_states and hasattr(auto, "ws_budget")
     count = _module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
                               trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, sid, words,
-                              ids if with_states else None, states if with_states else None, check)
+                              ids if with_states else None, states if with_states else None, check,
+                              _WS if runs else None, getattr(auto, "ws_budget", None),
+                              getattr(auto, "ws_advance", None))
     return count, ids[:count], states[:count]
+
+
+#: whether the native trie walk counts whitespace runs past a state at a whitespace loop instead of
+#: stepping them byte by byte (the same masks, fewer DFA states; tests switch it to compare)
+ws_runs: bool = True
+#: JSON whitespace bytes, flagged (one element of a whitespace loop each)
+_WS = bytes(1 if b in b" \t\n\r" else 0 for b in range(256))
 
 
 def rows_walk(auto: "Automaton", flat: np.ndarray, start: np.ndarray, length: np.ndarray, ids: np.ndarray,

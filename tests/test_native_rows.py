@@ -1,0 +1,156 @@
+"""The native plain rows (engine/_walk.c ``plain_row``) write the rows the Python path writes.
+
+Each case compiles a schema, explores its DFA breadth first with native rows, and for
+every explored state recomputes the row with the Python path in the same automaton
+(after clearing it): interning finds the same configurations under the same ids, so
+equal rows mean equal steps, and a Python recompute that had to make a new state
+would show up as a different id.  The tables' bounds, their memory accounting and
+their refusal of malformed input are checked too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_sets import in_ci
+from enforcer_oracle import vocab_by_name
+
+from exl2_enforcer import compile_json_schema, compile_regex
+from exl2_enforcer.engine import native
+from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.grammar import GRAMMAR_CACHE
+
+needs_native = pytest.mark.skipif(not native.available and not in_ci(),
+                                  reason="C extension not built (no compiler at install); CI requires it")
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = {"$defs": {
+    "Dir": {"type": "object", "required": ["name", "children"], "properties": {
+        "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}},
+    "Zip": {"type": "object", "required": ["name", "children", "codec"], "properties": {
+        "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+        "codec": {"type": "string"}}},
+    "Node": {"anyOf": [{"$ref": "#/$defs/Dir"}, {"$ref": "#/$defs/Zip"}]}},
+    "$ref": "#/$defs/Node"}
+CASES = {
+    "function_call": json.loads((ROOT / "tests/schemas/function_call.json").read_text()),
+    "patterns_formats": json.loads((ROOT / "benchmarks/schemas/patterns_formats.schema.json").read_text()),
+    "recursive_union": NODE,
+    "numbers_enums": {"type": "object", "properties": {
+        "n": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+        "k": {"type": "integer", "minimum": -40, "multipleOf": 5},
+        "e": {"enum": ["alpha", "beta", 3, None, [1, 2]]},
+        "u": {"type": "string", "format": "uuid"}}, "required": ["n", "k", "e"]},
+}
+
+
+def _explore(auto: Automaton, limit: int) -> list[int]:
+    """States reached breadth first from the start, every row built (natively when enabled)."""
+    seen, order = {auto.start}, [auto.start]
+    i = 0
+    while i < len(order) and len(order) < limit:
+        sid = order[i]
+        i += 1
+        auto.ensure_rows([sid])
+        for nxt in np.unique(auto.table[sid]).tolist():
+            if nxt >= 0 and nxt not in seen:
+                seen.add(nxt)
+                order.append(nxt)
+    return order[:i]
+
+
+def _python_row(auto: Automaton, sid: int, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    """``sid``'s row recomputed by the Python path in the same automaton."""
+    auto.table[sid] = UNKNOWN
+    auto.row_done[sid] = False
+    with monkeypatch.context() as m:
+        m.setattr(native, "enabled", False)
+        auto.ensure_rows([sid])
+    return auto.table[sid].copy()
+
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_native_rows_equal_python_rows(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES[name], vocab_by_name("llama3")).automaton
+    explored = _explore(auto, 1500)
+    assert len(explored) > 100
+    before = len(auto.states)
+    for sid in explored:
+        native_row = auto.table[sid].copy()
+        assert np.array_equal(_python_row(auto, sid, monkeypatch), native_row), f"{name}: row of state {sid}"
+    assert len(auto.states) == before  # the Python path found every state the native one made
+
+
+@needs_native
+def test_full_tables_leave_rows_to_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for one NFA state the native rows give up at once; the rows are still right."""
+    monkeypatch.setattr(native, "PLAIN_TABLE_BYTES", 1)
+    GRAMMAR_CACHE.clear()
+    g = compile_regex(r"[a-z0-9]{1,20}(\.[a-z]{2,4}){1,3}", vocab_by_name("llama3"))
+    auto = g.automaton
+    explored = _explore(auto, 300)
+    assert auto.native_bytes > 0  # the tables were made (and counted) ...
+    for sid in explored:
+        row = auto.table[sid].copy()
+        assert np.array_equal(_python_row(auto, sid, monkeypatch), row)
+    assert auto.matches(b"abc.de.fgh") and not auto.matches(b"abc.")
+
+
+@needs_native
+def test_native_tables_count_in_retained_bytes_and_go_with_an_eviction() -> None:
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
+    auto = g.automaton
+    base = auto.retained_bytes()
+    _explore(auto, 400)
+    assert auto.native_bytes > 0
+    assert auto.retained_bytes() >= base + auto.native_bytes
+    auto.evict()
+    assert auto.native_bytes == 0
+    assert auto.retained_bytes() < base + 1_000_000
+    # rebuilt on demand, with the same language
+    text = b'{"sku": "QXR-0427", "slug": "a-b"'
+    assert auto.walk(auto.start, text) >= 0
+    assert auto.walk(auto.start, b'{"sku": "QXR-04a') < 0
+
+
+@needs_native
+def test_nfa_tables_refuse_malformed_arrays() -> None:
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-c]+x", vocab_by_name("llama3")).automaton
+    good = auto.nfa_arrays()
+    module = native._module
+    assert module is not None
+    module.nfa_tables(auto.n_classes, *good, 10)  # accepted as is
+
+    def with_(i: int, value: np.ndarray) -> list[np.ndarray]:
+        arrays = list(good)
+        arrays[i] = value
+        return arrays
+
+    bad_target = good[3].copy()
+    bad_target[0] = 10**6
+    bad_class = good[2].copy()
+    bad_class[0] = auto.n_classes + 1
+    short_pointers = good[0][:-1]
+    falling = good[0].copy()
+    falling[1], falling[2] = falling[2] + 1, falling[1]
+    for arrays in (with_(3, bad_target), with_(2, bad_class), with_(0, short_pointers), with_(0, falling),
+                   with_(7, good[7].astype(np.float32))):
+        with pytest.raises(ValueError):
+            module.nfa_tables(auto.n_classes, *arrays, 10)
+    with pytest.raises(ValueError):
+        module.nfa_tables(0, *good, 10)
+    tables = module.nfa_tables(auto.n_classes, *good, 10)
+    args = (auto.max_depth, {}, {}, lambda k, p, r: 0, lambda k, p, r: 0)
+    with pytest.raises(ValueError):
+        module.plain_row(tables, auto, auto.start, frozenset({(1, 2, 3)}), *args)
+    with pytest.raises(ValueError):  # a row outside the table
+        module.plain_row(tables, auto, 10**6, auto.states[auto.start].configs, *args)
+    with pytest.raises(ValueError):  # not a tables capsule
+        module.plain_row(object(), auto, auto.start, auto.states[auto.start].configs, *args)
