@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from operator import itemgetter
 
 import numpy as np
 
@@ -46,6 +45,8 @@ MAX_WALKED = 16000
 MAX_WALKED_NATIVE = 200_000
 #: most groups of walked-on tokens gathered as slices of the row table (more: one vectorised gather)
 SLICED_GROUPS = 64
+#: most chain states whose agreement one vectorised check settles
+AGREE_BATCH = 32
 #: fewest tokens walked on with numpy; fewer go byte by byte in Python
 SCALAR_TOKENS = 24
 #: bytes of run tables kept per vocabulary (least recently used dropped first)
@@ -202,7 +203,7 @@ class RunMemo:
 
     #: rough CPython size of one state -> state entry of a byte set's agreements
     AGREE_BYTES = 120
-    #: rough CPython size of a byte set without its arrays (the getter, the key, the dict)
+    #: rough CPython size of a byte set without its member array (the keys, class ids, the dict)
     SET_BYTES = 1200
 
     def __init__(self, auto: Automaton) -> None:
@@ -244,19 +245,17 @@ class ByteSet:
     """A set of bytes made of whole byte classes of one automaton, as the run path reads it.
 
     ``classes``: the sorted class ids as ``bytes`` (fewer than 256 classes), which name the set
-    within its automaton; ``members``: bool, shape (256,); ``table_key``: the key of its
-    :class:`RunTable`; ``cells(row)``: the row's cells of the classes (a tuple, from a row given
-    as a list); ``agree``: per DFA state, the one state every byte of the set leads to (``DEAD``
-    if none, ``UNKNOWN`` if they disagree); ``group_classes``: see :meth:`RunMemo.group_classes`.
+    within its automaton, and ``class_ids`` the same as an index array; ``members``: bool, shape
+    (256,); ``table_key``: the key of its :class:`RunTable`; ``agree``: per DFA state, the one
+    state every byte of the set leads to (``DEAD`` if none, ``UNKNOWN`` if they disagree);
+    ``group_classes``: see :meth:`RunMemo.group_classes`.
     """
 
     def __init__(self, classes: bytes, members: np.ndarray) -> None:
         self.classes = classes
         self.members = members
         self.table_key = np.packbits(members).tobytes()
-        # itemgetter of one index returns the item, not a 1-tuple
-        self.cells: Callable[[list[int]], tuple[int, ...]] = \
-            itemgetter(*classes) if len(classes) > 1 else lambda row: (row[classes[0]],)
+        self.class_ids = np.frombuffer(classes, dtype=np.uint8).astype(np.intp)
         self.agree: dict[int, int] = {}
         self.group_classes: np.ndarray | None = None
         self.grouped_by: Callable[[], RunTable | None] = lambda: None
@@ -365,16 +364,13 @@ def _chain(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], 
     refused), or where the bytes of the set lead to different states (``cut`` True: longer runs
     need a walk from the last state).
     """
-    agree, cells = byte_set.agree, byte_set.cells
+    agree = byte_set.agree
     state = chain[-1]
     while len(chain) <= max_run:
         nxt = agree.get(state)
         if nxt is None:
-            if not auto.has_row(state):
-                auto.ensure_rows([state])
-            got = cells(auto.table[state].tolist())  # ensure_rows may have grown the table
-            nxt = agree[state] = got[0] if got.count(got[0]) == len(got) else UNKNOWN
-            memo.nbytes += memo.AGREE_BYTES
+            _settle(auto, memo, byte_set, state, min(AGREE_BATCH, max_run + 1 - len(chain)))
+            nxt = agree[state]
         if nxt == DEAD:
             return chain, False
         if nxt == UNKNOWN:
@@ -382,6 +378,40 @@ def _chain(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], 
         chain.append(nxt)
         state = nxt
     return chain, False
+
+
+def _settle(auto: Automaton, memo: RunMemo, byte_set: ByteSet, state: int, limit: int) -> None:
+    """Where the set's bytes lead from ``state`` and from up to ``limit - 1`` states after it, into
+    ``byte_set.agree``.
+
+    The states after it are found by the set's first class alone (the chain's next states as long
+    as the set agrees); then every class is compared in one vectorised check, instead of a row
+    read and compared per state.  Past a disagreement the stretch may hold states the chain will
+    not visit: their answers are true all the same, and at most ``limit`` rows are built for them.
+    """
+    agree = byte_set.agree
+    first_class = byte_set.classes[0]
+    stretch = [state]
+    seen = {state}
+    table = auto.table
+    while len(stretch) < limit:
+        nxt = table.item(state, first_class)
+        if nxt == UNKNOWN:
+            auto.ensure_rows([state])
+            table = auto.table  # ensure_rows may have grown it
+            nxt = table.item(state, first_class)
+        if nxt < 0 or nxt in seen or nxt in agree:
+            break
+        stretch.append(nxt)
+        seen.add(nxt)
+        state = nxt
+    auto.ensure_rows(stretch)
+    cells = auto.table[np.asarray(stretch, dtype=np.int64)][:, byte_set.class_ids]
+    firsts = cells[:, 0]
+    same = (cells == firsts[:, None]).all(axis=1)
+    for s, nxt, agrees in zip(stretch, firsts.tolist(), same.tolist()):
+        agree[s] = nxt if agrees else UNKNOWN
+    memo.nbytes += memo.AGREE_BYTES * len(stretch)
 
 
 def _walk_on(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray,
