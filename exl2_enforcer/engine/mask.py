@@ -185,8 +185,9 @@ class TokenIndex:
         """Packed mask of the tokens that leave a plain string open after at most ``budget`` characters
         (None: any): the plain slice's and the lexicon's non-closing accepted ones.
 
-        Cached per budget, so at most one mask per budget below the longest token (a few hundred
-        kilobytes per vocabulary); shared: do not modify it.
+        Cached per budget: at most one mask per budget up to the longest token (bounded by the
+        vocabulary, like :meth:`slice_packed`: about 2 MB on llama3, whose plain tokens reach 128
+        characters); shared: do not modify it.
         """
         lex = self.string_lexicon()
         if budget is not None and budget >= max(lex.max_chars, self.slices["plain"].max_size):
