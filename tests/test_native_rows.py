@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_sets import in_ci
-from enforcer_oracle import vocab_by_name
+from enforcer_oracle import encode, vocab_by_name
 
-from exl2_enforcer import compile_json_schema, compile_regex
+from exl2_enforcer import Matcher, SchemaOptions, compile_json_schema, compile_regex
 from exl2_enforcer.engine import native
-from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.engine.automaton import UNKNOWN, Automaton, StackNode
 from exl2_enforcer.grammar import GRAMMAR_CACHE
 
 needs_native = pytest.mark.skipif(not native.available and not in_ci(),
@@ -154,3 +154,113 @@ def test_nfa_tables_refuse_malformed_arrays() -> None:
         module.plain_row(tables, auto, 10**6, auto.states[auto.start].configs, *args)
     with pytest.raises(ValueError):  # not a tables capsule
         module.plain_row(object(), auto, auto.start, auto.states[auto.start].configs, *args)
+
+
+# ---- faults found by review (each test failed before its fix) -------------------------------
+
+TREE = {"$defs": {"T": {"type": "object", "properties": {
+    "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/T"}}}, "required": ["v"]}},
+    "$ref": "#/$defs/T"}
+
+
+@needs_native
+@pytest.mark.parametrize("max_depth", [2**31 + 3, 2**32 + 3])
+def test_rows_equal_python_rows_when_max_depth_passes_int32(max_depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room a node leaves (max_depth - depth) was cut to int32: 2**32 + 3 left room for 3
+    levels, and 2**31 + 3 none, so native rows refused nesting the Python rows allow."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(TREE, vocab_by_name("llama3"), SchemaOptions(max_depth=max_depth)).automaton
+    explored = _explore(auto, 400)
+    for sid in explored:
+        native_row = auto.table[sid].copy()
+        assert np.array_equal(_python_row(auto, sid, monkeypatch), native_row), f"row of state {sid}"
+    deep = b'{"v": 1, "kids": [{"v": 2, "kids": [{"v": 3, "kids": [{"v": 4, "kids": [{"v": 5}]}]}]}]}'
+    sid = auto.start
+    for byte in deep:  # whole rows, as masks read them
+        auto.ensure_rows([sid])
+        sid = int(auto.table[sid, auto.class_of_byte[byte]])
+        assert sid >= 0
+    assert auto.states[sid].accepting
+
+
+@needs_native
+def test_node_ids_past_int32_leave_the_row_to_python() -> None:
+    """Node ids grow across evictions for an automaton's life; one past int32 raised ValueError
+    out of every native row (a long-lived grammar evicted often would stop masking)."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(TREE, vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    big = StackNode(2**31 + 5, (), 0)
+    configs = frozenset((q, big) for q, _node in auto.states[auto.start].configs)
+    made: list[bytes] = []
+
+    def make(key: bytes, pairs: list, repeats: bool) -> int:
+        made.append(key)
+        return 0
+
+    assert native.plain_row(tables, auto, auto.start, configs, auto.max_depth, {}, {}, make, make) is False
+    assert made == []  # nothing was keyed with a truncated id
+
+
+@needs_native
+def test_plain_row_refuses_a_state_id_past_the_table() -> None:
+    """A callback's state id is written into the row only if the table has that state."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-c]+x", vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    configs = auto.states[auto.start].configs
+    past = auto.table.shape[0]
+    with pytest.raises(ValueError, match="past automaton.table"):
+        native.plain_row(tables, auto, auto.start, configs, auto.max_depth, {}, {}, lambda k, p, r: past,
+                         lambda k, p, r: past)
+    assert not (auto.table[auto.start] >= past).any()
+
+
+def _tool_union(n: int) -> dict:
+    """n tools told apart by a const name, each with its own typed arguments (a large NFA)."""
+    return {"anyOf": [{"type": "object", "properties": {
+        "name": {"const": f"tool_{i}"},
+        "arguments": {"type": "object", "properties": {f"a{j}_{i}": {"type": ("string", "integer", "boolean")[j]}
+                                                       for j in range(3)}, "additionalProperties": False}},
+        "required": ["name", "arguments"], "additionalProperties": False} for i in range(n)]}
+
+
+def _evictions_over(text: str, tools: int, memory_bytes: int) -> tuple[int, Automaton]:
+    """Evictions while a matcher masks and accepts every token of ``text`` under ``memory_bytes``."""
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(_tool_union(tools), vocab_by_name("llama3"), memory_bytes=memory_bytes)
+    m = Matcher(g)
+    for token in encode("llama3", text):
+        m.packed_mask()
+        m.accept_token(token)
+    assert m.is_accepting()
+    assert g.footprint_bytes() >= g.nfa_bytes + g.automaton.native_fixed_bytes + g.retained_bytes()
+    return g.evictions, g.automaton
+
+
+@needs_native
+def test_evictions_keep_the_nfa_copy_and_the_budget_ignores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy of the NFA counted in the evictable budget and went with each eviction: a grammar
+    whose copy is near its memory_bytes evicted on most steps (more often than without the native
+    rows) and copied the NFA again each time (as costly as compiling's copy)."""
+    copies = []
+    real = Automaton.nfa_arrays
+
+    def counted(self: Automaton) -> tuple[np.ndarray, ...]:
+        copies.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Automaton, "nfa_arrays", counted)
+    text = json.dumps({"name": "tool_149", "arguments": {"a0_149": "Kyoto", "a1_149": 3, "a2_149": True}})
+    with monkeypatch.context() as m:
+        m.setattr(native, "enabled", False)
+        python_evictions, _auto = _evictions_over(text, 150, 1 << 20)
+    evictions, auto = _evictions_over(text, 150, 1 << 20)
+    assert auto.native_fixed_bytes > (1 << 20) // 2  # the case: a copy near the budget
+    assert evictions <= python_evictions
+    made = len(copies)
+    for _ in range(5):
+        auto.evict()
+        _explore(auto, 50)
+    assert len(copies) == made  # every eviction kept the copy
+    assert auto.native_bytes > 0

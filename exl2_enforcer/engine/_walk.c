@@ -442,10 +442,29 @@ static void nfatab_free(NfaTab *t) {
 
 static void nfatab_capsule_free(PyObject *cap) { nfatab_free(PyCapsule_GetPointer(cap, NFA_CAPSULE)); }
 
-static Py_ssize_t nfatab_bytes(const NfaTab *t) {
-    return (Py_ssize_t)sizeof(int32_t) * ((Py_ssize_t)t->e_ptr[t->n] * 3 + t->p_ptr[t->n] + 8 * (Py_ssize_t)t->n +
-                                          t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap +
-                                          t->sets.cap + t->set_at.cap);
+/* The copy of the NFA: fixed for the automaton's life, like the NFA itself. */
+static Py_ssize_t nfatab_fixed_bytes(const NfaTab *t) {
+    return (Py_ssize_t)sizeof(int32_t) * ((Py_ssize_t)t->e_ptr[t->n] * 3 + t->p_ptr[t->n] + 8 * (Py_ssize_t)t->n);
+}
+
+/* The steps derived from it: they grow with use and go with an eviction (nfatab_clear). */
+static Py_ssize_t nfatab_derived_bytes(const NfaTab *t) {
+    return (Py_ssize_t)sizeof(int32_t) *
+           (t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap + t->sets.cap + t->set_at.cap);
+}
+
+static void vec_drop(IntVec *x) {
+    free(x->v);
+    x->v = NULL;
+    x->n = x->cap = 0;
+}
+
+/* Forget every derived step, keeping the copy of the NFA. */
+static void nfatab_clear(NfaTab *t) {
+    IntVec *vs[] = {&t->reach, &t->cells, &t->succ, &t->need, &t->todo, &t->sets, &t->set_at};
+    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) vec_drop(vs[i]);
+    for (int32_t q = 0; q < t->n; q++) t->reach_at[q] = t->row_at[q] = -1;
+    t->rows = 0;
 }
 
 static int32_t *copy_ints(const Buf *b, Py_ssize_t n) {
@@ -544,13 +563,28 @@ done:
     return cap;
 }
 
-PyDoc_STRVAR(nfa_tables_bytes_doc, "nfa_tables_bytes(tables) -> int\n\nBytes the tables hold now.");
+PyDoc_STRVAR(nfa_tables_bytes_doc,
+"nfa_tables_bytes(tables) -> (int, int)\n\n"
+"Bytes the tables hold now: the copy of the NFA (fixed), and the steps derived from it (grow with\n"
+"use, dropped by nfa_tables_clear).");
 
 static PyObject *nfa_tables_bytes(PyObject *self, PyObject *cap) {
     (void)self;
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
-    return PyLong_FromSsize_t(nfatab_bytes(t));
+    return Py_BuildValue("nn", nfatab_fixed_bytes(t), nfatab_derived_bytes(t));
+}
+
+PyDoc_STRVAR(nfa_tables_clear_doc,
+"nfa_tables_clear(tables) -> None\n\n"
+"Drop the steps derived so far (their memory is freed), keeping the copy of the NFA.");
+
+static PyObject *nfa_tables_clear(PyObject *self, PyObject *cap) {
+    (void)self;
+    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (t == NULL) return NULL;
+    nfatab_clear(t);
+    Py_RETURN_NONE;
 }
 
 /* Fill ``x``'s epsilon reach: the states with byte edges it reaches, or length -1 when a call, loop
@@ -767,17 +801,20 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         const long depth = PyLong_AsLong(d);
         Py_DECREF(d);
         if (depth == -1 && PyErr_Occurred()) goto done;
-        if (uid < 0 || uid > INT32_MAX || depth < 0 || depth > max_depth) {
+        if (uid < 0 || depth < 0 || depth > max_depth) {
             PyErr_Format(PyExc_ValueError, "stack node %ld (depth %ld) is out of range", uid, depth);
             goto done;
         }
-        if (q < 0 || q >= t->n) { /* not in the copied NFA: the automaton builds this row */
+        /* not in the copied NFA, or a node id past int32 (ids grow across evictions for the
+         * automaton's life): the automaton builds this row */
+        if (q < 0 || q >= t->n || uid > INT32_MAX) {
             result = Py_False;
             Py_INCREF(result);
             goto done;
         }
         in[3 * n_in] = (int32_t)q;
-        in[3 * n_in + 1] = (int32_t)(max_depth - depth);
+        /* completion depths are at most INT32_MAX, so a larger room admits them all alike */
+        in[3 * n_in + 1] = max_depth - depth > INT32_MAX ? INT32_MAX : (int32_t)(max_depth - depth);
         in[3 * n_in + 2] = uids[n_in] = (int32_t)uid;
         nodes[n_in] = node;
         n_in++;
@@ -900,6 +937,12 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "automaton.table must be an int32 array (states, classes) holding the state");
         goto done;
     }
+    for (Py_ssize_t b = 0; b < ns; b++)
+        if (ids[b] >= table.shape[0]) {
+            PyErr_Format(PyExc_ValueError, "a plain step gave DFA state %ld, past automaton.table's %zd rows",
+                         (long)ids[b], table.shape[0]);
+            goto done;
+        }
     int32_t *row = (int32_t *)table.buf + (Py_ssize_t)sid * nc;
     for (int32_t c = 0; c < nc; c++) row[c] = A[c] < 0 ? DEAD : ids[A[c]];
     result = Py_True;
@@ -924,6 +967,7 @@ static PyMethodDef methods[] = {
     {"rows_walk", rows_walk, METH_VARARGS, rows_walk_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},
+    {"nfa_tables_clear", nfa_tables_clear, METH_O, nfa_tables_clear_doc},
     {"plain_row", plain_row, METH_VARARGS, plain_row_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -300,8 +300,11 @@ class Automaton:
         self._n_fixed = len(nfa)
         #: explored (state, node) pairs over all closures: a work counter for tests
         self.closure_work = 0
-        #: the native plain-step tables (engine/native.py; remade after an eviction), and their size
+        #: the native plain-step tables (engine/native.py): their copy of the NFA is made once (its
+        #: bytes: ``native_fixed_bytes``, fixed like the NFA's), the steps derived from it grow with
+        #: use (``native_bytes``, part of ``state_bytes``) and go with an eviction
         self._native_tables: Any = None
+        self.native_fixed_bytes = 0
         self.native_bytes = 0
         self._next_uid = 1  # node ids stay unique across evictions
         self._reset_states()
@@ -347,7 +350,10 @@ class Automaton:
             self.seq += 1
             self._reset_states()
             self.generation += 1
-            self._native_tables = None  # their memory goes too (rebuilt on the next native row)
+            if self._native_tables is not None:
+                # the steps go (the budget counts them); copying the NFA again would cost every
+                # eviction as much as a compile's copy, for memory an eviction cannot free for long
+                native.clear_tables(self._native_tables)
             self.native_bytes = 0
             self.start = self._step_targets([(self.root.start, EMPTY)])
             self.seq += 1
@@ -728,11 +734,13 @@ class Automaton:
             tables = self._native_tables = native.nfa_tables(self)
             if tables is None:
                 return False
-        if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
-                                self._escape_memo, self._intern_plain, self._escape_step):
-            return False
+        try:
+            if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
+                                    self._escape_memo, self._intern_plain, self._escape_step):
+                return False
+        finally:  # the tables grow even when the row is left to Python or a callback raised
+            native.count_tables(self, tables)
         self.row_done[sid] = True
-        native.count_tables(self, tables)
         return True
 
     def _intern_plain(self, key: bytes, pairs: list[Config], repeats: bool) -> int:

@@ -47,7 +47,8 @@ enabled: bool = available and os.environ.get("EXL2_ENFORCER_NATIVE", "1") != "0"
 
 
 #: bytes of per-class step cells the native tables of one automaton may hold (DFA rows whose
-#: NFA states do not fit are built in Python); the tables count in the grammar's retained bytes
+#: NFA states do not fit are built in Python until an eviction empties them); the steps count in
+#: the grammar's retained bytes, the tables' copy of the NFA in its footprint (as the NFA does)
 PLAIN_TABLE_BYTES = 32 << 20
 
 
@@ -70,7 +71,8 @@ def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple
     with ``pairs`` the list of ``(NFA state, node)`` tuples and ``repeats`` whether an NFA state occurs
     twice.  Classes whose step changes the stack (a call, loop head or machine end) are keyed by their
     byte targets in the same form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns
-    False, writing nothing, when ``tables`` are full.  Hold ``auto.lock``.
+    False, writing nothing, when ``tables`` are full or a node id does not fit in int32 (the
+    automaton then builds the row).  Hold ``auto.lock``.
     """
     assert _module is not None
     done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, intern, escape)
@@ -78,11 +80,20 @@ def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple
 
 
 def count_tables(auto: "Automaton", tables: Any) -> None:
-    """Count the current size of ``auto``'s native ``tables`` in its retained bytes."""
+    """Count the current size of ``auto``'s native ``tables``: the steps derived so far in its retained
+    bytes (``auto.native_bytes``, part of ``auto.state_bytes``), the copy of the NFA, fixed for the
+    automaton's life, in ``auto.native_fixed_bytes`` (outside the budget an eviction enforces)."""
     assert _module is not None
-    nbytes = _module.nfa_tables_bytes(tables)
-    auto.state_bytes += nbytes - auto.native_bytes
-    auto.native_bytes = nbytes
+    fixed, derived = _module.nfa_tables_bytes(tables)
+    auto.native_fixed_bytes = fixed
+    auto.state_bytes += derived - auto.native_bytes
+    auto.native_bytes = derived
+
+
+def clear_tables(tables: Any) -> None:
+    """Drop the steps derived in ``tables`` (an eviction), keeping their copy of the NFA."""
+    assert _module is not None
+    _module.nfa_tables_clear(tables)
 
 
 def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray | None,
