@@ -264,3 +264,34 @@ def test_evictions_keep_the_nfa_copy_and_the_budget_ignores_it(monkeypatch: pyte
         _explore(auto, 50)
     assert len(copies) == made  # every eviction kept the copy
     assert auto.native_bytes > 0
+
+
+@needs_native
+def test_tables_cleared_inside_a_callback_give_the_same_rows() -> None:
+    """An eviction clears the derived steps; one that lands while a row's callbacks run (they run
+    Python) must not change the row that call writes, nor the rows after it."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES["numbers_enums"], vocab_by_name("llama3")).automaton
+    sids = _explore(auto, 150)
+
+    def numbering() -> tuple[dict[bytes, int], object]:
+        ids: dict[bytes, int] = {}
+        return ids, lambda key, pairs, repeats: ids.setdefault(key, len(ids) % 50)
+
+    tables = native.nfa_tables(auto)
+    expected = {}
+    for sid in sids:
+        _ids, make = numbering()
+        assert native.plain_row(tables, auto, sid, auto.states[sid].configs, auto.max_depth, {}, {}, make, make)
+        expected[sid] = auto.table[sid].copy()
+    for sid in sids:
+        _ids, make = numbering()
+
+        def clearing(key: bytes, pairs: list, repeats: bool, make=make) -> int:
+            native.clear_tables(tables)
+            return make(key, pairs, repeats)
+
+        assert native.plain_row(tables, auto, sid, auto.states[sid].configs, auto.max_depth, {}, {}, clearing,
+                                clearing)
+        assert np.array_equal(auto.table[sid], expected[sid]), f"row of state {sid}"
+    GRAMMAR_CACHE.clear()  # its rows now hold made-up states

@@ -919,8 +919,8 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n);
-    memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
+    if (t->sets.n) memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n); /* v is NULL while empty */
+    if (ns) memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
     const int32_t *recs = saved + t->sets.n;
     for (Py_ssize_t b = 0; b < ns; b++) {
         const int32_t kind = recs[3 * b], at = recs[3 * b + 1], len = recs[3 * b + 2];
