@@ -11,6 +11,7 @@ their refusal of malformed input are checked too.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,34 @@ def test_tables_cleared_inside_a_callback_give_the_same_rows() -> None:
                                 clearing)
         assert np.array_equal(auto.table[sid], expected[sid]), f"row of state {sid}"
     GRAMMAR_CACHE.clear()  # its rows now hold made-up states
+
+
+@needs_native
+def test_plain_row_takes_configs_only_as_an_exact_frozenset() -> None:
+    """The row borrows each configuration's node from ``configs``; an iterable that makes its pairs
+    on the fly freed them under the call (a use after free that AddressSanitizer reports with
+    PYTHONMALLOC=malloc).  Anything but an exact frozenset is refused."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-c]+x", vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    qs = [q for q, _node in auto.states[auto.start].configs]
+
+    class Fresh:
+        def __len__(self) -> int:
+            return len(qs)
+
+        def __iter__(self) -> Iterator[tuple[int, StackNode]]:
+            for q in qs:
+                yield (q, StackNode(10**6 + q, (), 0))
+
+    class Subset(frozenset):
+        def __iter__(self) -> Iterator[tuple[int, StackNode]]:
+            return iter(Fresh())
+
+    module = native._module
+    assert module is not None
+    configs = auto.states[auto.start].configs
+    for bad in (Fresh(), list(configs), Subset(configs)):
+        with pytest.raises(TypeError, match="frozenset"):
+            module.plain_row(tables, auto, auto.start, bad, auto.max_depth, {}, {}, lambda k, p, r: 0,
+                             lambda k, p, r: 0)

@@ -750,7 +750,7 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
 
 PyDoc_STRVAR(plain_row_doc,
 "plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, intern, escape) -> bool\n\n"
-"Write the row of DFA state ``sid`` (its ``configs``: a set of (NFA state, stack node) pairs) into\n"
+"Write the row of DFA state ``sid`` (its ``configs``: a frozenset of (NFA state, stack node) pairs) into\n"
 "``automaton.table``.  Each distinct set of configurations that a class's plain steps reach is\n"
 "keyed by the bytes of its sorted int32 (NFA state, node id) pairs and looked up in ``plain_memo``,\n"
 "else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples;\n"
@@ -766,11 +766,18 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOiOnO!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type, &plain_memo,
                           &PyDict_Type, &escape_memo, &intern, &escape))
         return NULL;
+    /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
+     * nodes borrowed below, live as long as the call */
+    if (!PyFrozenSet_CheckExact(configs)) {
+        PyErr_Format(PyExc_TypeError, "configs must be a frozenset of (NFA state, stack node) pairs, not %.100s",
+                     Py_TYPE(configs)->tp_name);
+        return NULL;
+    }
     PyObject *result = NULL, *it = NULL, *item = NULL, *table_obj = NULL;
     Py_buffer table;
     int table_held = 0;
     int32_t *in = NULL, *grp = NULL, *ids = NULL, *A = NULL, *uids = NULL, *saved = NULL;
-    PyObject **nodes = NULL; /* borrowed from ``configs``, which the caller keeps alive */
+    PyObject **nodes = NULL; /* borrowed from ``configs`` (the call's argument tuple holds it) */
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
     const Py_ssize_t k = PyObject_Length(configs);
