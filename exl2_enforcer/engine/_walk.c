@@ -587,6 +587,89 @@ static PyObject *nfa_tables_clear(PyObject *self, PyObject *cap) {
     Py_RETURN_NONE;
 }
 
+/* Read ``obj`` as an int in [lo, hi] into ``*out``; ValueError naming the NFA state otherwise. */
+static int nfa_int(PyObject *obj, long lo, long hi, Py_ssize_t q, const char *what, int32_t *out) {
+    long v = PyLong_Check(obj) ? PyLong_AsLong(obj) : -1;
+    if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+    else if (PyLong_Check(obj) && v >= lo && v <= hi) {
+        *out = (int32_t)v;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "NFA state %zd: %s must be an int in [%ld, %ld]", q, what, lo, hi);
+    return -1;
+}
+
+PyDoc_STRVAR(flatten_nfa_doc,
+"flatten_nfa(edges, eps, n) -> (e_ptr, e_lo, e_hi, e_t, p_ptr, p_t)\n\n"
+"The first ``n`` states of an NFA's edge lists (``edges[q]``: a list of (lo, hi, target) byte-range\n"
+"tuples; ``eps[q]``: a list of target states) as bytes of native int32: CSR pointers (n + 1 each),\n"
+"each byte edge's first byte, last byte and target, and each epsilon edge's target.  Raises\n"
+"ValueError naming the state whose lists are malformed.");
+
+static PyObject *flatten_nfa(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *edges, *eps;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &edges, &PyList_Type, &eps, &n)) return NULL;
+    if (n < 0 || n > INT32_MAX - 1 || PyList_GET_SIZE(edges) < n || PyList_GET_SIZE(eps) < n) {
+        PyErr_Format(PyExc_ValueError, "n=%zd must be at most the length of edges and eps", n);
+        return NULL;
+    }
+    /* first pass: the sizes (nothing here runs Python code, so the lists cannot change under us) */
+    Py_ssize_t ne = 0, np_ = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
+        if (!PyList_Check(es) || !PyList_Check(ps)) {
+            PyErr_Format(PyExc_ValueError, "NFA state %zd: its edges and epsilon edges must be lists", q);
+            return NULL;
+        }
+        ne += PyList_GET_SIZE(es);
+        np_ += PyList_GET_SIZE(ps);
+    }
+    if (ne > INT32_MAX || np_ > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "NFA has more than 2**31 - 1 edges");
+        return NULL;
+    }
+    PyObject *out[6] = {PyBytes_FromStringAndSize(NULL, 4 * (n + 1)), PyBytes_FromStringAndSize(NULL, 4 * ne),
+                        PyBytes_FromStringAndSize(NULL, 4 * ne), PyBytes_FromStringAndSize(NULL, 4 * ne),
+                        PyBytes_FromStringAndSize(NULL, 4 * (n + 1)), PyBytes_FromStringAndSize(NULL, 4 * np_)};
+    PyObject *result = NULL;
+    for (int k = 0; k < 6; k++)
+        if (out[k] == NULL) goto done;
+    int32_t *EP = (int32_t *)PyBytes_AS_STRING(out[0]), *LO = (int32_t *)PyBytes_AS_STRING(out[1]),
+            *HI = (int32_t *)PyBytes_AS_STRING(out[2]), *ET = (int32_t *)PyBytes_AS_STRING(out[3]),
+            *PP = (int32_t *)PyBytes_AS_STRING(out[4]), *PT = (int32_t *)PyBytes_AS_STRING(out[5]);
+    Py_ssize_t ie = 0, ip = 0;
+    EP[0] = PP[0] = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(es); i++, ie++) {
+            PyObject *e = PyList_GET_ITEM(es, i);
+            if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
+                PyErr_Format(PyExc_ValueError, "NFA state %zd: byte edge %zd must be a (lo, hi, target) tuple", q, i);
+                goto done;
+            }
+            if (nfa_int(PyTuple_GET_ITEM(e, 0), 0, 255, q, "a byte edge's first byte", &LO[ie]) < 0 ||
+                nfa_int(PyTuple_GET_ITEM(e, 1), LO[ie], 255, q, "a byte edge's last byte", &HI[ie]) < 0 ||
+                nfa_int(PyTuple_GET_ITEM(e, 2), 0, INT32_MAX, q, "a byte edge's target", &ET[ie]) < 0)
+                goto done;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ps); i++, ip++)
+            if (nfa_int(PyList_GET_ITEM(ps, i), 0, INT32_MAX, q, "an epsilon edge's target", &PT[ip]) < 0) goto done;
+        EP[q + 1] = (int32_t)ie;
+        PP[q + 1] = (int32_t)ip;
+    }
+    result = PyTuple_New(6);
+    if (result == NULL) goto done;
+    for (int k = 0; k < 6; k++) {
+        PyTuple_SET_ITEM(result, k, out[k]);
+        out[k] = NULL;
+    }
+done:
+    for (int k = 0; k < 6; k++) Py_XDECREF(out[k]);
+    return result;
+}
+
 /* Fill ``x``'s epsilon reach: the states with byte edges it reaches, or length -1 when a call, loop
  * head or machine end (or a state made after the copy) is among the states it reaches. */
 static int nfatab_reach(NfaTab *t, int32_t x) {
@@ -972,6 +1055,7 @@ done:
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"rows_walk", rows_walk, METH_VARARGS, rows_walk_doc},
+    {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},
     {"nfa_tables_clear", nfa_tables_clear, METH_O, nfa_tables_clear_doc},

@@ -906,20 +906,27 @@ class Automaton:
         space (CSR pointers, first class, end class, target), epsilon edges (CSR pointers, target),
         whether each state is a call, loop head or machine end, and its completion depth."""
         n = self._n_fixed
+        flat = native.flatten_nfa(self.nfa.edges, self.nfa.eps, n)  # part of every compile: C when built
+        e_ptr, e_lo, e_hi, e_t, p_ptr, p_t = flat if flat is not None else self._flatten_nfa(n)
+        e_clo = self.class_of_byte[e_lo]
+        e_chi = self.class_of_byte[e_hi] + 1
+        special = np.zeros(n, dtype=np.int32)
+        special[[q for q in self._fixed_specials if q < n]] = 1
+        h = np.array(self._h[:n], dtype=np.int32)  # INF (2**30) fits
+        return e_ptr, e_clo.astype(np.int32), e_chi.astype(np.int32), e_t, p_ptr, p_t, special, h
+
+    def _flatten_nfa(self, n: int) -> tuple[np.ndarray, ...]:
+        """:func:`native.flatten_nfa` in numpy (the same arrays, when the extension is not built)."""
         edges, eps = self.nfa.edges[:n], self.nfa.eps[:n]
         e_len = np.fromiter(map(len, edges), dtype=np.int32, count=n)
         p_len = np.fromiter(map(len, eps), dtype=np.int32, count=n)
         n_edges = int(e_len.sum())
         flat = np.fromiter(chain.from_iterable(chain.from_iterable(edges)), dtype=np.int32, count=3 * n_edges)
         lo_hi_t = flat.reshape(n_edges, 3)
-        e_clo = self.class_of_byte[lo_hi_t[:, 0]]
-        e_chi = self.class_of_byte[lo_hi_t[:, 1]] + 1
         p_t = np.fromiter(chain.from_iterable(eps), dtype=np.int32, count=int(p_len.sum()))
-        special = np.zeros(n, dtype=np.int32)
-        special[[q for q in self._fixed_specials if q < n]] = 1
-        h = np.array(self._h[:n], dtype=np.int32)  # INF (2**30) fits
-        return (np.r_[0, np.cumsum(e_len)].astype(np.int32), e_clo.astype(np.int32), e_chi.astype(np.int32),
-                np.ascontiguousarray(lo_hi_t[:, 2]), np.r_[0, np.cumsum(p_len)].astype(np.int32), p_t, special, h)
+        return (np.r_[0, np.cumsum(e_len)].astype(np.int32), np.ascontiguousarray(lo_hi_t[:, 0]),
+                np.ascontiguousarray(lo_hi_t[:, 1]), np.ascontiguousarray(lo_hi_t[:, 2]),
+                np.r_[0, np.cumsum(p_len)].astype(np.int32), p_t)
 
     # -- vocabulary-slice fast path ----------------------------------------------
     def _slice_frame(self, node: StackNode) -> int | None:

@@ -61,6 +61,17 @@ def nfa_tables(auto: "Automaton") -> Any:
     return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), max_states)
 
 
+def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
+                n: int) -> tuple[np.ndarray, ...] | None:
+    """The first ``n`` states' byte edges and epsilon edges as int32 arrays: ``(e_ptr, e_lo, e_hi, e_t,
+    p_ptr, p_t)``, CSR pointers (``n + 1`` each) with each byte edge's first byte, last byte and target
+    and each epsilon edge's target; None when the extension is not built.  Raises ValueError naming
+    the NFA state whose lists are malformed."""
+    if _module is None:
+        return None
+    return tuple(np.frombuffer(b, dtype=np.int32) for b in _module.flatten_nfa(edges, eps, n))
+
+
 def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple[int, Any]], max_depth: int,
               plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], intern: Callable[[bytes, Any, bool], int],
               escape: Callable[[bytes, Any, bool], int]) -> bool:
