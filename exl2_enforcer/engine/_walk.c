@@ -774,24 +774,65 @@ static int nfatab_row(NfaTab *t, int32_t q) {
     return 1;
 }
 
-/* Insert the pair (e, uid) into the sorted pairs sets[at:], once. */
-static int insert_pair(IntVec *sets, Py_ssize_t at, int32_t e, int32_t uid) {
-    Py_ssize_t x = at;
-    while (x < sets->n && (sets->v[x] < e || (sets->v[x] == e && sets->v[x + 1] < uid))) x += 2;
-    if (x < sets->n && sets->v[x] == e && sets->v[x + 1] == uid) return 0;
+/* Append the pair (e, uid) to ``sets`` (sort_pairs orders and dedupes them). */
+static int append_pair(IntVec *sets, int32_t e, int32_t uid) {
     if (vec_reserve(sets, 2) < 0) return -1;
-    memmove(sets->v + x + 2, sets->v + x, sizeof(int32_t) * (size_t)(sets->n - x));
-    sets->v[x] = e;
-    sets->v[x + 1] = uid;
-    sets->n += 2;
+    sets->v[sets->n++] = e;
+    sets->v[sets->n++] = uid;
     return 0;
 }
 
+static int pair_cmp(const void *a, const void *b) {
+    const int32_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* Sort the pairs sets[at:] by (e, uid) and drop repeats: a set's key, whatever order it was met in. */
+static void sort_pairs(IntVec *sets, Py_ssize_t at) {
+    const Py_ssize_t n = (sets->n - at) / 2;
+    if (n < 2) return;
+    int32_t *v = sets->v + at;
+    qsort(v, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+    Py_ssize_t w = 1;
+    for (Py_ssize_t r = 1; r < n; r++)
+        if (v[2 * r] != v[2 * w - 2] || v[2 * r + 1] != v[2 * w - 1]) {
+            v[2 * w] = v[2 * r];
+            v[2 * w + 1] = v[2 * r + 1];
+            w++;
+        }
+    sets->n = at + 2 * w;
+}
+
+/* The configuration tuple (q, node) of the pair (q, uid): ``made[q << 32 | uid]``, else a new tuple
+ * remembered there (``nodes[i]`` is the node whose id is ``uids[i]``); NULL on error.  Sets share
+ * their tuples, as the automaton's closures do: a fresh tuple per pair and set made the garbage
+ * collector run over the whole heap far more often than the rows themselves cost. */
+static PyObject *config_of(int32_t q, int32_t uid, PyObject *made, PyObject *const *nodes, const int32_t *uids,
+                           Py_ssize_t k) {
+    PyObject *key = PyLong_FromLongLong(((long long)q << 32) | (long long)uid), *pair = NULL;
+    if (key == NULL) return NULL;
+    pair = PyDict_GetItemWithError(made, key); /* borrowed */
+    if (pair != NULL) {
+        Py_INCREF(pair);
+    } else if (!PyErr_Occurred()) {
+        Py_ssize_t i = 0;
+        while (i < k && uids[i] != uid) i++;
+        PyObject *qo = i < k ? PyLong_FromLong(q) : NULL;
+        if (i == k) PyErr_SetString(PyExc_ValueError, "a plain step names an unknown node");
+        pair = qo != NULL ? PyTuple_Pack(2, qo, nodes[i]) : NULL;
+        Py_XDECREF(qo);
+        if (pair != NULL && PyDict_SetItem(made, key, pair) < 0) Py_CLEAR(pair);
+    }
+    Py_DECREF(key);
+    return pair;
+}
+
 /* The DFA state of the pairs ``v[0:len]``: ``memo[key]``, else ``make(key, pairs, repeats)`` with the
- * pairs as a list of (NFA state, node) tuples (``nodes[i]`` is the node whose id is ``uids[i]``) and
- * whether an NFA state occurs twice; -3 on error. */
-static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *const *nodes,
-                       const int32_t *uids, Py_ssize_t k) {
+ * pairs as a list of (NFA state, node) tuples (from config_of) and whether an NFA state occurs
+ * twice; -3 on error. */
+static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *made,
+                       PyObject *const *nodes, const int32_t *uids, Py_ssize_t k) {
     PyObject *key = PyBytes_FromStringAndSize((const char *)v, 4 * len);
     if (key == NULL) return -3;
     PyObject *got = PyDict_GetItemWithError(memo, key); /* borrowed */
@@ -801,13 +842,8 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
         PyObject *pairs = PyList_New(len / 2);
         int repeats = 0;
         for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
-            Py_ssize_t i = 0;
-            while (i < k && uids[i] != v[2 * p + 1]) i++;
-            PyObject *q = i < k ? PyLong_FromLong(v[2 * p]) : NULL;
-            PyObject *pair = q != NULL ? PyTuple_Pack(2, q, nodes[i]) : NULL;
-            Py_XDECREF(q);
+            PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
             if (pair == NULL) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a plain step names an unknown node");
                 Py_CLEAR(pairs);
                 break;
             }
@@ -832,22 +868,23 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
 }
 
 PyDoc_STRVAR(plain_row_doc,
-"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, intern, escape) -> bool\n\n"
+"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape) -> bool\n\n"
 "Write the row of DFA state ``sid`` (its ``configs``: a frozenset of (NFA state, stack node) pairs) into\n"
 "``automaton.table``.  Each distinct set of configurations that a class's plain steps reach is\n"
 "keyed by the bytes of its sorted int32 (NFA state, node id) pairs and looked up in ``plain_memo``,\n"
-"else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples;\n"
-"``repeats``: whether an NFA state occurs twice); a group of classes whose step is not plain (a\n"
-"call, loop head or machine end) is keyed by its byte targets in the same form, in ``escape_memo``\n"
-"else by ``escape(key, pairs, repeats)``.  Returns False, writing nothing, when the tables are full.");
+"else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples, taken\n"
+"from or added to the dict ``made`` under ``state << 32 | node id``; ``repeats``: whether an NFA\n"
+"state occurs twice); a group of classes whose step is not plain (a call, loop head or machine end)\n"
+"is keyed by its byte targets in the same form, in ``escape_memo`` else by ``escape(key, pairs,\n"
+"repeats)``.  Returns False, writing nothing, when the tables are full or a node id passes int32.");
 
 static PyObject *plain_row(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *intern, *escape;
+    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
     int sid;
     Py_ssize_t max_depth;
-    if (!PyArg_ParseTuple(args, "OOiOnO!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type, &plain_memo,
-                          &PyDict_Type, &escape_memo, &intern, &escape))
+    if (!PyArg_ParseTuple(args, "OOiOnO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type,
+                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
         return NULL;
     /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
      * nodes borrowed below, live as long as the call */
@@ -860,6 +897,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     Py_buffer table;
     int table_held = 0;
     int32_t *in = NULL, *grp = NULL, *ids = NULL, *A = NULL, *uids = NULL, *saved = NULL;
+    uint64_t *gh = NULL; /* per group: the hash of its cells */
     PyObject **nodes = NULL; /* borrowed from ``configs`` (the call's argument tuple holds it) */
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
@@ -869,9 +907,10 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     nodes = malloc(sizeof(PyObject *) * (size_t)(k ? k : 1));
     uids = malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
     in = malloc(sizeof(int32_t) * 3 * (size_t)(k ? k : 1));
-    grp = malloc(sizeof(int32_t) * 3 * (size_t)nc); /* per group: its first class, and its index */
+    grp = malloc(sizeof(int32_t) * 2 * (size_t)nc); /* per group: its first class, and its index */
+    gh = malloc(sizeof(uint64_t) * (size_t)nc);
     A = malloc(sizeof(int32_t) * (size_t)nc);
-    if (in == NULL || grp == NULL || A == NULL || nodes == NULL || uids == NULL) {
+    if (in == NULL || grp == NULL || gh == NULL || A == NULL || nodes == NULL || uids == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -936,9 +975,17 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
             A[c] = A[c - 1];
             continue;
         }
-        /* segments whose cells agree for every configuration step alike: one group */
+        /* segments whose cells agree for every configuration step alike: one group (a hash of the
+         * segment's cells over the configurations skips most comparisons of wide rows) */
+        uint64_t hash = 1469598103934665603ULL;
+        for (Py_ssize_t i = 0; i < n_in; i++) {
+            const int32_t *cells = t->cells.v + t->row_at[in[3 * i]];
+            hash = (hash ^ (uint32_t)cells[2 * c]) * 1099511628211ULL;
+            hash = (hash ^ (uint32_t)cells[2 * c + 1]) * 1099511628211ULL;
+        }
         Py_ssize_t g = 0;
         for (; g < n_grp; g++) {
+            if (gh[g] != hash) continue;
             const int32_t c2 = grp[2 * g];
             Py_ssize_t i = 0;
             for (; i < n_in; i++) {
@@ -960,7 +1007,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
                 break;
             }
             for (int32_t j = cell[0]; j < cell[1]; j++)
-                if (t->need.v[j] <= in[3 * i + 1] && insert_pair(&t->sets, at, t->succ.v[j], in[3 * i + 2]) < 0)
+                if (t->need.v[j] <= in[3 * i + 1] && append_pair(&t->sets, t->succ.v[j], in[3 * i + 2]) < 0)
                     goto done;
         }
         if (!plain) { /* the byte targets instead: the key of the automaton's own step */
@@ -968,10 +1015,11 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
             for (Py_ssize_t i = 0; i < n_in; i++) {
                 const int32_t q = in[3 * i];
                 for (int32_t j = t->e_ptr[q]; j < t->e_ptr[q + 1]; j++)
-                    if (c >= t->e_clo[j] && c < t->e_chi[j] && insert_pair(&t->sets, at, t->e_t[j], in[3 * i + 2]) < 0)
+                    if (c >= t->e_clo[j] && c < t->e_chi[j] && append_pair(&t->sets, t->e_t[j], in[3 * i + 2]) < 0)
                         goto done;
             }
         }
+        sort_pairs(&t->sets, at);
         const Py_ssize_t len = t->sets.n - at;
         int32_t index = -1; /* dead */
         if (len > 0) {
@@ -993,6 +1041,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         }
         grp[2 * n_grp] = c;
         grp[2 * n_grp + 1] = index;
+        gh[n_grp] = hash;
         n_grp++;
         A[c] = index;
     }
@@ -1014,7 +1063,8 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     const int32_t *recs = saved + t->sets.n;
     for (Py_ssize_t b = 0; b < ns; b++) {
         const int32_t kind = recs[3 * b], at = recs[3 * b + 1], len = recs[3 * b + 2];
-        ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, nodes, uids, n_in);
+        ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, made, nodes, uids,
+                         n_in);
         if (ids[b] == -3) goto done;
     }
     table_obj = PyObject_GetAttrString(automaton, "table"); /* after the callbacks: they may grow it */
@@ -1044,6 +1094,7 @@ done:
     Py_XDECREF(table_obj);
     free(in);
     free(grp);
+    free(gh);
     free(A);
     free(ids);
     free(nodes);

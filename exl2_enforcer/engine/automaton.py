@@ -326,6 +326,9 @@ class Automaton:
         self._plain_memo: dict[bytes, int] = {}
         #: the byte targets of a step that is not plain (same form) -> the DFA state they lead to
         self._escape_memo: dict[bytes, int] = {}
+        #: (NFA state << 32 | node id) -> the configuration tuple the plain sets share (a fresh tuple
+        #: per pair and set made the garbage collector sweep the whole heap on wide rows)
+        self._plain_configs: dict[int, Config] = {}
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -734,12 +737,15 @@ class Automaton:
             tables = self._native_tables = native.nfa_tables(self)
             if tables is None:
                 return False
+        made = self._plain_configs
+        shared = len(made)
         try:
             if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
-                                    self._escape_memo, self._intern_plain, self._escape_step):
+                                    self._escape_memo, made, self._intern_plain, self._escape_step):
                 return False
         finally:  # the tables grow even when the row is left to Python or a callback raised
             native.count_tables(self, tables)
+            self.state_bytes += _MEMO_BYTES * (len(made) - shared)
         self.row_done[sid] = True
         return True
 

@@ -73,20 +73,22 @@ def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
 
 
 def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple[int, Any]], max_depth: int,
-              plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], intern: Callable[[bytes, Any, bool], int],
-              escape: Callable[[bytes, Any, bool], int]) -> bool:
+              plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], made: dict[int, tuple[int, Any]],
+              intern: Callable[[bytes, Any, bool], int], escape: Callable[[bytes, Any, bool], int]) -> bool:
     """Write the row of DFA state ``sid`` (``configs``: its (NFA state, stack node) pairs) into ``auto.table``.
 
     Each distinct configuration set the plain steps of a class reach is keyed by the bytes of its
     sorted int32 ``(NFA state, node id)`` pairs: ``plain_memo[key]``, else ``intern(key, pairs, repeats)``
-    with ``pairs`` the list of ``(NFA state, node)`` tuples and ``repeats`` whether an NFA state occurs
-    twice.  Classes whose step changes the stack (a call, loop head or machine end) are keyed by their
-    byte targets in the same form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns
-    False, writing nothing, when ``tables`` are full or a node id does not fit in int32 (the
-    automaton then builds the row).  Hold ``auto.lock``.
+    with ``pairs`` the list of ``(NFA state, node)`` tuples (shared through ``made``, keyed by
+    ``state << 32 | node id``) and ``repeats`` whether an NFA state occurs twice.  Classes whose step
+    changes the stack (a call, loop head or machine end) are keyed by their byte targets in the same
+    form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns False, writing nothing,
+    when ``tables`` are full or a node id does not fit in int32 (the automaton then builds the row).
+    Hold ``auto.lock``.
     """
     assert _module is not None
-    done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, intern, escape)
+    done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, made, intern,
+                                   escape)
     return done
 
 
