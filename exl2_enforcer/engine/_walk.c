@@ -793,7 +793,20 @@ static void sort_pairs(IntVec *sets, Py_ssize_t at) {
     const Py_ssize_t n = (sets->n - at) / 2;
     if (n < 2) return;
     int32_t *v = sets->v + at;
-    qsort(v, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+    if (n > 16) {
+        qsort(v, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+    } else { /* most sets are a few pairs: an insertion sort beats qsort's calls */
+        for (Py_ssize_t r = 1; r < n; r++) {
+            const int32_t e = v[2 * r], u = v[2 * r + 1];
+            Py_ssize_t x = r;
+            for (; x > 0 && (v[2 * x - 2] > e || (v[2 * x - 2] == e && v[2 * x - 1] > u)); x--) {
+                v[2 * x] = v[2 * x - 2];
+                v[2 * x + 1] = v[2 * x - 1];
+            }
+            v[2 * x] = e;
+            v[2 * x + 1] = u;
+        }
+    }
     Py_ssize_t w = 1;
     for (Py_ssize_t r = 1; r < n; r++)
         if (v[2 * r] != v[2 * w - 2] || v[2 * r + 1] != v[2 * w - 1]) {
