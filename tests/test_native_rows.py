@@ -391,3 +391,20 @@ def test_plain_sets_share_their_configuration_tuples(monkeypatch: pytest.MonkeyP
     for sid in explored[:100]:
         native_row = auto.table[sid].copy()
         assert np.array_equal(_python_row(auto, sid, monkeypatch), native_row), f"row of state {sid}"
+
+
+@needs_native
+def test_memory_accounting_does_not_drift_over_evictions() -> None:
+    """Evicted and rebuilt 20 times over the same states, the automaton holds and counts the same."""
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
+    auto = g.automaton
+    fixed = auto.native_fixed_bytes
+    rounds = []
+    for _ in range(20):
+        _explore(auto, 300)
+        rounds.append((auto.retained_bytes(), auto.state_bytes, auto.native_bytes, len(auto.states)))
+        g.evict()
+        assert auto.native_bytes == 0 and auto.native_fixed_bytes == fixed
+    assert rounds[0][2] > 0
+    assert rounds == [rounds[0]] * 20
