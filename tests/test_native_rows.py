@@ -6,6 +6,12 @@ every explored state recomputes the row with the Python path in the same automat
 equal rows mean equal steps, and a Python recompute that had to make a new state
 would show up as a different id.  The tables' bounds, their memory accounting and
 their refusal of malformed input are checked too.
+
+The second half holds the faults a review found, each test failing before its fix: a
+max_depth past int32, node ids past int32, state ids past the table, the NFA copy counted
+in (and dropped by) evictions, configs that are not a frozenset, fresh tuples per set; and
+guards: tables cleared inside a callback, the C flattening of the NFA against numpy's, and
+memory accounting over repeated evictions.
 """
 
 from __future__ import annotations
