@@ -17,6 +17,7 @@ memory accounting over repeated evictions.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -414,3 +415,55 @@ def test_memory_accounting_does_not_drift_over_evictions() -> None:
         assert auto.native_bytes == 0 and auto.native_fixed_bytes == fixed
     assert rounds[0][2] > 0
     assert rounds == [rounds[0]] * 20
+
+
+@needs_native
+def test_plain_rows_leak_no_reference_even_when_callbacks_raise() -> None:
+    """10,000 rows, three in four ended by a callback that raises or answers no state id: no
+    argument, configuration or node gains a reference."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES["numbers_enums"], vocab_by_name("llama3")).automaton
+    sids = _explore(auto, 40)
+    tables = native.nfa_tables(auto)
+    configs = [auto.states[sid].configs for sid in sids]
+    nodes = list({node for c in configs for _q, node in c})
+
+    class Stop(Exception):
+        pass
+
+    def fine(key: bytes, pairs: list, repeats: bool) -> int:
+        return 0
+
+    def boom(key: bytes, pairs: list, repeats: bool) -> int:
+        raise Stop
+
+    def not_an_id(key: bytes, pairs: list, repeats: bool) -> object:
+        return "x"
+
+    def too_big(key: bytes, pairs: list, repeats: bool) -> int:
+        return 10**30
+
+    answers = [fine, boom, not_an_id, too_big]
+    plain_memo: dict[bytes, int] = {}
+    escape_memo: dict[bytes, int] = {}
+    made: dict[int, tuple] = {}
+    watched = [auto, tables, *configs, *nodes, plain_memo, escape_memo, made, *answers, auto.table]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            plain_memo.clear()
+            escape_memo.clear()
+            made.clear()
+            try:
+                native.plain_row(tables, auto, sids[i % len(sids)], configs[i % len(sids)], auto.max_depth,
+                                 plain_memo, escape_memo, made, answers[i % 4], answers[(i // 4) % 4])
+            except (Stop, TypeError, OverflowError):
+                pass
+        for memo in (plain_memo, escape_memo, made):  # what the last row remembered is no leak
+            memo.clear()
+
+    run(100)  # first-call caches are not leaks
+    before = [sys.getrefcount(o) for o in watched]
+    run(10_000)
+    assert [sys.getrefcount(o) for o in watched] == before
+    GRAMMAR_CACHE.clear()  # its rows now hold made-up states
