@@ -172,10 +172,11 @@ TREE = {"$defs": {"T": {"type": "object", "properties": {
 
 
 @needs_native
-@pytest.mark.parametrize("max_depth", [2**31 + 3, 2**32 + 3])
+@pytest.mark.parametrize("max_depth", [2**31 + 3, 2**32 + 3, 10**20])
 def test_rows_equal_python_rows_when_max_depth_passes_int32(max_depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The room a node leaves (max_depth - depth) was cut to int32: 2**32 + 3 left room for 3
-    levels, and 2**31 + 3 none, so native rows refused nesting the Python rows allow."""
+    levels, and 2**31 + 3 none, so native rows refused nesting the Python rows allow; past 2**63
+    the row raised OverflowError (SchemaOptions bounds max_depth from below only)."""
     GRAMMAR_CACHE.clear()
     auto = compile_json_schema(TREE, vocab_by_name("llama3"), SchemaOptions(max_depth=max_depth)).automaton
     explored = _explore(auto, 400)

@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -895,10 +896,20 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
     int sid;
-    Py_ssize_t max_depth;
-    if (!PyArg_ParseTuple(args, "OOiOnO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type,
+    PyObject *max_depth_obj;
+    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
                           &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
         return NULL;
+    /* any int: SchemaOptions bounds max_depth from below only, and a room past INT32_MAX admits
+     * every completion depth alike (see the room below) */
+    int overflow = 0;
+    long long max_depth = PyLong_Check(max_depth_obj) ? PyLong_AsLongLongAndOverflow(max_depth_obj, &overflow) : -1;
+    if (max_depth == -1 && PyErr_Occurred()) return NULL;
+    if (overflow > 0) max_depth = LLONG_MAX;
+    if (overflow < 0 || max_depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_depth must be an int >= 0");
+        return NULL;
+    }
     /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
      * nodes borrowed below, live as long as the call */
     if (!PyFrozenSet_CheckExact(configs)) {
@@ -943,7 +954,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         const long depth = PyLong_AsLong(d);
         Py_DECREF(d);
         if (depth == -1 && PyErr_Occurred()) goto done;
-        if (uid < 0 || depth < 0 || depth > max_depth) {
+        if (uid < 0 || depth < 0 || (long long)depth > max_depth) {
             PyErr_Format(PyExc_ValueError, "stack node %ld (depth %ld) is out of range", uid, depth);
             goto done;
         }
@@ -956,7 +967,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         }
         in[3 * n_in] = (int32_t)q;
         /* completion depths are at most INT32_MAX, so a larger room admits them all alike */
-        in[3 * n_in + 1] = max_depth - depth > INT32_MAX ? INT32_MAX : (int32_t)(max_depth - depth);
+        in[3 * n_in + 1] = max_depth - depth > INT32_MAX ? INT32_MAX : (int32_t)(max_depth - (long long)depth);
         in[3 * n_in + 2] = uids[n_in] = (int32_t)uid;
         nodes[n_in] = node;
         n_in++;
