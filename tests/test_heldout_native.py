@@ -17,6 +17,7 @@ and its nesting fits ``max_depth``, and every random walk that finishes is valid
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable
 from typing import Any
@@ -221,8 +222,12 @@ def schema_grammar(schema: Any, tokenizer: str, **options: Any) -> Callable[[], 
     return lambda: compile_json_schema(schema, vocab, opts)
 
 
-@pytest.mark.parametrize("tokenizer", FORCED_TOKENIZERS)
-@pytest.mark.parametrize("spelling", list(SPELLINGS))
+#: each spelling on two of the tokenizers, every tokenizer three times
+SPELLING_RUNS = [(spelling, FORCED_TOKENIZERS[(i + j) % len(FORCED_TOKENIZERS)])
+                 for i, spelling in enumerate(SPELLINGS) for j in (0, 2)]
+
+
+@pytest.mark.parametrize(("spelling", "tokenizer"), SPELLING_RUNS)
 def test_valid_instances_give_equal_masks_and_are_accepted_when_their_whitespace_fits(tokenizer, spelling,
                                                                                       monkeypatch):
     """Each case's valid instances in this spelling, at max_whitespace 0, 1, 3 and 20 (one per case,
@@ -241,6 +246,66 @@ def test_valid_instances_give_equal_masks_and_are_accepted_when_their_whitespace
             accepted, accepting = same_on_every_path(make, ids, (name, spelling, max_whitespace), monkeypatch)
             fits = longest_whitespace_run(text) <= max_whitespace
             assert accepting == fits, (name, spelling, max_whitespace, accepted, len(ids))
+
+
+def sprinkle_whitespace(compact: str, rnd: random.Random, max_whitespace: int, overflow: bool) -> tuple[str, int]:
+    """``compact`` JSON with random whitespace runs of mixed bytes at every place JSON allows one
+    inside the value, each at most ``max_whitespace`` long (often exactly that); with ``overflow``,
+    one run is one byte longer.  Returns the text and the UTF-8 offset of the first byte past the
+    limit (-1 without ``overflow``)."""
+    places = [i for i, ch in enumerate(json_structure(compact)) if ch]
+    lengths = [rnd.choice([0, 1, max_whitespace, rnd.randint(0, max_whitespace)]) for _ in places]
+    if overflow:
+        lengths[rnd.randrange(len(places))] = max_whitespace + 1
+    out, over, last = [], -1, 0
+    for place, n in zip(places, lengths):
+        out.append(compact[last:place])
+        last = place
+        if n > max_whitespace:
+            over = len("".join(out).encode()) + max_whitespace
+        out.append("".join(rnd.choice(" \t\r\n  \n") for _ in range(n)))
+    out.append(compact[last:])
+    return "".join(out), over
+
+
+def json_structure(compact: str) -> list[bool]:
+    """Per character index of ``compact`` (plus one past the end): whether a whitespace run may
+    stand just before it inside the value (after ``{[,:`` or before ``}]``)."""
+    ok = [False] * (len(compact) + 1)
+    in_string = escaped = False
+    for i, ch in enumerate(compact):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+            continue
+        if ch in "}]":
+            ok[i] = True
+        if ch in "{[,:":
+            ok[i + 1] = True
+        in_string = ch == '"'
+    ok[len(compact)] = False  # nothing may follow the value
+    return ok
+
+
+@pytest.mark.parametrize("tokenizer", ["llama3", "qwen3", "gemma3"])
+def test_random_whitespace_is_counted_exactly(tokenizer, monkeypatch):
+    """Random runs of mixed JSON whitespace (spaces, tabs, CR, LF) at every place inside the value,
+    up to max_whitespace 1, 2, 3 or 5: equal masks on every path; accepted when every run fits,
+    else refused exactly at the token holding the first byte past the limit."""
+    rnd = random.Random(tokenizer)
+    vocab = vocab_by_name(tokenizer)
+    for name, (schema, instances) in CASES.items():
+        max_whitespace = rnd.choice([1, 2, 3, 5])
+        make = schema_grammar(schema, tokenizer, max_whitespace=max_whitespace)
+        for overflow in (False, True):
+            compact = json.dumps(instances[0], ensure_ascii=False, separators=(",", ":"))
+            text, over = sprinkle_whitespace(compact, rnd, max_whitespace, overflow)
+            ids = encode(tokenizer, text)
+            assert vocab.decode_bytes(ids) == text.encode()
+            accepted, accepting = same_on_every_path(make, ids, (name, text), monkeypatch)
+            assert accepting == (not overflow), (name, text)
+            if overflow:
+                before = len(vocab.decode_bytes(ids[:accepted]))
+                assert before <= over < before + len(vocab.token_bytes[ids[accepted]]), (name, text, accepted)
 
 
 @pytest.mark.parametrize("tokenizer", ["llama3", "qwen3", "deepseek_v3"])
