@@ -11,7 +11,9 @@ The sequences are valid instances written compact, with ``json.dumps`` separator
 indented by 2 and 4 spaces, by tabs and with CRLF line ends, and seeded random walks; a
 valid instance is accepted exactly when its longest whitespace run fits ``max_whitespace``
 and its nesting fits ``max_depth``, and every random walk that finishes is valid under
-``jsonschema``.  llama2 is only walked at random: its encoder prefixes a space.
+``jsonschema``.  Random mixed whitespace at every place inside a value (listed enum/const
+values too) is accepted when every run fits and refused exactly at the token holding the
+first byte past the limit.  llama2 is only walked at random: its encoder prefixes a space.
 """
 
 from __future__ import annotations
@@ -153,6 +155,22 @@ CASES: dict[str, tuple[Any, list[Any]]] = {
     "codes": (CODES, [[{"code": "AB:CD:EF:01:23:45", "zip": "12345-6789", "ratio": 0.25, "level": -9},
                        {"code": "00:00:00:00:00:00", "zip": "00000", "ratio": 1, "level": 30}]]),
 }
+#: whitespace inside listed values (enum/const objects and arrays), a closed tuple and non-ASCII keys:
+#: only in the whitespace test
+LITERAL_CASES: dict[str, tuple[Any, list[Any]]] = {
+    "enum_objects": ({"enum": [{"a": [1, 2], "b": {"c": None}}, [True, None, "x y"], {"k": []}]},
+                     [{"a": [1, 2], "b": {"c": None}}, [True, None, "x y"]]),
+    "const_nested": ({"type": "object", "properties": {
+        "cfg": {"const": {"mode": "fast", "levels": [1, [2, 3]]}}, "n": {"type": "integer"}}, "required": ["cfg"]},
+        [{"cfg": {"mode": "fast", "levels": [1, [2, 3]]}, "n": -4}]),
+    "prefix_items": ({"type": "array", "prefixItems": [{"type": "string", "format": "date"},
+                                                      {"type": "number", "multipleOf": 0.25}, {"enum": ["a", 1]}],
+                      "items": False, "minItems": 2}, [["2024-01-31", 0.75, 1]]),
+    "unicode_keys": ({"type": "object", "properties": {
+        "日本": {"type": "string", "maxLength": 3},
+        "emoji😀": {"type": "array", "items": {"type": "integer"}, "maxItems": 5}}, "required": ["日本"]},
+        [{"日本": "語😀x", "emoji😀": [1, -2, 3]}]),
+}
 FORCED_TOKENIZERS = ["llama3", "qwen3", "gemma3", "deepseek_v3"]
 ALL_TOKENIZERS = ["llama3", "qwen3", "llama2", "gemma3", "deepseek_v3"]
 
@@ -254,7 +272,7 @@ def sprinkle_whitespace(compact: str, rnd: random.Random, max_whitespace: int, o
     one run is one byte longer.  Returns the text and the UTF-8 offset of the first byte past the
     limit (-1 without ``overflow``)."""
     places = [i for i, ch in enumerate(json_structure(compact)) if ch]
-    lengths = [rnd.choice([0, 1, max_whitespace, rnd.randint(0, max_whitespace)]) for _ in places]
+    lengths = [rnd.choice([0, min(1, max_whitespace), max_whitespace, rnd.randint(0, max_whitespace)]) for _ in places]
     if overflow:
         lengths[rnd.randrange(len(places))] = max_whitespace + 1
     out, over, last = [], -1, 0
@@ -289,11 +307,11 @@ def json_structure(compact: str) -> list[bool]:
 @pytest.mark.parametrize("tokenizer", ["llama3", "qwen3", "gemma3"])
 def test_random_whitespace_is_counted_exactly(tokenizer, monkeypatch):
     """Random runs of mixed JSON whitespace (spaces, tabs, CR, LF) at every place inside the value,
-    up to max_whitespace 1, 2, 3 or 5: equal masks on every path; accepted when every run fits,
+    listed values included, up to max_whitespace 1, 2, 3 or 5: equal masks on every path; accepted when every run fits,
     else refused exactly at the token holding the first byte past the limit."""
     rnd = random.Random(tokenizer)
     vocab = vocab_by_name(tokenizer)
-    for name, (schema, instances) in CASES.items():
+    for name, (schema, instances) in {**CASES, **LITERAL_CASES}.items():
         max_whitespace = rnd.choice([1, 2, 3, 5])
         make = schema_grammar(schema, tokenizer, max_whitespace=max_whitespace)
         for overflow in (False, True):
