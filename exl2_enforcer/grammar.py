@@ -80,8 +80,9 @@ class CompiledGrammar:
         return self.automaton.retained_bytes() + self.engine.retained_bytes()
 
     def footprint_bytes(self) -> int:
-        """:meth:`retained_bytes` plus the NFA's (fixed) estimate: what :data:`GRAMMAR_CACHE` bounds."""
-        return self.nfa_bytes + self.retained_bytes()
+        """:meth:`retained_bytes` plus the NFA's (fixed) estimate and the native tables' copy of it
+        (:attr:`Automaton.native_fixed_bytes`): what :data:`GRAMMAR_CACHE` bounds."""
+        return self.nfa_bytes + self.automaton.native_fixed_bytes + self.retained_bytes()
 
     def enforce_budget(self) -> bool:
         """Drop every state, row and mask when :meth:`retained_bytes` exceeds ``memory_bytes``.

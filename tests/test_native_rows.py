@@ -6,21 +6,29 @@ every explored state recomputes the row with the Python path in the same automat
 equal rows mean equal steps, and a Python recompute that had to make a new state
 would show up as a different id.  The tables' bounds, their memory accounting and
 their refusal of malformed input are checked too.
+
+The second half holds the faults a review found, each test failing before its fix: a
+max_depth past int32, node ids past int32, state ids past the table, the NFA copy counted
+in (and dropped by) evictions, configs that are not a frozenset, fresh tuples per set; and
+guards: tables cleared inside a callback, the C flattening of the NFA against numpy's, and
+memory accounting over repeated evictions.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_sets import in_ci
-from enforcer_oracle import vocab_by_name
+from enforcer_oracle import encode, vocab_by_name
 
-from exl2_enforcer import compile_json_schema, compile_regex
+from exl2_enforcer import Matcher, SchemaOptions, compile_json_schema, compile_regex
 from exl2_enforcer.engine import native
-from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
+from exl2_enforcer.engine.automaton import UNKNOWN, Automaton, StackNode
 from exl2_enforcer.grammar import GRAMMAR_CACHE
 
 needs_native = pytest.mark.skipif(not native.available and not in_ci(),
@@ -147,10 +155,316 @@ def test_nfa_tables_refuse_malformed_arrays() -> None:
     with pytest.raises(ValueError):
         module.nfa_tables(0, *good, 10)
     tables = module.nfa_tables(auto.n_classes, *good, 10)
-    args = (auto.max_depth, {}, {}, lambda k, p, r: 0, lambda k, p, r: 0)
+    args = (auto.max_depth, {}, {}, {}, lambda k, p, r: 0, lambda k, p, r: 0)
     with pytest.raises(ValueError):
         module.plain_row(tables, auto, auto.start, frozenset({(1, 2, 3)}), *args)
     with pytest.raises(ValueError):  # a row outside the table
         module.plain_row(tables, auto, 10**6, auto.states[auto.start].configs, *args)
     with pytest.raises(ValueError):  # not a tables capsule
         module.plain_row(object(), auto, auto.start, auto.states[auto.start].configs, *args)
+
+
+# ---- faults found by review (each test failed before its fix) -------------------------------
+
+TREE = {"$defs": {"T": {"type": "object", "properties": {
+    "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/T"}}}, "required": ["v"]}},
+    "$ref": "#/$defs/T"}
+
+
+@needs_native
+@pytest.mark.parametrize("max_depth", [2**31 + 3, 2**32 + 3, 10**20])
+def test_rows_equal_python_rows_when_max_depth_passes_int32(max_depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room a node leaves (max_depth - depth) was cut to int32: 2**32 + 3 left room for 3
+    levels, and 2**31 + 3 none, so native rows refused nesting the Python rows allow; past 2**63
+    the row raised OverflowError (SchemaOptions bounds max_depth from below only)."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(TREE, vocab_by_name("llama3"), SchemaOptions(max_depth=max_depth)).automaton
+    explored = _explore(auto, 400)
+    for sid in explored:
+        native_row = auto.table[sid].copy()
+        assert np.array_equal(_python_row(auto, sid, monkeypatch), native_row), f"row of state {sid}"
+    deep = b'{"v": 1, "kids": [{"v": 2, "kids": [{"v": 3, "kids": [{"v": 4, "kids": [{"v": 5}]}]}]}]}'
+    sid = auto.start
+    for byte in deep:  # whole rows, as masks read them
+        auto.ensure_rows([sid])
+        sid = int(auto.table[sid, auto.class_of_byte[byte]])
+        assert sid >= 0
+    assert auto.states[sid].accepting
+
+
+@needs_native
+def test_node_ids_past_int32_leave_the_row_to_python() -> None:
+    """Node ids grow across evictions for an automaton's life; one past int32 raised ValueError
+    out of every native row (a long-lived grammar evicted often would stop masking)."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(TREE, vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    big = StackNode(2**31 + 5, (), 0)
+    configs = frozenset((q, big) for q, _node in auto.states[auto.start].configs)
+    made: list[bytes] = []
+
+    def make(key: bytes, pairs: list, repeats: bool) -> int:
+        made.append(key)
+        return 0
+
+    assert native.plain_row(tables, auto, auto.start, configs, auto.max_depth, {}, {}, {}, make, make) is False
+    assert made == []  # nothing was keyed with a truncated id
+
+
+@needs_native
+def test_plain_row_refuses_a_state_id_past_the_table() -> None:
+    """A callback's state id is written into the row only if the table has that state."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-c]+x", vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    configs = auto.states[auto.start].configs
+    past = auto.table.shape[0]
+    with pytest.raises(ValueError, match="past automaton.table"):
+        native.plain_row(tables, auto, auto.start, configs, auto.max_depth, {}, {}, {}, lambda k, p, r: past,
+                         lambda k, p, r: past)
+    assert not (auto.table[auto.start] >= past).any()
+
+
+def _tool_union(n: int) -> dict:
+    """n tools told apart by a const name, each with its own typed arguments (a large NFA)."""
+    return {"anyOf": [{"type": "object", "properties": {
+        "name": {"const": f"tool_{i}"},
+        "arguments": {"type": "object", "properties": {f"a{j}_{i}": {"type": ("string", "integer", "boolean")[j]}
+                                                       for j in range(3)}, "additionalProperties": False}},
+        "required": ["name", "arguments"], "additionalProperties": False} for i in range(n)]}
+
+
+def _evictions_over(text: str, tools: int, memory_bytes: int) -> tuple[int, Automaton]:
+    """Evictions while a matcher masks and accepts every token of ``text`` under ``memory_bytes``."""
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(_tool_union(tools), vocab_by_name("llama3"), memory_bytes=memory_bytes)
+    m = Matcher(g)
+    for token in encode("llama3", text):
+        m.packed_mask()
+        m.accept_token(token)
+    assert m.is_accepting()
+    assert g.footprint_bytes() >= g.nfa_bytes + g.automaton.native_fixed_bytes + g.retained_bytes()
+    return g.evictions, g.automaton
+
+
+@needs_native
+def test_evictions_keep_the_nfa_copy_and_the_budget_ignores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy of the NFA counted in the evictable budget and went with each eviction: a grammar
+    whose copy is near its memory_bytes evicted on most steps (more often than without the native
+    rows) and copied the NFA again each time (as costly as compiling's copy)."""
+    copies = []
+    real = Automaton.nfa_arrays
+
+    def counted(self: Automaton) -> tuple[np.ndarray, ...]:
+        copies.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Automaton, "nfa_arrays", counted)
+    text = json.dumps({"name": "tool_149", "arguments": {"a0_149": "Kyoto", "a1_149": 3, "a2_149": True}})
+    with monkeypatch.context() as m:
+        m.setattr(native, "enabled", False)
+        python_evictions, _auto = _evictions_over(text, 150, 1 << 20)
+    evictions, auto = _evictions_over(text, 150, 1 << 20)
+    assert auto.native_fixed_bytes > (1 << 20) // 2  # the case: a copy near the budget
+    assert evictions <= python_evictions
+    made = len(copies)
+    for _ in range(5):
+        auto.evict()
+        _explore(auto, 50)
+    assert len(copies) == made  # every eviction kept the copy
+    assert auto.native_bytes > 0
+
+
+@needs_native
+def test_tables_cleared_inside_a_callback_give_the_same_rows() -> None:
+    """An eviction clears the derived steps; one that lands while a row's callbacks run (they run
+    Python) must not change the row that call writes, nor the rows after it."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES["numbers_enums"], vocab_by_name("llama3")).automaton
+    sids = _explore(auto, 150)
+
+    def numbering() -> tuple[dict[bytes, int], object]:
+        ids: dict[bytes, int] = {}
+        return ids, lambda key, pairs, repeats: ids.setdefault(key, len(ids) % 50)
+
+    tables = native.nfa_tables(auto)
+    expected = {}
+    for sid in sids:
+        _ids, make = numbering()
+        assert native.plain_row(tables, auto, sid, auto.states[sid].configs, auto.max_depth, {}, {}, {}, make, make)
+        expected[sid] = auto.table[sid].copy()
+    for sid in sids:
+        _ids, make = numbering()
+
+        def clearing(key: bytes, pairs: list, repeats: bool, make=make) -> int:
+            native.clear_tables(tables)
+            return make(key, pairs, repeats)
+
+        assert native.plain_row(tables, auto, sid, auto.states[sid].configs, auto.max_depth, {}, {}, {}, clearing,
+                                clearing)
+        assert np.array_equal(auto.table[sid], expected[sid]), f"row of state {sid}"
+    GRAMMAR_CACHE.clear()  # its rows now hold made-up states
+
+
+@needs_native
+def test_plain_row_takes_configs_only_as_an_exact_frozenset() -> None:
+    """The row borrows each configuration's node from ``configs``; an iterable that makes its pairs
+    on the fly freed them under the call (a use after free that AddressSanitizer reports with
+    PYTHONMALLOC=malloc).  Anything but an exact frozenset is refused."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-c]+x", vocab_by_name("llama3")).automaton
+    tables = native.nfa_tables(auto)
+    qs = [q for q, _node in auto.states[auto.start].configs]
+
+    class Fresh:
+        def __len__(self) -> int:
+            return len(qs)
+
+        def __iter__(self) -> Iterator[tuple[int, StackNode]]:
+            for q in qs:
+                yield (q, StackNode(10**6 + q, (), 0))
+
+    class Subset(frozenset):
+        def __iter__(self) -> Iterator[tuple[int, StackNode]]:
+            return iter(Fresh())
+
+    module = native._module
+    assert module is not None
+    configs = auto.states[auto.start].configs
+    for bad in (Fresh(), list(configs), Subset(configs)):
+        with pytest.raises(TypeError, match="frozenset"):
+            module.plain_row(tables, auto, auto.start, bad, auto.max_depth, {}, {}, {}, lambda k, p, r: 0,
+                             lambda k, p, r: 0)
+
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_native_flattening_of_the_nfa_equals_numpy(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compile-time copy reads the NFA's lists in C (it took 20-45 ms of a 400 ms compile
+    in numpy on bench_scaling's tools 500 and properties 2000); both give the same arrays."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES[name], vocab_by_name("llama3")).automaton
+    _explore(auto, 200)  # lazy heads made after the copy stay out of it
+    from_c = auto.nfa_arrays()
+    with monkeypatch.context() as m:
+        m.setattr(native, "flatten_nfa", lambda edges, eps, n: None)
+        from_numpy = auto.nfa_arrays()
+    assert len(from_c) == len(from_numpy) == 8
+    for i, (a, b) in enumerate(zip(from_c, from_numpy)):
+        assert a.dtype == b.dtype == np.int32 and np.array_equal(a, b), f"array {i}"
+
+
+@needs_native
+def test_flatten_nfa_refuses_malformed_lists() -> None:
+    module = native._module
+    assert module is not None
+    edges = [[(97, 99, 1)], [], [(0, 255, 0), (10, 10, 2)]]
+    eps = [[2], [0, 1], []]
+    e_ptr, e_lo, e_hi, e_t, p_ptr, p_t = native.flatten_nfa(edges, eps, 3) or ()
+    assert e_ptr.tolist() == [0, 1, 1, 3] and p_ptr.tolist() == [0, 1, 3, 3]
+    assert e_lo.tolist() == [97, 0, 10] and e_hi.tolist() == [99, 255, 10] and e_t.tolist() == [1, 0, 2]
+    assert p_t.tolist() == [2, 0, 1]
+    assert [a.tolist() for a in native.flatten_nfa(edges, eps, 1) or ()] == [[0, 1], [97], [99], [1], [0, 1], [2]]
+    bad_cases = [
+        ([[(97, 99)]], [[]], "state 0"), ([[(97, 300, 1)]], [[]], "last byte"), ([[(99, 97, 1)]], [[]], "last byte"),
+        ([[(-1, 9, 1)]], [[]], "first byte"), ([[(1, 2, 2**31)]], [[]], "target"), ([[]], [[-1]], "epsilon"),
+        ([[]], [["x"]], "epsilon"), ([[], (1,)], [[], []], "state 1"), ([[(1, 2, 1.0)]], [[]], "target"),
+    ]
+    for bad_edges, bad_eps, message in bad_cases:
+        with pytest.raises(ValueError, match=message):
+            module.flatten_nfa(bad_edges, bad_eps, len(bad_edges))
+    with pytest.raises(ValueError, match="length"):
+        module.flatten_nfa(edges, eps, 4)
+    with pytest.raises(TypeError):
+        module.flatten_nfa(tuple(edges), eps, 3)
+
+
+@needs_native
+def test_plain_sets_share_their_configuration_tuples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new set of configurations got fresh (state, node) tuples: on rows of hundreds of
+    configurations (a string that any of many patterns may still match) the garbage collector then
+    swept the whole heap so often that native rows were slower than Python's (0.62 s against 0.40 s
+    for 98 rows of 600 configurations; now 0.11 s).  The sets now share one tuple per configuration,
+    as the Python closures do; the rows stay equal to the Python rows."""
+    symbols = list("!#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}")
+    patterns = [f"^[{symbols[i % len(symbols)]}-~]{{{1 + i % 5}}}[{symbols[(i * 7) % len(symbols)]}]+$"
+                for i in range(100)]
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema({"anyOf": [{"type": "string", "pattern": p} for p in patterns]},
+                               vocab_by_name("llama3")).automaton
+    explored = _explore(auto, 300)
+    assert max(len(auto.states[sid].configs) for sid in explored) > 90
+    configs = [c for state in auto.states for c in state.configs]
+    assert len({id(c) for c in configs}) == len(set(configs))
+    for sid in explored[:100]:
+        native_row = auto.table[sid].copy()
+        assert np.array_equal(_python_row(auto, sid, monkeypatch), native_row), f"row of state {sid}"
+
+
+@needs_native
+def test_memory_accounting_does_not_drift_over_evictions() -> None:
+    """Evicted and rebuilt 20 times over the same states, the automaton holds and counts the same."""
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
+    auto = g.automaton
+    fixed = auto.native_fixed_bytes
+    rounds = []
+    for _ in range(20):
+        _explore(auto, 300)
+        rounds.append((auto.retained_bytes(), auto.state_bytes, auto.native_bytes, len(auto.states)))
+        g.evict()
+        assert auto.native_bytes == 0 and auto.native_fixed_bytes == fixed
+    assert rounds[0][2] > 0
+    assert rounds == [rounds[0]] * 20
+
+
+@needs_native
+def test_plain_rows_leak_no_reference_even_when_callbacks_raise() -> None:
+    """10,000 rows, three in four ended by a callback that raises or answers no state id: no
+    argument, configuration or node gains a reference."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_json_schema(CASES["numbers_enums"], vocab_by_name("llama3")).automaton
+    sids = _explore(auto, 40)
+    tables = native.nfa_tables(auto)
+    configs = [auto.states[sid].configs for sid in sids]
+    nodes = list({node for c in configs for _q, node in c})
+
+    class Stop(Exception):
+        pass
+
+    def fine(key: bytes, pairs: list, repeats: bool) -> int:
+        return 0
+
+    def boom(key: bytes, pairs: list, repeats: bool) -> int:
+        raise Stop
+
+    def not_an_id(key: bytes, pairs: list, repeats: bool) -> object:
+        return "x"
+
+    def too_big(key: bytes, pairs: list, repeats: bool) -> int:
+        return 10**30
+
+    answers = [fine, boom, not_an_id, too_big]
+    plain_memo: dict[bytes, int] = {}
+    escape_memo: dict[bytes, int] = {}
+    made: dict[int, tuple] = {}
+    watched = [auto, tables, *configs, *nodes, plain_memo, escape_memo, made, *answers, auto.table]
+
+    def run(n: int) -> None:
+        for i in range(n):
+            plain_memo.clear()
+            escape_memo.clear()
+            made.clear()
+            try:
+                native.plain_row(tables, auto, sids[i % len(sids)], configs[i % len(sids)], auto.max_depth,
+                                 plain_memo, escape_memo, made, answers[i % 4], answers[(i // 4) % 4])
+            except (Stop, TypeError, OverflowError):
+                pass
+        for memo in (plain_memo, escape_memo, made):  # what the last row remembered is no leak
+            memo.clear()
+
+    run(100)  # first-call caches are not leaks
+    before = [sys.getrefcount(o) for o in watched]
+    run(10_000)
+    assert [sys.getrefcount(o) for o in watched] == before
+    GRAMMAR_CACHE.clear()  # its rows now hold made-up states

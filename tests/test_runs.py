@@ -20,7 +20,7 @@ from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.compile.schema.compiler import SchemaOptions
 from exl2_enforcer.engine import native, runs
 from exl2_enforcer.engine.mask import MaskEngine, TokenIndex
-from exl2_enforcer.engine.runs import RunTables, run_mask
+from exl2_enforcer.engine.runs import RunMemo, RunTables, run_mask
 from exl2_enforcer.errors import MaskTimeout
 from exl2_enforcer.matcher import Matcher
 from exl2_enforcer.tokens.vocabulary import TokenVocabulary
@@ -37,9 +37,9 @@ WIDE = {
 }
 
 
-def _check(g, sid: int, table, tried: list[int], agree: dict) -> str | None:
+def _check(g, sid: int, table, tried: list[int], memo: RunMemo | None = None) -> str | None:
     index = g.engine.index
-    got = run_mask(g.automaton, index.run_tables, sid, lambda: None, agree)
+    got = run_mask(g.automaton, index.run_tables, sid, lambda: None, memo if memo is not None else RunMemo(g.automaton))
     if got is None:
         return None
     tried.append(sid)
@@ -77,13 +77,13 @@ def _explore(g, table, seed: int, walks: int = 6, steps: int = 60,
     tried: list[int] = []
     errors: list[str] = []
     seen: set[int] = set()
-    agree: dict = {}
+    memo = RunMemo(g.automaton)
     for _ in range(walks):
         m = Matcher(g)
         for _step in range(steps):
             if m.state not in seen:
                 seen.add(m.state)
-                err = _check(g, m.state, table, tried, agree)
+                err = _check(g, m.state, table, tried, memo)
                 if err:
                     errors.append(err)
                 err = _whole_mask_error(g, m, table) if whole else None
@@ -114,7 +114,7 @@ def test_run_cut_short_where_the_set_splits():
     g = compile_regex("[a-z]{5}[a-m]{5}", v)
     table = token_table(v)
     tried: list[int] = []
-    assert _check(g, g.automaton.start, table, tried, {}) is None
+    assert _check(g, g.automaton.start, table, tried) is None
     assert tried == [g.automaton.start]
     # a token running past the split point is decided by the walk on: "abcdefgh" fits, "abcdexyz" does not
     allowed = set(Matcher(g).allowed_ids().tolist())
@@ -151,8 +151,8 @@ def test_run_path_honours_the_deadline():
 
     sid = g.automaton.walk(g.automaton.start, b"ab")  # a hyphen may come next
     with pytest.raises(MaskTimeout):
-        run_mask(g.automaton, g.engine.index.run_tables, sid, check, {})
-    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, {})
+        run_mask(g.automaton, g.engine.index.run_tables, sid, check, RunMemo(g.automaton))
+    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, RunMemo(g.automaton))
     assert got is not None and got[1] > 0  # the same call, unhurried, has walked-on tokens
 
 
@@ -208,7 +208,7 @@ def test_run_path_and_engine_equal_bruteforce_on_large_vocabularies(name):
         for text in texts:
             sid = g.automaton.walk(g.automaton.start, text)
             tried: list[int] = []
-            assert _check(g, sid, table, tried, {}) is None
+            assert _check(g, sid, table, tried) is None
             assert tried == [sid], f"{pattern!r} after {text!r}: the run path does not apply"
             got = g.engine.index.unpack(g.engine.mask(sid))
             assert np.array_equal(got, reference_allowed_ids(g, table, sid)), (pattern, text)
@@ -228,7 +228,7 @@ def test_runs_of_256_bytes_or_more_are_not_clamped(limit):
     g = compile_regex(f"[a-z]{{1,{limit}}}-[a-z]*", v)
     table = token_table(v)
     tried: list[int] = []
-    assert _check(g, g.automaton.start, table, tried, {}) is None
+    assert _check(g, g.automaton.start, table, tried) is None
     assert tried == [g.automaton.start]
     allowed = {v.token_bytes[i] for i in Matcher(g).allowed_ids().tolist() if i < v.n_ids}
     assert b"a" * 256 in allowed
@@ -242,14 +242,14 @@ def test_run_path_checks_the_deadline_even_with_nothing_to_walk_on():
     v = vocab_by_name("llama3")
     g = compile_regex("[a-z]{5,30}", v)
     sid = g.automaton.start
-    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, {})
+    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, RunMemo(g.automaton))
     assert got is not None and got[1] == 0  # the run path applies, with no walked-on token
 
     def check() -> None:
         raise MaskTimeout("deadline")
 
     with pytest.raises(MaskTimeout):
-        run_mask(g.automaton, g.engine.index.run_tables, sid, check, {})
+        run_mask(g.automaton, g.engine.index.run_tables, sid, check, RunMemo(g.automaton))
     engine = MaskEngine(g.automaton, g.engine.index)
     with pytest.raises(MaskTimeout):
         engine.mask(sid, deadline=time.perf_counter() - 1.0)  # passed before the call: no timing involved
@@ -374,6 +374,48 @@ def test_run_table_bytes_cover_what_they_hold():
         assert table.nbytes >= held > 0
 
 
+def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget():
+    """``RunMemo.nbytes`` covers every byte set's arrays and agreement entries, and the engine adds
+    what a mask's run path remembered to its retained bytes (what the grammar's budget bounds)."""
+    v = vocab_by_name("llama3")
+    g = compile_regex("[a-z0-9]{1,40}(-[a-z0-9]{1,40})*@[a-z]{2,20}", v)
+    memo = RunMemo(g.automaton)
+    sids = [g.automaton.walk(g.automaton.start, p) for p in (b"", b"ab", b"ab-", b"ab-cd", b"ab-cd@x")]
+    results = [run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, memo) for sid in sids]
+    assert sum(r is not None for r in results) >= 3  # the path applies: the memo is exercised
+    held = 0
+    for byte_set in memo.sets():
+        held += byte_set.members.nbytes + 8 * len(byte_set.agree)
+        if byte_set.group_classes is not None:
+            held += byte_set.group_classes.nbytes
+    assert memo.nbytes >= held > 0 and any(len(b.agree) > 1 for b in memo.sets())
+
+    engine = MaskEngine(g.automaton, g.engine.index)
+    before = engine.retained_bytes()
+    packed = engine.mask(sids[1])
+    added = engine.retained_bytes() - before
+    # a fresh engine: its memo starts empty, so the same walk adds at least what this one holds
+    same = RunMemo(g.automaton)
+    run_mask(g.automaton, g.engine.index.run_tables, sids[1], lambda: None, same)
+    assert added >= packed.nbytes + same.nbytes > packed.nbytes
+
+
+def test_one_memo_serves_the_run_tables_of_two_vocabularies():
+    """What a RunMemo keeps per run table (the classes of its groups) follows the table it is
+    given: one automaton's memo used with llama2's tables (fewer groups for ``[a-z]``), llama3's,
+    then llama2's again stays exact."""
+    g = compile_regex("[a-z]{1,30}(-[a-z]{1,5})?", vocab_by_name("llama3"))
+    sid = g.automaton.walk(g.automaton.start, b"ab")  # a hyphen may come next: tokens walked on
+    memo = RunMemo(g.automaton)
+    for name in ("llama2", "llama3", "llama2"):
+        v = vocab_by_name(name)
+        index, table = TokenIndex.for_vocabulary(v), token_table(v)
+        got = run_mask(g.automaton, index.run_tables, sid, lambda: None, memo)
+        assert got is not None and got[1] > 0
+        ref = np.intersect1d(table.text_ids[reference_text_allowed(g.automaton, table, sid)], index.text_ids)
+        assert np.array_equal(index.unpack(got[0]), ref), name
+
+
 @pytest.mark.parametrize("name", ["gemma3", "qwen3"])
 def test_negated_class_uses_the_run_path_on_a_large_vocabulary(name):
     """``[^,]{0,40},``: tens of thousands of multi-byte tokens leave the ASCII run; the native walk
@@ -382,8 +424,8 @@ def test_negated_class_uses_the_run_path_on_a_large_vocabulary(name):
     g = compile_regex("[^,]{0,40},", v)
     table = token_table(v)
     sid = g.automaton.walk(g.automaton.start, b"ab")
-    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, {})
+    got = run_mask(g.automaton, g.engine.index.run_tables, sid, lambda: None, RunMemo(g.automaton))
     if native.enabled:
         assert got is not None and got[1] > runs.MAX_WALKED  # more than the numpy walk would take on
     tried: list[int] = []
-    assert _check(g, sid, table, tried, {}) is None
+    assert _check(g, sid, table, tried) is None

@@ -24,6 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,10 +553,29 @@ static void nfatab_free(NfaTab *t) {
 
 static void nfatab_capsule_free(PyObject *cap) { nfatab_free(PyCapsule_GetPointer(cap, NFA_CAPSULE)); }
 
-static Py_ssize_t nfatab_bytes(const NfaTab *t) {
-    return (Py_ssize_t)sizeof(int32_t) * ((Py_ssize_t)t->e_ptr[t->n] * 3 + t->p_ptr[t->n] + 8 * (Py_ssize_t)t->n +
-                                          t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap +
-                                          t->sets.cap + t->set_at.cap);
+/* The copy of the NFA: fixed for the automaton's life, like the NFA itself. */
+static Py_ssize_t nfatab_fixed_bytes(const NfaTab *t) {
+    return (Py_ssize_t)sizeof(int32_t) * ((Py_ssize_t)t->e_ptr[t->n] * 3 + t->p_ptr[t->n] + 8 * (Py_ssize_t)t->n);
+}
+
+/* The steps derived from it: they grow with use and go with an eviction (nfatab_clear). */
+static Py_ssize_t nfatab_derived_bytes(const NfaTab *t) {
+    return (Py_ssize_t)sizeof(int32_t) *
+           (t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap + t->sets.cap + t->set_at.cap);
+}
+
+static void vec_drop(IntVec *x) {
+    free(x->v);
+    x->v = NULL;
+    x->n = x->cap = 0;
+}
+
+/* Forget every derived step, keeping the copy of the NFA. */
+static void nfatab_clear(NfaTab *t) {
+    IntVec *vs[] = {&t->reach, &t->cells, &t->succ, &t->need, &t->todo, &t->sets, &t->set_at};
+    for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) vec_drop(vs[i]);
+    for (int32_t q = 0; q < t->n; q++) t->reach_at[q] = t->row_at[q] = -1;
+    t->rows = 0;
 }
 
 static int32_t *copy_ints(const Buf *b, Py_ssize_t n) {
@@ -654,13 +674,111 @@ done:
     return cap;
 }
 
-PyDoc_STRVAR(nfa_tables_bytes_doc, "nfa_tables_bytes(tables) -> int\n\nBytes the tables hold now.");
+PyDoc_STRVAR(nfa_tables_bytes_doc,
+"nfa_tables_bytes(tables) -> (int, int)\n\n"
+"Bytes the tables hold now: the copy of the NFA (fixed), and the steps derived from it (grow with\n"
+"use, dropped by nfa_tables_clear).");
 
 static PyObject *nfa_tables_bytes(PyObject *self, PyObject *cap) {
     (void)self;
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
-    return PyLong_FromSsize_t(nfatab_bytes(t));
+    return Py_BuildValue("nn", nfatab_fixed_bytes(t), nfatab_derived_bytes(t));
+}
+
+PyDoc_STRVAR(nfa_tables_clear_doc,
+"nfa_tables_clear(tables) -> None\n\n"
+"Drop the steps derived so far (their memory is freed), keeping the copy of the NFA.");
+
+static PyObject *nfa_tables_clear(PyObject *self, PyObject *cap) {
+    (void)self;
+    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (t == NULL) return NULL;
+    nfatab_clear(t);
+    Py_RETURN_NONE;
+}
+
+/* Read ``obj`` as an int in [lo, hi] into ``*out``; ValueError naming the NFA state otherwise. */
+static int nfa_int(PyObject *obj, long lo, long hi, Py_ssize_t q, const char *what, int32_t *out) {
+    long v = PyLong_Check(obj) ? PyLong_AsLong(obj) : -1;
+    if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+    else if (PyLong_Check(obj) && v >= lo && v <= hi) {
+        *out = (int32_t)v;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "NFA state %zd: %s must be an int in [%ld, %ld]", q, what, lo, hi);
+    return -1;
+}
+
+PyDoc_STRVAR(flatten_nfa_doc,
+"flatten_nfa(edges, eps, n) -> (e_ptr, e_lo, e_hi, e_t, p_ptr, p_t)\n\n"
+"The first ``n`` states of an NFA's edge lists (``edges[q]``: a list of (lo, hi, target) byte-range\n"
+"tuples; ``eps[q]``: a list of target states) as bytes of native int32: CSR pointers (n + 1 each),\n"
+"each byte edge's first byte, last byte and target, and each epsilon edge's target.  Raises\n"
+"ValueError naming the state whose lists are malformed.");
+
+static PyObject *flatten_nfa(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *edges, *eps;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &edges, &PyList_Type, &eps, &n)) return NULL;
+    if (n < 0 || n > INT32_MAX - 1 || PyList_GET_SIZE(edges) < n || PyList_GET_SIZE(eps) < n) {
+        PyErr_Format(PyExc_ValueError, "n=%zd must be at most the length of edges and eps", n);
+        return NULL;
+    }
+    /* first pass: the sizes (nothing here runs Python code, so the lists cannot change under us) */
+    Py_ssize_t ne = 0, np_ = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
+        if (!PyList_Check(es) || !PyList_Check(ps)) {
+            PyErr_Format(PyExc_ValueError, "NFA state %zd: its edges and epsilon edges must be lists", q);
+            return NULL;
+        }
+        ne += PyList_GET_SIZE(es);
+        np_ += PyList_GET_SIZE(ps);
+    }
+    if (ne > INT32_MAX || np_ > INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "NFA has more than 2**31 - 1 edges");
+        return NULL;
+    }
+    PyObject *out[6] = {PyBytes_FromStringAndSize(NULL, 4 * (n + 1)), PyBytes_FromStringAndSize(NULL, 4 * ne),
+                        PyBytes_FromStringAndSize(NULL, 4 * ne), PyBytes_FromStringAndSize(NULL, 4 * ne),
+                        PyBytes_FromStringAndSize(NULL, 4 * (n + 1)), PyBytes_FromStringAndSize(NULL, 4 * np_)};
+    PyObject *result = NULL;
+    for (int k = 0; k < 6; k++)
+        if (out[k] == NULL) goto done;
+    int32_t *EP = (int32_t *)PyBytes_AS_STRING(out[0]), *LO = (int32_t *)PyBytes_AS_STRING(out[1]),
+            *HI = (int32_t *)PyBytes_AS_STRING(out[2]), *ET = (int32_t *)PyBytes_AS_STRING(out[3]),
+            *PP = (int32_t *)PyBytes_AS_STRING(out[4]), *PT = (int32_t *)PyBytes_AS_STRING(out[5]);
+    Py_ssize_t ie = 0, ip = 0;
+    EP[0] = PP[0] = 0;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(es); i++, ie++) {
+            PyObject *e = PyList_GET_ITEM(es, i);
+            if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
+                PyErr_Format(PyExc_ValueError, "NFA state %zd: byte edge %zd must be a (lo, hi, target) tuple", q, i);
+                goto done;
+            }
+            if (nfa_int(PyTuple_GET_ITEM(e, 0), 0, 255, q, "a byte edge's first byte", &LO[ie]) < 0 ||
+                nfa_int(PyTuple_GET_ITEM(e, 1), LO[ie], 255, q, "a byte edge's last byte", &HI[ie]) < 0 ||
+                nfa_int(PyTuple_GET_ITEM(e, 2), 0, INT32_MAX, q, "a byte edge's target", &ET[ie]) < 0)
+                goto done;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ps); i++, ip++)
+            if (nfa_int(PyList_GET_ITEM(ps, i), 0, INT32_MAX, q, "an epsilon edge's target", &PT[ip]) < 0) goto done;
+        EP[q + 1] = (int32_t)ie;
+        PP[q + 1] = (int32_t)ip;
+    }
+    result = PyTuple_New(6);
+    if (result == NULL) goto done;
+    for (int k = 0; k < 6; k++) {
+        PyTuple_SET_ITEM(result, k, out[k]);
+        out[k] = NULL;
+    }
+done:
+    for (int k = 0; k < 6; k++) Py_XDECREF(out[k]);
+    return result;
 }
 
 /* Fill ``x``'s epsilon reach: the states with byte edges it reaches, or length -1 when a call, loop
@@ -767,24 +885,78 @@ static int nfatab_row(NfaTab *t, int32_t q) {
     return 1;
 }
 
-/* Insert the pair (e, uid) into the sorted pairs sets[at:], once. */
-static int insert_pair(IntVec *sets, Py_ssize_t at, int32_t e, int32_t uid) {
-    Py_ssize_t x = at;
-    while (x < sets->n && (sets->v[x] < e || (sets->v[x] == e && sets->v[x + 1] < uid))) x += 2;
-    if (x < sets->n && sets->v[x] == e && sets->v[x + 1] == uid) return 0;
+/* Append the pair (e, uid) to ``sets`` (sort_pairs orders and dedupes them). */
+static int append_pair(IntVec *sets, int32_t e, int32_t uid) {
     if (vec_reserve(sets, 2) < 0) return -1;
-    memmove(sets->v + x + 2, sets->v + x, sizeof(int32_t) * (size_t)(sets->n - x));
-    sets->v[x] = e;
-    sets->v[x + 1] = uid;
-    sets->n += 2;
+    sets->v[sets->n++] = e;
+    sets->v[sets->n++] = uid;
     return 0;
 }
 
+static int pair_cmp(const void *a, const void *b) {
+    const int32_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* Sort the pairs sets[at:] by (e, uid) and drop repeats: a set's key, whatever order it was met in. */
+static void sort_pairs(IntVec *sets, Py_ssize_t at) {
+    const Py_ssize_t n = (sets->n - at) / 2;
+    if (n < 2) return;
+    int32_t *v = sets->v + at;
+    if (n > 16) {
+        qsort(v, (size_t)n, 2 * sizeof(int32_t), pair_cmp);
+    } else { /* most sets are a few pairs: an insertion sort beats qsort's calls */
+        for (Py_ssize_t r = 1; r < n; r++) {
+            const int32_t e = v[2 * r], u = v[2 * r + 1];
+            Py_ssize_t x = r;
+            for (; x > 0 && (v[2 * x - 2] > e || (v[2 * x - 2] == e && v[2 * x - 1] > u)); x--) {
+                v[2 * x] = v[2 * x - 2];
+                v[2 * x + 1] = v[2 * x - 1];
+            }
+            v[2 * x] = e;
+            v[2 * x + 1] = u;
+        }
+    }
+    Py_ssize_t w = 1;
+    for (Py_ssize_t r = 1; r < n; r++)
+        if (v[2 * r] != v[2 * w - 2] || v[2 * r + 1] != v[2 * w - 1]) {
+            v[2 * w] = v[2 * r];
+            v[2 * w + 1] = v[2 * r + 1];
+            w++;
+        }
+    sets->n = at + 2 * w;
+}
+
+/* The configuration tuple (q, node) of the pair (q, uid): ``made[q << 32 | uid]``, else a new tuple
+ * remembered there (``nodes[i]`` is the node whose id is ``uids[i]``); NULL on error.  Sets share
+ * their tuples, as the automaton's closures do: a fresh tuple per pair and set made the garbage
+ * collector run over the whole heap far more often than the rows themselves cost. */
+static PyObject *config_of(int32_t q, int32_t uid, PyObject *made, PyObject *const *nodes, const int32_t *uids,
+                           Py_ssize_t k) {
+    PyObject *key = PyLong_FromLongLong(((long long)q << 32) | (long long)uid), *pair = NULL;
+    if (key == NULL) return NULL;
+    pair = PyDict_GetItemWithError(made, key); /* borrowed */
+    if (pair != NULL) {
+        Py_INCREF(pair);
+    } else if (!PyErr_Occurred()) {
+        Py_ssize_t i = 0;
+        while (i < k && uids[i] != uid) i++;
+        PyObject *qo = i < k ? PyLong_FromLong(q) : NULL;
+        if (i == k) PyErr_SetString(PyExc_ValueError, "a plain step names an unknown node");
+        pair = qo != NULL ? PyTuple_Pack(2, qo, nodes[i]) : NULL;
+        Py_XDECREF(qo);
+        if (pair != NULL && PyDict_SetItem(made, key, pair) < 0) Py_CLEAR(pair);
+    }
+    Py_DECREF(key);
+    return pair;
+}
+
 /* The DFA state of the pairs ``v[0:len]``: ``memo[key]``, else ``make(key, pairs, repeats)`` with the
- * pairs as a list of (NFA state, node) tuples (``nodes[i]`` is the node whose id is ``uids[i]``) and
- * whether an NFA state occurs twice; -3 on error. */
-static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *const *nodes,
-                       const int32_t *uids, Py_ssize_t k) {
+ * pairs as a list of (NFA state, node) tuples (from config_of) and whether an NFA state occurs
+ * twice; -3 on error. */
+static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *made,
+                       PyObject *const *nodes, const int32_t *uids, Py_ssize_t k) {
     PyObject *key = PyBytes_FromStringAndSize((const char *)v, 4 * len);
     if (key == NULL) return -3;
     PyObject *got = PyDict_GetItemWithError(memo, key); /* borrowed */
@@ -794,13 +966,8 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
         PyObject *pairs = PyList_New(len / 2);
         int repeats = 0;
         for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
-            Py_ssize_t i = 0;
-            while (i < k && uids[i] != v[2 * p + 1]) i++;
-            PyObject *q = i < k ? PyLong_FromLong(v[2 * p]) : NULL;
-            PyObject *pair = q != NULL ? PyTuple_Pack(2, q, nodes[i]) : NULL;
-            Py_XDECREF(q);
+            PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
             if (pair == NULL) {
-                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a plain step names an unknown node");
                 Py_CLEAR(pairs);
                 break;
             }
@@ -825,28 +992,47 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
 }
 
 PyDoc_STRVAR(plain_row_doc,
-"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, intern, escape) -> bool\n\n"
-"Write the row of DFA state ``sid`` (its ``configs``: a set of (NFA state, stack node) pairs) into\n"
+"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape) -> bool\n\n"
+"Write the row of DFA state ``sid`` (its ``configs``: a frozenset of (NFA state, stack node) pairs) into\n"
 "``automaton.table``.  Each distinct set of configurations that a class's plain steps reach is\n"
 "keyed by the bytes of its sorted int32 (NFA state, node id) pairs and looked up in ``plain_memo``,\n"
-"else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples;\n"
-"``repeats``: whether an NFA state occurs twice); a group of classes whose step is not plain (a\n"
-"call, loop head or machine end) is keyed by its byte targets in the same form, in ``escape_memo``\n"
-"else by ``escape(key, pairs, repeats)``.  Returns False, writing nothing, when the tables are full.");
+"else made by ``intern(key, pairs, repeats)`` (``pairs``: a list of (NFA state, node) tuples, taken\n"
+"from or added to the dict ``made`` under ``state << 32 | node id``; ``repeats``: whether an NFA\n"
+"state occurs twice); a group of classes whose step is not plain (a call, loop head or machine end)\n"
+"is keyed by its byte targets in the same form, in ``escape_memo`` else by ``escape(key, pairs,\n"
+"repeats)``.  Returns False, writing nothing, when the tables are full or a node id passes int32.");
 
 static PyObject *plain_row(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *intern, *escape;
+    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
     int sid;
-    Py_ssize_t max_depth;
-    if (!PyArg_ParseTuple(args, "OOiOnO!O!OO", &cap, &automaton, &sid, &configs, &max_depth, &PyDict_Type, &plain_memo,
-                          &PyDict_Type, &escape_memo, &intern, &escape))
+    PyObject *max_depth_obj;
+    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
+                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
         return NULL;
+    /* any int: SchemaOptions bounds max_depth from below only, and a room past INT32_MAX admits
+     * every completion depth alike (see the room below) */
+    int overflow = 0;
+    long long max_depth = PyLong_Check(max_depth_obj) ? PyLong_AsLongLongAndOverflow(max_depth_obj, &overflow) : -1;
+    if (max_depth == -1 && PyErr_Occurred()) return NULL;
+    if (overflow > 0) max_depth = LLONG_MAX;
+    if (overflow < 0 || max_depth < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_depth must be an int >= 0");
+        return NULL;
+    }
+    /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
+     * nodes borrowed below, live as long as the call */
+    if (!PyFrozenSet_CheckExact(configs)) {
+        PyErr_Format(PyExc_TypeError, "configs must be a frozenset of (NFA state, stack node) pairs, not %.100s",
+                     Py_TYPE(configs)->tp_name);
+        return NULL;
+    }
     PyObject *result = NULL, *it = NULL, *item = NULL, *table_obj = NULL;
     Py_buffer table;
     int table_held = 0;
     int32_t *in = NULL, *grp = NULL, *ids = NULL, *A = NULL, *uids = NULL, *saved = NULL;
-    PyObject **nodes = NULL; /* borrowed from ``configs``, which the caller keeps alive */
+    uint64_t *gh = NULL; /* per group: the hash of its cells */
+    PyObject **nodes = NULL; /* borrowed from ``configs`` (the call's argument tuple holds it) */
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
     const Py_ssize_t k = PyObject_Length(configs);
@@ -855,9 +1041,10 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     nodes = malloc(sizeof(PyObject *) * (size_t)(k ? k : 1));
     uids = malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
     in = malloc(sizeof(int32_t) * 3 * (size_t)(k ? k : 1));
-    grp = malloc(sizeof(int32_t) * 3 * (size_t)nc); /* per group: its first class, and its index */
+    grp = malloc(sizeof(int32_t) * 2 * (size_t)nc); /* per group: its first class, and its index */
+    gh = malloc(sizeof(uint64_t) * (size_t)nc);
     A = malloc(sizeof(int32_t) * (size_t)nc);
-    if (in == NULL || grp == NULL || A == NULL || nodes == NULL || uids == NULL) {
+    if (in == NULL || grp == NULL || gh == NULL || A == NULL || nodes == NULL || uids == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -877,17 +1064,20 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         const long depth = PyLong_AsLong(d);
         Py_DECREF(d);
         if (depth == -1 && PyErr_Occurred()) goto done;
-        if (uid < 0 || uid > INT32_MAX || depth < 0 || depth > max_depth) {
+        if (uid < 0 || depth < 0 || (long long)depth > max_depth) {
             PyErr_Format(PyExc_ValueError, "stack node %ld (depth %ld) is out of range", uid, depth);
             goto done;
         }
-        if (q < 0 || q >= t->n) { /* not in the copied NFA: the automaton builds this row */
+        /* not in the copied NFA, or a node id past int32 (ids grow across evictions for the
+         * automaton's life): the automaton builds this row */
+        if (q < 0 || q >= t->n || uid > INT32_MAX) {
             result = Py_False;
             Py_INCREF(result);
             goto done;
         }
         in[3 * n_in] = (int32_t)q;
-        in[3 * n_in + 1] = (int32_t)(max_depth - depth);
+        /* completion depths are at most INT32_MAX, so a larger room admits them all alike */
+        in[3 * n_in + 1] = max_depth - depth > INT32_MAX ? INT32_MAX : (int32_t)(max_depth - (long long)depth);
         in[3 * n_in + 2] = uids[n_in] = (int32_t)uid;
         nodes[n_in] = node;
         n_in++;
@@ -919,9 +1109,17 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
             A[c] = A[c - 1];
             continue;
         }
-        /* segments whose cells agree for every configuration step alike: one group */
+        /* segments whose cells agree for every configuration step alike: one group (a hash of the
+         * segment's cells over the configurations skips most comparisons of wide rows) */
+        uint64_t hash = 1469598103934665603ULL;
+        for (Py_ssize_t i = 0; i < n_in; i++) {
+            const int32_t *cells = t->cells.v + t->row_at[in[3 * i]];
+            hash = (hash ^ (uint32_t)cells[2 * c]) * 1099511628211ULL;
+            hash = (hash ^ (uint32_t)cells[2 * c + 1]) * 1099511628211ULL;
+        }
         Py_ssize_t g = 0;
         for (; g < n_grp; g++) {
+            if (gh[g] != hash) continue;
             const int32_t c2 = grp[2 * g];
             Py_ssize_t i = 0;
             for (; i < n_in; i++) {
@@ -943,7 +1141,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
                 break;
             }
             for (int32_t j = cell[0]; j < cell[1]; j++)
-                if (t->need.v[j] <= in[3 * i + 1] && insert_pair(&t->sets, at, t->succ.v[j], in[3 * i + 2]) < 0)
+                if (t->need.v[j] <= in[3 * i + 1] && append_pair(&t->sets, t->succ.v[j], in[3 * i + 2]) < 0)
                     goto done;
         }
         if (!plain) { /* the byte targets instead: the key of the automaton's own step */
@@ -951,10 +1149,11 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
             for (Py_ssize_t i = 0; i < n_in; i++) {
                 const int32_t q = in[3 * i];
                 for (int32_t j = t->e_ptr[q]; j < t->e_ptr[q + 1]; j++)
-                    if (c >= t->e_clo[j] && c < t->e_chi[j] && insert_pair(&t->sets, at, t->e_t[j], in[3 * i + 2]) < 0)
+                    if (c >= t->e_clo[j] && c < t->e_chi[j] && append_pair(&t->sets, t->e_t[j], in[3 * i + 2]) < 0)
                         goto done;
             }
         }
+        sort_pairs(&t->sets, at);
         const Py_ssize_t len = t->sets.n - at;
         int32_t index = -1; /* dead */
         if (len > 0) {
@@ -976,6 +1175,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         }
         grp[2 * n_grp] = c;
         grp[2 * n_grp + 1] = index;
+        gh[n_grp] = hash;
         n_grp++;
         A[c] = index;
     }
@@ -992,12 +1192,13 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n);
-    memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
+    if (t->sets.n) memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n); /* v is NULL while empty */
+    if (ns) memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
     const int32_t *recs = saved + t->sets.n;
     for (Py_ssize_t b = 0; b < ns; b++) {
         const int32_t kind = recs[3 * b], at = recs[3 * b + 1], len = recs[3 * b + 2];
-        ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, nodes, uids, n_in);
+        ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, made, nodes, uids,
+                         n_in);
         if (ids[b] == -3) goto done;
     }
     table_obj = PyObject_GetAttrString(automaton, "table"); /* after the callbacks: they may grow it */
@@ -1010,6 +1211,12 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "automaton.table must be an int32 array (states, classes) holding the state");
         goto done;
     }
+    for (Py_ssize_t b = 0; b < ns; b++)
+        if (ids[b] >= table.shape[0]) {
+            PyErr_Format(PyExc_ValueError, "a plain step gave DFA state %ld, past automaton.table's %zd rows",
+                         (long)ids[b], table.shape[0]);
+            goto done;
+        }
     int32_t *row = (int32_t *)table.buf + (Py_ssize_t)sid * nc;
     for (int32_t c = 0; c < nc; c++) row[c] = A[c] < 0 ? DEAD : ids[A[c]];
     result = Py_True;
@@ -1021,6 +1228,7 @@ done:
     Py_XDECREF(table_obj);
     free(in);
     free(grp);
+    free(gh);
     free(A);
     free(ids);
     free(nodes);
@@ -1032,8 +1240,10 @@ done:
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"rows_walk", rows_walk, METH_VARARGS, rows_walk_doc},
+    {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},
+    {"nfa_tables_clear", nfa_tables_clear, METH_O, nfa_tables_clear_doc},
     {"plain_row", plain_row, METH_VARARGS, plain_row_doc},
     {NULL, NULL, 0, NULL},
 };

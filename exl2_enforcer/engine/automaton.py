@@ -300,8 +300,11 @@ class Automaton:
         self._n_fixed = len(nfa)
         #: explored (state, node) pairs over all closures: a work counter for tests
         self.closure_work = 0
-        #: the native plain-step tables (engine/native.py; remade after an eviction), and their size
+        #: the native plain-step tables (engine/native.py): their copy of the NFA is made once (its
+        #: bytes: ``native_fixed_bytes``, fixed like the NFA's), the steps derived from it grow with
+        #: use (``native_bytes``, part of ``state_bytes``) and go with an eviction
         self._native_tables: Any = None
+        self.native_fixed_bytes = 0
         self.native_bytes = 0
         self._next_uid = 1  # node ids stay unique across evictions
         self._reset_states()
@@ -325,6 +328,9 @@ class Automaton:
         self._plain_memo: dict[bytes, int] = {}
         #: the byte targets of a step that is not plain (same form) -> the DFA state they lead to
         self._escape_memo: dict[bytes, int] = {}
+        #: (NFA state << 32 | node id) -> the configuration tuple the plain sets share (a fresh tuple
+        #: per pair and set made the garbage collector sweep the whole heap on wide rows)
+        self._plain_configs: dict[int, Config] = {}
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -349,7 +355,10 @@ class Automaton:
             self.seq += 1
             self._reset_states()
             self.generation += 1
-            self._native_tables = None  # their memory goes too (rebuilt on the next native row)
+            if self._native_tables is not None:
+                # the steps go (the budget counts them); copying the NFA again would cost every
+                # eviction as much as a compile's copy, for memory an eviction cannot free for long
+                native.clear_tables(self._native_tables)
             self.native_bytes = 0
             self.start = self._step_targets([(self.root.start, EMPTY)])
             self.seq += 1
@@ -730,11 +739,16 @@ class Automaton:
             tables = self._native_tables = native.nfa_tables(self)
             if tables is None:
                 return False
-        if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
-                                self._escape_memo, self._intern_plain, self._escape_step):
-            return False
+        made = self._plain_configs
+        shared = len(made)
+        try:
+            if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
+                                    self._escape_memo, made, self._intern_plain, self._escape_step):
+                return False
+        finally:  # the tables grow even when the row is left to Python or a callback raised
+            native.count_tables(self, tables)
+            self.state_bytes += _MEMO_BYTES * (len(made) - shared)
         self.row_done[sid] = True
-        native.count_tables(self, tables)
         return True
 
     def _intern_plain(self, key: bytes, pairs: list[Config], repeats: bool) -> int:
@@ -900,20 +914,27 @@ class Automaton:
         space (CSR pointers, first class, end class, target), epsilon edges (CSR pointers, target),
         whether each state is a call, loop head or machine end, and its completion depth."""
         n = self._n_fixed
+        flat = native.flatten_nfa(self.nfa.edges, self.nfa.eps, n)  # part of every compile: C when built
+        e_ptr, e_lo, e_hi, e_t, p_ptr, p_t = flat if flat is not None else self._flatten_nfa(n)
+        e_clo = self.class_of_byte[e_lo]
+        e_chi = self.class_of_byte[e_hi] + 1
+        special = np.zeros(n, dtype=np.int32)
+        special[[q for q in self._fixed_specials if q < n]] = 1
+        h = np.array(self._h[:n], dtype=np.int32)  # INF (2**30) fits
+        return e_ptr, e_clo.astype(np.int32), e_chi.astype(np.int32), e_t, p_ptr, p_t, special, h
+
+    def _flatten_nfa(self, n: int) -> tuple[np.ndarray, ...]:
+        """:func:`native.flatten_nfa` in numpy (the same arrays, when the extension is not built)."""
         edges, eps = self.nfa.edges[:n], self.nfa.eps[:n]
         e_len = np.fromiter(map(len, edges), dtype=np.int32, count=n)
         p_len = np.fromiter(map(len, eps), dtype=np.int32, count=n)
         n_edges = int(e_len.sum())
         flat = np.fromiter(chain.from_iterable(chain.from_iterable(edges)), dtype=np.int32, count=3 * n_edges)
         lo_hi_t = flat.reshape(n_edges, 3)
-        e_clo = self.class_of_byte[lo_hi_t[:, 0]]
-        e_chi = self.class_of_byte[lo_hi_t[:, 1]] + 1
         p_t = np.fromiter(chain.from_iterable(eps), dtype=np.int32, count=int(p_len.sum()))
-        special = np.zeros(n, dtype=np.int32)
-        special[[q for q in self._fixed_specials if q < n]] = 1
-        h = np.array(self._h[:n], dtype=np.int32)  # INF (2**30) fits
-        return (np.r_[0, np.cumsum(e_len)].astype(np.int32), e_clo.astype(np.int32), e_chi.astype(np.int32),
-                np.ascontiguousarray(lo_hi_t[:, 2]), np.r_[0, np.cumsum(p_len)].astype(np.int32), p_t, special, h)
+        return (np.r_[0, np.cumsum(e_len)].astype(np.int32), np.ascontiguousarray(lo_hi_t[:, 0]),
+                np.ascontiguousarray(lo_hi_t[:, 1]), np.ascontiguousarray(lo_hi_t[:, 2]),
+                np.r_[0, np.cumsum(p_len)].astype(np.int32), p_t)
 
     # -- vocabulary-slice fast path ----------------------------------------------
     def _slice_frame(self, node: StackNode) -> int | None:

@@ -56,6 +56,12 @@ class StringLexicon:
         self.closes = closes
         self.ok = ok
         self.post = post
+        closing = np.flatnonzero(ok & closes)
+        #: the accepted tokens that close the string: their ids, characters and post strings
+        #: (a few percent of the lexicon, the only part that depends on what follows the string)
+        self.close_ids = ids[closing]
+        self.close_chars = chars[closing]
+        self.close_post = post[closing]
         #: the most characters a token of the lexicon starts inside the string
         self.max_chars = int(chars.max()) if n else 0
         self.n_posts = len(posts)

@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -32,7 +33,7 @@ from exl2_enforcer.engine import native
 from exl2_enforcer.engine.automaton import DEAD, Automaton
 from exl2_enforcer.engine.distance import Distances
 from exl2_enforcer.engine.lexicon import StringLexicon
-from exl2_enforcer.engine.runs import RunTables, run_mask
+from exl2_enforcer.engine.runs import RunMemo, RunTables, run_mask
 from exl2_enforcer.errors import EnforcerError, MaskTimeout
 from exl2_enforcer.lru import SizedLRU
 from exl2_enforcer.tokens.trie import TokenTrie, build_trie, expand_ranges
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 SCALAR_FRONTIER = 24
 #: most plain-string masks kept apart from the per-state cache (distinct budgets near a maxLength)
 PLAIN_MASKS = 256
-#: rough CPython size of one (state, byte set) -> state entry of the run path's cache
-_AGREE_BYTES = 200
 
 
 def _ws_bytes(data: bytes) -> int:
@@ -77,9 +76,9 @@ class VocabSlice:
     rest_trie: TokenTrie  # ... as a trie
     packed: dict[int | None, np.ndarray]  # packed masks by budget
 
-    @property
+    @cached_property
     def max_size(self) -> int:
-        """The largest token in the slice, in elements."""
+        """The largest token in the slice, in elements (a scan of every size: computed once)."""
         return int(self.sizes.max()) if self.sizes.size else 0
 
 
@@ -124,6 +123,7 @@ class TokenIndex:
         self._lists: dict[int, tuple[list[int], list[int], list[int]]] = {}
         self._lock = threading.Lock()
         self._lexicon: "StringLexicon | None" = None
+        self._open_packed: dict[int | None, np.ndarray] = {}
         #: per byte set, the tokens' runs in it (see engine/runs.py); ``run_tables.max_bytes`` bounds them
         self.run_tables = RunTables(self.text_ids, self.text_bytes, self.pack, self.n_words * 4)
         # one-time work that would otherwise land on the first mask of the first grammar
@@ -131,7 +131,7 @@ class TokenIndex:
         for kind, sl in self.slices.items():
             self.slice_packed(kind, None)
             self.trie_lists(sl.rest_trie)
-        self.string_lexicon()
+        self.string_open_packed(None)
         self.build_seconds = time.perf_counter() - t0
 
     @classmethod
@@ -181,6 +181,27 @@ class TokenIndex:
                 sl.packed[budget] = got
         return got
 
+    def string_open_packed(self, budget: int | None) -> np.ndarray:
+        """Packed mask of the tokens that leave a plain string open after at most ``budget`` characters
+        (None: any): the plain slice's and the lexicon's non-closing accepted ones.
+
+        Cached per budget: at most one mask per budget up to the longest token (bounded by the
+        vocabulary, like :meth:`slice_packed`: about 2 MB on llama3, whose plain tokens reach 128
+        characters); shared: do not modify it.
+        """
+        lex = self.string_lexicon()
+        if budget is not None and budget >= max(lex.max_chars, self.slices["plain"].max_size):
+            budget = None
+        got = self._open_packed.get(budget)
+        if got is None:
+            fits = lex.ok & ~lex.closes
+            if budget is not None:
+                fits &= lex.chars <= budget
+            got = self.pack(lex.ids[fits]) | self.slice_packed("plain", budget)
+            with self._lock:
+                self._open_packed[budget] = got
+        return got
+
     def trie_lists(self, trie: TokenTrie) -> tuple[list[int], list[int], list[int]]:
         """Python-list views of a trie's arrays, for the scalar tail of walks (cached)."""
         key = id(trie)
@@ -202,8 +223,8 @@ class MaskCache:
 
     Many states of a grammar share one mask (every integer value of a long object, the same
     key at every level of a tree): about 8 states per distinct mask in a 500-property object.
-    Masks are compared by a sample of their words, then in full, so an array is shared only
-    by equal masks.  ``nbytes`` counts each stored array once and is kept at most ``max_bytes``
+    Masks are compared by :meth:`fingerprint`, then in full, so an array is shared only by
+    equal masks.  ``nbytes`` counts each stored array once and is kept at most ``max_bytes``
     (unless one mask alone is larger).  Returned arrays are shared: do not modify them.
     Not thread-safe by itself (the engine holds a lock around it).
     """
@@ -214,9 +235,9 @@ class MaskCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.nbytes = 0
-        self._by_state: OrderedDict[int, tuple[np.ndarray, bytes]] = OrderedDict()
+        self._by_state: OrderedDict[int, tuple[np.ndarray, tuple[bytes, int]]] = OrderedDict()
         #: fingerprint -> [array, states holding it] (a list: unequal masks may share a fingerprint)
-        self._arrays: dict[bytes, list[list[Any]]] = {}
+        self._arrays: dict[tuple[bytes, int], list[list[Any]]] = {}
 
     def __len__(self) -> int:
         return len(self._by_state)
@@ -234,10 +255,11 @@ class MaskCache:
         old = self._by_state.get(sid)
         if old is not None:
             return old[0]
-        key = packed[:: self.SAMPLE].tobytes()
+        key = self.fingerprint(packed)
         bucket = self._arrays.setdefault(key, [])
+        data = packed.tobytes() if bucket else b""
         for entry in bucket:
-            if np.array_equal(entry[0], packed):
+            if entry[0].tobytes() == data:  # one memcmp: cheaper than numpy's array_equal on 16 KB
                 entry[1] += 1
                 packed = entry[0]
                 break
@@ -249,13 +271,22 @@ class MaskCache:
             self._drop(*self._by_state.popitem(last=False)[1])
         return packed
 
+    @classmethod
+    def fingerprint(cls, packed: np.ndarray) -> tuple[bytes, int]:
+        """(every ``SAMPLE``-th word as bytes, the wrapped uint64 sum of the words taken in pairs)."""
+        # the sample alone lets the many sparse masks of structural states (a few punctuation
+        # tokens each, differing off the sampled words) collide; a sum of the words over the whole
+        # mask tells nearly all of them apart, for less than the full comparisons it saves
+        even = packed[: packed.shape[0] & ~1]
+        return packed[:: cls.SAMPLE].tobytes(), int(np.add.reduce(even.view(np.uint64)))
+
     def clear(self) -> None:
         """Drop every mask."""
         self._by_state.clear()
         self._arrays.clear()
         self.nbytes = 0
 
-    def _drop(self, packed: np.ndarray, key: bytes) -> None:
+    def _drop(self, packed: np.ndarray, key: tuple[bytes, int]) -> None:
         bucket = self._arrays[key]
         for i, entry in enumerate(bucket):
             if entry[0] is packed:
@@ -280,9 +311,9 @@ class MaskEngine:
         #: plain-string masks by (budget, characters still needed, state after the quote)
         self._plain_masks: SizedLRU[np.ndarray] = SizedLRU(PLAIN_MASKS * index.n_words * 4, lambda m: m.nbytes)
         self._salvage: dict[int, np.ndarray] = {}
-        #: (state, byte set) -> the state every byte of the set leads to (engine/runs.py)
-        self._agree: dict[tuple[int, bytes], int] = {}
-        #: bytes of the salvage masks and post-quote tables (outside the LRU)
+        #: what the byte-set run path remembers per state (engine/runs.py)
+        self._runs = RunMemo(automaton)
+        #: bytes of the salvage masks, post-quote tables and run-path memo (outside the LRU)
         self.side_bytes = 0
         #: the automaton generation the caches keyed by state id belong to
         self._gen = automaton.generation
@@ -319,7 +350,7 @@ class MaskEngine:
         self._posts = {}
         self._plain_masks.clear()
         self._salvage = {}
-        self._agree = {}
+        self._runs = RunMemo(self.automaton)
         self.side_bytes = 0
         self._gen = self.automaton.generation
         if self._distances is not None:
@@ -361,24 +392,24 @@ class MaskEngine:
             else:
                 kind, budget = fast
                 if kind == "plain" and a.others_only_on(sid, 0x22):
-                    packed = self._plain_string_mask(sid, budget, deadline).copy()
+                    packed = self._plain_string_mask(sid, budget, deadline)  # shared: not changed in place
                 else:
-                    packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline)
-                    packed |= idx.slice_packed(kind, budget)
+                    packed = self._walk_packed(idx.slices[kind].rest_trie, sid, deadline,
+                                               base=idx.slice_packed(kind, budget))
             if a.is_accepting(sid):
-                packed |= idx.end_packed
+                packed = packed | idx.end_packed
         return packed
 
     def _full(self, sid: int, deadline: float | None) -> np.ndarray:
         """The packed mask of a state no vocabulary slice covers: by byte-set runs, else by a trie walk."""
         idx = self.index
-        agree = self._agree
-        agreed = len(agree)
+        memo = self._runs
+        held = memo.nbytes
         try:
-            got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), agree)
+            got = run_mask(self.automaton, idx.run_tables, sid, lambda: self._check(sid, deadline), memo)
         finally:
-            # entries made before a MaskTimeout stay in the cache: count them too
-            self.side_bytes += _AGREE_BYTES * (len(agree) - agreed)
+            # entries made before a MaskTimeout stay in the memo: count them too
+            self.side_bytes += memo.nbytes - held
         if got is None:
             return self._walk_packed(idx.trie, sid, deadline)
         return got[0]
@@ -404,20 +435,23 @@ class MaskEngine:
         need = a.slice_need(sid)
         at = a.slice_advance(sid, "plain", need) if need else sid
         after = DEAD if at is None or at < 0 else a.step(at, 0x22)
-        return self._plain_masks.get((budget, need, after), lambda: idx.pack(
-            self._string_rest(budget, need, after, deadline)) | idx.slice_packed("plain", budget))
+        return self._plain_masks.get((budget, need, after), lambda: self._closing_packed(
+            budget, need, after, deadline) | idx.string_open_packed(budget))
 
-    def _string_rest(self, budget: int | None, need: int, after: int, deadline: float | None) -> np.ndarray:
-        """Non-plain tokens allowed inside a plain string, from the lexicon (no trie walk): those
-        within ``budget`` characters, and those closing it (``need`` characters or more first)
-        whose bytes after the quote the state ``after`` the quote accepts."""
+    def _closing_packed(self, budget: int | None, need: int, after: int, deadline: float | None) -> np.ndarray:
+        """Packed mask of the lexicon's tokens that close a plain string (no trie walk): those with
+        ``need`` to ``budget`` characters before the quote whose bytes after it the state ``after``
+        the quote accepts.  The tokens that leave it open are :meth:`TokenIndex.string_open_packed`."""
         lex = self.index.string_lexicon()
-        fits = lex.ok if budget is None else lex.ok & (lex.chars <= budget)
-        keep = fits & ~lex.closes
-        closing = fits & lex.closes & (lex.chars >= need)
-        if after >= 0 and closing.any():
-            keep |= closing & self._post_accept(after, deadline)[lex.post]
-        return lex.ids[keep]
+        chars = lex.close_chars
+        keep = chars >= need
+        if budget is not None:
+            keep &= chars <= budget
+        if after < 0:
+            keep[:] = False
+        elif keep.any():  # no walk after the quote when no token could close here
+            keep &= self._post_accept(after, deadline)[lex.close_post]
+        return self.index.pack(lex.close_ids[keep])
 
     def _post_accept(self, after: int, deadline: float | None) -> np.ndarray:
         """Which post-quote byte strings the state ``after`` the closing quote accepts (cached)."""
@@ -435,11 +469,14 @@ class MaskEngine:
         """Token ids of ``trie`` whose bytes lead from ``sid`` to a live state."""
         return self._walk_states(trie, sid, deadline)[0]
 
-    def _walk_packed(self, trie: TokenTrie, sid: int, deadline: float | None) -> np.ndarray:
-        """:meth:`_walk` as a packed mask (int32 words, a new array)."""
+    def _walk_packed(self, trie: TokenTrie, sid: int, deadline: float | None,
+                     base: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`_walk` as a packed mask (int32 words, a new array), or'ed with the packed mask ``base``."""
         if not native.enabled:
-            return self.index.pack(self._walk(trie, sid, deadline))
-        words = np.zeros(self.index.n_words, np.uint32)
+            packed = self.index.pack(self._walk(trie, sid, deadline))
+            return packed if base is None else packed | base
+        # the walk only sets bits: it may start from a copy of the base
+        words = np.zeros(self.index.n_words, np.uint32) if base is None else base.view(np.uint32).copy()
         self._check(sid, deadline)
         native.trie_walk(self.automaton, trie, sid, words, lambda: self._check(sid, deadline))
         return words.view("<i4")
@@ -572,10 +609,14 @@ def write_words(packed: np.ndarray, out: np.ndarray, width: int, what: str) -> N
     tokens"); that cannot happen while every byte is a token below the width.
     """
     n_out = (width + 31) // 32
-    n = min(n_out, packed.shape[0])
-    out[:n] = packed[:n]
-    out[n:n_out] = 0
-    if width % 32 and n == n_out:
-        out[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
-    if not out[:n_out].any():
+    n = packed.shape[0]
+    row = out[:n_out]
+    if n >= n_out:  # the usual case: one copy, nothing to clear
+        row[:] = packed[:n_out]
+        if width % 32:
+            row[n_out - 1] &= np.int32((1 << (width % 32)) - 1)
+    else:
+        row[:n] = packed
+        row[n:] = 0
+    if not np.count_nonzero(row):  # half the time of .any() on a whole vocabulary's words
         raise EnforcerError(f"no allowed token below logits width {width} in {what}")

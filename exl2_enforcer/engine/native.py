@@ -47,7 +47,8 @@ enabled: bool = available and os.environ.get("EXL2_ENFORCER_NATIVE", "1") != "0"
 
 
 #: bytes of per-class step cells the native tables of one automaton may hold (DFA rows whose
-#: NFA states do not fit are built in Python); the tables count in the grammar's retained bytes
+#: NFA states do not fit are built in Python until an eviction empties them); the steps count in
+#: the grammar's retained bytes, the tables' copy of the NFA in its footprint (as the NFA does)
 PLAIN_TABLE_BYTES = 32 << 20
 
 
@@ -60,29 +61,52 @@ def nfa_tables(auto: "Automaton") -> Any:
     return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), max_states)
 
 
+def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
+                n: int) -> tuple[np.ndarray, ...] | None:
+    """The first ``n`` states' byte edges and epsilon edges as int32 arrays: ``(e_ptr, e_lo, e_hi, e_t,
+    p_ptr, p_t)``, CSR pointers (``n + 1`` each) with each byte edge's first byte, last byte and target
+    and each epsilon edge's target; None when the extension is not built.  Raises ValueError naming
+    the NFA state whose lists are malformed."""
+    if _module is None:
+        return None
+    return tuple(np.frombuffer(b, dtype=np.int32) for b in _module.flatten_nfa(edges, eps, n))
+
+
 def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple[int, Any]], max_depth: int,
-              plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], intern: Callable[[bytes, Any, bool], int],
-              escape: Callable[[bytes, Any, bool], int]) -> bool:
+              plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], made: dict[int, tuple[int, Any]],
+              intern: Callable[[bytes, Any, bool], int], escape: Callable[[bytes, Any, bool], int]) -> bool:
     """Write the row of DFA state ``sid`` (``configs``: its (NFA state, stack node) pairs) into ``auto.table``.
 
     Each distinct configuration set the plain steps of a class reach is keyed by the bytes of its
     sorted int32 ``(NFA state, node id)`` pairs: ``plain_memo[key]``, else ``intern(key, pairs, repeats)``
-    with ``pairs`` the list of ``(NFA state, node)`` tuples and ``repeats`` whether an NFA state occurs
-    twice.  Classes whose step changes the stack (a call, loop head or machine end) are keyed by their
-    byte targets in the same form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns
-    False, writing nothing, when ``tables`` are full.  Hold ``auto.lock``.
+    with ``pairs`` the list of ``(NFA state, node)`` tuples (shared through ``made``, keyed by
+    ``state << 32 | node id``) and ``repeats`` whether an NFA state occurs twice.  Classes whose step
+    changes the stack (a call, loop head or machine end) are keyed by their byte targets in the same
+    form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns False, writing nothing,
+    when ``tables`` are full or a node id does not fit in int32 (the automaton then builds the row).
+    Hold ``auto.lock``.
     """
     assert _module is not None
-    done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, intern, escape)
+    done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, made, intern,
+                                   escape)
     return done
 
 
 def count_tables(auto: "Automaton", tables: Any) -> None:
-    """Count the current size of ``auto``'s native ``tables`` in its retained bytes."""
+    """Count the current size of ``auto``'s native ``tables``: the steps derived so far in its retained
+    bytes (``auto.native_bytes``, part of ``auto.state_bytes``), the copy of the NFA, fixed for the
+    automaton's life, in ``auto.native_fixed_bytes`` (outside the budget an eviction enforces)."""
     assert _module is not None
-    nbytes = _module.nfa_tables_bytes(tables)
-    auto.state_bytes += nbytes - auto.native_bytes
-    auto.native_bytes = nbytes
+    fixed, derived = _module.nfa_tables_bytes(tables)
+    auto.native_fixed_bytes = fixed
+    auto.state_bytes += derived - auto.native_bytes
+    auto.native_bytes = derived
+
+
+def clear_tables(tables: Any) -> None:
+    """Drop the steps derived in ``tables`` (an eviction), keeping their copy of the NFA."""
+    assert _module is not None
+    _module.nfa_tables_clear(tables)
 
 
 def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray | None,

@@ -23,6 +23,7 @@ compare both on every state they reach).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -42,6 +43,10 @@ MAX_WALKED = 16000
 #: (``[^,]``) on a large vocabulary walks on some 30,000-60,000 multi-byte tokens in 1-3 ms,
 #: against 5-10 ms for a trie walk of the whole vocabulary and its rows
 MAX_WALKED_NATIVE = 200_000
+#: most groups of walked-on tokens gathered as slices of the row table (more: one vectorised gather)
+SLICED_GROUPS = 64
+#: most chain states whose agreement one vectorised check settles
+AGREE_BATCH = 32
 #: fewest tokens walked on with numpy; fewer go byte by byte in Python
 SCALAR_TOKENS = 24
 #: bytes of run tables kept per vocabulary (least recently used dropped first)
@@ -123,18 +128,24 @@ class RunTable:
         self.by_run_rows = np.r_[zero, cand[order]]
         self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
         self.max_run = int(crun.max()) if crun.shape[0] else 0
+        #: by run length r (0 .. max_run + 1): how many groups have a run of at most r bytes, and
+        #: how many pure tokens are at most r bytes long (list lookups instead of binary searches)
+        lengths = np.arange(self.max_run + 2)
+        self.g_upto = np.searchsorted(self.g_run, lengths, side="right")
+        self.pure_upto = np.searchsorted(self.pure_len, lengths, side="right")
         self._ids = tokens.ids
         self._pack = pack
         self._packed: dict[int, np.ndarray] = {}
         # counted up front with room for every packed mask of pure tokens (one per run length)
         self.nbytes = sum(a.nbytes for a in (self.pure_rows, self.pure_len, self.mixed_rows, self.g_run,
-                                             self.g_byte, self.g_lo, self.g_hi, self.by_run_rows, self.by_run))
+                                             self.g_byte, self.g_lo, self.g_hi, self.by_run_rows, self.by_run,
+                                             self.g_upto, self.pure_upto))
         self.nbytes += (int(self.pure_len.max()) + 1 if self.pure_len.shape[0] else 1) * mask_bytes
 
     def pure_packed(self, r: int) -> np.ndarray:
         """Packed mask of the pure tokens no longer than ``r`` bytes (cached per length)."""
-        n = int(np.searchsorted(self.pure_len, r, side="right"))
-        r = int(self.pure_len[n - 1]) if n else 0  # every r with the same tokens shares one mask
+        n = self.pure_upto.item(min(r, self.max_run + 1))
+        r = self.pure_len.item(n - 1) if n else 0  # every r with the same tokens shares one mask
         got = self._packed.get(r)
         if got is None:
             got = self._packed[r] = self._pack(self._ids[self.pure_rows[:n]])
@@ -172,64 +183,120 @@ class RunTables:
         """Packed mask (int32 words) of the token ids ``ids``."""
         return self._pack(ids)
 
-    def table(self, members: np.ndarray) -> RunTable:
-        """The run table of the byte set ``members`` (bool, shape (256,))."""
-        key = np.packbits(members).tobytes()
+    def table(self, members: np.ndarray, key: bytes | None = None) -> RunTable:
+        """The run table of the byte set ``members`` (bool, shape (256,)); ``key``, when given, is
+        ``np.packbits(members).tobytes()`` (a caller that looks the same set up often keeps it)."""
+        if key is None:
+            key = np.packbits(members).tobytes()
         return self._tables.get(key, lambda: RunTable(self.tokens, members, self._pack, self._mask_bytes))
 
 
+class RunMemo:
+    """What :func:`run_mask` remembers about one automaton generation, kept by its caller.
+
+    ``class_sizes``: bytes per byte class (int list, ``auto.n_classes`` long; the classes of an
+    automaton never change).  Per set of classes, a :class:`ByteSet` (:meth:`byte_set`), which
+    also remembers per state where the set's bytes lead.  ``nbytes`` estimates the bytes held
+    (it only grows); the caller counts it against its memory budget and, since every entry is
+    keyed by DFA state ids or classes, makes a new memo whenever the automaton evicts its states.
+    """
+
+    #: rough CPython size of one state -> state entry of a byte set's agreements
+    AGREE_BYTES = 120
+    #: rough CPython size of a byte set without its member array (the keys, class ids, the dict)
+    SET_BYTES = 1200
+
+    def __init__(self, auto: Automaton) -> None:
+        self.class_sizes: list[int] = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
+        self.nbytes = 0
+        self._class_of_byte = auto.class_of_byte
+        self._sets: dict[bytes, ByteSet] = {}
+
+    def __len__(self) -> int:
+        """How many byte sets are held."""
+        return len(self._sets)
+
+    def sets(self) -> list[ByteSet]:
+        """The byte sets held, oldest first."""
+        return list(self._sets.values())
+
+    def byte_set(self, classes: bytes) -> ByteSet:
+        """The byte set of the classes ``classes`` (sorted class ids as bytes; built on first use)."""
+        got = self._sets.get(classes)
+        if got is None:
+            goes = np.zeros(len(self.class_sizes), dtype=bool)
+            goes[list(classes)] = True
+            got = self._sets[classes] = ByteSet(classes, goes[self._class_of_byte])
+            self.nbytes += self.SET_BYTES + got.members.nbytes
+        return got
+
+    def group_classes(self, byte_set: ByteSet, table: RunTable) -> np.ndarray:
+        """The class of the byte after the run of each group of ``table``, the set's run table (int64)."""
+        got = byte_set.group_classes
+        # kept while the same table is in use (a weak reference: the LRU of tables may drop it)
+        if got is None or byte_set.grouped_by() is not table:
+            got = byte_set.group_classes = self._class_of_byte[table.g_byte]
+            byte_set.grouped_by = weakref.ref(table)
+            self.nbytes += got.nbytes
+        return got
+
+
+class ByteSet:
+    """A set of bytes made of whole byte classes of one automaton, as the run path reads it.
+
+    ``classes``: the sorted class ids as ``bytes`` (fewer than 256 classes), which name the set
+    within its automaton, and ``class_ids`` the same as an index array; ``members``: bool, shape
+    (256,); ``table_key``: the key of its :class:`RunTable`; ``agree``: per DFA state, the one
+    state every byte of the set leads to (``DEAD`` if none, ``UNKNOWN`` if they disagree);
+    ``group_classes``: see :meth:`RunMemo.group_classes`.
+    """
+
+    def __init__(self, classes: bytes, members: np.ndarray) -> None:
+        self.classes = classes
+        self.members = members
+        self.table_key = np.packbits(members).tobytes()
+        self.class_ids = np.frombuffer(classes, dtype=np.uint8).astype(np.intp)
+        self.agree: dict[int, int] = {}
+        self.group_classes: np.ndarray | None = None
+        self.grouped_by: Callable[[], RunTable | None] = lambda: None
+
+
 def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], None],
-             agree: dict[tuple[int, bytes], int]) -> tuple[np.ndarray, int] | None:
+             memo: RunMemo) -> tuple[np.ndarray, int] | None:
     """The tokens allowed in DFA state ``sid`` by the run path, or None where it does not apply.
 
     Returns ``(packed, walked)``: the packed mask of the allowed tokens (int32 words, a new
     array) and how many of them were walked on past their run (the rest are whole runs).
 
     ``check`` is called between chunks of work (it raises
-    :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``agree`` caches,
-    per (state, byte-set key), the one state every byte of the set leads to
-    (``DEAD`` if none, ``UNKNOWN`` if they disagree); the caller clears it with the
-    automaton's state ids.
+    :class:`~exl2_enforcer.errors.MaskTimeout` past a deadline).  ``memo`` holds what the
+    path remembers between calls on one automaton generation (:class:`RunMemo`).
     """
     auto.ensure_rows([sid])
-    row = auto.table[sid]
-    members, classes = _widest_set(auto, row)
-    if members is None:
+    widest = _widest_set(memo.class_sizes, auto.table[sid].tolist())
+    if widest is None:
         return None
-    key = np.packbits(members).tobytes()
+    byte_set = memo.byte_set(bytes(widest))
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    chain, cut = _chain(auto, sid, classes, key, MIN_CHAIN, agree)
+    chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
-    table = tables.table(members)
-    chain, cut = _chain(auto, sid, classes, key, table.max_run, agree)
+    table = tables.table(byte_set.members, byte_set.table_key)
+    # the short chain stopped at its bound (a refusal or a disagreement would have ended it
+    # shorter): go on from its end, or cut it back where no token runs further
+    del chain[table.max_run + 1:]
+    chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
     check()
-    tokens = tables.tokens
     r = len(chain) - 1
-    # mixed tokens whose run ends within the chain: may they leave it with their next byte?
-    g = int(np.searchsorted(table.g_run, r, side="right"))
-    cls = auto.class_of_byte
-    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]], cls[table.g_byte[:g]])
-    live = np.flatnonzero(nxt >= 0)
-    at, src = expand_ranges(table.g_lo[live], table.g_hi[live])
-    rows_parts = [table.mixed_rows[at]]
-    state_parts = [nxt[live].astype(np.int64)[src]]
-    off_parts = [table.g_run[live][src] + 1]
-    if cut:
-        # the set stopped agreeing at S_r: tokens running past it walk on from there
-        lo = int(np.searchsorted(table.by_run, r, side="right"))
-        rest = table.by_run_rows[lo:]
-        rows_parts.append(rest)
-        state_parts.append(np.full(rest.shape[0], chain[-1], dtype=np.int64))
-        off_parts.append(np.full(rest.shape[0], r, dtype=np.int64))
-    walked = sum(p.shape[0] for p in rows_parts)
+    rows, states, offsets = _walk_starts(auto, table, memo.group_classes(byte_set, table), chain, cut)
+    walked = rows.shape[0]
     if walked > (MAX_WALKED_NATIVE if native.enabled else MAX_WALKED):
         return None
     packed = table.pure_packed(r).copy()
     if not walked:
         return packed, 0
-    rows, states, offsets = np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+    tokens = tables.tokens
     if native.enabled:
         kept = native.rows_walk(auto, tokens.flat, tokens.start, tokens.length, tokens.ids, rows, states, offsets,
                                 packed.view(np.uint32), check)
@@ -238,42 +305,72 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     return packed | tables.pack(ids), int(ids.shape[0])
 
 
-def _widest_set(auto: Automaton, row: np.ndarray) -> tuple[np.ndarray | None, list[int]]:
-    """The largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
+def _walk_starts(auto: Automaton, table: RunTable, group_classes: np.ndarray, chain: list[int], cut: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tokens to walk on past their run from ``chain``: (rows, states, byte offsets), int64 each.
+
+    Mixed tokens whose run ends within the chain and whose next byte leaves it alive go on
+    from the state that byte leads to; with ``cut``, every token running past the chain's
+    end goes on from its last state.
+    """
+    r = len(chain) - 1
+    g = table.g_upto.item(r)
+    nxt = auto.step_many(np.asarray(chain, dtype=np.int64)[table.g_run[:g]], group_classes[:g])
+    live = np.flatnonzero(nxt >= 0)
+    lo, hi = table.g_lo[live], table.g_hi[live]
+    counts = hi - lo
+    if live.shape[0] <= SLICED_GROUPS:
+        # few groups (the usual case): slices of the row table, no index arrays to build
+        rows_parts = [table.mixed_rows[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+    else:
+        rows_parts = [table.mixed_rows[expand_ranges(lo, hi)[0]]]
+    state_parts = [np.repeat(nxt[live].astype(np.int64), counts)]
+    off_parts = [np.repeat(table.g_run[live] + 1, counts)]
+    if cut:
+        # the set stopped agreeing at S_r: tokens running past it walk on from there
+        rest = table.by_run_rows[int(np.searchsorted(table.by_run, r, side="right")):]
+        rows_parts.append(rest)
+        state_parts.append(np.full(rest.shape[0], chain[-1], dtype=np.int64))
+        off_parts.append(np.full(rest.shape[0], r, dtype=np.int64))
+    if not rows_parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    return np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+
+
+def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
+    """The classes of the largest set of bytes that ``row`` sends to one live state, if it is wide enough."""
     # plain Python over the row's few dozen classes: this runs for every state without a slice
-    sizes = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
     width: dict[int, int] = {}
-    for c, t in enumerate(row.tolist()):
+    get = width.get
+    for t, size in zip(row, class_sizes):
         if t >= 0:
-            width[t] = width.get(t, 0) + sizes[c]
+            width[t] = get(t, 0) + size
     if not width:
-        return None, []
+        return None
     best = max(width, key=width.__getitem__)
     if width[best] < MIN_RUN_BYTES:
-        return None, []
-    goes = row == best
-    return goes[auto.class_of_byte], np.flatnonzero(goes).tolist()
+        return None
+    return [c for c, t in enumerate(row) if t == best]
 
 
-def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: int,
-           agree: dict[tuple[int, bytes], int]) -> tuple[list[int], bool]:
-    """States ``S_0 = sid, S_1, ...`` that runs of the byte set reach, and whether the set stopped agreeing.
+def _chain(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], max_run: int
+           ) -> tuple[list[int], bool]:
+    """Extends ``chain`` (``S_0 = sid, S_1, ...``) with the states runs of the byte set reach; returns it
+    and whether the set stopped agreeing.
 
-    The chain ends after ``max_run`` bytes (no token runs longer), where every byte of the
-    set is refused (``cut`` False: longer runs are refused), or where the bytes of the set
-    lead to different states (``cut`` True: longer runs need a walk from the last state).
+    The states' agreements are remembered in ``byte_set``.  The chain ends after ``max_run`` bytes (no
+    token runs longer), where every byte of the set is refused (``cut`` False: longer runs are
+    refused), or where the bytes of the set lead to different states (``cut`` True: longer runs
+    need a walk from the last state).
     """
-    chain = [sid]
-    state = sid
+    agree = byte_set.agree
+    state = chain[-1]
     while len(chain) <= max_run:
-        nxt = agree.get((state, key))
+        nxt = agree.get(state)
         if nxt is None:
-            if not auto.has_row(state):
-                auto.ensure_rows([state])
-            table = auto.table  # ensure_rows may have grown it
-            first = table.item(state, classes[0])
-            nxt = first if all(table.item(state, c) == first for c in classes[1:]) else UNKNOWN
-            agree[(state, key)] = nxt
+            _settle(auto, memo, byte_set, state, min(AGREE_BATCH, max_run + 1 - len(chain)))
+            nxt = agree[state]
         if nxt == DEAD:
             return chain, False
         if nxt == UNKNOWN:
@@ -281,6 +378,40 @@ def _chain(auto: Automaton, sid: int, classes: list[int], key: bytes, max_run: i
         chain.append(nxt)
         state = nxt
     return chain, False
+
+
+def _settle(auto: Automaton, memo: RunMemo, byte_set: ByteSet, state: int, limit: int) -> None:
+    """Where the set's bytes lead from ``state`` and from up to ``limit - 1`` states after it, into
+    ``byte_set.agree``.
+
+    The states after it are found by the set's first class alone (the chain's next states as long
+    as the set agrees); then every class is compared in one vectorised check, instead of a row
+    read and compared per state.  Past a disagreement the stretch may hold states the chain will
+    not visit: their answers are true all the same, and at most ``limit`` rows are built for them.
+    """
+    agree = byte_set.agree
+    first_class = byte_set.classes[0]
+    stretch = [state]
+    seen = {state}
+    table = auto.table
+    while len(stretch) < limit:
+        nxt = table.item(state, first_class)
+        if nxt == UNKNOWN:
+            auto.ensure_rows([state])
+            table = auto.table  # ensure_rows may have grown it
+            nxt = table.item(state, first_class)
+        if nxt < 0 or nxt in seen or nxt in agree:
+            break
+        stretch.append(nxt)
+        seen.add(nxt)
+        state = nxt
+    auto.ensure_rows(stretch)
+    cells = auto.table[np.asarray(stretch, dtype=np.int64)][:, byte_set.class_ids]
+    firsts = cells[:, 0]
+    same = (cells == firsts[:, None]).all(axis=1)
+    for s, nxt, agrees in zip(stretch, firsts.tolist(), same.tolist()):
+        agree[s] = nxt if agrees else UNKNOWN
+    memo.nbytes += memo.AGREE_BYTES * len(stretch)
 
 
 def _walk_on(auto: Automaton, tokens: TokenBytes, rows: np.ndarray, states: np.ndarray, offsets: np.ndarray,
