@@ -91,6 +91,18 @@ def test_check_json_keys_and_risks(capsys):
     assert not any(r["pointer"].startswith("/properties/address") for r in report["risks"])
 
 
+def test_check_unknown_format_is_free_text(tmp_path, capsys):
+    """A format the spec does not define is an annotation (the compiler warns): the string is still
+    free text, while an enforced format is not."""
+    schema = write(tmp_path, "s.json", {"type": "object", "properties": {
+        "phone": {"type": "string", "format": "phone"}, "id": {"type": "string", "format": "uuid"}}})
+    code, report, _ = run_json(capsys, "check", schema)
+    assert code == 0
+    kinds = kinds_at(report["risks"])
+    assert ("/properties/phone", "free_text") in kinds
+    assert not any(pointer == "/properties/id" for pointer, _kind in kinds)
+
+
 def test_check_unsupported_schema(tmp_path, capsys):
     schema = write(tmp_path, "s.json", {"type": "object", "properties": {"x": {"not": {"const": [3]}}}})
     code, out, err = run(capsys, "check", schema)

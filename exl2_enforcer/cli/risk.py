@@ -4,7 +4,7 @@
 :class:`Risk` entries, each with the JSON pointer of the subschema, a kind, what was
 found (measured on the given vocabulary where that means something) and a concrete fix:
 
-``free_text``        string without maxLength, pattern, format or enum
+``free_text``        string without maxLength, pattern, enforced format or enum
 ``unbounded_array``  array without maxItems
 ``recursion``        a ``$ref`` back into a schema that encloses it
 ``huge_enum``        more than :data:`HUGE_ENUM` values
@@ -36,6 +36,7 @@ from exl2_enforcer import grammar
 
 if TYPE_CHECKING:
     from referencing._core import Resolver  # referencing exports no public name for its Resolver type
+from exl2_enforcer.compile.formats import SUPPORTED_FORMATS
 from exl2_enforcer.compile.schema.compiler import TYPE_KEYWORDS, UNSUPPORTED, SchemaOptions
 from exl2_enforcer.compile.schema.terms import ANNOTATIONS, JSON_VALUE_TYPES, child_pointer
 from exl2_enforcer.engine.mask import TokenIndex
@@ -243,7 +244,8 @@ class _Walker:
                          f"pattern {s['pattern']!r} adds {states:,} NFA states (a plain string needs {base})",
                          "avoid long counted repeats of wide classes such as .{0,100} (each repeat is a copy): "
                          "use a plain string with maxLength, or split the value into smaller fields")
-        elif "format" in s and getattr(self.options, "format_assertion", True):
+        elif s.get("format") in SUPPORTED_FORMATS and getattr(self.options, "format_assertion", True):
+            # an unknown format ('phone') is only an annotation (the compiler warns): free text below
             fmt = s["format"]
             if fmt in COSTLY_FORMATS:
                 c_ms, m_ms, mx_ms, n = format_cost(fmt, self.vocab)
