@@ -27,8 +27,10 @@ from data_sets import in_ci
 from enforcer_oracle import encode, vocab_by_name
 
 from exl2_enforcer import Matcher, SchemaOptions, compile_json_schema, compile_regex
+from exl2_enforcer.compile.schema.compiler import MAX_DEPTH_LIMIT
 from exl2_enforcer.engine import native
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton, StackNode
+from exl2_enforcer.errors import EnforcerError
 from exl2_enforcer.grammar import GRAMMAR_CACHE
 
 needs_native = pytest.mark.skipif(not native.available and not in_ci(),
@@ -176,9 +178,11 @@ TREE = {"$defs": {"T": {"type": "object", "properties": {
 def test_rows_equal_python_rows_when_max_depth_passes_int32(max_depth: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The room a node leaves (max_depth - depth) was cut to int32: 2**32 + 3 left room for 3
     levels, and 2**31 + 3 none, so native rows refused nesting the Python rows allow; past 2**63
-    the row raised OverflowError (SchemaOptions bounds max_depth from below only)."""
+    the row raised OverflowError.  SchemaOptions now refuses such a max_depth (see the next test);
+    an Automaton made directly still takes one, and its native rows must stay exact."""
     GRAMMAR_CACHE.clear()
-    auto = compile_json_schema(TREE, vocab_by_name("llama3"), SchemaOptions(max_depth=max_depth)).automaton
+    compiled = compile_json_schema(TREE, vocab_by_name("llama3")).automaton
+    auto = Automaton(compiled.nfa, compiled.root, max_depth=max_depth)
     explored = _explore(auto, 400)
     for sid in explored:
         native_row = auto.table[sid].copy()
@@ -190,6 +194,16 @@ def test_rows_equal_python_rows_when_max_depth_passes_int32(max_depth: int, monk
         sid = int(auto.table[sid, auto.class_of_byte[byte]])
         assert sid >= 0
     assert auto.states[sid].accepting
+
+
+def test_schema_options_refuse_a_max_depth_past_the_limit() -> None:
+    """Past 2**30 the completion depth that means "never finishes" would fit the room: the option
+    is bounded, and the error names the parameter and the limit."""
+    assert SchemaOptions(max_depth=MAX_DEPTH_LIMIT).max_depth == MAX_DEPTH_LIMIT
+    with pytest.raises(EnforcerError, match=r"max_depth must be between 1 and 1,048,576"):
+        SchemaOptions(max_depth=MAX_DEPTH_LIMIT + 1)
+    with pytest.raises(EnforcerError, match="max_depth"):
+        SchemaOptions(max_depth=2**32 + 3)
 
 
 @needs_native

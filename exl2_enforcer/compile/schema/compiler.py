@@ -104,6 +104,11 @@ INTEGER_FORMATS: dict[str | None, tuple[int, int]] = {
 FREE_FORM = {"object": {"additionalProperties": True}, "array": {"items": True}}
 
 
+#: the largest ``max_depth`` a schema may ask for: far past any real nesting, and far below the
+#: completion depth that means "can never finish" (2**30), so every bound stays exact
+MAX_DEPTH_LIMIT = 1 << 20
+
+
 @dataclass(frozen=True)
 class SchemaOptions:
     """How a schema becomes a language; every field is part of the grammar cache key.
@@ -115,8 +120,8 @@ class SchemaOptions:
     * ``max_whitespace`` -- the longest run of JSON whitespace between tokens
       (0 = compact output).
     * ``max_depth`` -- the deepest nesting of objects and arrays a value may have
-      (``[[1]]`` nests 2 levels); it bounds recursive ``$ref`` and free-form values,
-      and a schema whose every value nests deeper is refused.
+      (``[[1]]`` nests 2 levels, at most :data:`MAX_DEPTH_LIMIT`); it bounds recursive
+      ``$ref`` and free-form values, and a schema whose every value nests deeper is refused.
     * ``escapes`` -- "canonical" or "all" spellings for enum/const strings and keys.
     * ``lenient`` -- unsupported keywords become warnings instead of errors
       (the language then ignores them, so outputs may not validate).
@@ -176,8 +181,8 @@ class SchemaOptions:
             raise EnforcerError(f"max_nfa_states must be >= 1, got {self.max_nfa_states}")
         if self.max_whitespace < 0:
             raise EnforcerError(f"max_whitespace must be >= 0, got {self.max_whitespace}")
-        if self.max_depth < 1:
-            raise EnforcerError(f"max_depth must be >= 1, got {self.max_depth}")
+        if not 1 <= self.max_depth <= MAX_DEPTH_LIMIT:
+            raise EnforcerError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT:,} levels, got {self.max_depth}")
         if self.property_order not in PROPERTY_ORDERS:
             raise EnforcerError(f"property_order must be 'schema' or 'any', got {self.property_order!r}")
         if self.escapes not in ESCAPES:
