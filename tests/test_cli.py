@@ -221,6 +221,8 @@ def test_bench_whitespace_hint(tmp_path, capsys):
     schema = write(tmp_path, "s.json", {"type": "object", "properties": {"name": {"type": "string", "maxLength": 9}}})
     code, _, err = run(capsys, "bench", schema, "--instance", str(inst))
     assert code == 1 and "--max-whitespace" in err
+    # the option is the reason, not an engine fault: the message leads with it
+    assert "outside these options" in err and "engine refused a valid instance" not in err
     assert run(capsys, "bench", schema, "--instance", str(inst), "--max-whitespace", "64")[0] == 0
 
 

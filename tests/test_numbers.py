@@ -10,9 +10,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from enforcer_oracle import vocab_by_name
 from jsonschema import Draft202012Validator
 from nfa_walks import plain_matches
 
+from exl2_enforcer import compile_json_schema
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
 from exl2_enforcer.errors import SchemaError
@@ -321,3 +323,11 @@ def test_pointer_is_passed_through() -> None:
     with pytest.raises(SchemaError) as info:
         number_fragment(NFA(), minimum=2, maximum=1, pointer="/properties/x")
     assert info.value.pointer == "/properties/x"
+
+
+def test_multiple_of_numbers_are_written_without_an_exponent():
+    """docs/schema-support.md: under ``multipleOf`` the language is decimal notation only (a sound
+    subset): ``1e-2`` is refused although it is a multiple of 0.01, ``0.01`` and ``10`` are taken."""
+    auto = compile_json_schema({"type": "number", "multipleOf": 0.01}, vocab_by_name("llama3")).automaton
+    assert auto.matches(b"0.01") and auto.matches(b"10") and auto.matches(b"-2.5")
+    assert not auto.matches(b"1e-2") and not auto.matches(b"1E1") and not auto.matches(b"0.001")

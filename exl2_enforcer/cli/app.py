@@ -307,8 +307,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print_bench(report, facts, args)
     r = report["rejected_at"]
     if r is not None and not facts["invalid"]:
-        print(f"{PROG}: the engine refused a valid instance at token #{r['index']}: {r['reason']}"
-              + ("; " + facts["hints"][0] if facts["hints"] else ""), file=sys.stderr)
+        if facts["hints"]:  # an option rules the instance out (e.g. its whitespace): say that first
+            print(f"{PROG}: the instance is valid but outside these options at token #{r['index']}: "
+                  f"{facts['hints'][0]} (refused: {r['reason']})", file=sys.stderr)
+        else:
+            print(f"{PROG}: the engine refused a valid instance at token #{r['index']}: {r['reason']}",
+                  file=sys.stderr)
         return ExitCode.FAILED
     if r is None and facts["invalid"] and not args.lenient:
         print(f"{PROG}: warning: the engine accepted an instance that jsonschema rejects ({facts['invalid']})",
