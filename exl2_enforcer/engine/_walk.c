@@ -104,20 +104,32 @@ static int call_check(PyObject *check) {
     return 0;
 }
 
+/* A callback's answer ``got`` (a new reference, or NULL when it raised) as an int32 in
+ * [``lo``, INT32_MAX]; -3, with an exception set, when it raised, is no int or is out of range
+ * (``what`` names the callback in the message). */
+static int32_t int32_result(PyObject *got, long lo, const char *what) {
+    if (got == NULL) return -3;
+    const long v = PyLong_AsLong(got);
+    Py_DECREF(got);
+    if (v == -1 && PyErr_Occurred()) return -3;
+    if (v < lo || v > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s gave %ld", what, v);
+        return -3;
+    }
+    return (int32_t)v;
+}
+
 /* The state after a byte of class ``c`` in ``state``; DEAD if refused; -3 on error. */
 static inline int32_t dfa_step(Dfa *d, int32_t state, int32_t c) {
     if (state < d->n_rows) {
         int32_t nxt = ((const int32_t *)d->table.buf)[(Py_ssize_t)state * d->n_classes + c];
         if (nxt != UNKNOWN) return nxt;
     }
-    PyObject *got = PyObject_CallFunction(d->step_class, "ii", (int)state, (int)c);
-    if (got == NULL) return -3;
-    long v = PyLong_AsLong(got);
-    Py_DECREF(got);
-    if (v == -1 && PyErr_Occurred()) return -3;
+    const int32_t v = int32_result(PyObject_CallFunction(d->step_class, "ii", (int)state, (int)c), DEAD, "step");
+    if (v == -3) return -3;
     if (dfa_load_table(d) < 0) return -3;
     if (call_check(d->check) < 0) return -3;
-    return (int32_t)v;
+    return v;
 }
 
 typedef struct {
@@ -215,16 +227,9 @@ static int32_t ws_budget(Dfa *d, Ws *w, int32_t state) {
         w->n_budget = cap;
     }
     if (w->budget[state] == -2) {
-        PyObject *got = PyObject_CallFunction(w->budget_fn, "i", (int)state);
-        if (got == NULL) return -3;
-        const long v = PyLong_AsLong(got);
-        Py_DECREF(got);
-        if (v == -1 && PyErr_Occurred()) return -3;
-        if (v < -1 || v > INT32_MAX) {
-            PyErr_Format(PyExc_ValueError, "ws_budget gave %ld", v);
-            return -3;
-        }
-        w->budget[state] = (int32_t)v;
+        const int32_t v = int32_result(PyObject_CallFunction(w->budget_fn, "i", (int)state), -1, "ws_budget");
+        if (v == -3) return -3;
+        w->budget[state] = v;
         if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
     }
     return w->budget[state];
@@ -245,18 +250,12 @@ static int32_t ws_virtual(Ws *w, int32_t s, int32_t m) {
 static int32_t ws_real(Dfa *d, Ws *w, int32_t v) {
     int32_t *rec = w->virt.v + 3 * (Py_ssize_t)v;
     if (rec[2] != -3) return rec[2];
-    PyObject *got = PyObject_CallFunction(w->advance_fn, "ii", (int)rec[0], (int)rec[1]);
-    if (got == NULL) return -3;
-    const long r = PyLong_AsLong(got);
-    Py_DECREF(got);
-    if (r == -1 && PyErr_Occurred()) return -3;
-    if (r < DEAD || r > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "ws_advance gave DFA state %ld", r);
-        return -3;
-    }
-    w->virt.v[3 * (Py_ssize_t)v + 2] = (int32_t)r;
+    const int32_t r = int32_result(PyObject_CallFunction(w->advance_fn, "ii", (int)rec[0], (int)rec[1]), DEAD,
+                                   "ws_advance (a DFA state)");
+    if (r == -3) return -3;
+    w->virt.v[3 * (Py_ssize_t)v + 2] = r;
     if (dfa_load_table(d) < 0 || call_check(d->check) < 0) return -3;
-    return (int32_t)r;
+    return r;
 }
 
 PyDoc_STRVAR(trie_walk_doc,
@@ -980,15 +979,7 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
         }
     }
     Py_DECREF(key);
-    if (got == NULL) return -3;
-    const long r = PyLong_AsLong(got);
-    Py_DECREF(got);
-    if (r == -1 && PyErr_Occurred()) return -3;
-    if (r < DEAD || r > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "a plain step gave DFA state %ld", r);
-        return -3;
-    }
-    return (int32_t)r;
+    return int32_result(got, DEAD, "a plain step (a DFA state)");
 }
 
 PyDoc_STRVAR(plain_row_doc,
