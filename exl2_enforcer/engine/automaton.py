@@ -1034,6 +1034,12 @@ class Automaton:
             self.state_bytes += _MEMO_BYTES
         return got
 
+    @property
+    def ws_flags(self) -> bytes:
+        """The whitespace slice's bytes flagged (256 bytes, 1 = one element of a whitespace loop): the
+        bytes the native trie walk counts past a state :meth:`ws_budget` gives a budget."""
+        return _WS_FLAGS
+
     def ws_advance(self, sid: int, n: int) -> int:
         """The state after ``n`` whitespace bytes in ``sid`` (a state :meth:`ws_budget` gives a budget
         of at least ``n``): :meth:`slice_advance`, whichever whitespace bytes they are."""
@@ -1207,6 +1213,8 @@ _SLICE_LEADS: dict[str, tuple[tuple[int, int], ...]] = {
     "plain": ((0x20, 0x21), (0x23, 0x5B), (0x5D, 0x7F), (0xC2, 0xF4)),
     "ws": ((0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20)),
 }
+#: the "ws" leads as 256 flags (for the native walk; see :attr:`Automaton.ws_flags`)
+_WS_FLAGS = bytes(1 if any(lo <= b <= hi for lo, hi in _SLICE_LEADS["ws"]) else 0 for b in range(256))
 
 
 def _byte_classes(nfa: NFA) -> tuple[np.ndarray, int, list[int]]:

@@ -131,7 +131,7 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
     count = _module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
                               trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, sid, words,
                               ids if with_states else None, states if with_states else None, check,
-                              _WS if runs else None, getattr(auto, "ws_budget", None),
+                              auto.ws_flags if runs else None, getattr(auto, "ws_budget", None),
                               getattr(auto, "ws_advance", None))
     return count, ids[:count], states[:count]
 
@@ -139,8 +139,6 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
 #: whether the native trie walk counts whitespace runs past a state at a whitespace loop instead of
 #: stepping them byte by byte (the same masks, fewer DFA states; tests switch it to compare)
 ws_runs: bool = True
-#: JSON whitespace bytes, flagged (one element of a whitespace loop each)
-_WS = bytes(1 if b in b" \t\n\r" else 0 for b in range(256))
 
 
 def rows_walk(auto: "Automaton", flat: np.ndarray, start: np.ndarray, length: np.ndarray, ids: np.ndarray,
