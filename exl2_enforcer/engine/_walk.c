@@ -8,8 +8,8 @@
  *
  *   trie_walk: depth-first over a token trie (tokens/trie.py), pruning a subtree as
  *              soon as its prefix is refused;
- *   rows_walk: over single tokens (runs.py's CSR token bytes), from a given state and
- *              byte offset each.
+ *   groups_walk: over single tokens (runs.py's CSR token bytes) that leave a run of one
+ *                byte set, each from the state its run leads to.
  *
  * The DFA is built lazily: a cell may be UNKNOWN (-2).  Then the walk calls
  * ``step(state, cls)`` (the automaton's ``step_row``), which computes it (and may replace
@@ -430,86 +430,33 @@ done:
     return PyLong_FromSsize_t(found);
 }
 
-PyDoc_STRVAR(rows_walk_doc,
-"rows_walk(automaton, step, n_classes, class_of_byte, flat, start, length, rows, states, offsets, ids, words, check)\n"
-"    -> int\n\n"
-"For each i, read token row ``rows[i]`` (bytes ``flat[start[r] + offsets[i] : start[r] + length[r]]``)\n"
-"from DFA state ``states[i]``; when every byte leads to a live state, set the bit of ``ids[r]`` in\n"
-"``words`` (uint32).  Returns the number of tokens allowed.");
+/* The token rows of a TokenBytes (engine/runs.py) and the bitmask their walks set. */
+typedef struct {
+    const int32_t *C; /* class of each byte */
+    const uint8_t *F; /* the rows' bytes, concatenated */
+    const int64_t *S, *L, *I; /* per row: start in F, length, token id */
+    uint32_t *W;
+    Py_ssize_t n_rows, n_flat, n_words;
+    Py_ssize_t steps; /* bytes stepped so far: ``check`` runs every CHECK_EVERY */
+} Rows;
 
-static PyObject *rows_walk(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *automaton, *step, *o_cls, *o_flat, *o_start, *o_len, *o_rows, *o_states, *o_off, *o_ids, *o_words, *check;
-    Py_ssize_t n_classes;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOOOOO", &automaton, &step, &n_classes, &o_cls, &o_flat, &o_start, &o_len, &o_rows,
-                          &o_states, &o_off, &o_ids, &o_words, &check))
-        return NULL;
-    Buf cls, flat, st, ln, rows, states, off, ids, words;
-    Buf *all[] = {&cls, &flat, &st, &ln, &rows, &states, &off, &ids, &words};
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
-    Dfa d;
-    int dfa_ok = 0;
-    Py_ssize_t kept = -1;
-    if (buf_get(&cls, o_cls, 4, 0, "class_of_byte") < 0 || buf_get(&flat, o_flat, 1, 0, "flat") < 0 ||
-        buf_get(&st, o_start, 8, 0, "start") < 0 || buf_get(&ln, o_len, 8, 0, "length") < 0 ||
-        buf_get(&rows, o_rows, 8, 0, "rows") < 0 || buf_get(&states, o_states, 8, 0, "states") < 0 ||
-        buf_get(&off, o_off, 8, 0, "offsets") < 0 || buf_get(&ids, o_ids, 8, 0, "ids") < 0 ||
-        buf_get(&words, o_words, 4, 1, "words") < 0)
-        goto done;
-    const Py_ssize_t n_rows = buf_len(&st), n = buf_len(&rows), n_flat = buf_len(&flat), n_words = buf_len(&words);
-    if (buf_len(&cls) != 256 || buf_len(&ln) != n_rows || buf_len(&ids) != n_rows || buf_len(&states) != n ||
-        buf_len(&off) != n || !words.held) {
-        PyErr_SetString(PyExc_ValueError, "token arrays disagree in length (or class_of_byte is not 256 long)");
-        goto done;
+/* Read row ``r`` from byte ``off`` on in DFA state ``q``: 1 (its bit set) when every byte leads to a
+ * live state, 0 when one is refused, -1 on error. */
+static int walk_row(Dfa *d, Rows *tk, int64_t r, int64_t off, int64_t q, PyObject *check) {
+    if (r < 0 || r >= tk->n_rows) return bad_index("token row", r);
+    const int64_t *S = tk->S, *L = tk->L;
+    /* compared without adding first: a sum of two huge values would wrap */
+    if (S[r] < 0 || S[r] > tk->n_flat || L[r] < 0 || L[r] > tk->n_flat - S[r] || off < 0 || off > L[r])
+        return bad_index("byte range of token row", r);
+    if (q < 0 || q > INT32_MAX) return bad_index("DFA state", q);
+    int32_t state = (int32_t)q;
+    for (int64_t p = S[r] + off, hi = S[r] + L[r]; p < hi; p++) {
+        if (++tk->steps % CHECK_EVERY == 0 && call_check(check) < 0) return -1;
+        state = dfa_step(d, state, tk->C[tk->F[p]]);
+        if (state == -3) return -1;
+        if (state < 0) return 0;
     }
-    dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
-    if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
-    const int32_t *C = cls.view.buf;
-    const uint8_t *F = flat.view.buf;
-    const int64_t *S = st.view.buf, *L = ln.view.buf, *R = rows.view.buf, *Q = states.view.buf, *O = off.view.buf,
-                  *I = ids.view.buf;
-    uint32_t *W = words.view.buf;
-    for (int k = 0; k < 256; k++)
-        if (C[k] < 0 || C[k] >= n_classes) {
-            bad_index("byte class", C[k]);
-            goto done_dfa;
-        }
-    Py_ssize_t n_kept = 0, steps = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t r = R[i];
-        if (r < 0 || r >= n_rows) {
-            bad_index("token row", r);
-            goto done_dfa;
-        }
-        /* compared without adding first: a sum of two huge values would wrap */
-        if (S[r] < 0 || S[r] > n_flat || L[r] < 0 || L[r] > n_flat - S[r] || O[i] < 0 || O[i] > L[r]) {
-            bad_index("byte range of token row", r);
-            goto done_dfa;
-        }
-        const int64_t lo = S[r] + O[i], hi = S[r] + L[r];
-        if (Q[i] < 0 || Q[i] > INT32_MAX) {
-            bad_index("DFA state", Q[i]);
-            goto done_dfa;
-        }
-        int32_t state = (int32_t)Q[i];
-        for (int64_t p = lo; p < hi; p++) {
-            if (++steps % CHECK_EVERY == 0 && call_check(check) < 0) goto done_dfa;
-            state = dfa_step(&d, state, C[F[p]]);
-            if (state == -3) goto done_dfa;
-            if (state < 0) break;
-        }
-        if (state >= 0) {
-            if (set_bit(W, n_words, I[r]) < 0) goto done_dfa;
-            n_kept++;
-        }
-    }
-    kept = n_kept;
-done_dfa:
-    if (dfa_ok) dfa_close(&d);
-done:
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
-    if (kept < 0) return NULL;
-    return PyLong_FromSsize_t(kept);
+    return set_bit(tk->W, tk->n_words, tk->I[r]) < 0 ? -1 : 1;
 }
 
 /* ---- plain rows ---------------------------------------------------------------------------
@@ -1228,9 +1175,180 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(groups_walk_doc,
+"groups_walk(automaton, step, n_classes, class_of_byte, flat, start, length, ids, chain, n_groups, g_run, g_cls,\n"
+"            g_lo, g_hi, mixed_rows, cut_rows, cut_offset, words, check, max_walked) -> int\n\n"
+"The walked part of a run mask (engine/runs.py) in one pass: for each group g < ``n_groups`` the state\n"
+"``chain[g_run[g]]`` reads a byte of class ``g_cls[g]``; where that leads to a live state, the token rows\n"
+"``mixed_rows[g_lo[g]:g_hi[g]]`` are read on from byte ``g_run[g] + 1`` in it; the rows ``cut_rows`` are\n"
+"read on from byte ``cut_offset`` in ``chain[-1]``.  Each row read to its end sets the bit of its token id in\n"
+"``words`` (uint32).  Returns how many did, or -1, setting nothing, when more than ``max_walked`` rows\n"
+"would be read.  int64 arrays except ``g_cls`` (int32); missing DFA rows come from ``step``.");
+
+static PyObject *groups_walk(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *automaton, *step, *o_cls, *o_flat, *o_start, *o_len, *o_ids, *o_chain, *o_run, *o_gcls, *o_glo, *o_ghi;
+    PyObject *o_mixed, *o_cut, *o_words, *check;
+    Py_ssize_t n_classes, n_groups, cut_off, max_walked;
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOnOOOOOOnOOn", &automaton, &step, &n_classes, &o_cls, &o_flat, &o_start,
+                          &o_len, &o_ids, &o_chain, &n_groups, &o_run, &o_gcls, &o_glo, &o_ghi, &o_mixed, &o_cut,
+                          &cut_off, &o_words, &check, &max_walked))
+        return NULL;
+    Buf cls, flat, st, ln, ids, chain, run, gcls, glo, ghi, mixed, cut, words;
+    Buf *all[] = {&cls, &flat, &st, &ln, &ids, &chain, &run, &gcls, &glo, &ghi, &mixed, &cut, &words};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
+    Dfa d;
+    int dfa_ok = 0;
+    int32_t *nxt = NULL;
+    Py_ssize_t kept = -2;
+    if (buf_get(&cls, o_cls, 4, 0, "class_of_byte") < 0 || buf_get(&flat, o_flat, 1, 0, "flat") < 0 ||
+        buf_get(&st, o_start, 8, 0, "start") < 0 || buf_get(&ln, o_len, 8, 0, "length") < 0 ||
+        buf_get(&ids, o_ids, 8, 0, "ids") < 0 || buf_get(&chain, o_chain, 8, 0, "chain") < 0 ||
+        buf_get(&run, o_run, 8, 0, "g_run") < 0 || buf_get(&gcls, o_gcls, 4, 0, "g_cls") < 0 ||
+        buf_get(&glo, o_glo, 8, 0, "g_lo") < 0 || buf_get(&ghi, o_ghi, 8, 0, "g_hi") < 0 ||
+        buf_get(&mixed, o_mixed, 8, 0, "mixed_rows") < 0 || buf_get(&cut, o_cut, 8, 0, "cut_rows") < 0 ||
+        buf_get(&words, o_words, 4, 1, "words") < 0)
+        goto done;
+    const Py_ssize_t n_rows = buf_len(&st), n_chain = buf_len(&chain), n_mixed = buf_len(&mixed);
+    if (buf_len(&cls) != 256 || buf_len(&ln) != n_rows || buf_len(&ids) != n_rows || !words.held || n_chain < 1 ||
+        n_groups < 0 || n_groups > buf_len(&run) || n_groups > buf_len(&gcls) || n_groups > buf_len(&glo) ||
+        n_groups > buf_len(&ghi) || cut_off < 0) {
+        PyErr_SetString(PyExc_ValueError, "groups_walk: arrays disagree in length (or the chain is empty)");
+        goto done;
+    }
+    dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
+    if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
+    const int32_t *C = cls.view.buf, *G = gcls.view.buf;
+    const int64_t *Q = chain.view.buf, *RU = run.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf, *M = mixed.view.buf,
+                  *K = cut.view.buf;
+    for (int k = 0; k < 256; k++)
+        if (C[k] < 0 || C[k] >= n_classes) {
+            bad_index("byte class", C[k]);
+            goto done_dfa;
+        }
+    nxt = malloc(sizeof(int32_t) * (size_t)(n_groups ? n_groups : 1));
+    if (nxt == NULL) {
+        PyErr_NoMemory();
+        goto done_dfa;
+    }
+    /* first where each group leaves the run, and how many rows that leaves to read */
+    Py_ssize_t walked = buf_len(&cut);
+    for (Py_ssize_t g = 0; g < n_groups; g++) {
+        if (RU[g] < 0 || RU[g] >= n_chain) {
+            bad_index("run length of group", RU[g]);
+            goto done_dfa;
+        }
+        if (LO[g] < 0 || LO[g] > HI[g] || HI[g] > n_mixed) {
+            bad_index("row range of group", g);
+            goto done_dfa;
+        }
+        if (G[g] < 0 || G[g] >= n_classes) {
+            bad_index("class of group", G[g]);
+            goto done_dfa;
+        }
+        const int64_t q = Q[RU[g]];
+        if (q < 0 || q > INT32_MAX) {
+            bad_index("DFA state", q);
+            goto done_dfa;
+        }
+        nxt[g] = dfa_step(&d, (int32_t)q, G[g]);
+        if (nxt[g] == -3) goto done_dfa;
+        if (nxt[g] >= 0) walked += (Py_ssize_t)(HI[g] - LO[g]);
+    }
+    if (walked > max_walked) {
+        kept = -1;
+        goto done_dfa;
+    }
+    Rows tk = {C, flat.view.buf, st.view.buf, ln.view.buf, ids.view.buf, words.view.buf, n_rows, buf_len(&flat),
+               buf_len(&words), 0};
+    Py_ssize_t n_kept = 0;
+    for (Py_ssize_t g = 0; g < n_groups; g++) {
+        if (nxt[g] < 0) continue;
+        for (int64_t i = LO[g]; i < HI[g]; i++) {
+            const int ok = walk_row(&d, &tk, M[i], RU[g] + 1, nxt[g], check);
+            if (ok < 0) goto done_dfa;
+            n_kept += ok;
+        }
+    }
+    for (Py_ssize_t i = 0; i < buf_len(&cut); i++) {
+        const int ok = walk_row(&d, &tk, K[i], cut_off, Q[n_chain - 1], check);
+        if (ok < 0) goto done_dfa;
+        n_kept += ok;
+    }
+    kept = n_kept;
+done_dfa:
+    if (dfa_ok) dfa_close(&d);
+done:
+    free(nxt);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
+    if (kept < -1) return NULL;
+    return PyLong_FromSsize_t(kept);
+}
+
+PyDoc_STRVAR(widest_set_doc,
+"widest_set(table, sid, class_sizes, min_bytes) -> bytes | None\n\n"
+"The classes (ascending, one byte each) of the largest set of bytes that row ``sid`` of ``table``\n"
+"(int32, (states, classes), fewer than 257 classes) sends to one live state (on a tie, the state its\n"
+"lowest class leads to); None when no live state gets ``min_bytes`` bytes.  ``class_sizes``: bytes per\n"
+"class (int64).");
+
+static PyObject *widest_set(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_table, *o_sizes;
+    Py_ssize_t sid, min_bytes;
+    if (!PyArg_ParseTuple(args, "OnOn", &o_table, &sid, &o_sizes, &min_bytes)) return NULL;
+    Py_buffer table;
+    Buf sizes;
+    sizes.held = 0;
+    if (PyObject_GetBuffer(o_table, &table, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) return NULL;
+    PyObject *result = NULL;
+    if (buf_get(&sizes, o_sizes, 8, 0, "class_sizes") < 0) goto done;
+    if (table.itemsize != 4 || !int_format(table.format) || table.ndim != 2 || table.shape[1] > 256 ||
+        table.shape[1] != buf_len(&sizes) || sid < 0 || sid >= table.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "widest_set: table must be int32 (states, classes <= 256) holding sid, "
+                                          "with one size per class");
+        goto done;
+    }
+    const Py_ssize_t nc = table.shape[1];
+    const int32_t *row = (const int32_t *)table.buf + sid * nc;
+    const int64_t *size = sizes.view.buf;
+    /* a row has at most nc distinct targets: sum the bytes per target, first met first */
+    int32_t target[256];
+    int64_t width[256];
+    Py_ssize_t n_t = 0, best = -1;
+    for (Py_ssize_t c = 0; c < nc; c++) {
+        if (row[c] < 0) continue;
+        Py_ssize_t j = 0;
+        while (j < n_t && target[j] != row[c]) j++;
+        if (j == n_t) {
+            target[n_t] = row[c];
+            width[n_t++] = 0;
+        }
+        width[j] += size[c];
+    }
+    /* the first target met with the most bytes, as max() over a dict in insertion order picks */
+    for (Py_ssize_t j = 0; j < n_t; j++)
+        if (best < 0 || width[j] > width[best]) best = j;
+    if (best < 0 || width[best] < min_bytes) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    char classes[256];
+    Py_ssize_t n = 0;
+    for (Py_ssize_t c = 0; c < nc; c++)
+        if (row[c] == target[best]) classes[n++] = (char)c;
+    result = PyBytes_FromStringAndSize(classes, n);
+done:
+    buf_release(&sizes);
+    PyBuffer_Release(&table);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
-    {"rows_walk", rows_walk, METH_VARARGS, rows_walk_doc},
+    {"groups_walk", groups_walk, METH_VARARGS, groups_walk_doc},
+    {"widest_set", widest_set, METH_VARARGS, widest_set_doc},
     {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},

@@ -29,6 +29,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from exl2_enforcer.engine.automaton import Automaton
+    from exl2_enforcer.engine.runs import RunTable, TokenBytes
     from exl2_enforcer.tokens.trie import TokenTrie
 
 def _load() -> ModuleType | None:
@@ -141,18 +142,30 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
 ws_runs: bool = True
 
 
-def rows_walk(auto: "Automaton", flat: np.ndarray, start: np.ndarray, length: np.ndarray, ids: np.ndarray,
-              rows: np.ndarray, states: np.ndarray, offsets: np.ndarray, words: np.ndarray,
-              check: Callable[[], None]) -> int:
-    """Read token row ``rows[i]`` from byte ``offsets[i]`` on in DFA state ``states[i]``, for every i.
+def groups_walk(auto: "Automaton", tokens: "TokenBytes", chain: np.ndarray, table: "RunTable",
+                group_classes: np.ndarray, cut_rows: np.ndarray, words: np.ndarray, check: Callable[[], None],
+                max_walked: int) -> int:
+    """The walked part of a run mask (:func:`~exl2_enforcer.engine.runs.run_mask`) in one native pass.
 
-    ``flat``/``start``/``length``/``ids`` are :class:`~exl2_enforcer.engine.runs.TokenBytes`'
-    arrays (uint8, int64, int64, int64); ``rows``, ``states``, ``offsets`` are int64.  The bit of
-    ``ids[row]`` is set in ``words`` (uint32) for every token that stays alive to its end.
-    Returns how many did.  Missing DFA cells are computed; ``check`` and ``auto.lock`` as for
-    :func:`trie_walk`.  Raises ValueError for an index out of range or a non-integer array.
+    ``chain`` (int64) holds the states ``S_0 .. S_r`` the run leads through.  Each group of
+    ``table`` with a run of at most ``r`` bytes steps ``S_run`` by its class in ``group_classes``
+    (int32); where that is alive its mixed token rows are read on from the byte after the run.
+    ``cut_rows`` (int64) are read on from byte ``r`` in ``S_r``.  Sets the bit of every token read
+    to its end in ``words`` (uint32) and returns how many; -1, setting nothing, when more than
+    ``max_walked`` rows would be read.  ``check`` and ``auto.lock`` as for :func:`trie_walk`.
+    Raises ValueError for an index out of range or a mistyped array.
     """
     assert _module is not None, "native walks are not built"
-    kept: int = _module.rows_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, flat, start, length,
-                                  rows, states, offsets, ids, words, check)
+    r = chain.shape[0] - 1
+    kept: int = _module.groups_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, tokens.flat, tokens.start,
+                                    tokens.length, tokens.ids, chain, table.g_upto.item(r), table.g_run, group_classes,
+                                    table.g_lo, table.g_hi, table.mixed_rows, cut_rows, r, words, check, max_walked)
     return kept
+
+
+def widest_set(table: np.ndarray, sid: int, class_sizes: np.ndarray, min_bytes: int) -> bytes | None:
+    """The classes (ascending, as bytes) of the largest byte set that row ``sid`` of the DFA ``table`` sends
+    to one live state, if it holds at least ``min_bytes`` bytes (``class_sizes``: int64 bytes per class)."""
+    assert _module is not None, "native walks are not built"
+    got: bytes | None = _module.widest_set(table, sid, class_sizes, min_bytes)
+    return got

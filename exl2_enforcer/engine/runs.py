@@ -45,6 +45,8 @@ MAX_WALKED = 16000
 MAX_WALKED_NATIVE = 200_000
 #: most groups of walked-on tokens gathered as slices of the row table (more: one vectorised gather)
 SLICED_GROUPS = 64
+_NO_ROWS = np.zeros(0, np.int64)
+
 #: most chain states whose agreement one vectorised check settles
 AGREE_BATCH = 32
 #: fewest tokens walked on with numpy; fewer go byte by byte in Python
@@ -207,7 +209,10 @@ class RunMemo:
     SET_BYTES = 1200
 
     def __init__(self, auto: Automaton) -> None:
-        self.class_sizes: list[int] = np.bincount(auto.class_of_byte, minlength=auto.n_classes).tolist()
+        sizes = np.bincount(auto.class_of_byte, minlength=auto.n_classes).astype(np.int64)
+        self.class_sizes: list[int] = sizes.tolist()
+        #: the same as an int64 array (for the native walk)
+        self.class_size_array = sizes
         self.nbytes = 0
         self._class_of_byte = auto.class_of_byte
         self._sets: dict[bytes, ByteSet] = {}
@@ -273,10 +278,10 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     path remembers between calls on one automaton generation (:class:`RunMemo`).
     """
     auto.ensure_rows([sid])
-    widest = _widest_set(memo.class_sizes, auto.table[sid].tolist())
-    if widest is None:
+    classes = _widest_classes(auto, memo, sid)
+    if classes is None:
         return None
-    byte_set = memo.byte_set(bytes(widest))
+    byte_set = memo.byte_set(classes)
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
     chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
     if len(chain) <= MIN_CHAIN:
@@ -289,18 +294,23 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
     chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
     check()
     r = len(chain) - 1
+    if native.enabled:
+        # the groups' steps and the walks in one native pass: the numpy gathers of _walk_starts
+        # cost more than the walks themselves on most run states
+        packed = table.pure_packed(r).copy()
+        cut_rows = table.by_run_rows[int(np.searchsorted(table.by_run, r, side="right")):] if cut else _NO_ROWS
+        kept = native.groups_walk(auto, tables.tokens, np.asarray(chain, dtype=np.int64), table,
+                                  memo.group_classes(byte_set, table), cut_rows, packed.view(np.uint32), check,
+                                  MAX_WALKED_NATIVE)
+        return None if kept < 0 else (packed, kept)
     rows, states, offsets = _walk_starts(auto, table, memo.group_classes(byte_set, table), chain, cut)
     walked = rows.shape[0]
-    if walked > (MAX_WALKED_NATIVE if native.enabled else MAX_WALKED):
+    if walked > MAX_WALKED:
         return None
     packed = table.pure_packed(r).copy()
     if not walked:
         return packed, 0
     tokens = tables.tokens
-    if native.enabled:
-        kept = native.rows_walk(auto, tokens.flat, tokens.start, tokens.length, tokens.ids, rows, states, offsets,
-                                packed.view(np.uint32), check)
-        return packed, kept
     ids = tokens.ids[_walk_on(auto, tokens, rows, states, offsets, check)]
     return packed | tables.pack(ids), int(ids.shape[0])
 
@@ -336,6 +346,14 @@ def _walk_starts(auto: Automaton, table: RunTable, group_classes: np.ndarray, ch
         empty = np.zeros(0, np.int64)
         return empty, empty, empty
     return np.concatenate(rows_parts), np.concatenate(state_parts), np.concatenate(off_parts)
+
+
+def _widest_classes(auto: Automaton, memo: RunMemo, sid: int) -> bytes | None:
+    """The classes of the widest byte set of ``sid``'s (computed) row, as :meth:`RunMemo.byte_set` takes them."""
+    if native.enabled:
+        return native.widest_set(auto.table, sid, memo.class_size_array, MIN_RUN_BYTES)
+    widest = _widest_set(memo.class_sizes, auto.table[sid].tolist())
+    return None if widest is None else bytes(widest)
 
 
 def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
