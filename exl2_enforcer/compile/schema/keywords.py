@@ -356,8 +356,9 @@ def negate(schema: Any, ctx: "Ctx", c: "SchemaCompiler") -> list[Any]:
     """Positive schemas whose union is exactly the complement of ``schema`` (``[]``: nothing).
 
     Exact forms: booleans, ``type``, one-sided numeric/length/count bounds, ``required``, a
-    double ``not``, a ``$ref`` to such a schema, and conjunctions of these (De Morgan: one branch
-    per keyword).  Anything else raises :class:`SchemaError` at ``ctx``.
+    double ``not``, ``const``/``enum`` of scalars, ``properties`` whose member schemas are such
+    forms, a ``$ref`` to such a schema, and conjunctions of these (De Morgan: one branch per
+    keyword).  Anything else raises :class:`SchemaError` at ``ctx``.
     """
 
     schema = expand_ref(schema, ctx, c)
@@ -396,6 +397,15 @@ def _negate_keyword(key: str, value: Any, ctx: "Ctx", c: "SchemaCompiler") -> li
         return [value]
     if key in ("const", "enum"):
         return _negate_values([value] if key == "const" else list(value), ctx.child(key))
+    if key == "properties" and isinstance(value, dict):
+        # only an object with a listed member whose value fails that member's schema fails
+        # "properties" (other values pass it vacuously): one alternative per member and per
+        # form of its complement -- an if/then/else on a discriminator ({"kind": {"const": "a"}})
+        out = []
+        for name, sub in value.items():
+            out += [{"type": "object", "required": [name], "properties": {name: n}}
+                    for n in negate(sub, ctx.child(key, name), c)]
+        return out
     raise SchemaError(f"'not' of a schema with {key!r} is not supported exactly (its complement is not "
                       "expressible here)", ctx.child(key).pointer, keyword="not")
 
