@@ -19,6 +19,7 @@ from enforcer_oracle import vocab_by_name
 
 from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.engine import native, runs
+from exl2_enforcer.engine.automaton import UNKNOWN
 from exl2_enforcer.engine.runs import RunMemo, run_mask
 
 pytestmark = pytest.mark.skipif(not native.available and not in_ci(),
@@ -165,3 +166,81 @@ def _widest(sizes: list[int], row: list[int], min_bytes: int) -> bytes | None:
     finally:
         runs.MIN_RUN_BYTES = saved
     return None if got is None else bytes(got)
+
+
+def test_arrays_a_callback_rewrites_mid_walk_are_not_read_out_of_bounds():
+    """groups_walk checks the groups' ranges and the byte classes before the first step, but the
+    step and check callbacks run Python in between: one that rewrites ``g_hi`` or ``class_of_byte``
+    (they are plain writable arrays) must give a ValueError or an answer, never a read past an array."""
+    g = compile_regex("[a-z]+ ?", vocab_by_name("llama3"))  # not cached by another test: rows unknown
+    auto = g.automaton
+    flat, start, length = np.frombuffer(b"abba", np.uint8), np.array([0, 2], np.int64), np.array([2, 2], np.int64)
+    ids = np.array([5, 7], np.int64)
+    none = np.zeros(0, np.int64)
+    zero, one = np.array([0], np.int64), np.array([0, 1], np.int64)[1:]
+    cls_a = np.array([auto.class_of_byte[ord("a")]], np.int32)
+
+    def walk(step):
+        words = np.zeros(1, np.uint32)
+        kept = native._module.groups_walk(auto, step, auto.n_classes, classes, flat, start, length, ids,
+                                          np.array([auto.start], np.int64), 1, zero, cls_a, zero, g_hi, zero,
+                                          none, 0, words, lambda: None, 1 << 30)
+        return kept, words
+
+    classes, g_hi = auto.class_of_byte.copy(), one.copy()
+    assert auto.table[auto.start, cls_a[0]] == UNKNOWN  # the group's step calls step()
+
+    calls = []
+
+    def widen(s, c):
+        calls.append(s)
+        if len(calls) > 1:  # once the group has stepped: while its rows are read
+            g_hi[0] = 1 << 40  # past mixed_rows, after the range was checked
+        return auto.step_row(s, c)
+
+    try:
+        kept, words = walk(widen)
+        assert kept == 1 and words[0] == 1 << 5  # the range as checked
+    except ValueError as e:
+        assert "row range of group" in str(e)
+
+    g2 = compile_regex("[a-z]+  ?", vocab_by_name("llama3"))
+    auto = g2.automaton
+    classes, g_hi = auto.class_of_byte.copy(), one.copy()
+    cls_a = np.array([auto.class_of_byte[ord("a")]], np.int32)
+
+    calls.clear()
+
+    def reclass(s, c):
+        calls.append(s)
+        classes[:] = 1 << 30  # every byte of a class far past the table's columns
+        return auto.step_row(s, c)
+
+    try:
+        kept, words = walk(reclass)
+        assert kept == 1 and words[0] == 1 << 5  # the classes as checked
+    except ValueError as e:
+        assert "class" in str(e)
+
+
+def test_trie_walk_reads_the_byte_classes_as_checked():
+    """The same for trie_walk: a step callback that rewrites ``class_of_byte`` after its check."""
+    from exl2_enforcer.tokens.trie import build_trie
+
+    g = compile_regex("[a-z]+   ?", vocab_by_name("llama3"))
+    auto = g.automaton
+    trie = build_trie(np.array([0, 1, 2]), [b"ab", b"a", b"b"])
+    classes = auto.class_of_byte.copy()
+
+    def reclass(s, c):
+        classes[:] = 1 << 30
+        return auto.step_row(s, c)
+
+    words = np.zeros(1, np.uint32)
+    try:
+        count = native._module.trie_walk(auto, reclass, auto.n_classes, classes, trie.byte, trie.child_lo,
+                                         trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, auto.start, words,
+                                         None, None, lambda: None, None, None, None)
+        assert count == 3 and words[0] == 0b111
+    except ValueError as e:
+        assert "class" in str(e)

@@ -319,8 +319,10 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     }
     dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
-    const int32_t *C = cls.view.buf, *lo = clo.view.buf, *hi = chi.view.buf, *tl = tlo.view.buf, *th = thi.view.buf,
-                  *ti = tids.view.buf;
+    /* copied once checked: a callback may rewrite the array between the check and a read (as in groups_walk) */
+    int32_t C[256];
+    memcpy(C, cls.view.buf, sizeof(C));
+    const int32_t *lo = clo.view.buf, *hi = chi.view.buf, *tl = tlo.view.buf, *th = thi.view.buf, *ti = tids.view.buf;
     const uint8_t *B = byte.view.buf, *WS = wsb.held ? wsb.view.buf : NULL;
     uint32_t *W = words.view.buf;
     int64_t *OI = oids.view.buf, *OS = ost.view.buf;
@@ -1185,6 +1187,12 @@ PyDoc_STRVAR(groups_walk_doc,
 "``words`` (uint32).  Returns how many did, or -1, setting nothing, when more than ``max_walked`` rows\n"
 "would be read.  int64 arrays except ``g_cls`` (int32); missing DFA rows come from ``step``.");
 
+/* A group as checked: its rows ``mixed_rows[lo:hi]``, read on from byte ``off`` in state ``next``. */
+typedef struct {
+    int64_t lo, hi, off;
+    int32_t next;
+} Group;
+
 static PyObject *groups_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_flat, *o_start, *o_len, *o_ids, *o_chain, *o_run, *o_gcls, *o_glo, *o_ghi;
@@ -1199,7 +1207,7 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
     Dfa d;
     int dfa_ok = 0;
-    int32_t *nxt = NULL;
+    Group *grp = NULL;
     Py_ssize_t kept = -2;
     if (buf_get(&cls, o_cls, 4, 0, "class_of_byte") < 0 || buf_get(&flat, o_flat, 1, 0, "flat") < 0 ||
         buf_get(&st, o_start, 8, 0, "start") < 0 || buf_get(&ln, o_len, 8, 0, "length") < 0 ||
@@ -1218,7 +1226,13 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     }
     dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
-    const int32_t *C = cls.view.buf, *G = gcls.view.buf;
+    /* The callbacks (step, check) run Python between the checks below and the reads they guard, and
+     * the arrays are plain writable ones: what is checked once (the byte classes, each group's run and
+     * row range) is copied first and read from the copy, so a callback that rewrites an array cannot
+     * make the walk read past another.  The rest is checked where it is read (walk_row). */
+    int32_t C[256];
+    memcpy(C, cls.view.buf, sizeof(C));
+    const int32_t *G = gcls.view.buf;
     const int64_t *Q = chain.view.buf, *RU = run.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf, *M = mixed.view.buf,
                   *K = cut.view.buf;
     for (int k = 0; k < 256; k++)
@@ -1226,8 +1240,8 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
             bad_index("byte class", C[k]);
             goto done_dfa;
         }
-    nxt = malloc(sizeof(int32_t) * (size_t)(n_groups ? n_groups : 1));
-    if (nxt == NULL) {
+    grp = malloc(sizeof(Group) * (size_t)(n_groups ? n_groups : 1));
+    if (grp == NULL) {
         PyErr_NoMemory();
         goto done_dfa;
     }
@@ -1251,9 +1265,10 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
             bad_index("DFA state", q);
             goto done_dfa;
         }
-        nxt[g] = dfa_step(&d, (int32_t)q, G[g]);
-        if (nxt[g] == -3) goto done_dfa;
-        if (nxt[g] >= 0) walked += (Py_ssize_t)(HI[g] - LO[g]);
+        grp[g] = (Group){LO[g], HI[g], RU[g] + 1, 0};
+        grp[g].next = dfa_step(&d, (int32_t)q, G[g]);
+        if (grp[g].next == -3) goto done_dfa;
+        if (grp[g].next >= 0) walked += (Py_ssize_t)(grp[g].hi - grp[g].lo);
     }
     if (walked > max_walked) {
         kept = -1;
@@ -1263,9 +1278,9 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
                buf_len(&words), 0};
     Py_ssize_t n_kept = 0;
     for (Py_ssize_t g = 0; g < n_groups; g++) {
-        if (nxt[g] < 0) continue;
-        for (int64_t i = LO[g]; i < HI[g]; i++) {
-            const int ok = walk_row(&d, &tk, M[i], RU[g] + 1, nxt[g], check);
+        if (grp[g].next < 0) continue;
+        for (int64_t i = grp[g].lo; i < grp[g].hi; i++) {
+            const int ok = walk_row(&d, &tk, M[i], grp[g].off, grp[g].next, check);
             if (ok < 0) goto done_dfa;
             n_kept += ok;
         }
@@ -1279,7 +1294,7 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
 done_dfa:
     if (dfa_ok) dfa_close(&d);
 done:
-    free(nxt);
+    free(grp);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     if (kept < -1) return NULL;
     return PyLong_FromSsize_t(kept);
