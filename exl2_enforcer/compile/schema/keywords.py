@@ -222,8 +222,15 @@ def apply_pattern_properties(c: "SchemaCompiler", schema: dict[str, Any], ctx: "
         hit_any = True
         own = props.get(name, True)
         for p in hits:
-            own = merge_pair(own, pats[p], where.child(p), c)
-        props[name] = own
+            own = merge_or_false(own, pats[p], where.child(p), c)
+        if own is False and name in schema.get("required", []):
+            # said at the object's required, as for a declared member that admits no value
+            # (containers._member): an anyOf branch -- a negated if whose member a pattern's
+            # schema excludes -- is then left out instead of refusing the union
+            raise SchemaError(f"the object admits no value: its required property {name!r} admits none once its "
+                              "patternProperties schemas are merged in", ctx.child("required").pointer,
+                              keyword="required")
+        props[name] = own  # false for an optional member: it cannot be written
     out = {**schema, "properties": props} if hit_any else dict(schema)
     out.pop("patternProperties", None)
     values = list(pats.values())

@@ -165,12 +165,38 @@ def _merge_members(out: dict[str, Any], a: dict[str, Any], b: dict[str, Any], ct
         return
     pa, pb = a.get("properties", {}), b.get("properties", {})
     xa, xb = a.get("additionalProperties", True), b.get("additionalProperties", True)
+    qa, qb = _patterns(a), _patterns(b)
+    for q, q_other, x_other in ((qa, qb, xb), (qb, qa, xa)):
+        # the merged patternProperties (kept by the caller) would exempt their names from the other
+        # side's additionalProperties, which does constrain them there
+        if q and q != q_other and not (x_other is True or x_other == {}):
+            raise SchemaError("additionalProperties merged with patternProperties it does not see is not supported "
+                              "exactly", ctx.child("patternProperties").pointer, keyword="patternProperties")
     names = list(pa) + [n for n in pb if n not in pa]
     if names:
-        out["properties"] = {n: merge_pair(pa.get(n, xa), pb.get(n, xb), ctx.child("properties", n), c)
-                             for n in names}
+        # a side's additionalProperties applies to a name it neither declares nor matches by a
+        # pattern; a matched name is constrained by the patterns, which stay in the merged schema
+        fa, fb = _undeclared(qa, xa, ctx), _undeclared(qb, xb, ctx)
+        out["properties"] = {n: merge_pair(pa[n] if n in pa else fa(n), pb[n] if n in pb else fb(n),
+                                           ctx.child("properties", n), c) for n in names}
     if "additionalProperties" in a or "additionalProperties" in b:
         out["additionalProperties"] = merge_pair(xa, xb, ctx.child("additionalProperties"), c)
+
+
+def _patterns(x: dict[str, Any]) -> dict[str, Any]:
+    q = x.get("patternProperties")
+    return q if isinstance(q, dict) else {}
+
+
+def _undeclared(patterns: dict[str, Any], extra: Any, ctx: "Ctx") -> Callable[[str], Any]:
+    """What a side with ``patterns`` and additionalProperties ``extra`` asks of a name it does not declare."""
+    if not patterns or extra is True or extra == {}:
+        return lambda name: extra
+    from exl2_enforcer.compile.schema.keywords import _pattern_matcher  # keywords imports this module
+
+    where = ctx.child("patternProperties")
+    matchers = [_pattern_matcher(p, where.child(p)) for p in patterns]
+    return lambda name: True if any(m(name) for m in matchers) else extra
 
 
 def _positions(x: dict[str, Any], draft7: bool) -> tuple[list[Any], Any]:
