@@ -54,3 +54,17 @@ def test_additional_properties_merged_next_to_patterns_it_does_not_see_is_exact_
         return
     assert_values_match_jsonschema(g, schema, [{}, {"a": 1}, {"x1": 1}, {"x1": "s"}, {"y": "s"}, {"a": 2, "x": 1}],
                                    schema)
+
+
+def test_one_of_is_not_proved_disjoint_by_additional_properties_its_patterns_bypass():
+    """The oneOf proof took ``additionalProperties: false`` to forbid every undeclared name a
+    sibling requires, but a name its patternProperties match is allowed: {"x1": 1} is in both
+    branches, so invalid under oneOf, and was accepted (compiled as an anyOf)."""
+    schema = {"oneOf": [{"type": "object", "patternProperties": {"^x": {}}, "additionalProperties": False},
+                        {"type": "object", "required": ["x1"]}]}
+    try:
+        g = compile_json_schema(schema, vocab_by_name("llama3"), SPEC)
+    except SchemaError as e:
+        assert "oneOf" in str(e)
+        return
+    assert_values_match_jsonschema(g, schema, [{}, {"x1": 1}, {"x2": 1}, {"y": 1}, {"y": 1, "x1": 2}], "oneOf")

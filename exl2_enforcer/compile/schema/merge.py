@@ -335,7 +335,9 @@ def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:
             if _disjoint(pa[name], pb[name], valid):
                 return True
         for x, px, ry in ((a, pa, rb), (b, pb, ra)):
-            if x.get("additionalProperties", True) is False and any(n not in px or px[n] is False for n in ry):
+            # (a name patternProperties match is allowed despite additionalProperties: no proof then)
+            if x.get("additionalProperties", True) is False and not _patterns(x) and \
+                    any(n not in px or px[n] is False for n in ry):
                 return True
     return False
 
