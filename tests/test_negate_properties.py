@@ -78,3 +78,16 @@ def test_a_member_whose_complement_is_not_expressible_is_still_refused_by_pointe
     with pytest.raises(SchemaError) as err:
         compile_json_schema(schema, vocab_by_name("llama3"))
     assert "/if/properties/tag/pattern" in str(err.value)
+
+
+
+def test_a_recursive_condition_is_refused_as_recursive_at_its_if():
+    """``properties`` is the first form whose complement recurses into subschemas: one whose member
+    refers back to it has no finite complement, and must say so where the user wrote it (it ran
+    into Python's recursion limit and was reported at the root as "a chain of $ref too long")."""
+    schema = {"$defs": {"tree": {"properties": {"child": {"$ref": "#/$defs/tree"}, "leaf": {"const": 1}}}},
+              "if": {"$ref": "#/$defs/tree"}, "then": {"required": ["leaf"]}}
+    with pytest.raises(SchemaError) as err:
+        compile_json_schema(schema, vocab_by_name("llama3"))
+    assert "recursi" in err.value.message and "too deep" not in err.value.message
+    assert err.value.pointer.startswith("/if"), err.value.pointer

@@ -227,6 +227,8 @@ class SchemaCompiler:
     #: $refs whose sibling keywords are being merged into their target, innermost last:
     #: (id of the schema holding the $ref, its pointer)
     expanding: list[tuple[int, str]] = field(default_factory=list)
+    #: ``properties`` whose complement :func:`.keywords.negate` is being built (a recursive one has none)
+    negating: list[tuple[int, str]] = field(default_factory=list)
     #: allOf schemas being compiled after their merge, innermost last
     compiling_all_of: list[tuple[int, str]] = field(default_factory=list)
     #: the schema document as the user gave it: warnings and errors name places in it

@@ -409,9 +409,11 @@ def _negate_keyword(key: str, value: Any, ctx: "Ctx", c: "SchemaCompiler") -> li
         # "properties" (other values pass it vacuously): one alternative per member and per
         # form of its complement -- an if/then/else on a discriminator ({"kind": {"const": "a"}})
         out = []
-        for name, sub in value.items():
-            out += [{"type": "object", "required": [name], "properties": {name: n}}
-                    for n in negate(sub, ctx.child(key, name), c)]
+        with c.entered(c.negating, value, ctx.child(key), "'not' of a recursive schema (its properties reach "
+                       "themselves again through $ref) is not supported: its complement has no finite form", "not"):
+            for name, sub in value.items():
+                out += [{"type": "object", "required": [name], "properties": {name: n}}
+                        for n in negate(sub, ctx.child(key, name), c)]
         return out
     raise SchemaError(f"'not' of a schema with {key!r} is not supported exactly (its complement is not "
                       "expressible here)", ctx.child(key).pointer, keyword="not")
