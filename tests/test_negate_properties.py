@@ -91,3 +91,27 @@ def test_a_recursive_condition_is_refused_as_recursive_at_its_if():
         compile_json_schema(schema, vocab_by_name("llama3"))
     assert "recursi" in err.value.message and "too deep" not in err.value.message
     assert err.value.pointer.startswith("/if"), err.value.pointer
+
+
+# Merging two schemas that ask a member for values with nothing in common leaves an object that
+# cannot hold that member, not an object that admits no value: the if-branch of a condition on a
+# member the outer schema types otherwise (objects without the member take it) was dropped whole,
+# and allOf with such a member was refused.
+CONFLICTS = {
+    "if_on_a_member_typed_otherwise": {
+        "type": "object", "properties": {"a": {"type": "boolean"}},
+        "if": {"properties": {"a": {"type": "string"}}}, "then": {"required": ["b"]}, "else": {"required": ["c"]}},
+    "all_of_two_consts": {"allOf": [{"properties": {"a": {"const": 1}}}, {"properties": {"a": {"const": 2}}}]},
+    "all_of_two_types_required_elsewhere": {"type": "object", "required": ["b"], "allOf": [
+        {"properties": {"a": {"type": "string"}}}, {"properties": {"a": {"type": "integer"}}}]},
+    "all_of_two_additional": {"allOf": [{"additionalProperties": {"type": "string"}},
+                                        {"additionalProperties": {"type": "integer"}}]},
+}
+CONFLICT_VALUES = [1, "s", {}, {"a": 1}, {"a": 2}, {"a": "s"}, {"a": True}, {"b": 1}, {"c": 1}, {"a": True, "c": 1},
+                   {"a": True, "b": 1}, {"a": "s", "b": 1}]
+
+
+@pytest.mark.parametrize("name", list(CONFLICTS))
+def test_a_member_no_value_satisfies_is_left_out_not_the_object(name):
+    g = compile_json_schema(CONFLICTS[name], vocab_by_name("llama3"), SPEC)
+    assert_values_match_jsonschema(g, CONFLICTS[name], CONFLICT_VALUES, name)

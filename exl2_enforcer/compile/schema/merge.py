@@ -177,10 +177,22 @@ def _merge_members(out: dict[str, Any], a: dict[str, Any], b: dict[str, Any], ct
         # a side's additionalProperties applies to a name it neither declares nor matches by a
         # pattern; a matched name is constrained by the patterns, which stay in the merged schema
         fa, fb = _undeclared(qa, xa, ctx), _undeclared(qb, xb, ctx)
-        out["properties"] = {n: merge_pair(pa[n] if n in pa else fa(n), pb[n] if n in pb else fb(n),
-                                           ctx.child("properties", n), c) for n in names}
+        out["properties"] = {n: _merge_member(pa[n] if n in pa else fa(n), pb[n] if n in pb else fb(n),
+                                              ctx.child("properties", n), c) for n in names}
     if "additionalProperties" in a or "additionalProperties" in b:
-        out["additionalProperties"] = merge_pair(xa, xb, ctx.child("additionalProperties"), c)
+        out["additionalProperties"] = _merge_member(xa, xb, ctx.child("additionalProperties"), c)
+
+
+def _merge_member(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
+    """The merge of two schemas of one member; ``false`` where they share no value: the object then
+    cannot hold that member (it still admits values unless the member is required, which the object's
+    compile says at its ``required``), so an if-branch or anyOf branch is not dropped whole."""
+    try:
+        return merge_pair(a, b, ctx, c)
+    except SchemaError as e:
+        if "admits no value" not in e.message:
+            raise
+        return False
 
 
 def _patterns(x: dict[str, Any]) -> dict[str, Any]:
