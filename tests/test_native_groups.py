@@ -244,3 +244,29 @@ def test_trie_walk_reads_the_byte_classes_as_checked():
         assert count == 3 and words[0] == 0b111
     except ValueError as e:
         assert "class" in str(e)
+
+
+class _Table:
+    """An automaton as the walks see it: only its table (and a step that is never needed)."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+
+    def step_row(self, s: int, c: int) -> int:
+        raise AssertionError("every cell is known")
+
+
+@pytest.mark.parametrize("cell", [-3, -4, -(1 << 31)])
+def test_a_table_cell_below_unknown_is_a_value_error(cell):
+    """-3 is the walks' own error code: a table cell holding it ended the walk as an error with no
+    exception set (a SystemError); any cell below UNKNOWN is malformed and is named as such."""
+    classes = np.zeros(256, np.int32)
+    view = _Table(np.full((2, 1), cell, np.int32))
+    flat, start, length = np.frombuffer(b"ab", np.uint8), np.array([0], np.int64), np.array([2], np.int64)
+    none = np.zeros(0, np.int64)
+    words = np.zeros(1, np.uint32)
+    with pytest.raises(ValueError, match="DFA table cell"):
+        native._module.groups_walk(view, view.step_row, 1, classes, flat, start, length, np.array([3], np.int64),
+                                   np.array([0], np.int64), 0, none, np.zeros(0, np.int32), none, none, none,
+                                   np.array([0], np.int64), 0, words, lambda: None, 1 << 30)
+    assert not words.any()

@@ -123,7 +123,12 @@ static int32_t int32_result(PyObject *got, long lo, const char *what) {
 static inline int32_t dfa_step(Dfa *d, int32_t state, int32_t c) {
     if (state < d->n_rows) {
         int32_t nxt = ((const int32_t *)d->table.buf)[(Py_ssize_t)state * d->n_classes + c];
-        if (nxt != UNKNOWN) return nxt;
+        if (nxt >= DEAD) return nxt;
+        if (nxt != UNKNOWN) { /* -3 would read as an error with no exception set, and below it as DEAD */
+            PyErr_Format(PyExc_ValueError, "DFA table cell %d (state %d, class %d) is below UNKNOWN", (int)nxt,
+                         (int)state, (int)c);
+            return -3;
+        }
     }
     const int32_t v = int32_result(PyObject_CallFunction(d->step_class, "ii", (int)state, (int)c), DEAD, "step");
     if (v == -3) return -3;
