@@ -13,10 +13,11 @@
  *
  * The DFA is built lazily: a cell may be UNKNOWN (-2).  Then the walk calls
  * ``step(state, cls)`` (the automaton's ``step_row``), which computes it (and may replace
- * ``automaton.table`` by a larger array), and re-reads the table.  After each such
- * call, and every few thousand steps, it calls ``check()``, which raises past a
- * deadline (a row build is the costliest chunk of a walk); an exception from either
- * callback ends the walk and propagates.  Nothing here allocates Python objects per
+ * ``automaton.table`` by a larger array), and re-reads the table.  Given the automaton's row
+ * context, the walk first builds the row itself with plain_row's code (direct_row, near the end
+ * of the file): five Python frames per row fewer, the same row.  After each row, and every few
+ * thousand steps, it calls ``check()``, which raises past a deadline (a row build is the
+ * costliest chunk of a walk); an exception from any callback ends the walk and propagates.  Nothing here allocates Python objects per
  * step, and every index read from an input array is bounds-checked: a bad array gives
  * a ValueError, never a crash.
  *
@@ -43,18 +44,32 @@ static int int_format(const char *f) {
     return f[0] != '\0' && f[1] == '\0' && strchr("bBhHiIlLqQnN", f[0]) != NULL;
 }
 
+/* Attribute names, interned once (PyObject_GetAttrString makes a new string per call). */
+static PyObject *S_table, *S_depth, *S_configs, *S_generation, *S_row_done;
+
+struct NfaTab;
+
+/* A walk's direct row path (see direct_row): what Automaton.row_context gave, borrowed from the
+ * context tuple (the walk's argument tuple holds it). */
+typedef struct {
+    struct NfaTab *t;
+    PyObject *states, *plain_memo, *escape_memo, *made, *intern, *escape;
+    long long max_depth, generation;
+} RowCtx;
+
 typedef struct {
     PyObject *automaton;
     PyObject *step_class; /* bound method */
     PyObject *table_obj;  /* the array the buffer below belongs to */
     PyObject *check;      /* called after each computed cell: a row build is a chunk of work */
+    RowCtx *rows;         /* NULL: every missing row through ``step_class`` */
     Py_buffer table;
     Py_ssize_t n_rows;
     Py_ssize_t n_classes;
 } Dfa;
 
 static int dfa_load_table(Dfa *d) {
-    PyObject *obj = PyObject_GetAttrString(d->automaton, "table");
+    PyObject *obj = PyObject_GetAttr(d->automaton, S_table);
     if (obj == NULL) return -1;
     if (obj == d->table_obj) {
         Py_DECREF(obj);
@@ -119,6 +134,9 @@ static int32_t int32_result(PyObject *got, long lo, const char *what) {
     return (int32_t)v;
 }
 
+static int direct_row(Dfa *d, int32_t sid);
+static int rowctx_open(RowCtx *r, PyObject *ctx);
+
 /* The state after a byte of class ``c`` in ``state``; DEAD if refused; -3 on error. */
 static inline int32_t dfa_step(Dfa *d, int32_t state, int32_t c) {
     if (state < d->n_rows) {
@@ -130,9 +148,22 @@ static inline int32_t dfa_step(Dfa *d, int32_t state, int32_t c) {
             return -3;
         }
     }
-    const int32_t v = int32_result(PyObject_CallFunction(d->step_class, "ii", (int)state, (int)c), DEAD, "step");
-    if (v == -3) return -3;
-    if (dfa_load_table(d) < 0) return -3;
+    /* an unknown cell: the row is not done (a done row has every cell) */
+    const int direct = d->rows != NULL && state >= 0 && state < d->n_rows ? direct_row(d, state) : 0;
+    if (direct < 0) return -3;
+    int32_t v;
+    if (direct) {
+        if (dfa_load_table(d) < 0) return -3;
+        v = state < d->n_rows ? ((const int32_t *)d->table.buf)[(Py_ssize_t)state * d->n_classes + c] : UNKNOWN;
+        if (v < DEAD) {
+            PyErr_Format(PyExc_ValueError, "the row of DFA state %d holds %d at class %d", (int)state, (int)v, (int)c);
+            return -3;
+        }
+    } else {
+        v = int32_result(PyObject_CallFunction(d->step_class, "ii", (int)state, (int)c), DEAD, "step");
+        if (v == -3) return -3;
+        if (dfa_load_table(d) < 0) return -3;
+    }
     if (call_check(d->check) < 0) return -3;
     return v;
 }
@@ -265,25 +296,30 @@ static int32_t ws_real(Dfa *d, Ws *w, int32_t v) {
 
 PyDoc_STRVAR(trie_walk_doc,
 "trie_walk(automaton, step, n_classes, class_of_byte, byte, child_lo, child_hi, tok_lo, tok_hi, tok_ids,\n"
-"          start, words, out_ids, out_states, check, ws, ws_budget, ws_advance) -> int\n\n"
+"          start, words, out_ids, out_states, check, ws, ws_budget, ws_advance, rows=None) -> int\n\n"
 "Walk the trie depth-first from DFA state ``start``; for every token whose bytes lead to a live\n"
 "state, set its bit in ``words`` (uint32, or None) and append its id and end state to ``out_ids``\n"
 "and ``out_states`` (int64, as long as ``tok_ids``, or None).  Returns the number of tokens found.\n"
 "``ws`` (256 bytes flagging JSON whitespace, or None) lets whitespace runs skip DFA states: past a\n"
 "state where ``ws_budget(state)`` (its whitespace loop's remaining count, -1 if none) is positive,\n"
 "whitespace bytes only count, and ``ws_advance(state, count)`` gives the DFA state where another\n"
-"byte follows them (``out_states`` must then be None).");
+"byte follows them (``out_states`` must then be None).  ``rows``: None, or Automaton.row_context()'s\n"
+"tuple, with which missing plain rows are built here rather than by ``step`` (which still builds\n"
+"those plain_row leaves to the automaton, and every row after an eviction).");
 
 static PyObject *trie_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_byte, *o_clo, *o_chi, *o_tlo, *o_thi, *o_tids, *o_words, *o_oids, *o_ost, *check;
-    PyObject *o_ws, *ws_budget_fn, *ws_advance_fn;
+    PyObject *o_ws, *ws_budget_fn, *ws_advance_fn, *o_rows = Py_None;
     Py_ssize_t n_classes;
     int start;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOOOOO", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo, &o_chi,
-                          &o_tlo, &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check, &o_ws, &ws_budget_fn,
-                          &ws_advance_fn))
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOOiOOOOOOO|O", &automaton, &step, &n_classes, &o_cls, &o_byte, &o_clo,
+                          &o_chi, &o_tlo, &o_thi, &o_tids, &start, &o_words, &o_oids, &o_ost, &check, &o_ws,
+                          &ws_budget_fn, &ws_advance_fn, &o_rows))
         return NULL;
+    RowCtx rc;
+    const int with_rows = rowctx_open(&rc, o_rows);
+    if (with_rows < 0) return NULL;
     Buf cls, byte, clo, chi, tlo, thi, tids, words, oids, ost, wsb;
     Buf *all[] = {&cls, &byte, &clo, &chi, &tlo, &thi, &tids, &words, &oids, &ost, &wsb};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
@@ -324,6 +360,7 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     }
     dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
+    if (with_rows) d.rows = &rc;
     /* copied once checked: a callback may rewrite the array between the check and a read (as in groups_walk) */
     int32_t C[256];
     memcpy(C, cls.view.buf, sizeof(C));
@@ -476,7 +513,7 @@ static int walk_row(Dfa *d, Rows *tk, int64_t r, int64_t off, int64_t q, PyObjec
  * some target's epsilon reach holds a call, a loop head or a machine end is left to the automaton.
  */
 /* One automaton's NFA in class space, and the steps derived from it (kept for the automaton's life). */
-typedef struct {
+typedef struct NfaTab {
     int32_t n, nc;
     int32_t *e_ptr, *e_clo, *e_chi, *e_t; /* byte edges of state q: e_ptr[q]..e_ptr[q+1], classes [clo, chi) */
     int32_t *p_ptr, *p_t;                 /* epsilon edges */
@@ -485,22 +522,32 @@ typedef struct {
     int32_t *reach_at, *reach_len;        /* per state: its epsilon reach in ``reach`` (len -1: not plain) */
     IntVec reach;
     int32_t *row_at; /* per state: its steps in ``cells`` (-1: not tabulated) */
-    IntVec cells;    /* per tabulated state, per class: (lo, hi) into succ/need; lo -2: not plain */
+    /* per tabulated state: CUT_WORDS words of bits, set at each class whose cell differs from the
+     * class before it, then per class (lo, hi) into succ/need (lo -2: not plain) */
+    IntVec cells;
     IntVec succ, need;
     int32_t *stamp; /* per state: the search that last met it */
     int32_t stamp_now;
     IntVec todo;
     IntVec sets, set_at; /* scratch of plain_row: each class's configurations, and where they start */
+    /* plain_row's other scratch, kept from row to row instead of eight mallocs per row (counted in
+     * the derived bytes); a call made from inside another's callbacks (``busy``) allocates its own */
+    void *scratch, *scratch2;
+    size_t scratch_cap, scratch2_cap;
+    int busy;
     Py_ssize_t rows, max_rows;
 } NfaTab;
 
 static void nfatab_free(NfaTab *t) {
     if (t == NULL) return;
     void *ps[] = {t->e_ptr, t->e_clo, t->e_chi, t->e_t, t->p_ptr, t->p_t, t->special, t->h, t->reach_at, t->reach_len,
-                  t->reach.v, t->row_at, t->cells.v, t->succ.v, t->need.v, t->stamp, t->todo.v, t->sets.v, t->set_at.v};
+                  t->reach.v, t->row_at, t->cells.v, t->succ.v, t->need.v, t->stamp, t->todo.v, t->sets.v, t->set_at.v,
+                  t->scratch, t->scratch2};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) free(ps[i]);
     free(t);
 }
+
+#define CUT_WORDS 8 /* 256 bits as int32 words: one per class */
 
 #define NFA_CAPSULE "exl2_enforcer.nfa_tables"
 
@@ -514,7 +561,8 @@ static Py_ssize_t nfatab_fixed_bytes(const NfaTab *t) {
 /* The steps derived from it: they grow with use and go with an eviction (nfatab_clear). */
 static Py_ssize_t nfatab_derived_bytes(const NfaTab *t) {
     return (Py_ssize_t)sizeof(int32_t) *
-           (t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap + t->sets.cap + t->set_at.cap);
+               (t->reach.cap + t->cells.cap + t->succ.cap + t->need.cap + t->todo.cap + t->sets.cap + t->set_at.cap) +
+           (Py_ssize_t)(t->scratch_cap + t->scratch2_cap);
 }
 
 static void vec_drop(IntVec *x) {
@@ -527,6 +575,12 @@ static void vec_drop(IntVec *x) {
 static void nfatab_clear(NfaTab *t) {
     IntVec *vs[] = {&t->reach, &t->cells, &t->succ, &t->need, &t->todo, &t->sets, &t->set_at};
     for (size_t i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) vec_drop(vs[i]);
+    if (!t->busy) { /* a row under way (this is one of its callbacks) still works in them */
+        free(t->scratch);
+        free(t->scratch2);
+        t->scratch = t->scratch2 = NULL;
+        t->scratch_cap = t->scratch2_cap = 0;
+    }
     for (int32_t q = 0; q < t->n; q++) t->reach_at[q] = t->row_at[q] = -1;
     t->rows = 0;
 }
@@ -788,12 +842,13 @@ static int nfatab_row(NfaTab *t, int32_t q) {
     if (t->rows >= t->max_rows) return 0;
     for (int32_t i = t->e_ptr[q]; i < t->e_ptr[q + 1]; i++)
         if (nfatab_reach(t, t->e_t[i]) < 0) return -1;
-    const Py_ssize_t row = t->cells.n;
+    const Py_ssize_t row = t->cells.n + CUT_WORDS;
     if (row > INT32_MAX - 2 * (Py_ssize_t)t->nc || t->succ.n > INT32_MAX / 2) {
         PyErr_SetString(PyExc_OverflowError, "NFA step tables too large");
         return -1;
     }
-    if (vec_reserve(&t->cells, 2 * (Py_ssize_t)t->nc) < 0) return -1;
+    if (vec_reserve(&t->cells, CUT_WORDS + 2 * (Py_ssize_t)t->nc) < 0) return -1;
+    t->cells.n += CUT_WORDS; /* the bits: filled below, once the cells are */
     /* classes between two edge boundaries are covered by the same edges: one cell per such segment */
     uint8_t cut[257];
     memset(cut, 0, sizeof(cut));
@@ -833,6 +888,12 @@ static int nfatab_row(NfaTab *t, int32_t q) {
         }
         c = end;
     }
+    /* plain_row joins the configurations' cuts for every row it builds: worked out once here */
+    uint32_t *bits = (uint32_t *)t->cells.v + row - CUT_WORDS;
+    const int32_t *cells = t->cells.v + row;
+    memset(bits, 0, sizeof(uint32_t) * CUT_WORDS);
+    for (int32_t c = 1; c < t->nc; c++)
+        if (cells[2 * c] != cells[2 * c - 2] || cells[2 * c + 1] != cells[2 * c - 1]) bits[c >> 5] |= 1u << (c & 31);
     t->row_at[q] = (int32_t)row;
     t->rows++;
     return 1;
@@ -947,52 +1008,70 @@ PyDoc_STRVAR(plain_row_doc,
 "is keyed by its byte targets in the same form, in ``escape_memo`` else by ``escape(key, pairs,\n"
 "repeats)``.  Returns False, writing nothing, when the tables are full or a node id passes int32.");
 
-static PyObject *plain_row(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
-    int sid;
-    PyObject *max_depth_obj;
-    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
-                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
-        return NULL;
-    /* any int: SchemaOptions bounds max_depth from below only, and a room past INT32_MAX admits
-     * every completion depth alike (see the room below) */
+/* Scratch of ``bytes`` bytes: the tables' own block ``*p`` (grown as needed), or, while another row
+ * is under way (``busy``: this call comes from inside its callbacks, which still use that block),
+ * a fresh one left in ``*own`` for the caller to free; NULL with MemoryError. */
+static void *scratch_take(void **p, size_t *cap, size_t bytes, int busy, void **own) {
+    if (busy) {
+        *own = malloc(bytes);
+        if (*own == NULL) PyErr_NoMemory();
+        return *own;
+    }
+    if (bytes > *cap) {
+        const size_t want = bytes + bytes / 2;
+        void *q = malloc(want); /* not realloc: the old contents are not needed */
+        if (q == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        free(*p);
+        *p = q;
+        *cap = want;
+    }
+    return *p;
+}
+
+/* max_depth as a room: any int >= 0 (SchemaOptions bounds it, but a room past INT32_MAX admits every
+ * completion depth alike, see plain_row_core), LLONG_MAX past long long; -1 with ValueError. */
+static int read_max_depth(PyObject *obj, long long *out) {
     int overflow = 0;
-    long long max_depth = PyLong_Check(max_depth_obj) ? PyLong_AsLongLongAndOverflow(max_depth_obj, &overflow) : -1;
-    if (max_depth == -1 && PyErr_Occurred()) return NULL;
-    if (overflow > 0) max_depth = LLONG_MAX;
-    if (overflow < 0 || max_depth < 0) {
+    long long v = PyLong_Check(obj) ? PyLong_AsLongLongAndOverflow(obj, &overflow) : -1;
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) v = LLONG_MAX;
+    if (overflow < 0 || v < 0) {
         PyErr_SetString(PyExc_ValueError, "max_depth must be an int >= 0");
-        return NULL;
+        return -1;
     }
-    /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
-     * nodes borrowed below, live as long as the call */
-    if (!PyFrozenSet_CheckExact(configs)) {
-        PyErr_Format(PyExc_TypeError, "configs must be a frozenset of (NFA state, stack node) pairs, not %.100s",
-                     Py_TYPE(configs)->tp_name);
-        return NULL;
-    }
-    PyObject *result = NULL, *it = NULL, *item = NULL, *table_obj = NULL;
+    *out = v;
+    return 0;
+}
+
+/* plain_row's work (see its doc): 1 when the row is written, 0 when it is left to the automaton
+ * (nothing written), -1 on error.  ``configs`` is an exact frozenset the caller holds: its pairs,
+ * and so the nodes borrowed below, live as long as the call. */
+static int plain_row_core(NfaTab *t, PyObject *automaton, int sid, PyObject *configs, long long max_depth,
+                          PyObject *plain_memo, PyObject *escape_memo, PyObject *made, PyObject *intern,
+                          PyObject *escape) {
+    int result = -1;
+    PyObject *it = NULL, *item = NULL, *table_obj = NULL;
     Py_buffer table;
     int table_held = 0;
-    int32_t *in = NULL, *grp = NULL, *ids = NULL, *A = NULL, *uids = NULL, *saved = NULL;
-    uint64_t *gh = NULL; /* per group: the hash of its cells */
-    PyObject **nodes = NULL; /* borrowed from ``configs`` (the call's argument tuple holds it) */
-    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
-    if (t == NULL) return NULL;
-    const Py_ssize_t k = PyObject_Length(configs);
-    if (k < 0) return NULL;
+    void *own1 = NULL, *own2 = NULL;
+    const int was_busy = t->busy;
+    const Py_ssize_t k = PySet_GET_SIZE(configs);
     const int32_t nc = t->nc;
-    nodes = malloc(sizeof(PyObject *) * (size_t)(k ? k : 1));
-    uids = malloc(sizeof(int32_t) * (size_t)(k ? k : 1));
-    in = malloc(sizeof(int32_t) * 3 * (size_t)(k ? k : 1));
-    grp = malloc(sizeof(int32_t) * 2 * (size_t)nc); /* per group: its first class, and its index */
-    gh = malloc(sizeof(uint64_t) * (size_t)nc);
-    A = malloc(sizeof(int32_t) * (size_t)nc);
-    if (in == NULL || grp == NULL || gh == NULL || A == NULL || nodes == NULL || uids == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    const size_t kk = (size_t)(k ? k : 1);
+    /* per configuration: its node (borrowed from ``configs``), node id and (state, room, node id);
+     * per group: the hash of its cells, its first class and its index; per class: its group's index */
+    char *s1 = scratch_take(&t->scratch, &t->scratch_cap,
+                            (sizeof(PyObject *) + 4 * sizeof(int32_t)) * kk +
+                                (sizeof(uint64_t) + 3 * sizeof(int32_t)) * (size_t)nc,
+                            was_busy, &own1);
+    if (s1 == NULL) return -1;
+    t->busy = 1;
+    PyObject **nodes = (PyObject **)s1;
+    uint64_t *gh = (uint64_t *)(s1 + sizeof(PyObject *) * kk);
+    int32_t *uids = (int32_t *)(gh + nc), *in = uids + kk, *grp = in + 3 * kk, *A = grp + 2 * (size_t)nc;
     it = PyObject_GetIter(configs);
     if (it == NULL) goto done;
     Py_ssize_t n_in = 0;
@@ -1004,7 +1083,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         PyObject *node = PyTuple_GET_ITEM(item, 1);
         const long q = PyLong_AsLong(PyTuple_GET_ITEM(item, 0)), uid = PyLong_AsLong(node);
         if ((q == -1 || uid == -1) && PyErr_Occurred()) goto done;
-        PyObject *d = PyObject_GetAttrString(node, "depth");
+        PyObject *d = PyObject_GetAttr(node, S_depth);
         if (d == NULL) goto done;
         const long depth = PyLong_AsLong(d);
         Py_DECREF(d);
@@ -1016,8 +1095,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         /* not in the copied NFA, or a node id past int32 (ids grow across evictions for the
          * automaton's life): the automaton builds this row */
         if (q < 0 || q >= t->n || uid > INT32_MAX) {
-            result = Py_False;
-            Py_INCREF(result);
+            result = 0;
             goto done;
         }
         in[3 * n_in] = (int32_t)q;
@@ -1033,24 +1111,21 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         const int ok = nfatab_row(t, in[3 * i]);
         if (ok < 0) goto done;
         if (!ok) {
-            result = Py_False;
-            Py_INCREF(result);
+            result = 0;
             goto done;
         }
     }
     /* classes between two boundaries of any configuration's cells step alike: one segment */
-    uint8_t cut[257];
-    memset(cut, 0, sizeof(cut));
+    uint32_t cut[CUT_WORDS] = {0};
     for (Py_ssize_t i = 0; i < n_in; i++) {
-        const int32_t *cells = t->cells.v + t->row_at[in[3 * i]];
-        for (int32_t c = 1; c < nc; c++)
-            if (cells[2 * c] != cells[2 * c - 2] || cells[2 * c + 1] != cells[2 * c - 1]) cut[c] = 1;
+        const uint32_t *bits = (const uint32_t *)t->cells.v + t->row_at[in[3 * i]] - CUT_WORDS;
+        for (int w = 0; w < CUT_WORDS; w++) cut[w] |= bits[w];
     }
     Py_ssize_t n_grp = 0;
     t->sets.n = 0;
     t->set_at.n = 0; /* per distinct set: its kind (0 plain, 1 escape), offset in ``sets``, length */
     for (int32_t c = 0; c < nc; c++) {
-        if (c > 0 && !cut[c]) {
+        if (c > 0 && !(cut[c >> 5] >> (c & 31) & 1)) {
             A[c] = A[c - 1];
             continue;
         }
@@ -1125,18 +1200,13 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         A[c] = index;
     }
     const Py_ssize_t ns = t->set_at.n / 3;
-    ids = malloc(sizeof(int32_t) * (size_t)(ns ? ns : 1));
-    if (ids == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     /* the callbacks run Python (an escape computes closures): work on a copy of the sets, which
      * another row's call would overwrite */
-    saved = malloc(sizeof(int32_t) * (size_t)(t->sets.n + 3 * ns + 1));
-    if (saved == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    int32_t *ids = scratch_take(&t->scratch2, &t->scratch2_cap,
+                                sizeof(int32_t) * ((size_t)ns + (size_t)t->sets.n + 3 * (size_t)ns + 1), was_busy,
+                                &own2);
+    if (ids == NULL) goto done;
+    int32_t *saved = ids + ns;
     if (t->sets.n) memcpy(saved, t->sets.v, sizeof(int32_t) * (size_t)t->sets.n); /* v is NULL while empty */
     if (ns) memcpy(saved + t->sets.n, t->set_at.v, sizeof(int32_t) * (size_t)(3 * ns));
     const int32_t *recs = saved + t->sets.n;
@@ -1146,7 +1216,7 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
                          n_in);
         if (ids[b] == -3) goto done;
     }
-    table_obj = PyObject_GetAttrString(automaton, "table"); /* after the callbacks: they may grow it */
+    table_obj = PyObject_GetAttr(automaton, S_table); /* after the callbacks: they may grow it */
     if (table_obj == NULL) goto done;
     if (PyObject_GetBuffer(table_obj, &table, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND | PyBUF_WRITABLE) < 0)
         goto done;
@@ -1164,33 +1234,28 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
         }
     int32_t *row = (int32_t *)table.buf + (Py_ssize_t)sid * nc;
     for (int32_t c = 0; c < nc; c++) row[c] = A[c] < 0 ? DEAD : ids[A[c]];
-    result = Py_True;
-    Py_INCREF(result);
+    result = 1;
 done:
+    t->busy = was_busy;
     Py_XDECREF(item);
     Py_XDECREF(it);
     if (table_held) PyBuffer_Release(&table);
     Py_XDECREF(table_obj);
-    free(in);
-    free(grp);
-    free(gh);
-    free(A);
-    free(ids);
-    free(nodes);
-    free(uids);
-    free(saved);
+    free(own1);
+    free(own2);
     return result;
 }
 
 PyDoc_STRVAR(groups_walk_doc,
 "groups_walk(automaton, step, n_classes, class_of_byte, flat, start, length, ids, chain, n_groups, g_run, g_cls,\n"
-"            g_lo, g_hi, mixed_rows, cut_rows, cut_offset, words, check, max_walked) -> int\n\n"
+"            g_lo, g_hi, mixed_rows, cut_rows, cut_offset, words, check, max_walked, rows=None) -> int\n\n"
 "The walked part of a run mask (engine/runs.py) in one pass: for each group g < ``n_groups`` the state\n"
 "``chain[g_run[g]]`` reads a byte of class ``g_cls[g]``; where that leads to a live state, the token rows\n"
 "``mixed_rows[g_lo[g]:g_hi[g]]`` are read on from byte ``g_run[g] + 1`` in it; the rows ``cut_rows`` are\n"
 "read on from byte ``cut_offset`` in ``chain[-1]``.  Each row read to its end sets the bit of its token id in\n"
 "``words`` (uint32).  Returns how many did, or -1, setting nothing, when more than ``max_walked`` rows\n"
-"would be read.  int64 arrays except ``g_cls`` (int32); missing DFA rows come from ``step``.");
+"would be read.  int64 arrays except ``g_cls`` (int32); missing DFA rows come from ``step``, or as in\n"
+"trie_walk with ``rows`` (Automaton.row_context()'s tuple).");
 
 /* A group as checked: its rows ``mixed_rows[lo:hi]``, read on from byte ``off`` in state ``next``. */
 typedef struct {
@@ -1201,12 +1266,15 @@ typedef struct {
 static PyObject *groups_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_flat, *o_start, *o_len, *o_ids, *o_chain, *o_run, *o_gcls, *o_glo, *o_ghi;
-    PyObject *o_mixed, *o_cut, *o_words, *check;
+    PyObject *o_mixed, *o_cut, *o_words, *check, *o_ctx = Py_None;
     Py_ssize_t n_classes, n_groups, cut_off, max_walked;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOnOOOOOOnOOn", &automaton, &step, &n_classes, &o_cls, &o_flat, &o_start,
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOnOOOOOOnOOn|O", &automaton, &step, &n_classes, &o_cls, &o_flat, &o_start,
                           &o_len, &o_ids, &o_chain, &n_groups, &o_run, &o_gcls, &o_glo, &o_ghi, &o_mixed, &o_cut,
-                          &cut_off, &o_words, &check, &max_walked))
+                          &cut_off, &o_words, &check, &max_walked, &o_ctx))
         return NULL;
+    RowCtx rc;
+    const int with_rows = rowctx_open(&rc, o_ctx);
+    if (with_rows < 0) return NULL;
     Buf cls, flat, st, ln, ids, chain, run, gcls, glo, ghi, mixed, cut, words;
     Buf *all[] = {&cls, &flat, &st, &ln, &ids, &chain, &run, &gcls, &glo, &ghi, &mixed, &cut, &words};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
@@ -1231,6 +1299,7 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     }
     dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
+    if (with_rows) d.rows = &rc;
     /* The callbacks (step, check) run Python between the checks below and the reads they guard, and
      * the arrays are plain writable ones: what is checked once (the byte classes, each group's run and
      * row range) is copied first and read from the copy, so a callback that rewrites an array cannot
@@ -1365,6 +1434,103 @@ done:
     return result;
 }
 
+static PyObject *plain_row(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
+    int sid;
+    PyObject *max_depth_obj;
+    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
+                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
+        return NULL;
+    long long max_depth;
+    if (read_max_depth(max_depth_obj, &max_depth) < 0) return NULL;
+    /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
+     * nodes borrowed below, live as long as the call */
+    if (!PyFrozenSet_CheckExact(configs)) {
+        PyErr_Format(PyExc_TypeError, "configs must be a frozenset of (NFA state, stack node) pairs, not %.100s",
+                     Py_TYPE(configs)->tp_name);
+        return NULL;
+    }
+    NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (t == NULL) return NULL;
+    const int ok = plain_row_core(t, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape);
+    if (ok < 0) return NULL;
+    return PyBool_FromLong(ok);
+}
+
+/* ``ctx``: None (0), or Automaton.row_context()'s tuple (tables, states, max_depth, plain_memo,
+ * escape_memo, made, intern, escape, generation), read into ``r`` (1); -1 on error. */
+static int rowctx_open(RowCtx *r, PyObject *ctx) {
+    if (ctx == Py_None) return 0;
+    PyObject *cap, *max_depth_obj, *gen;
+    if (!PyTuple_Check(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "rows must be None or Automaton.row_context()'s tuple");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(ctx, "OO!OO!O!O!OOO;rows must be Automaton.row_context()'s tuple", &cap, &PyList_Type,
+                          &r->states, &max_depth_obj, &PyDict_Type, &r->plain_memo, &PyDict_Type, &r->escape_memo,
+                          &PyDict_Type, &r->made, &r->intern, &r->escape, &gen))
+        return -1;
+    r->t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
+    if (r->t == NULL || read_max_depth(max_depth_obj, &r->max_depth) < 0) return -1;
+    r->generation = PyLong_AsLongLong(gen);
+    if (r->generation == -1 && PyErr_Occurred()) return -1;
+    return 1;
+}
+
+/* Mark the row of ``sid`` done in ``automaton.row_done`` (read now: interning a state may have
+ * replaced it by a larger array).  0, or -1 on error. */
+static int mark_row_done(PyObject *automaton, int32_t sid) {
+    PyObject *obj = PyObject_GetAttr(automaton, S_row_done);
+    if (obj == NULL) return -1;
+    Py_buffer b;
+    if (PyObject_GetBuffer(obj, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND | PyBUF_WRITABLE) < 0) {
+        Py_DECREF(obj);
+        return -1;
+    }
+    const int ok = b.itemsize == 1 && b.ndim == 1 && b.format != NULL && strcmp(b.format, "?") == 0 &&
+                   sid < b.shape[0];
+    if (ok)
+        ((uint8_t *)b.buf)[sid] = 1;
+    else
+        PyErr_SetString(PyExc_ValueError, "automaton.row_done must be a bool array holding the state");
+    PyBuffer_Release(&b);
+    Py_DECREF(obj);
+    return ok ? 0 : -1;
+}
+
+/* A walk's missing row, computed here as Automaton._native_row would (plain_row_core, then
+ * ``row_done``), without the Python frames of step_row -> ensure_rows -> _compute_row ->
+ * _native_row -> native.plain_row around each row.  0 leaves the row to ``step_class`` (the
+ * automaton's own path): the tables are full, a node id passes int32, a configuration is not in
+ * the copied NFA, or an eviction started a new generation (the context's memos and states are the
+ * old one's: the walk then takes the automaton's path for every row).  1 when done, -1 on error.
+ * The accounting (native.count_tables, ``made``'s new entries) is the walk's caller's, after it. */
+static int direct_row(Dfa *d, int32_t sid) {
+    RowCtx *r = d->rows;
+    PyObject *g = PyObject_GetAttr(d->automaton, S_generation);
+    if (g == NULL) return -1;
+    const long long gen = PyLong_AsLongLong(g);
+    Py_DECREF(g);
+    if (gen == -1 && PyErr_Occurred()) return -1;
+    if (gen != r->generation) {
+        d->rows = NULL;
+        return 0;
+    }
+    if (sid >= PyList_GET_SIZE(r->states)) return 0;
+    PyObject *configs = PyObject_GetAttr(PyList_GET_ITEM(r->states, sid), S_configs);
+    if (configs == NULL) return -1;
+    int ok = -1;
+    if (PyFrozenSet_CheckExact(configs))
+        ok = plain_row_core(r->t, d->automaton, sid, configs, r->max_depth, r->plain_memo, r->escape_memo, r->made,
+                            r->intern, r->escape);
+    else
+        PyErr_SetString(PyExc_TypeError, "a DFA state's configs must be a frozenset");
+    Py_DECREF(configs);
+    if (ok <= 0) return ok;
+    return mark_row_done(d->automaton, sid) < 0 ? -1 : 1;
+}
+
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"groups_walk", groups_walk, METH_VARARGS, groups_walk_doc},
@@ -1382,4 +1548,10 @@ static struct PyModuleDef module = {
     methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__walk(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__walk(void) {
+    static PyObject **const names[] = {&S_table, &S_depth, &S_configs, &S_generation, &S_row_done};
+    static const char *const texts[] = {"table", "depth", "configs", "generation", "row_done"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (*names[i] == NULL && (*names[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -331,6 +331,8 @@ class Automaton:
         #: (NFA state << 32 | node id) -> the configuration tuple the plain sets share (a fresh tuple
         #: per pair and set made the garbage collector sweep the whole heap on wide rows)
         self._plain_configs: dict[int, Config] = {}
+        #: how many of ``_plain_configs`` are counted in ``state_bytes`` (:meth:`count_native`)
+        self._made_counted = 0
         self._nodes: dict[tuple[Any, ...], StackNode] = {(0, ()): EMPTY}
         #: bytes held by states, closures and stack nodes (an estimate; rows are in table.nbytes)
         self.state_bytes = 0
@@ -739,17 +741,42 @@ class Automaton:
             tables = self._native_tables = native.nfa_tables(self)
             if tables is None:
                 return False
-        made = self._plain_configs
-        shared = len(made)
         try:
             if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
-                                    self._escape_memo, made, self._intern_plain, self._escape_step):
+                                    self._escape_memo, self._plain_configs, self._intern_plain, self._escape_step):
                 return False
         finally:  # the tables grow even when the row is left to Python or a callback raised
-            native.count_tables(self, tables)
-            self.state_bytes += _MEMO_BYTES * (len(made) - shared)
+            self.count_native()
         self.row_done[sid] = True
         return True
+
+    def row_context(self) -> tuple[Any, ...] | None:
+        """What a native walk needs to build missing rows as :meth:`_native_row` does, without a
+        Python call per row (``engine/_walk.c``, ``direct_row``): the tables, the states, the memos
+        and callbacks of this generation and its number (the walk takes :meth:`step_row` for every
+        row once an eviction changes it).  None when the native rows are off or not built.  The
+        walk must run under :attr:`lock` and call :meth:`count_native` after it, whatever its end.
+        """
+        if not native.enabled:
+            return None
+        tables = self._native_tables
+        if tables is None:
+            tables = self._native_tables = native.nfa_tables(self)
+            if tables is None:
+                return None
+            self.count_native()
+        return (tables, self.states, self.max_depth, self._plain_memo, self._escape_memo, self._plain_configs,
+                self._intern_plain, self._escape_step, self.generation)
+
+    def count_native(self) -> None:
+        """Count what the native rows added since the last count: the tables' derived steps
+        (:func:`native.count_tables`) and the configuration tuples new in ``_plain_configs`` (which
+        only grows within a generation)."""
+        if self._native_tables is not None:
+            native.count_tables(self, self._native_tables)
+        made = len(self._plain_configs)
+        self.state_bytes += _MEMO_BYTES * (made - self._made_counted)
+        self._made_counted = made
 
     def _intern_plain(self, key: bytes, pairs: list[Config], repeats: bool) -> int:
         """The DFA state of a plain step's configurations ``pairs`` (``repeats``: an NFA state occurs

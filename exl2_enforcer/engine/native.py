@@ -117,10 +117,11 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
     Sets their bits in ``words`` (uint32 view of a packed mask, or None).  With
     ``with_states`` also returns their ids and the states they end in (int64 arrays);
     otherwise two empty arrays.  Returns ``(count, ids, end_states)``.  Computes missing
-    DFA rows on the way (:meth:`Automaton.step_row`); ``check`` is called after each and
-    every 4,096 nodes, and may raise (e.g. :class:`~exl2_enforcer.errors.MaskTimeout`).
-    Hold ``auto.lock`` throughout: an eviction during the walk would leave it stepping state
-    ids of the old generation.  Raises ValueError for a negative ``sid`` or malformed arrays.
+    DFA rows on the way, in C as :meth:`Automaton._native_row` would (see :data:`direct_rows`),
+    else by :meth:`Automaton.step_row`; ``check`` is called after each and every 4,096 nodes,
+    and may raise (e.g. :class:`~exl2_enforcer.errors.MaskTimeout`).  Hold ``auto.lock``
+    throughout: an eviction during the walk would leave it stepping state ids of the old
+    generation.  Raises ValueError for a negative ``sid`` or malformed arrays.
     """
     assert _module is not None, "native walks are not built"
     n = trie.tok_ids.shape[0]
@@ -129,12 +130,32 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
     # whitespace runs count instead of stepping (no states for them): not where end states are wanted,
     # nor for a stand-in automaton without the slice methods (tests wrap one to watch its callbacks)
     runs = ws_runs and not with_states and hasattr(auto, "ws_budget")
-    count = _module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
-                              trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, sid, words,
-                              ids if with_states else None, states if with_states else None, check,
-                              auto.ws_flags if runs else None, getattr(auto, "ws_budget", None),
-                              getattr(auto, "ws_advance", None))
+    module = _module
+    count = _with_rows(auto, lambda rows: module.trie_walk(
+        auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo, trie.child_hi, trie.tok_lo,
+        trie.tok_hi, trie.tok_ids, sid, words, ids if with_states else None, states if with_states else None, check,
+        auto.ws_flags if runs else None, getattr(auto, "ws_budget", None), getattr(auto, "ws_advance", None), rows))
     return count, ids[:count], states[:count]
+
+
+#: whether the native walks build missing plain rows themselves (:meth:`Automaton.row_context`)
+#: instead of calling :meth:`Automaton.step_row` for each (the same rows; tests switch it to compare)
+direct_rows: bool = True
+
+
+def _with_rows(auto: "Automaton", walk: Callable[[tuple[Any, ...] | None], int]) -> int:
+    """``walk(rows)`` with ``auto``'s row context (None for a stand-in automaton without one: tests
+    wrap one to watch its step_row calls), under ``auto.lock``; the rows it built directly are
+    counted once after it, also when a callback raised."""
+    if not direct_rows or not hasattr(auto, "row_context"):
+        return walk(None)
+    with auto.lock:
+        rows = auto.row_context()
+        try:
+            return walk(rows)
+        finally:
+            if rows is not None:
+                auto.count_native()
 
 
 #: whether the native trie walk counts whitespace runs past a state at a whitespace loop instead of
@@ -157,10 +178,11 @@ def groups_walk(auto: "Automaton", tokens: "TokenBytes", chain: np.ndarray, tabl
     """
     assert _module is not None, "native walks are not built"
     r = chain.shape[0] - 1
-    kept: int = _module.groups_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, tokens.flat, tokens.start,
-                                    tokens.length, tokens.ids, chain, table.g_upto.item(r), table.g_run, group_classes,
-                                    table.g_lo, table.g_hi, table.mixed_rows, cut_rows, r, words, check, max_walked)
-    return kept
+    module = _module
+    return _with_rows(auto, lambda rows: module.groups_walk(
+        auto, auto.step_row, auto.n_classes, auto.class_of_byte, tokens.flat, tokens.start, tokens.length, tokens.ids,
+        chain, table.g_upto.item(r), table.g_run, group_classes, table.g_lo, table.g_hi, table.mixed_rows, cut_rows,
+        r, words, check, max_walked, rows))
 
 
 def widest_set(table: np.ndarray, sid: int, class_sizes: np.ndarray, min_bytes: int) -> bytes | None:
