@@ -12,17 +12,20 @@ The masks are also checked against the numpy walks with Python rows where a fall
 from __future__ import annotations
 
 import json
+import re
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from data_sets import in_ci
-from enforcer_oracle import encode, vocab_by_name
+from enforcer_oracle import encode, generate, vocab_by_name
 
-from exl2_enforcer import Matcher, compile_json_schema
+from exl2_enforcer import Matcher, compile_json_schema, compile_regex
 from exl2_enforcer.engine import native
 from exl2_enforcer.engine.automaton import UNKNOWN, Automaton
 from exl2_enforcer.errors import MaskTimeout
@@ -307,4 +310,188 @@ def test_direct_walks_leak_no_reference_even_when_callbacks_raise() -> None:
     before = [sys.getrefcount(o) for o in watched]
     run(600)
     assert [sys.getrefcount(o) for o in watched] == before
+    GRAMMAR_CACHE.clear()
+
+
+@needs_native
+def test_tables_filling_mid_pass_hand_the_rest_to_the_automaton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables with room for a few dozen NFA states, under a budget that evicts on most steps: each
+    pass builds rows directly until the tables fill, then hands the rest to step_row, and an eviction
+    empties them again.  Both transitions give the callback path's pass, and the numpy walks' masks."""
+    schema, text = _case("patterns_formats")
+    GRAMMAR_CACHE.clear()
+    n_classes = compile_json_schema(schema, vocab_by_name("llama3")).automaton.n_classes
+    monkeypatch.setattr(native, "PLAIN_TABLE_BYTES", 40 * 8 * n_classes)  # 40 NFA states
+    masks, snap, asked, evictions = _mask_pass(schema, text, True, monkeypatch, memory_bytes=1 << 20)
+    slow_masks, slow_snap, slow_asked, slow_evictions = _mask_pass(schema, text, False, monkeypatch,
+                                                                   memory_bytes=1 << 20)
+    assert 0 < len(asked) < len(slow_asked)  # some rows direct, some left to the automaton
+    assert evictions > 0 and evictions == slow_evictions
+    assert masks == slow_masks and snap == slow_snap
+    monkeypatch.setattr(native, "enabled", False)
+    python_masks, _snap, _asked, _ = _mask_pass(schema, text, True, monkeypatch, memory_bytes=1 << 20)
+    assert masks == python_masks
+
+
+def _wrapped_walk(direct: bool, name: str, wrapper: Callable[[Any, Any], Any],
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Automaton, list[int]]:
+    """A cold trie walk inside :data:`PATTERNS`'s string with ``Automaton.<name>`` replaced by
+    ``wrapper(real, grammar)``: (the count or the exception's type, the automaton, the states the
+    walks asked step_row for)."""
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(PATTERNS, vocab_by_name("llama3"))
+    auto = g.automaton
+    sid = auto.walk(auto.start, b'"')
+    with monkeypatch.context() as m, _counting_step_row(monkeypatch) as asked:
+        m.setattr(native, "direct_rows", direct)
+        m.setattr(Automaton, name, wrapper(getattr(Automaton, name), g))
+        try:
+            with auto.lock:
+                got: Any = native.trie_walk(auto, g.engine.index.trie, sid, None, lambda: None)[0]
+        except Exception as exc:  # the outcome compared
+            got = type(exc)
+    GRAMMAR_CACHE.clear()
+    return got, auto, asked
+
+
+def _rows_right(auto: Automaton) -> None:
+    """Every done row holds, in each class, the state the automaton's own cell step gives
+    (:meth:`Automaton._cell_target`, which interns by configurations: the same id for the same
+    state): a check of the rows that does not share plain_row's code."""
+    n = len(auto.states)
+    table, done = auto.table[:n].copy(), auto.row_done[:n].copy()
+    with auto.lock:
+        for sid in range(n):
+            if done[sid]:
+                assert [auto._cell_target(sid, c) for c in range(auto.n_classes)] == table[sid].tolist(), sid
+
+
+@needs_native
+@pytest.mark.parametrize("at", [1, 7, 60])
+def test_a_walk_inside_an_interning_callback_builds_its_own_rows(at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second cold walk (from the start state, then from inside the string) run by an interning
+    callback of a row under way: it builds its rows directly in the same tables while the outer row
+    still works in their scratch (the inner one takes its own), and both walks end as on the
+    callback path, with the same rows, states and accounting, all counted."""
+    outcomes = []
+    for direct in (True, False):
+        inner: list[int] = []
+
+        def wrapper(real: Any, g: Any, inner: list[int] = inner) -> Any:
+            seen = [0]
+
+            def intern(self: Automaton, key: bytes, pairs: list, repeats: bool) -> int:
+                seen[0] += 1
+                if seen[0] == at:
+                    done = int(self.row_done.sum())
+                    for sid in (self.start, self.walk(self.start, b'"')):
+                        native.trie_walk(self, g.engine.index.trie, sid, None, lambda: None)
+                    inner.append(int(self.row_done.sum()) - done)
+                return int(real(self, key, pairs, repeats))
+            return intern
+
+        got, auto, asked = _wrapped_walk(direct, "_intern_plain", wrapper, monkeypatch)
+        assert inner and inner[0] > 10  # the inner walks built rows
+        if direct:
+            assert asked == []  # ... directly, with the outer row under way
+        _consistent(auto)
+        _rows_right(auto)
+        outcomes.append((got, _snapshot(auto)))
+    assert outcomes[0] == outcomes[1]
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["_intern_plain", "_escape_step"])
+def test_a_callback_raising_at_any_call_leaves_what_the_callback_path_leaves(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interning (or escape) callback raising on its k-th call, for each of its first calls and
+    then every 37th: the same exception, rows, states and accounting as the callback path, all
+    counted."""
+    class Stop(Exception):
+        pass
+
+    for at in [*range(1, 16), *range(16, 300, 37)]:
+        outcomes = []
+        for direct in (True, False):
+            def wrapper(real: Any, _g: Any, at: int = at) -> Any:
+                seen = [0]
+
+                def failing(self: Automaton, key: bytes, pairs: list, repeats: bool) -> int:
+                    seen[0] += 1
+                    if seen[0] == at:
+                        raise Stop
+                    return int(real(self, key, pairs, repeats))
+                return failing
+
+            got, auto, _asked = _wrapped_walk(direct, name, wrapper, monkeypatch)
+            _consistent(auto)
+            outcomes.append((got, _snapshot(auto)))
+        assert outcomes[0] == outcomes[1], at
+
+
+@needs_native
+def test_rows_of_more_than_224_byte_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regex whose bytes fall into more than 224 classes (each ASCII character but NUL, and each
+    UTF-8 continuation and lead byte, of its own): the change bits of a tabulated NFA state span all
+    eight words, and random walks give the same masks and rows with direct rows on and off, and the
+    numpy walks' masks."""
+    chars = [chr(c) for c in range(0x01, 0x80)] + [chr(c) for c in range(0x80, 0xC0)]
+    chars += [chr(0x80 + 0x40 * i) for i in range(30)] + [chr(0x800 + 0x1000 * i) for i in range(15)]
+    chars += [chr(0x10000 + 0x40000 * i) for i in range(4)] + [chr(0x100000)]
+    pattern = "(" + "|".join(re.escape(ch) + re.escape(chars[(i * 37 + 11) % len(chars)]) * (1 + i % 3)
+                             for i, ch in enumerate(chars)) + ")+x"
+    vocab = vocab_by_name("llama3")
+    GRAMMAR_CACHE.clear()
+    first = compile_regex(pattern, vocab)
+    assert first.automaton.n_classes > 224
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+        ids = generate(first, rng, budget=40).ids
+        runs = []
+        for direct, enabled in [(True, True), (False, True), (True, False)]:
+            with monkeypatch.context() as m:
+                m.setattr(native, "direct_rows", direct)
+                m.setattr(native, "enabled", enabled)
+                GRAMMAR_CACHE.clear()
+                g = compile_regex(pattern, vocab)
+                matcher, masks = Matcher(g), []
+                for token in ids:
+                    masks.append(matcher.packed_mask().tobytes())
+                    matcher.accept_token(token)
+                masks.append(matcher.packed_mask().tobytes())
+                runs.append((masks, _snapshot(g.automaton)))
+        assert runs[0] == runs[1]
+        assert runs[0][0] == runs[2][0]
+    GRAMMAR_CACHE.clear()
+
+
+@needs_native
+def test_matchers_of_one_grammar_filling_masks_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads, each with its own matcher of one grammar, fill the masks of the same text at
+    once under a budget that evicts on most steps: the walks (each holding the automaton's lock
+    around its direct rows) give every thread the single-threaded masks."""
+    schema, text = _case("patterns_formats")
+    ids = encode("llama3", text)
+    reference, _snap, _asked, _ = _mask_pass(schema, text, True, monkeypatch)
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(schema, vocab_by_name("llama3"), memory_bytes=1 << 20)
+    wrong: list[Any] = []
+
+    def fill(k: int) -> None:
+        try:
+            matcher = Matcher(g)
+            for i, token in enumerate(ids):
+                if matcher.packed_mask().tobytes() != reference[i]:
+                    wrong.append((k, i))
+                matcher.accept_token(token)
+        except Exception as exc:  # reported below
+            wrong.append((k, repr(exc)))
+
+    threads = [threading.Thread(target=fill, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, wrong[:5]
+    assert g.evictions > 0
     GRAMMAR_CACHE.clear()
