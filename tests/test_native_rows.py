@@ -112,6 +112,29 @@ def test_full_tables_leave_rows_to_python(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @needs_native
+@pytest.mark.parametrize("bound", [16 << 10, 64 << 10])
+def test_every_derived_table_stays_within_the_bound(bound: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PLAIN_TABLE_BYTES`` bounds everything the tables derive (steps, epsilon reaches, scratch), not
+    only the step cells: past it rows go to Python, and they are the same rows."""
+    GRAMMAR_CACHE.clear()
+    free = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
+    explored_free = _explore(free.automaton, 600)
+    assert free.automaton.native_bytes > 256 << 10  # the pass needs more than either bound
+    monkeypatch.setattr(native, "PLAIN_TABLE_BYTES", bound)
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
+    auto = g.automaton
+    explored = _explore(auto, 600)
+    assert explored == explored_free
+    # the check runs before each NFA state is tabulated: past the bound by at most one doubling of a
+    # table's capacity and that state's own cells (the old bound on cells alone let reaches and
+    # scratch run on: 41.5 KiB under a 16 KiB bound, 137 KiB under 64 KiB)
+    assert 0 < auto.native_bytes <= 2 * bound + 16 * auto.n_classes * 4
+    for sid in explored[::7]:
+        assert np.array_equal(auto.table[sid], free.automaton.table[sid]), sid
+
+
+@needs_native
 def test_native_tables_count_in_retained_bytes_and_go_with_an_eviction() -> None:
     GRAMMAR_CACHE.clear()
     g = compile_json_schema(CASES["patterns_formats"], vocab_by_name("llama3"))
@@ -136,7 +159,7 @@ def test_nfa_tables_refuse_malformed_arrays() -> None:
     good = auto.nfa_arrays()
     module = native._module
     assert module is not None
-    module.nfa_tables(auto.n_classes, *good, 10)  # accepted as is
+    module.nfa_tables(auto.n_classes, *good, 1 << 20)  # accepted as is (room for 1 MiB of steps)
 
     def with_(i: int, value: np.ndarray) -> list[np.ndarray]:
         arrays = list(good)
@@ -153,10 +176,10 @@ def test_nfa_tables_refuse_malformed_arrays() -> None:
     for arrays in (with_(3, bad_target), with_(2, bad_class), with_(0, short_pointers), with_(0, falling),
                    with_(7, good[7].astype(np.float32))):
         with pytest.raises(ValueError):
-            module.nfa_tables(auto.n_classes, *arrays, 10)
+            module.nfa_tables(auto.n_classes, *arrays, 1 << 20)
     with pytest.raises(ValueError):
-        module.nfa_tables(0, *good, 10)
-    tables = module.nfa_tables(auto.n_classes, *good, 10)
+        module.nfa_tables(0, *good, 1 << 20)
+    tables = module.nfa_tables(auto.n_classes, *good, 1 << 20)
     args = (auto.max_depth, {}, {}, {}, lambda k, p, r: 0, lambda k, p, r: 0)
     with pytest.raises(ValueError):
         module.plain_row(tables, auto, auto.start, frozenset({(1, 2, 3)}), *args)

@@ -535,7 +535,7 @@ typedef struct NfaTab {
     void *scratch, *scratch2;
     size_t scratch_cap, scratch2_cap;
     int busy;
-    Py_ssize_t rows, max_rows;
+    Py_ssize_t rows, max_bytes; /* tabulating stops once the derived tables hold max_bytes */
 } NfaTab;
 
 static void nfatab_free(NfaTab *t) {
@@ -596,16 +596,17 @@ static int32_t *copy_ints(const Buf *b, Py_ssize_t n) {
 }
 
 PyDoc_STRVAR(nfa_tables_doc,
-"nfa_tables(n_classes, e_ptr, e_clo, e_chi, e_t, p_ptr, p_t, special, h, max_rows) -> capsule\n\n"
+"nfa_tables(n_classes, e_ptr, e_clo, e_chi, e_t, p_ptr, p_t, special, h, max_bytes) -> capsule\n\n"
 "Copy an NFA (int32 arrays: byte edges in class space as CSR pointers, first class, end class and\n"
 "target; epsilon edges as CSR pointers and target; per state a special flag and its completion depth)\n"
-"into the tables plain_row steps with.  At most ``max_rows`` states get their steps tabulated.");
+"into the tables plain_row steps with.  No more NFA states get their steps tabulated once the tables\n"
+"derived from it (steps, epsilon reaches, scratch) hold ``max_bytes``: rows then go to the automaton.");
 
 static PyObject *nfa_tables(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o[8];
-    Py_ssize_t nc, max_rows;
-    if (!PyArg_ParseTuple(args, "nOOOOOOOOn", &nc, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &max_rows))
+    Py_ssize_t nc, max_bytes;
+    if (!PyArg_ParseTuple(args, "nOOOOOOOOn", &nc, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &max_bytes))
         return NULL;
     static const char *names[8] = {"e_ptr", "e_clo", "e_chi", "e_t", "p_ptr", "p_t", "special", "h"};
     Buf b[8];
@@ -649,7 +650,7 @@ static PyObject *nfa_tables(PyObject *self, PyObject *args) {
     }
     t->n = (int32_t)n;
     t->nc = (int32_t)nc;
-    t->max_rows = max_rows;
+    t->max_bytes = max_bytes;
     const size_t m = (size_t)(n ? n : 1);
     if ((t->e_ptr = copy_ints(&b[0], n + 1)) == NULL || (t->e_clo = copy_ints(&b[1], ne)) == NULL ||
         (t->e_chi = copy_ints(&b[2], ne)) == NULL || (t->e_t = copy_ints(&b[3], ne)) == NULL ||
@@ -839,7 +840,7 @@ static int nfatab_reach(NfaTab *t, int32_t x) {
 /* Tabulate state ``q``'s steps: 1 when done, 0 when the tables are full, -1 on error. */
 static int nfatab_row(NfaTab *t, int32_t q) {
     if (t->row_at[q] >= 0) return 1;
-    if (t->rows >= t->max_rows) return 0;
+    if (nfatab_derived_bytes(t) >= t->max_bytes) return 0;
     for (int32_t i = t->e_ptr[q]; i < t->e_ptr[q + 1]; i++)
         if (nfatab_reach(t, t->e_t[i]) < 0) return -1;
     const Py_ssize_t row = t->cells.n + CUT_WORDS;

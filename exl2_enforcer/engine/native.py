@@ -47,9 +47,10 @@ available: bool = _module is not None
 enabled: bool = available and os.environ.get("EXL2_ENFORCER_NATIVE", "1") != "0"
 
 
-#: bytes of per-class step cells the native tables of one automaton may hold (DFA rows whose
-#: NFA states do not fit are built in Python until an eviction empties them); the steps count in
-#: the grammar's retained bytes, the tables' copy of the NFA in its footprint (as the NFA does)
+#: bytes the native tables of one automaton may derive from its NFA (per-class steps, epsilon
+#: reaches, scratch; past it, DFA rows whose NFA states are not tabulated yet are built in Python
+#: until an eviction empties them); they count in the grammar's retained bytes, the tables' copy of
+#: the NFA in its footprint (as the NFA does)
 PLAIN_TABLE_BYTES = 32 << 20
 
 
@@ -58,8 +59,7 @@ def nfa_tables(auto: "Automaton") -> Any:
     extension is not built."""
     if _module is None:
         return None
-    max_states = max(1, PLAIN_TABLE_BYTES // (8 * auto.n_classes))  # two int32 per class and NFA state
-    return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), max_states)
+    return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), PLAIN_TABLE_BYTES)
 
 
 def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
