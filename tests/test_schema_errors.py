@@ -120,6 +120,44 @@ def test_unsupported_keyword_names_keyword(vocab):
     assert info.value.keyword == "not"
 
 
+def test_unique_items_error_says_when_and_what_to_do(vocab):
+    """pydantic writes uniqueItems for every set[...] field; a bare "not supported" sent a new user
+    to the docs to learn that it works with maxItems <= 1 and what to write instead."""
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 9},
+                                                        "uniqueItems": True}}}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh(schema), vocab)
+    text = str(info.value)
+    assert info.value.pointer == "/properties/tags/uniqueItems" and info.value.keyword == "uniqueItems"
+    assert "maxItems above 1" in text and "de-duplicate" in text and "lenient" in text
+    # with maxItems 1 it compiles
+    compile_json_schema(_fresh({"type": "array", "uniqueItems": True, "maxItems": 1}), vocab)
+
+
+def test_oneof_error_names_a_discriminator_that_is_not_required(vocab):
+    """pydantic's discriminated union of models whose Literal tag has a default lists the tag with
+    const values but does not require it: the error said "make them disjoint (e.g. a const
+    discriminator)" to a schema that had one.  It now names the member and the fix."""
+    cat = {"type": "object", "properties": {"kind": {"const": "cat", "default": "cat", "type": "string"},
+                                            "lives": {"type": "integer"}}, "required": ["lives"]}
+    dog = {"type": "object", "properties": {"kind": {"const": "dog", "default": "dog", "type": "string"},
+                                            "good": {"type": "boolean"}}, "required": ["good"]}
+    schema = {"$defs": {"Cat": cat, "Dog": dog}, "type": "object", "required": ["pet"], "properties": {
+        "pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                "discriminator": {"propertyName": "kind"}}}}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh(schema), vocab)
+    assert info.value.pointer == "/properties/pet/oneOf"
+    assert "'kind' is not required in both" in str(info.value) and "add 'kind'" in str(info.value)
+    # required in both: proven disjoint by the discriminator, compiles
+    for branch in (cat, dog):
+        branch["required"] = ["kind", *branch["required"]]
+    compile_json_schema(_fresh(schema), vocab)
+    # branches that share no such member keep the general advice
+    with pytest.raises(SchemaError, match=r"e\.g\. a const discriminator"):
+        compile_json_schema(_fresh({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}), vocab)
+
+
 def test_schema_text_that_is_not_json(vocab):
     with pytest.raises(SchemaError) as info:
         compile_json_schema("{not json", vocab)

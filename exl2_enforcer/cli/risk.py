@@ -318,11 +318,10 @@ class _Walker:
     def ignored_keywords(self, s: dict, ptr: str) -> None:
         """Under ``lenient``, unsupported keywords are dropped: outputs may not validate."""
         for key, value in s.items():
-            if key in UNSUPPORTED or (key == "uniqueItems" and value is True):
+            if key in UNSUPPORTED or (key == "uniqueItems" and value is True and s.get("maxItems", 2) > 1):
                 self.add(child_pointer(ptr, key), "ignored_keyword",
                          f"keyword {key!r} is not supported and --lenient ignores it: outputs may not validate",
-                         "rewrite the schema without it (e.g. an enum instead of not, anyOf instead of "
-                         "if/then/else), or validate the output after generation")
+                         "rewrite the schema without it, or validate the output after generation")
 
 
 _PATTERNS: dict[tuple[str, str], tuple[int, int]] = {}

@@ -437,7 +437,12 @@ class SchemaCompiler:
         for key, value in schema.items():
             if key in UNSUPPORTED or (key == "uniqueItems" and value is True and schema.get("maxItems", 2) > 1):
                 msg = f"keyword {key!r} is not supported"
+                if key == "uniqueItems":
+                    msg += " with maxItems above 1 (an automaton cannot remember which items it wrote)"
                 if not self.options.lenient:
+                    if key == "uniqueItems":  # pydantic writes it for every set[...] field
+                        msg += ("; drop it and de-duplicate after generation (in a pydantic model: a list instead"
+                                " of a set), or lenient=True (CLI --lenient) ignores it")
                     raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
                 self.warnings.append(f"{msg} at {self.place(ctx.child(key).pointer) or '/'}; ignored")
                 warnings.warn(self.warnings[-1], stacklevel=3)
