@@ -158,6 +158,20 @@ def test_oneof_error_names_a_discriminator_that_is_not_required(vocab):
         compile_json_schema(_fresh({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}), vocab)
 
 
+@pytest.mark.parametrize("bad", ["int", ["string", "float"]])
+def test_unknown_type_name_lists_the_names(vocab, bad):
+    """jsonschema's own message ("'int' is not valid under any of the given schemas") does not say
+    what a type may be; the error now lists the seven names.  A property called "type" is not the
+    keyword and gets no such hint."""
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"a": {"type": bad}}}), vocab)
+    assert info.value.pointer == "/properties/a/type"
+    assert "a type is one of array, boolean, integer, null, number, object, string" in str(info.value)
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"type": 5}}), vocab)
+    assert info.value.pointer == "/properties/type" and "a type is one of" not in str(info.value)
+
+
 def test_schema_text_that_is_not_json(vocab):
     with pytest.raises(SchemaError) as info:
         compile_json_schema("{not json", vocab)
