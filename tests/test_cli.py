@@ -170,6 +170,34 @@ def test_risk_shallow_merges_combinators():
     assert analyse_schema(ref, vocab) == []
 
 
+def test_risk_walks_conditionals_and_names_real_places():
+    """check found nothing in then/else, dependentSchemas or patternProperties (a required free-text
+    field inside `then` of the if/then/else discriminator form: "risks: none found"), kept only the
+    last if/then of an allOf, and named a parent's property through the branch that merged it
+    (/anyOf/0/properties/a, a place the schema does not have)."""
+    vocab = default_vocabulary()
+    schema = {"type": "object", "required": ["kind"],
+              "properties": {"kind": {"enum": ["a", "b"]}, "note": {"type": "string"}},
+              "if": {"properties": {"kind": {"const": "a"}}},
+              "then": {"properties": {"text": {"type": "string"}}, "required": ["text"]},
+              "else": {"properties": {"list": {"type": "array", "items": {"type": "integer"}}}},
+              "dependentSchemas": {"note": {"properties": {"why": {"type": "string"}}}},
+              "patternProperties": {"^x_": {"type": "string"}}}
+    got = {(r.pointer, r.kind) for r in analyse_schema(schema, vocab)}
+    assert got == {("/then/properties/text", "free_text"), ("/else/properties/list", "unbounded_array"),
+                   ("/dependentSchemas/note/properties/why", "free_text"), ("/properties/note", "free_text"),
+                   ("/patternProperties/^x_", "free_text")}, got
+    all_of = {"type": "object", "properties": {"kind": {"enum": ["f", "u"]}}, "allOf": [
+        {"if": {"properties": {"kind": {"const": "f"}}}, "then": {"properties": {"path": {"type": "string"}}}},
+        {"if": {"properties": {"kind": {"const": "u"}}}, "then": {"properties": {"url": {"type": "string"}}}}]}
+    got = {(r.pointer, r.kind) for r in analyse_schema(all_of, vocab)}
+    assert got == {("/allOf/0/then/properties/path", "free_text"), ("/allOf/1/then/properties/url", "free_text")}
+    parent = {"type": "object", "properties": {"a": {"type": "string"}},
+              "anyOf": [{"required": ["a"]}, {"properties": {"b": {"type": "string"}}}]}
+    got = {(r.pointer, r.kind) for r in analyse_schema(parent, vocab)}
+    assert got == {("/properties/a", "free_text"), ("/anyOf/1/properties/b", "free_text")}
+
+
 # ----------------------------------------------------------------------------- bench
 
 def test_bench_function_call_json(capsys):
