@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -466,3 +467,22 @@ def test_closed_stdout_stops_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_every_option_is_in_docs_cli_md():
+    """docs/cli.md is the reference: --unknown-keywords was in every command's --help but in no
+    table of it.  Each long option of the parser (the schema options, check/bench's and
+    generate's own) must appear in the document."""
+    import argparse
+
+    from exl2_enforcer.cli.app import build_parser
+
+    doc = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = set()
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            missing |= {f"{name} {o}" for o in action.option_strings if o.startswith("--") and o != "--help"
+                        and not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", doc)}
+    assert not missing, f"options missing from docs/cli.md: {sorted(missing)}"
