@@ -307,6 +307,9 @@ def test_bad_choices(vocab):
         compile_choice(["ok", ""], vocab)
     with pytest.raises(EnforcerError):
         compile_choice(["ok", 3], vocab)  # type: ignore[list-item]
+    # a str is a Sequence[str]: compile_choice("yes") accepted "y", "e" or "s"
+    with pytest.raises(EnforcerError, match=r"for one choice pass \[choice\]"):
+        compile_choice("yes", vocab)
 
 
 def test_choice_texts_round_trip_through_json(vocab):
