@@ -172,6 +172,19 @@ def test_unknown_type_name_lists_the_names(vocab, bad):
     assert info.value.pointer == "/properties/type" and "a type is one of" not in str(info.value)
 
 
+def test_format_with_a_huge_maxlength_says_what_to_change(vocab):
+    """pydantic's HttpUrl/AnyUrl write {"format": "uri", "minLength": 1, "maxLength": 2083}: refused
+    with only "the length bound needs more than 250000 automaton states".  The error now names the
+    format, the bound and the fix; a smaller bound compiles."""
+    url = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"url": url}}), vocab)
+    text = str(info.value)
+    assert info.value.pointer == "/properties/url" and info.value.keyword == "maxLength"
+    assert "format 'uri'" in text and "maxLength 2083" in text and "a smaller maxLength" in text
+    compile_json_schema(_fresh({**url, "maxLength": 200}), vocab)
+
+
 def test_schema_text_that_is_not_json(vocab):
     with pytest.raises(SchemaError) as info:
         compile_json_schema("{not json", vocab)

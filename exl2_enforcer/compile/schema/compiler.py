@@ -538,6 +538,11 @@ class SchemaCompiler:
             if lo or hi is not None:
                 where, keyword = ctx.pointer, "maxLength" if hi is not None else "minLength"
             msg = str(e) if "admits no value" not in str(e) else f"{e} (the string admits no value)"
+            if "automaton states" in msg and hi is not None:
+                # e.g. pydantic's HttpUrl/AnyUrl: format 'uri' with maxLength 2083
+                what = f"format {schema['format']!r}" if "format" in schema else "the pattern"
+                msg += (f": {what} is counted character by character up to maxLength {hi}; a smaller maxLength"
+                        " (a few hundred) compiles, or drop maxLength and check the length after generation")
             raise SchemaError(msg, where, keyword=keyword) from None
         return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
 
