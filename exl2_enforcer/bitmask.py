@@ -162,9 +162,12 @@ def _apply_torch(logits: Any, bitmask: Any) -> None:
         raise BitmaskError(f"logits must have shape (width,) or (batch, width), got {tuple(logits.shape)}")
     if not _is_torch(bitmask):
         raise BitmaskError(f"bitmask must be a torch tensor for torch logits, got {type(bitmask).__name__}")
-    if bitmask.dtype != torch.int32 or bitmask.dim() != logits.dim():
-        raise BitmaskError(f"bitmask must be int32 with {logits.dim()} dimension(s), got {bitmask.dtype} "
-                           f"of shape {tuple(bitmask.shape)}")
+    if bitmask.dtype != torch.int32:
+        raise BitmaskError(f"bitmask must have dtype torch.int32, got {bitmask.dtype}")
+    if bitmask.dim() != logits.dim():  # e.g. a (words,) mask for (1, width) logits: say which shape fits
+        want = "(batch, words)" if logits.dim() == 2 else "(words,)"
+        raise BitmaskError(f"bitmask must have shape {want} for logits of shape {tuple(logits.shape)}, got shape "
+                           f"{tuple(bitmask.shape)} (allocate_bitmask(width, batch_size) makes a batched one)")
     width = logits.shape[-1]
     words = bitmask_words(width)
     if bitmask.shape[-1] < words:

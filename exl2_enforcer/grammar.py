@@ -369,6 +369,9 @@ def compile_choice(choices: Sequence[str], vocab: TokenVocabulary, *,
     """
     _check_vocab(vocab)
     _check_memory(memory_bytes)
+    if isinstance(choices, (str, bytes)):  # a str is a Sequence[str]: its characters would be the choices
+        raise EnforcerError(f"choices: must be a list of strings, got a {type(choices).__name__} {choices!r:.60}; "
+                            "for one choice pass [choice]")
     choices = list(choices)
     if not choices:
         raise EnforcerError("choices: need at least one choice")

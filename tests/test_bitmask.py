@@ -129,3 +129,17 @@ def test_apply_refuses_mismatched_pairs():
         apply_bitmask(torch.zeros(2, WIDTH), words)
     with pytest.raises(BitmaskError, match="int32"):
         apply_bitmask(torch.zeros(2, WIDTH), torch.zeros(2, 258, dtype=torch.int64))
+
+
+def test_torch_apply_names_the_shape_that_fits():
+    """A (words,) mask for (1, width) torch logits (what an HF-style loop has) said "bitmask must be
+    int32 with 2 dimension(s), got torch.int32 ...", which blamed a dtype that was right."""
+    torch = pytest.importorskip("torch")
+    one_row = allocate_bitmask(WIDTH, library="torch")
+    with pytest.raises(BitmaskError, match=r"shape \(batch, words\) for logits of shape \(1, \d+\)") as info:
+        apply_bitmask(torch.zeros(1, WIDTH), one_row)
+    assert "allocate_bitmask(width, batch_size)" in str(info.value)
+    with pytest.raises(BitmaskError, match=r"shape \(words,\) for logits of shape \(\d+,\)"):
+        apply_bitmask(torch.zeros(WIDTH), allocate_bitmask(WIDTH, 1, library="torch"))
+    with pytest.raises(BitmaskError, match="dtype torch.int32, got torch.int64"):
+        apply_bitmask(torch.zeros(WIDTH), torch.zeros(258, dtype=torch.int64))

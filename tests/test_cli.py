@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,34 @@ def test_risk_shallow_merges_combinators():
     assert analyse_schema({"type": "string", "anyOf": [{"maxLength": 5}, {"enum": ["a"]}]}, vocab) == []
     ref = {"properties": {"a": {"$ref": "#/$defs/s", "maxLength": 3}}, "$defs": {"s": {"type": "string"}}}
     assert analyse_schema(ref, vocab) == []
+
+
+def test_risk_walks_conditionals_and_names_real_places():
+    """check found nothing in then/else, dependentSchemas or patternProperties (a required free-text
+    field inside `then` of the if/then/else discriminator form: "risks: none found"), kept only the
+    last if/then of an allOf, and named a parent's property through the branch that merged it
+    (/anyOf/0/properties/a, a place the schema does not have)."""
+    vocab = default_vocabulary()
+    schema = {"type": "object", "required": ["kind"],
+              "properties": {"kind": {"enum": ["a", "b"]}, "note": {"type": "string"}},
+              "if": {"properties": {"kind": {"const": "a"}}},
+              "then": {"properties": {"text": {"type": "string"}}, "required": ["text"]},
+              "else": {"properties": {"list": {"type": "array", "items": {"type": "integer"}}}},
+              "dependentSchemas": {"note": {"properties": {"why": {"type": "string"}}}},
+              "patternProperties": {"^x_": {"type": "string"}}}
+    got = {(r.pointer, r.kind) for r in analyse_schema(schema, vocab)}
+    assert got == {("/then/properties/text", "free_text"), ("/else/properties/list", "unbounded_array"),
+                   ("/dependentSchemas/note/properties/why", "free_text"), ("/properties/note", "free_text"),
+                   ("/patternProperties/^x_", "free_text")}, got
+    all_of = {"type": "object", "properties": {"kind": {"enum": ["f", "u"]}}, "allOf": [
+        {"if": {"properties": {"kind": {"const": "f"}}}, "then": {"properties": {"path": {"type": "string"}}}},
+        {"if": {"properties": {"kind": {"const": "u"}}}, "then": {"properties": {"url": {"type": "string"}}}}]}
+    got = {(r.pointer, r.kind) for r in analyse_schema(all_of, vocab)}
+    assert got == {("/allOf/0/then/properties/path", "free_text"), ("/allOf/1/then/properties/url", "free_text")}
+    parent = {"type": "object", "properties": {"a": {"type": "string"}},
+              "anyOf": [{"required": ["a"]}, {"properties": {"b": {"type": "string"}}}]}
+    got = {(r.pointer, r.kind) for r in analyse_schema(parent, vocab)}
+    assert got == {("/properties/a", "free_text"), ("/anyOf/1/properties/b", "free_text")}
 
 
 # ----------------------------------------------------------------------------- bench
@@ -438,3 +467,22 @@ def test_closed_stdout_stops_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_every_option_is_in_docs_cli_md():
+    """docs/cli.md is the reference: --unknown-keywords was in every command's --help but in no
+    table of it.  Each long option of the parser (the schema options, check/bench's and
+    generate's own) must appear in the document."""
+    import argparse
+
+    from exl2_enforcer.cli.app import build_parser
+
+    doc = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = set()
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            missing |= {f"{name} {o}" for o in action.option_strings if o.startswith("--") and o != "--help"
+                        and not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", doc)}
+    assert not missing, f"options missing from docs/cli.md: {sorted(missing)}"

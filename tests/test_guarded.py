@@ -396,6 +396,16 @@ def test_job_deadline_applies_during_prefill(ns, env):
     assert res["short"].end_reason == "completed"
 
 
+def test_generate_json_refuses_a_single_string_as_prompts(ns, env):
+    """A str is a Sequence[str]: generate_json(gen, tok, "Describe Oslo:", schema) queued one job
+    per character.  It is a TypeError that says to pass [prompt], before any job starts."""
+    e = env()
+    gen = JobLoopGenerator(e.model, e.tokenizer)
+    with pytest.raises(TypeError, match=r"pass \[prompt\]"):
+        ns.guarded.generate_json(gen, e.tokenizer, "Describe Oslo:", CALL, options=OPTIONS)
+    assert gen.num_remaining_jobs() == 0
+
+
 @pytest.mark.parametrize("action", ["salvage", "cancel"])
 def test_generate_json_batch_deadline(ns, env, action):
     """generate_json with a batch deadline: every prompt gets a result, in order, by the

@@ -269,6 +269,18 @@ def test_errors_report_position(pattern, position, message):
     assert info.value.pattern == pattern
 
 
+@pytest.mark.parametrize("pattern", ["(?i)hello", "(?P<year>\\d{4})", "a(?s).b", "(?-i:a)"])
+def test_python_only_groups_say_so(pattern):
+    """Inline flags and (?P<name>...) are Python re syntax, common in patterns written for re; the
+    error said only "invalid group", which sent a new user looking for a typo."""
+    with pytest.raises(RegexError, match="Python 're' syntax, not ECMA-262") as info:
+        compile_regex(NFA(), pattern, search=True)
+    assert info.value.position == pattern.index("(?")
+    with pytest.raises(SchemaError, match="spell a flag out") as sinfo:
+        compile_json_schema({"properties": {"a": {"type": "string", "pattern": pattern}}}, default_vocabulary())
+    assert sinfo.value.pointer == "/properties/a/pattern"
+
+
 def test_bad_mode():
     with pytest.raises(ValueError):
         compile_regex(NFA(), "a", mode="utf16")

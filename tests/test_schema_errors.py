@@ -120,6 +120,71 @@ def test_unsupported_keyword_names_keyword(vocab):
     assert info.value.keyword == "not"
 
 
+def test_unique_items_error_says_when_and_what_to_do(vocab):
+    """pydantic writes uniqueItems for every set[...] field; a bare "not supported" sent a new user
+    to the docs to learn that it works with maxItems <= 1 and what to write instead."""
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 9},
+                                                        "uniqueItems": True}}}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh(schema), vocab)
+    text = str(info.value)
+    assert info.value.pointer == "/properties/tags/uniqueItems" and info.value.keyword == "uniqueItems"
+    assert "maxItems above 1" in text and "de-duplicate" in text and "lenient" in text
+    # with maxItems 1 it compiles
+    compile_json_schema(_fresh({"type": "array", "uniqueItems": True, "maxItems": 1}), vocab)
+
+
+def test_oneof_error_names_a_discriminator_that_is_not_required(vocab):
+    """pydantic's discriminated union of models whose Literal tag has a default lists the tag with
+    const values but does not require it: the error said "make them disjoint (e.g. a const
+    discriminator)" to a schema that had one.  It now names the member and the fix."""
+    cat = {"type": "object", "properties": {"kind": {"const": "cat", "default": "cat", "type": "string"},
+                                            "lives": {"type": "integer"}}, "required": ["lives"]}
+    dog = {"type": "object", "properties": {"kind": {"const": "dog", "default": "dog", "type": "string"},
+                                            "good": {"type": "boolean"}}, "required": ["good"]}
+    schema = {"$defs": {"Cat": cat, "Dog": dog}, "type": "object", "required": ["pet"], "properties": {
+        "pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                "discriminator": {"propertyName": "kind"}}}}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh(schema), vocab)
+    assert info.value.pointer == "/properties/pet/oneOf"
+    assert "'kind' is not required in both" in str(info.value) and "add 'kind'" in str(info.value)
+    # required in both: proven disjoint by the discriminator, compiles
+    for branch in (cat, dog):
+        branch["required"] = ["kind", *branch["required"]]
+    compile_json_schema(_fresh(schema), vocab)
+    # branches that share no such member keep the general advice
+    with pytest.raises(SchemaError, match=r"e\.g\. a const discriminator"):
+        compile_json_schema(_fresh({"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}), vocab)
+
+
+@pytest.mark.parametrize("bad", ["int", ["string", "float"]])
+def test_unknown_type_name_lists_the_names(vocab, bad):
+    """jsonschema's own message ("'int' is not valid under any of the given schemas") does not say
+    what a type may be; the error now lists the seven names.  A property called "type" is not the
+    keyword and gets no such hint."""
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"a": {"type": bad}}}), vocab)
+    assert info.value.pointer == "/properties/a/type"
+    assert "a type is one of array, boolean, integer, null, number, object, string" in str(info.value)
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"type": 5}}), vocab)
+    assert info.value.pointer == "/properties/type" and "a type is one of" not in str(info.value)
+
+
+def test_format_with_a_huge_maxlength_says_what_to_change(vocab):
+    """pydantic's HttpUrl/AnyUrl write {"format": "uri", "minLength": 1, "maxLength": 2083}: refused
+    with only "the length bound needs more than 250000 automaton states".  The error now names the
+    format, the bound and the fix; a smaller bound compiles."""
+    url = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2083}
+    with pytest.raises(SchemaError) as info:
+        compile_json_schema(_fresh({"type": "object", "properties": {"url": url}}), vocab)
+    text = str(info.value)
+    assert info.value.pointer == "/properties/url" and info.value.keyword == "maxLength"
+    assert "format 'uri'" in text and "maxLength 2083" in text and "a smaller maxLength" in text
+    compile_json_schema(_fresh({**url, "maxLength": 200}), vocab)
+
+
 def test_schema_text_that_is_not_json(vocab):
     with pytest.raises(SchemaError) as info:
         compile_json_schema("{not json", vocab)
@@ -255,6 +320,9 @@ def test_bad_choices(vocab):
         compile_choice(["ok", ""], vocab)
     with pytest.raises(EnforcerError):
         compile_choice(["ok", 3], vocab)  # type: ignore[list-item]
+    # a str is a Sequence[str]: compile_choice("yes") accepted "y", "e" or "s"
+    with pytest.raises(EnforcerError, match=r"for one choice pass \[choice\]"):
+        compile_choice("yes", vocab)
 
 
 def test_choice_texts_round_trip_through_json(vocab):

@@ -38,11 +38,15 @@ def add_parser(sub: Any) -> None:
     src.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt (repeatable)")
     src.add_argument("--prompts", metavar="FILE.jsonl",
                      help='one prompt per line: a JSON string or an object with a "prompt" key')
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N",
+                   help="new tokens per job (default 512); the watchdog trips at three quarters of it, so that "
+                        "salvage can still close the value")
     p.add_argument("--token-deadline-ms", type=float, default=GuardPolicy.token_deadline_ms, metavar="MS",
                    help=f"per-token deadline for filter work (default {GuardPolicy.token_deadline_ms:g})")
-    p.add_argument("--job-timeout", type=float, default=None, metavar="S", help="wall-clock limit per job")
-    p.add_argument("--batch-timeout", type=float, default=None, metavar="S", help="wall-clock limit for all")
+    p.add_argument("--job-timeout", type=float, default=None, metavar="S",
+                   help="wall-clock limit per job, in seconds (default: none)")
+    p.add_argument("--batch-timeout", type=float, default=None, metavar="S",
+                   help="wall-clock limit for the whole batch, in seconds (default: none)")
     p.add_argument("--on-trip", choices=TRIP_ACTIONS, default="salvage", help="reaction to a trip (default salvage)")
     p.add_argument("--max-seq-len", type=int, default=4096, metavar="N", help="cache length (default 4096)")
     p.add_argument("--paged", choices=("auto", "yes", "no"), default="auto",

@@ -15,8 +15,10 @@ found (measured on the given vocabulary where that means something) and a concre
 ``open_object``      an object that takes extra keys
 ``ignored_keyword``  an unsupported keyword that ``lenient`` ignores
 
-The analysis is per subschema with shallow merging of ``allOf``/``anyOf`` siblings; it
-assumes the schema compiles (run it after :func:`~.grammar.compile_json_schema`).
+The analysis is per subschema with shallow merging of ``allOf``/``anyOf`` siblings
+(``then``/``else`` and ``dependentSchemas`` entries are alternatives next to their siblings);
+a risk's pointer is where its subschema is written.  It assumes the schema compiles (run it
+after :func:`~.grammar.compile_json_schema`).
 """
 
 from __future__ import annotations
@@ -98,6 +100,10 @@ def _pointer_map(doc: Any, pointer: str = "", out: dict[int, str] | None = None)
     return out
 
 
+#: keywords whose subschemas are alternatives (walked one by one, never merged shallowly into a parent)
+_BRANCHING = frozenset({"anyOf", "oneOf", "if", "then", "else", "dependentSchemas", "dependencies", "allOf"})
+
+
 def _merge(base: dict, extra: dict) -> dict:
     """Shallow merge for analysis: ``extra`` wins, ``properties`` and ``required`` are joined."""
     out = dict(base)
@@ -139,6 +145,11 @@ class _Walker:
         if isinstance(s, dict) and self.options.lenient:
             self.ignored_keywords(s, ptr)
             s = {k: v for k, v in s.items() if k not in UNSUPPORTED}
+        if isinstance(s, dict):
+            # a subschema as written keeps its own place, also when reached through a merged parent
+            # (a property of an object whose anyOf branches were merged with it is at /properties/x,
+            # not /anyOf/0/properties/x)
+            ptr = self.pointers.get(id(s), ptr)
         if not isinstance(s, dict) or not (s.keys() - ANNOTATIONS):
             # inside a combinator an annotation-only branch just means "the siblings' schema"
             if (s is True or isinstance(s, dict)) and not in_branch:
@@ -148,6 +159,23 @@ class _Walker:
             return self.ref(s, ptr, res)
         if "allOf" in s:
             return self.all_of(s, ptr, res)
+        if "if" in s and ("then" in s or "else" in s):
+            # read as anyOf [if and then, not-if and else], as the compiler does: each side with its siblings
+            rest = {k: v for k, v in s.items() if k not in ("if", "then", "else")}
+            sides = [(key, _merge(rest, s[key]) if isinstance(s[key], dict) else rest)
+                     for key in ("then", "else") if key in s]
+            if "else" not in s:
+                sides.append(("", rest))
+            return max((self.walk(b, child_pointer(ptr, key) if key else ptr, res, True) for key, b in sides),
+                       key=lambda r: r[0])
+        deps = s.get("dependentSchemas") if not self.draft7 else s.get("dependencies")
+        if isinstance(deps, dict) and any(isinstance(d, dict) for d in deps.values()):
+            # each dependent schema applies next to its siblings when its trigger member is present
+            key = "dependencies" if self.draft7 else "dependentSchemas"
+            rest = {k: v for k, v in s.items() if k != key}
+            sides = [(child_pointer(ptr, key, name), _merge(rest, d))
+                     for name, d in deps.items() if isinstance(d, dict)]
+            return max((self.walk(b, where, res, True) for where, b in [(ptr, rest), *sides]), key=lambda r: r[0])
         for key in ("anyOf", "oneOf"):
             if key in s:
                 rest = {k: v for k, v in s.items() if k != key}
@@ -225,12 +253,18 @@ class _Walker:
         """Merge the plain branches into the parent; walk ``$ref`` branches on their own."""
         merged = {k: v for k, v in s.items() if k != "allOf"}
         best = (0, ptr)
+        branching = []  # branches with their own combinators: a shallow merge would keep only the last one's
         for i, b in enumerate(s["allOf"]):
             if isinstance(b, dict) and "$ref" in b:
                 best = max(best, self.walk(b, child_pointer(ptr, "allOf", i), res, True), key=lambda r: r[0])
+            elif isinstance(b, dict) and b.keys() & _BRANCHING:
+                branching.append((i, b))
             elif isinstance(b, dict):
                 merged = _merge(merged, b)
-        if merged.keys() - ANNOTATIONS:
+        for i, b in branching:
+            best = max(best, self.walk(_merge(merged, b), child_pointer(ptr, "allOf", i), res, True),
+                       key=lambda r: r[0])
+        if merged.keys() - ANNOTATIONS and not branching:
             best = max(best, self.walk(merged, ptr, res, True), key=lambda r: r[0])
         return best
 
@@ -273,6 +307,11 @@ class _Walker:
         if isinstance(props, dict):
             for name, sub in props.items():
                 best = max(best, self.walk(sub, child_pointer(ptr, "properties", name), res), key=lambda r: r[0])
+        patterns = s.get("patternProperties")
+        if isinstance(patterns, dict):
+            for pat, sub in patterns.items():
+                best = max(best, self.walk(sub, child_pointer(ptr, "patternProperties", pat), res),
+                           key=lambda r: r[0])
         open_by_default = not isinstance(props, dict) or not self.options.strict_objects
         if extra is True or isinstance(extra, dict) or (extra is None and open_by_default):
             where = child_pointer(ptr, "additionalProperties") if extra is not None else ptr
@@ -318,11 +357,10 @@ class _Walker:
     def ignored_keywords(self, s: dict, ptr: str) -> None:
         """Under ``lenient``, unsupported keywords are dropped: outputs may not validate."""
         for key, value in s.items():
-            if key in UNSUPPORTED or (key == "uniqueItems" and value is True):
+            if key in UNSUPPORTED or (key == "uniqueItems" and value is True and s.get("maxItems", 2) > 1):
                 self.add(child_pointer(ptr, key), "ignored_keyword",
                          f"keyword {key!r} is not supported and --lenient ignores it: outputs may not validate",
-                         "rewrite the schema without it (e.g. an enum instead of not, anyOf instead of "
-                         "if/then/else), or validate the output after generation")
+                         "rewrite the schema without it, or validate the output after generation")
 
 
 _PATTERNS: dict[tuple[str, str], tuple[int, int]] = {}

@@ -60,6 +60,9 @@ from exl2_enforcer.errors import RegexError
 MAX_STATES = 200_000
 
 
+#: letters Python's re takes as inline flags after "(?" (ECMA-262 has none)
+_INLINE_FLAGS = frozenset("aiLmsux")
+
 class Chars(NamedTuple):
     """One character from a code point set."""
 
@@ -214,6 +217,11 @@ class _Parser:
                 if m is None or self.p[m.end():m.end() + 1] != ">":
                     raise self.error("invalid group name", self.i + 2)
                 self.i = m.end() + 1
+            elif rest[:1] == "P" or rest[:1] in _INLINE_FLAGS or rest[:1] == "-":
+                # Python's (?P<name>...) and inline flags such as (?i): common in patterns written for re
+                raise self.error("invalid group: this is Python 're' syntax, not ECMA-262 (JSON Schema's"
+                                 " regex dialect): write (?<name>...) for a named group, and spell a flag"
+                                 " out ((?i)abc as [Aa][Bb][Cc])", start)
             else:
                 raise self.error("invalid group", start)
         inner = self.alternation()

@@ -437,7 +437,12 @@ class SchemaCompiler:
         for key, value in schema.items():
             if key in UNSUPPORTED or (key == "uniqueItems" and value is True and schema.get("maxItems", 2) > 1):
                 msg = f"keyword {key!r} is not supported"
+                if key == "uniqueItems":
+                    msg += " with maxItems above 1 (an automaton cannot remember which items it wrote)"
                 if not self.options.lenient:
+                    if key == "uniqueItems":  # pydantic writes it for every set[...] field
+                        msg += ("; drop it and de-duplicate after generation (in a pydantic model: a list instead"
+                                " of a set), or lenient=True (CLI --lenient) ignores it")
                     raise SchemaError(msg, ctx.child(key).pointer, keyword=key)
                 self.warnings.append(f"{msg} at {self.place(ctx.child(key).pointer) or '/'}; ignored")
                 warnings.warn(self.warnings[-1], stacklevel=3)
@@ -533,6 +538,11 @@ class SchemaCompiler:
             if lo or hi is not None:
                 where, keyword = ctx.pointer, "maxLength" if hi is not None else "minLength"
             msg = str(e) if "admits no value" not in str(e) else f"{e} (the string admits no value)"
+            if "automaton states" in msg and hi is not None:
+                # e.g. pydantic's HttpUrl/AnyUrl: format 'uri' with maxLength 2083
+                what = f"format {schema['format']!r}" if "format" in schema else "the pattern"
+                msg += (f": {what} is counted character by character up to maxLength {hi}; a smaller maxLength"
+                        " (a few hundred) compiles, or drop maxLength and check the length after generation")
             raise SchemaError(msg, where, keyword=keyword) from None
         return nfa.seq([nfa.literal(b'"'), body, nfa.literal(b'"')])
 

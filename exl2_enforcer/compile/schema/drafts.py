@@ -192,7 +192,18 @@ def check_schema(schema: Any, draft: str) -> None:
         cls.check_schema(schema, format_checker=_schema_format_checker(cls))  # slower: picks the best error
     except jsonschema.exceptions.SchemaError as e:
         ptr = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in e.path)
-        raise SchemaError(f"invalid schema (draft {draft}): {e.message}", ptr) from None
+        hint = ""
+        path = list(e.path)
+        named = len(path) > 1 and path[-2] in _NAMED_SCHEMAS  # a property called "type", not the keyword
+        if path and path[-1] == "type" and not named and not isinstance(e.instance, (dict, bool)):
+            # jsonschema's message ("'int' is not valid under any of the given schemas") lists no names
+            hint = f"; a type is one of {', '.join(_TYPE_NAMES)} (or a list of them)"
+        raise SchemaError(f"invalid schema (draft {draft}): {e.message}{hint}", ptr) from None
+
+
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas",
+                            "dependencies"})
+_TYPE_NAMES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
 
 def checked_draft(schema: Any) -> tuple[str, list[str]]:

@@ -372,6 +372,25 @@ def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") 
         c.tick()
         for j in range(i + 1, len(expanded)):
             if not _disjoint(expanded[i], expanded[j], valid):
-                raise SchemaError(f"oneOf branches {i} and {j} may overlap, so 'exactly one' cannot be enforced;"
-                                  " make them disjoint (e.g. a const discriminator) or use anyOf",
+                optional = _optional_discriminator(expanded[i], expanded[j], valid)
+                fix = "make them disjoint (e.g. a const discriminator) or use anyOf" if optional is None else (
+                    f"both list {optional!r} with values that tell them apart, but {optional!r} is not required"
+                    " in both, and an object without it may match both (pydantic: a Literal field with a"
+                    f" default); add {optional!r} to each branch's required, or use anyOf")
+                raise SchemaError(f"oneOf branches {i} and {j} may overlap, so 'exactly one' cannot be enforced; {fix}",
                                   ctxs[i].pointer.rsplit("/", 1)[0], keyword="oneOf")
+
+
+def _optional_discriminator(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> str | None:
+    """A property both branches list with disjoint schemas but do not both require: the
+    discriminator a oneOf would be proven by if it were required (for the error's fix)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None
+    pa, pb = a.get("properties", {}), b.get("properties", {})
+    if not (isinstance(pa, dict) and isinstance(pb, dict)):
+        return None
+    both_required = set(a.get("required", [])) & set(b.get("required", []))
+    for name in [n for n in pa if n in pb]:  # schema order: the same name on every run
+        if name not in both_required and _disjoint(pa[name], pb[name], valid):
+            return str(name)
+    return None

@@ -604,6 +604,9 @@ def generate_json(generator: Any, tokenizer: Any, prompts: Sequence[str], schema
     gets a result, not necessarily a value.  ``seed`` seeds job ``i`` with ``seed + i``.  Raises
     only for bad arguments, never for a job.
     """
+    if isinstance(prompts, (str, bytes)):  # a str is a Sequence[str]: one job per character
+        raise TypeError(f"generate_json: prompts must be a list of prompts, got a {type(prompts).__name__}; "
+                        "for one prompt pass [prompt]")
     gg = GuardedGenerator(generator, policy, grace_s=grace_s, options=options, compile_timeout_s=compile_timeout_s,
                           clock=clock)
     for i, prompt in enumerate(prompts):
