@@ -22,7 +22,16 @@ import json
 
 import numpy as np
 import pytest
-from enforcer_oracle import encode, generate, load_schema_file, schema_files, token_table, validator_for, vocab_by_name
+from enforcer_oracle import (
+    encode,
+    finished_values,
+    generate,
+    load_schema_file,
+    schema_files,
+    token_table,
+    validator_for,
+    vocab_by_name,
+)
 
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.matcher import Matcher
@@ -195,6 +204,68 @@ def test_grammar_cache_respects_property_order():
     g_ba = compile_json_schema(ba, vocab)
     assert g_ba.automaton.matches(b'{"b": 2, "a": 1}')
     assert not g_ba.automaton.matches(b'{"a": 1, "b": 2}')
+
+
+def test_oneof_member_rules_do_not_prove_non_objects_disjoint():
+    """``required``/``properties``/``additionalProperties`` hold vacuously for a string or a number, so
+    branches without a type told apart only by members both take "hello": oneOf refuses it.  The
+    member rules proved them disjoint and the engine accepted "hello" and 5."""
+    from exl2_enforcer.compile.schema.compiler import SchemaOptions
+    from exl2_enforcer.errors import SchemaError
+
+    vocab = vocab_by_name("mini")
+    spec = SchemaOptions(strict_objects=False, property_order="any")
+    for schema in ({"oneOf": [{"additionalProperties": False}, {"required": ["r"]}]},
+                   {"oneOf": [{"required": ["k"], "properties": {"k": {"const": 1}}},
+                              {"required": ["k"], "properties": {"k": {"const": 2}}}]}):
+        assert not validator_for(schema).is_valid("hello") and not validator_for(schema).is_valid(5)
+        for options in (spec, SchemaOptions()):
+            with pytest.raises(SchemaError, match="overlap"):
+                compile_json_schema(schema, vocab, options)
+        typed = {"oneOf": [{"type": "object", **b} for b in schema["oneOf"]]}  # objects only: disjoint
+        g = compile_json_schema(typed, vocab, spec)
+        for value in ({}, {"r": 1}, {"k": 1}, {"k": 2}, {"k": 3}, {"k": 1, "r": 0}, "hello"):
+            assert g.automaton.matches(json.dumps(value).encode()) == validator_for(typed).is_valid(value), value
+
+
+@pytest.mark.parametrize("name", ["mini", "llama3"])
+def test_oneof_tag_with_a_default_under_closed_objects(name):
+    """pydantic's tagged union whose Literal tag has a default: on open objects {"lives": 1, "good": true}
+    matches both models, but under strict_objects the engine writes only a branch's own members, and
+    each branch requires one the other does not list, so no output matches both: it compiles, and
+    every output (listed and generated) is valid.  A branch that requires nothing of its own is
+    still refused (a value of the other branch may match it)."""
+    from exl2_enforcer.compile.schema.compiler import SchemaOptions
+    from exl2_enforcer.errors import SchemaError
+
+    cat = {"type": "object", "properties": {"kind": {"const": "cat", "default": "cat"}, "lives": {"type": "integer"}},
+           "required": ["lives"], "title": "Cat"}
+    dog = {"type": "object", "properties": {"kind": {"const": "dog", "default": "dog"}, "good": {"type": "boolean"}},
+           "required": ["good"], "title": "Dog"}
+    schema = {"$defs": {"Cat": cat, "Dog": dog}, "type": "object", "required": ["pet"], "properties": {
+        "pet": {"oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+                "discriminator": {"propertyName": "kind"}}}}
+    vocab = vocab_by_name(name)
+    g = compile_json_schema(schema, vocab)
+    check = validator_for(schema)
+    assert not check.is_valid({"pet": {"lives": 1, "good": True}})  # both branches: not "exactly one"
+    for pet in ({"kind": "cat", "lives": 9}, {"lives": 9}, {"kind": "dog", "good": True}, {"good": False},
+                {"kind": "cat", "good": True}, {"lives": 1, "good": True}, {"kind": "dog", "lives": 2}, {}):
+        value = {"pet": pet}
+        assert g.automaton.matches(json.dumps(value).encode()) == check.is_valid(value), pet
+    values = finished_values(g, np.random.default_rng(3), runs=12, budget=80)
+    assert values and all(check.is_valid(v) for v in values)
+    # open objects (the spec's reading): the same union may overlap
+    with pytest.raises(SchemaError, match="'kind' is not required in both"):
+        compile_json_schema(schema, vocab, SchemaOptions(strict_objects=False))
+    # a branch that lists more members (or allows more) does not close: no proof
+    for extra in ({"additionalProperties": True}, {"patternProperties": {"^x": {}}}):
+        open_cat = {**cat, **extra}
+        with pytest.raises(SchemaError, match="overlap"):
+            compile_json_schema({**schema, "$defs": {"Cat": open_cat, "Dog": dog}}, vocab)
+    lazy_cat = {**cat, "required": []}  # a dog's {"good": true} is a valid cat on open objects
+    with pytest.raises(SchemaError, match="overlap"):
+        compile_json_schema({**schema, "$defs": {"Cat": lazy_cat, "Dog": dog}}, vocab)
 
 
 # Regression: oneOf disjointness was proved under strict_objects' closed objects while validity is

@@ -326,32 +326,47 @@ def _type_of(v: Any) -> str:
     return names[type(v)]
 
 
-def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool]) -> bool:
-    """True when no instance can satisfy both schemas (a sufficient test).
+def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool], closed: bool = False) -> bool:
+    """True when no value can satisfy both schemas as written (a sufficient test), or, with ``closed``
+    (``strict_objects``: an object schema that names ``properties`` and says nothing of more
+    members writes only those), when no value the engine writes for one satisfies the other.
 
-    Judged with the spec's semantics (objects are open unless
-    ``additionalProperties`` is false), never with ``strict_objects``: the output
-    must be valid for the schema as written.
+    Validity is always the spec's (objects open unless ``additionalProperties`` is false): the
+    output must be valid for the schema as written.  Rules on members decide objects only, so they
+    apply when the two schemas share no other type (``required`` holds vacuously for a string).
     """
-    if not (_possible_types(a) & _possible_types(b)):
+    common = _possible_types(a) & _possible_types(b)
+    if not common:
         return True
     for x, y in ((a, b), (b, a)):
         if isinstance(x, dict) and ("const" in x or "enum" in x):
             vals = [x["const"]] if "const" in x else x["enum"]
             if not any(valid(y, v) for v in vals):
                 return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        pa, pb = a.get("properties", {}), b.get("properties", {})
-        ra, rb = set(a.get("required", [])), set(b.get("required", []))
-        for name in (ra & rb) & (pa.keys() & pb.keys()):
-            if _disjoint(pa[name], pb[name], valid):
-                return True
-        for x, px, ry in ((a, pa, rb), (b, pb, ra)):
-            # (a name patternProperties match is allowed despite additionalProperties: no proof then)
-            if x.get("additionalProperties", True) is False and not _patterns(x) and \
-                    any(n not in px or px[n] is False for n in ry):
-                return True
+    if common != {"object"} or not (isinstance(a, dict) and isinstance(b, dict)):
+        return False
+    pa, pb = a.get("properties", {}), b.get("properties", {})
+    if not (isinstance(pa, dict) and isinstance(pb, dict)):
+        return False
+    ra, rb = set(a.get("required", [])), set(b.get("required", []))
+    for name in (ra & rb) & (pa.keys() & pb.keys()):
+        if _disjoint(pa[name], pb[name], valid):
+            return True
+    for x, px, ry in ((a, pa, rb), (b, pb, ra)):
+        # (a name patternProperties match is allowed despite additionalProperties: no proof then)
+        if x.get("additionalProperties", True) is False and not _patterns(x) and _lacks(px, ry):
+            return True
+    if closed:
+        # pydantic's tagged union with a defaulted tag: each branch requires a member the other
+        # does not list, and writes only the members it lists
+        return all("properties" in x and "additionalProperties" not in x and not _patterns(x) and _lacks(px, ry)
+                   for x, px, ry in ((a, pa, rb), (b, pb, ra)))
     return False
+
+
+def _lacks(listed: dict[str, Any], required: set[str]) -> bool:
+    """Whether a member of ``required`` is not among the ``listed`` ones (or listed as false)."""
+    return any(n not in listed or listed[n] is False for n in required)
 
 
 def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") -> None:
@@ -371,7 +386,7 @@ def check_disjoint(branches: list[Any], ctxs: list["Ctx"], c: "SchemaCompiler") 
     for i in range(len(expanded)):
         c.tick()
         for j in range(i + 1, len(expanded)):
-            if not _disjoint(expanded[i], expanded[j], valid):
+            if not _disjoint(expanded[i], expanded[j], valid, c.options.strict_objects):
                 optional = _optional_discriminator(expanded[i], expanded[j], valid)
                 fix = "make them disjoint (e.g. a const discriminator) or use anyOf" if optional is None else (
                     f"both list {optional!r} with values that tell them apart, but {optional!r} is not required"
