@@ -359,7 +359,8 @@ def _disjoint(a: Any, b: Any, valid: Callable[[Any, Any], bool], closed: bool = 
     if closed:
         # pydantic's tagged union with a defaulted tag: each branch requires a member the other
         # does not list, and writes only the members it lists
-        return all("properties" in x and "additionalProperties" not in x and not _patterns(x) and _lacks(px, ry)
+        return all("properties" in x and x.get("additionalProperties", False) is False and not _patterns(x)
+                   and _lacks(px, ry)
                    for x, px, ry in ((a, pa, rb), (b, pb, ra)))
     return False
 
