@@ -307,6 +307,16 @@ PyDoc_STRVAR(trie_walk_doc,
 "tuple, with which missing plain rows are built here rather than by ``step`` (which still builds\n"
 "those plain_row leaves to the automaton, and every row after an eviction).");
 
+/* Copy the 256 byte classes of ``cls`` into ``C`` and check each is below ``n_classes``; -1 (a
+ * ValueError set) if not.  The walks read the copy: a callback runs Python between the check and a
+ * read, and may rewrite the array. */
+static int load_classes(int32_t C[256], const Buf *cls, Py_ssize_t n_classes) {
+    memcpy(C, cls->view.buf, sizeof(int32_t) * 256);
+    for (int k = 0; k < 256; k++)
+        if (C[k] < 0 || C[k] >= n_classes) return bad_index("byte class", C[k]);
+    return 0;
+}
+
 static PyObject *trie_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_byte, *o_clo, *o_chi, *o_tlo, *o_thi, *o_tids, *o_words, *o_oids, *o_ost, *check;
@@ -361,18 +371,12 @@ static PyObject *trie_walk(PyObject *self, PyObject *args) {
     dfa_ok = 1; /* dfa_open leaves ``d`` closable even when it fails */
     if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
     if (with_rows) d.rows = &rc;
-    /* copied once checked: a callback may rewrite the array between the check and a read (as in groups_walk) */
     int32_t C[256];
-    memcpy(C, cls.view.buf, sizeof(C));
+    if (load_classes(C, &cls, n_classes) < 0) goto done_dfa;
     const int32_t *lo = clo.view.buf, *hi = chi.view.buf, *tl = tlo.view.buf, *th = thi.view.buf, *ti = tids.view.buf;
     const uint8_t *B = byte.view.buf, *WS = wsb.held ? wsb.view.buf : NULL;
     uint32_t *W = words.view.buf;
     int64_t *OI = oids.view.buf, *OS = ost.view.buf;
-    for (int k = 0; k < 256; k++)
-        if (C[k] < 0 || C[k] >= n_classes) {
-            bad_index("byte class", C[k]);
-            goto done_dfa;
-        }
     /* entries (node, code): code >= 0 the DFA state of the node's parent, else virtual state -1 - code.
      * Each node of a tree is pushed at most once (it has one parent): the stack never outgrows
      * the trie; a push beyond it means child ranges overlap (checked below) */
@@ -1306,15 +1310,10 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
      * row range) is copied first and read from the copy, so a callback that rewrites an array cannot
      * make the walk read past another.  The rest is checked where it is read (walk_row). */
     int32_t C[256];
-    memcpy(C, cls.view.buf, sizeof(C));
+    if (load_classes(C, &cls, n_classes) < 0) goto done_dfa;
     const int32_t *G = gcls.view.buf;
     const int64_t *Q = chain.view.buf, *RU = run.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf, *M = mixed.view.buf,
                   *K = cut.view.buf;
-    for (int k = 0; k < 256; k++)
-        if (C[k] < 0 || C[k] >= n_classes) {
-            bad_index("byte class", C[k]);
-            goto done_dfa;
-        }
     grp = malloc(sizeof(Group) * (size_t)(n_groups ? n_groups : 1));
     if (grp == NULL) {
         PyErr_NoMemory();

@@ -184,7 +184,7 @@ def _merge_members(out: dict[str, Any], a: dict[str, Any], b: dict[str, Any], ct
 
 
 def _merge_member(a: Any, b: Any, ctx: "Ctx", c: "SchemaCompiler") -> Any:
-    """The merge of two schemas of one member; ``false`` where they share no value: the object then
+    """The merge of two schemas; ``false`` where they share no value.  For one member the object then
     cannot hold that member (it still admits values unless the member is required, which the object's
     compile says at its ``required``), so an if-branch or anyOf branch is not dropped whole."""
     try:
@@ -278,12 +278,7 @@ def _merge_branch(branch: Any, other: Any, ctx: "Ctx", c: "SchemaCompiler") -> A
     others' indexes) when the two share no value.  Within the compile budget: lists meeting
     lists multiply their branches."""
     c.tick()
-    try:
-        return merge_pair(branch, other, ctx, c)
-    except SchemaError as e:
-        if "admits no value" not in e.message:
-            raise
-        return False
+    return _merge_member(branch, other, ctx, c)
 
 
 def _merge_types(av: Any, bv: Any, ctx: "Ctx") -> Any:
