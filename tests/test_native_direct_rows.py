@@ -68,6 +68,7 @@ def _snapshot(auto: Automaton) -> dict[str, Any]:
         "states": [(s.configs, s.accepting) for s in auto.states],
         "plain_memo": dict(auto._plain_memo), "escape_memo": dict(auto._escape_memo),
         "made": sorted(auto._plain_configs), "state_bytes": auto.state_bytes, "native_bytes": auto.native_bytes,
+        "native_interned": auto.native_interned,
         "retained": auto.retained_bytes(), "generation": auto.generation,
     }
 
@@ -192,7 +193,7 @@ def _consistent(auto: Automaton) -> None:
     n = len(auto.states)
     done = auto.row_done[:n]
     assert not (auto.table[:n][done] == UNKNOWN).any()
-    _fixed, derived = native._module.nfa_tables_bytes(auto._native_tables)
+    _fixed, derived, _interned = native._module.nfa_tables_bytes(auto._native_tables)
     assert auto.native_bytes == derived
     before = auto.state_bytes
     auto.count_native()  # nothing left uncounted
@@ -218,6 +219,8 @@ def test_a_callback_raising_mid_walk_leaves_the_automaton_consistent(where: str,
     for direct in (True, False):
         with monkeypatch.context() as m:
             if where != "check":
+                # the interning callback, not the native interning (tests/test_native_intern.py faults that)
+                m.setattr(native, "c_intern", where != "intern")
                 name = "_intern_plain" if where == "intern" else "_escape_step"
                 real = getattr(Automaton, name)
                 seen = [0]
@@ -345,6 +348,8 @@ def _wrapped_walk(direct: bool, name: str, wrapper: Callable[[Any, Any], Any],
     sid = auto.walk(auto.start, b'"')
     with monkeypatch.context() as m, _counting_step_row(monkeypatch) as asked:
         m.setattr(native, "direct_rows", direct)
+        # every new plain set through the interning callback (the native interning has tests of its own)
+        m.setattr(native, "c_intern", name != "_intern_plain")
         m.setattr(Automaton, name, wrapper(getattr(Automaton, name), g))
         try:
             with auto.lock:
@@ -368,12 +373,15 @@ def _rows_right(auto: Automaton) -> None:
 
 
 @needs_native
-@pytest.mark.parametrize("at", [1, 7, 60])
-def test_a_walk_inside_an_interning_callback_builds_its_own_rows(at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("name", "at"), [("_intern_plain", 1), ("_intern_plain", 7), ("_intern_plain", 60),
+                                         ("_escape_step", 1), ("_escape_step", 5)])
+def test_a_walk_inside_an_interning_callback_builds_its_own_rows(name: str, at: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A second cold walk (from the start state, then from inside the string) run by an interning
     callback of a row under way: it builds its rows directly in the same tables while the outer row
     still works in their scratch (the inner one takes its own), and both walks end as on the
-    callback path, with the same rows, states and accounting, all counted."""
+    callback path, with the same rows, states and accounting, all counted.  From an escape callback
+    the outer row interns its plain sets natively, before and after the inner walks."""
     outcomes = []
     for direct in (True, False):
         inner: list[int] = []
@@ -391,7 +399,7 @@ def test_a_walk_inside_an_interning_callback_builds_its_own_rows(at: int, monkey
                 return int(real(self, key, pairs, repeats))
             return intern
 
-        got, auto, asked = _wrapped_walk(direct, "_intern_plain", wrapper, monkeypatch)
+        got, auto, asked = _wrapped_walk(direct, name, wrapper, monkeypatch)
         assert inner and inner[0] > 10  # the inner walks built rows
         if direct:
             assert asked == []  # ... directly, with the outer row under way

@@ -49,12 +49,22 @@ static PyObject *S_table, *S_depth, *S_configs, *S_generation, *S_row_done;
 
 struct NfaTab;
 
+/* What plain_row_core needs to intern a new plain set itself, as Automaton._intern_plain does for a set
+ * without repeated NFA states (Automaton.interner()'s tuple: the states list, the index dict, the
+ * DfaState type and the byte estimates of a state, a configuration and a memo entry), borrowed. */
+typedef struct {
+    PyObject *states, *index, *state_type;
+    long long state_b, config_b, memo_b;
+} Interner;
+
 /* A walk's direct row path (see direct_row): what Automaton.row_context gave, borrowed from the
  * context tuple (the walk's argument tuple holds it). */
 typedef struct {
     struct NfaTab *t;
-    PyObject *states, *plain_memo, *escape_memo, *made, *intern, *escape;
+    PyObject *states, *plain_memo, *escape_memo, *made, *intern, *escape, *interner;
     long long max_depth, generation;
+    Interner in; /* ``interner`` read (when with_in) */
+    int with_in;
 } RowCtx;
 
 typedef struct {
@@ -540,6 +550,9 @@ typedef struct NfaTab {
     size_t scratch_cap, scratch2_cap;
     int busy;
     Py_ssize_t rows, max_bytes; /* tabulating stops once the derived tables hold max_bytes */
+    /* bytes of the DFA states and plain-memo entries plain_row_core interned itself (as the
+     * automaton estimates them; it counts them in its state bytes), since the last clear */
+    long long interned;
 } NfaTab;
 
 static void nfatab_free(NfaTab *t) {
@@ -587,6 +600,7 @@ static void nfatab_clear(NfaTab *t) {
     }
     for (int32_t q = 0; q < t->n; q++) t->reach_at[q] = t->row_at[q] = -1;
     t->rows = 0;
+    t->interned = 0;
 }
 
 static int32_t *copy_ints(const Buf *b, Py_ssize_t n) {
@@ -687,15 +701,16 @@ done:
 }
 
 PyDoc_STRVAR(nfa_tables_bytes_doc,
-"nfa_tables_bytes(tables) -> (int, int)\n\n"
+"nfa_tables_bytes(tables) -> (int, int, int)\n\n"
 "Bytes the tables hold now: the copy of the NFA (fixed), and the steps derived from it (grow with\n"
-"use, dropped by nfa_tables_clear).");
+"use, dropped by nfa_tables_clear); and the estimated bytes of the DFA states and plain-memo entries\n"
+"plain_row interned itself since the last nfa_tables_clear (held by the automaton, not the tables).");
 
 static PyObject *nfa_tables_bytes(PyObject *self, PyObject *cap) {
     (void)self;
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
-    return Py_BuildValue("nn", nfatab_fixed_bytes(t), nfatab_derived_bytes(t));
+    return Py_BuildValue("nnL", nfatab_fixed_bytes(t), nfatab_derived_bytes(t), t->interned);
 }
 
 PyDoc_STRVAR(nfa_tables_clear_doc,
@@ -971,31 +986,117 @@ static PyObject *config_of(int32_t q, int32_t uid, PyObject *made, PyObject *con
     return pair;
 }
 
-/* The DFA state of the pairs ``v[0:len]``: ``memo[key]``, else ``make(key, pairs, repeats)`` with the
- * pairs as a list of (NFA state, node) tuples (from config_of) and whether an NFA state occurs
- * twice; -3 on error. */
+/* ``obj``: None (0), or Automaton.interner()'s tuple, read into ``in`` (1); -1 on error. */
+static int interner_open(Interner *in, PyObject *obj) {
+    if (obj == Py_None) return 0;
+    if (!PyTuple_Check(obj) ||
+        !PyArg_ParseTuple(obj, "O!O!OLLL;interner must be Automaton.interner()'s tuple", &PyList_Type, &in->states,
+                          &PyDict_Type, &in->index, &in->state_type, &in->state_b, &in->config_b, &in->memo_b)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "interner must be None or Automaton.interner()'s tuple");
+        return -1;
+    }
+    if (!PyType_Check(in->state_type)) {
+        PyErr_SetString(PyExc_TypeError, "interner: the state type must be a class");
+        return -1;
+    }
+    return 1;
+}
+
+/* Rows of ``automaton.table`` now (the callbacks may have grown it); -1 on error. */
+static Py_ssize_t table_rows(PyObject *automaton) {
+    PyObject *obj = PyObject_GetAttr(automaton, S_table);
+    if (obj == NULL) return -1;
+    Py_buffer b;
+    if (PyObject_GetBuffer(obj, &b, PyBUF_ND) < 0) {
+        Py_DECREF(obj);
+        return -1;
+    }
+    const Py_ssize_t rows = b.ndim == 2 ? b.shape[0] : -1;
+    PyBuffer_Release(&b);
+    Py_DECREF(obj);
+    if (rows < 0) PyErr_SetString(PyExc_ValueError, "automaton.table must be 2-dimensional");
+    return rows;
+}
+
+/* The DFA state of the plain set ``v[0:len]`` (no NFA state twice) made here, as Automaton._intern_plain
+ * would: the state the index holds for (configurations, not accepting), else a new DfaState appended
+ * to the states; then ``memo[key]``.  A new reference to the id; NULL with ``*later`` set when the new
+ * state would pass the table's rows (the callback grows the table), NULL with an error otherwise. */
+static PyObject *intern_here(const Interner *in, NfaTab *t, PyObject *automaton, PyObject *key, const int32_t *v,
+                             Py_ssize_t len, PyObject *memo, PyObject *made, PyObject *const *nodes,
+                             const int32_t *uids, Py_ssize_t k, int *later) {
+    PyObject *configs = PyFrozenSet_New(NULL), *ikey = NULL, *sid = NULL, *state = NULL;
+    if (configs == NULL) return NULL;
+    for (Py_ssize_t p = 0; p < len / 2; p++) {
+        PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
+        const int bad = pair == NULL || PySet_Add(configs, pair) < 0;
+        Py_XDECREF(pair);
+        if (bad) goto done;
+    }
+    ikey = PyTuple_Pack(2, configs, Py_False);
+    if (ikey == NULL) goto done;
+    sid = PyDict_GetItemWithError(in->index, ikey); /* borrowed */
+    if (sid != NULL) {
+        Py_INCREF(sid);
+    } else if (!PyErr_Occurred()) {
+        const Py_ssize_t n = PyList_GET_SIZE(in->states), rows = table_rows(automaton);
+        if (rows < 0) goto done;
+        if (n >= rows) {
+            *later = 1;
+            goto done;
+        }
+        state = PyObject_CallFunctionObjArgs(in->state_type, configs, Py_False, NULL);
+        if (state == NULL || (sid = PyLong_FromSsize_t(n)) == NULL) goto done;
+        /* the state first, as _intern: an id in the index always names a listed state */
+        if (PyList_Append(in->states, state) < 0 || PyDict_SetItem(in->index, ikey, sid) < 0) {
+            Py_CLEAR(sid);
+            goto done;
+        }
+        t->interned += in->state_b + in->config_b * (long long)(len / 2);
+    }
+    if (sid != NULL) {
+        if (PyDict_SetItem(memo, key, sid) < 0)
+            Py_CLEAR(sid);
+        else
+            t->interned += in->memo_b + (long long)PyBytes_GET_SIZE(key);
+    }
+done:
+    Py_XDECREF(state);
+    Py_XDECREF(ikey);
+    Py_DECREF(configs);
+    return sid;
+}
+
+/* The DFA state of the pairs ``v[0:len]``: ``memo[key]``, else (a plain set without repeats, with an
+ * interner ``in``) interned here, else ``make(key, pairs, repeats)`` with the pairs as a list of (NFA
+ * state, node) tuples (from config_of) and whether an NFA state occurs twice; -3 on error. */
 static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObject *make, PyObject *made,
-                       PyObject *const *nodes, const int32_t *uids, Py_ssize_t k) {
+                       PyObject *const *nodes, const int32_t *uids, Py_ssize_t k, const Interner *in, NfaTab *t,
+                       PyObject *automaton) {
     PyObject *key = PyBytes_FromStringAndSize((const char *)v, 4 * len);
     if (key == NULL) return -3;
     PyObject *got = PyDict_GetItemWithError(memo, key); /* borrowed */
     if (got != NULL) {
         Py_INCREF(got);
     } else if (!PyErr_Occurred()) {
-        PyObject *pairs = PyList_New(len / 2);
-        int repeats = 0;
-        for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
-            PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
-            if (pair == NULL) {
-                Py_CLEAR(pairs);
-                break;
+        int repeats = 0, later = 0;
+        for (Py_ssize_t p = 1; p < len / 2; p++)
+            if (v[2 * p] == v[2 * p - 2]) repeats = 1;
+        if (in != NULL && !repeats) got = intern_here(in, t, automaton, key, v, len, memo, made, nodes, uids, k, &later);
+        if (got == NULL && (in == NULL || repeats || later)) {
+            PyObject *pairs = PyList_New(len / 2);
+            for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
+                PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
+                if (pair == NULL) {
+                    Py_CLEAR(pairs);
+                    break;
+                }
+                PyList_SET_ITEM(pairs, p, pair);
             }
-            PyList_SET_ITEM(pairs, p, pair);
-            if (p > 0 && v[2 * p] == v[2 * p - 2]) repeats = 1;
-        }
-        if (pairs != NULL) {
-            got = PyObject_CallFunctionObjArgs(make, key, pairs, repeats ? Py_True : Py_False, NULL);
-            Py_DECREF(pairs);
+            if (pairs != NULL) {
+                got = PyObject_CallFunctionObjArgs(make, key, pairs, repeats ? Py_True : Py_False, NULL);
+                Py_DECREF(pairs);
+            }
         }
     }
     Py_DECREF(key);
@@ -1003,7 +1104,8 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
 }
 
 PyDoc_STRVAR(plain_row_doc,
-"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape) -> bool\n\n"
+"plain_row(tables, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape,\n"
+"          interner=None) -> bool\n\n"
 "Write the row of DFA state ``sid`` (its ``configs``: a frozenset of (NFA state, stack node) pairs) into\n"
 "``automaton.table``.  Each distinct set of configurations that a class's plain steps reach is\n"
 "keyed by the bytes of its sorted int32 (NFA state, node id) pairs and looked up in ``plain_memo``,\n"
@@ -1011,7 +1113,10 @@ PyDoc_STRVAR(plain_row_doc,
 "from or added to the dict ``made`` under ``state << 32 | node id``; ``repeats``: whether an NFA\n"
 "state occurs twice); a group of classes whose step is not plain (a call, loop head or machine end)\n"
 "is keyed by its byte targets in the same form, in ``escape_memo`` else by ``escape(key, pairs,\n"
-"repeats)``.  Returns False, writing nothing, when the tables are full or a node id passes int32.");
+"repeats)``.  With ``interner`` (Automaton.interner()'s tuple) a new plain set without repeats is\n"
+"interned here as intern would (the index, then a new DfaState appended to the states; its estimated\n"
+"bytes added to the tables' interned bytes), unless its id would pass automaton.table's rows.\n"
+"Returns False, writing nothing, when the tables are full or a node id passes int32.");
 
 /* Scratch of ``bytes`` bytes: the tables' own block ``*p`` (grown as needed), or, while another row
  * is under way (``busy``: this call comes from inside its callbacks, which still use that block),
@@ -1056,7 +1161,7 @@ static int read_max_depth(PyObject *obj, long long *out) {
  * and so the nodes borrowed below, live as long as the call. */
 static int plain_row_core(NfaTab *t, PyObject *automaton, int sid, PyObject *configs, long long max_depth,
                           PyObject *plain_memo, PyObject *escape_memo, PyObject *made, PyObject *intern,
-                          PyObject *escape) {
+                          PyObject *escape, const Interner *interner) {
     int result = -1;
     PyObject *it = NULL, *item = NULL, *table_obj = NULL;
     Py_buffer table;
@@ -1218,7 +1323,7 @@ static int plain_row_core(NfaTab *t, PyObject *automaton, int sid, PyObject *con
     for (Py_ssize_t b = 0; b < ns; b++) {
         const int32_t kind = recs[3 * b], at = recs[3 * b + 1], len = recs[3 * b + 2];
         ids[b] = resolve(saved + at, len, kind ? escape_memo : plain_memo, kind ? escape : intern, made, nodes, uids,
-                         n_in);
+                         n_in, kind ? NULL : interner, t, automaton);
         if (ids[b] == -3) goto done;
     }
     table_obj = PyObject_GetAttr(automaton, S_table); /* after the callbacks: they may grow it */
@@ -1436,12 +1541,15 @@ done:
 
 static PyObject *plain_row(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape;
+    PyObject *cap, *automaton, *configs, *plain_memo, *escape_memo, *made, *intern, *escape, *interner = Py_None;
     int sid;
     PyObject *max_depth_obj;
-    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
-                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape))
+    if (!PyArg_ParseTuple(args, "OOiOOO!O!O!OO|O", &cap, &automaton, &sid, &configs, &max_depth_obj, &PyDict_Type,
+                          &plain_memo, &PyDict_Type, &escape_memo, &PyDict_Type, &made, &intern, &escape, &interner))
         return NULL;
+    Interner in;
+    const int with_in = interner_open(&in, interner);
+    if (with_in < 0) return NULL;
     long long max_depth;
     if (read_max_depth(max_depth_obj, &max_depth) < 0) return NULL;
     /* exactly a frozenset (no Python-level __iter__ making pairs on the fly): its pairs, and so the
@@ -1453,13 +1561,14 @@ static PyObject *plain_row(PyObject *self, PyObject *args) {
     }
     NfaTab *t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (t == NULL) return NULL;
-    const int ok = plain_row_core(t, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape);
+    const int ok = plain_row_core(t, automaton, sid, configs, max_depth, plain_memo, escape_memo, made, intern, escape,
+                                  with_in ? &in : NULL);
     if (ok < 0) return NULL;
     return PyBool_FromLong(ok);
 }
 
 /* ``ctx``: None (0), or Automaton.row_context()'s tuple (tables, states, max_depth, plain_memo,
- * escape_memo, made, intern, escape, generation), read into ``r`` (1); -1 on error. */
+ * escape_memo, made, intern, escape, generation, interner), read into ``r`` (1); -1 on error. */
 static int rowctx_open(RowCtx *r, PyObject *ctx) {
     if (ctx == Py_None) return 0;
     PyObject *cap, *max_depth_obj, *gen;
@@ -1467,10 +1576,11 @@ static int rowctx_open(RowCtx *r, PyObject *ctx) {
         PyErr_SetString(PyExc_TypeError, "rows must be None or Automaton.row_context()'s tuple");
         return -1;
     }
-    if (!PyArg_ParseTuple(ctx, "OO!OO!O!O!OOO;rows must be Automaton.row_context()'s tuple", &cap, &PyList_Type,
+    if (!PyArg_ParseTuple(ctx, "OO!OO!O!O!OOOO;rows must be Automaton.row_context()'s tuple", &cap, &PyList_Type,
                           &r->states, &max_depth_obj, &PyDict_Type, &r->plain_memo, &PyDict_Type, &r->escape_memo,
-                          &PyDict_Type, &r->made, &r->intern, &r->escape, &gen))
+                          &PyDict_Type, &r->made, &r->intern, &r->escape, &gen, &r->interner))
         return -1;
+    if ((r->with_in = interner_open(&r->in, r->interner)) < 0) return -1;
     r->t = PyCapsule_GetPointer(cap, NFA_CAPSULE);
     if (r->t == NULL || read_max_depth(max_depth_obj, &r->max_depth) < 0) return -1;
     r->generation = PyLong_AsLongLong(gen);
@@ -1523,7 +1633,7 @@ static int direct_row(Dfa *d, int32_t sid) {
     int ok = -1;
     if (PyFrozenSet_CheckExact(configs))
         ok = plain_row_core(r->t, d->automaton, sid, configs, r->max_depth, r->plain_memo, r->escape_memo, r->made,
-                            r->intern, r->escape);
+                            r->intern, r->escape, r->with_in ? &r->in : NULL);
     else
         PyErr_SetString(PyExc_TypeError, "a DFA state's configs must be a frozenset");
     Py_DECREF(configs);

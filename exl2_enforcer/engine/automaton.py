@@ -306,6 +306,8 @@ class Automaton:
         self._native_tables: Any = None
         self.native_fixed_bytes = 0
         self.native_bytes = 0
+        #: the part of ``state_bytes`` the native rows interned themselves (:meth:`interner`)
+        self.native_interned = 0
         self._next_uid = 1  # node ids stay unique across evictions
         self._reset_states()
         self.start = self._step_targets([(root.start, EMPTY)])
@@ -362,6 +364,7 @@ class Automaton:
                 # eviction as much as a compile's copy, for memory an eviction cannot free for long
                 native.clear_tables(self._native_tables)
             self.native_bytes = 0
+            self.native_interned = 0
             self.start = self._step_targets([(self.root.start, EMPTY)])
             self.seq += 1
 
@@ -743,7 +746,8 @@ class Automaton:
                 return False
         try:
             if not native.plain_row(tables, self, sid, self.states[sid].configs, self.max_depth, self._plain_memo,
-                                    self._escape_memo, self._plain_configs, self._intern_plain, self._escape_step):
+                                    self._escape_memo, self._plain_configs, self._intern_plain, self._escape_step,
+                                    self.interner()):
                 return False
         finally:  # the tables grow even when the row is left to Python or a callback raised
             self.count_native()
@@ -766,12 +770,22 @@ class Automaton:
                 return None
             self.count_native()
         return (tables, self.states, self.max_depth, self._plain_memo, self._escape_memo, self._plain_configs,
-                self._intern_plain, self._escape_step, self.generation)
+                self._intern_plain, self._escape_step, self.generation, self.interner())
+
+    def interner(self) -> tuple[Any, ...] | None:
+        """What the native rows need to intern a new plain set themselves, as :meth:`_intern_plain` does
+        for a set without repeated NFA states, instead of calling it: this generation's states and index,
+        the :class:`DfaState` class and the byte estimates of a state, a configuration and a memo entry.
+        None when :data:`native.c_intern` is off (every new set goes through the callback).  What the
+        native code interns is counted in ``state_bytes`` by :meth:`count_native`."""
+        if not native.c_intern:
+            return None
+        return (self.states, self._index, DfaState, _STATE_BYTES, _CONFIG_BYTES, _MEMO_BYTES)
 
     def count_native(self) -> None:
-        """Count what the native rows added since the last count: the tables' derived steps
-        (:func:`native.count_tables`) and the configuration tuples new in ``_plain_configs`` (which
-        only grows within a generation)."""
+        """Count what the native rows added since the last count: the tables' derived steps and the
+        states they interned (:func:`native.count_tables`), and the configuration tuples new in
+        ``_plain_configs`` (which only grows within a generation)."""
         if self._native_tables is not None:
             native.count_tables(self, self._native_tables)
         made = len(self._plain_configs)

@@ -75,7 +75,8 @@ def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
 
 def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple[int, Any]], max_depth: int,
               plain_memo: dict[bytes, int], escape_memo: dict[bytes, int], made: dict[int, tuple[int, Any]],
-              intern: Callable[[bytes, Any, bool], int], escape: Callable[[bytes, Any, bool], int]) -> bool:
+              intern: Callable[[bytes, Any, bool], int], escape: Callable[[bytes, Any, bool], int],
+              interner: tuple[Any, ...] | None = None) -> bool:
     """Write the row of DFA state ``sid`` (``configs``: its (NFA state, stack node) pairs) into ``auto.table``.
 
     Each distinct configuration set the plain steps of a class reach is keyed by the bytes of its
@@ -83,25 +84,30 @@ def plain_row(tables: Any, auto: "Automaton", sid: int, configs: frozenset[tuple
     with ``pairs`` the list of ``(NFA state, node)`` tuples (shared through ``made``, keyed by
     ``state << 32 | node id``) and ``repeats`` whether an NFA state occurs twice.  Classes whose step
     changes the stack (a call, loop head or machine end) are keyed by their byte targets in the same
-    form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  Returns False, writing nothing,
-    when ``tables`` are full or a node id does not fit in int32 (the automaton then builds the row).
-    Hold ``auto.lock``.
+    form: ``escape_memo[key]``, else ``escape(key, pairs, repeats)``.  With ``interner``
+    (:meth:`Automaton.interner`'s tuple) a new plain set without repeats is interned in C instead of
+    by ``intern``, the same state, counted in the tables' interned bytes (:func:`count_tables`); the
+    callback still takes a set whose state would pass the table's rows (it grows the table).
+    Returns False, writing nothing, when ``tables`` are full or a node id does not fit in int32 (the
+    automaton then builds the row).  Hold ``auto.lock``.
     """
     assert _module is not None
     done: bool = _module.plain_row(tables, auto, sid, configs, max_depth, plain_memo, escape_memo, made, intern,
-                                   escape)
+                                   escape, interner)
     return done
 
 
 def count_tables(auto: "Automaton", tables: Any) -> None:
     """Count the current size of ``auto``'s native ``tables``: the steps derived so far in its retained
     bytes (``auto.native_bytes``, part of ``auto.state_bytes``), the copy of the NFA, fixed for the
-    automaton's life, in ``auto.native_fixed_bytes`` (outside the budget an eviction enforces)."""
+    automaton's life, in ``auto.native_fixed_bytes`` (outside the budget an eviction enforces), and
+    the DFA states the native rows interned (``auto.native_interned``, part of ``auto.state_bytes``)."""
     assert _module is not None
-    fixed, derived = _module.nfa_tables_bytes(tables)
+    fixed, derived, interned = _module.nfa_tables_bytes(tables)
     auto.native_fixed_bytes = fixed
-    auto.state_bytes += derived - auto.native_bytes
+    auto.state_bytes += derived - auto.native_bytes + interned - auto.native_interned
     auto.native_bytes = derived
+    auto.native_interned = interned
 
 
 def clear_tables(tables: Any) -> None:
@@ -136,6 +142,11 @@ def trie_walk(auto: "Automaton", trie: "TokenTrie", sid: int, words: np.ndarray 
         trie.tok_hi, trie.tok_ids, sid, words, ids if with_states else None, states if with_states else None, check,
         auto.ws_flags if runs else None, getattr(auto, "ws_budget", None), getattr(auto, "ws_advance", None), rows))
     return count, ids[:count], states[:count]
+
+
+#: whether the native rows intern new plain sets themselves (:meth:`Automaton.interner`) instead of
+#: calling :meth:`Automaton._intern_plain` for each (the same states; tests switch it to compare)
+c_intern: bool = True
 
 
 #: whether the native walks build missing plain rows themselves (:meth:`Automaton.row_context`)
