@@ -326,6 +326,8 @@ class Automaton:
         self._advances: dict[tuple[int, str, int], int | None] = {}
         #: state -> :meth:`ws_budget` (asked by every native trie walk that meets the state)
         self._ws_budgets: dict[int, int] = {}
+        #: state -> :meth:`slice_budget` (asked for every mask computed and most tokens accepted)
+        self._slice_budgets: dict[int, tuple[str, int | None] | None] = {}
         #: a plain step's configurations (sorted int32 (NFA state, node id) pairs) -> their DFA state
         self._plain_memo: dict[bytes, int] = {}
         #: the byte targets of a step that is not plain (same form) -> the DFA state they lead to
@@ -1002,8 +1004,17 @@ class Automaton:
         slice loop (plain string characters, or whitespace bytes) and no other
         configuration can start on a byte of that slice.  Returns ``(kind,
         budget)`` -- ``budget`` is how many more elements the loop takes (None:
-        unbounded) -- or None when the state needs a full walk.
+        unbounded) -- or None when the state needs a full walk.  Remembered per
+        state: it depends on the state's configurations and the NFA alone.
         """
+        memo = self._slice_budgets
+        if sid in memo:
+            return memo[sid]
+        got = memo[sid] = self._slice_budget(sid)
+        self.state_bytes += _MEMO_BYTES
+        return got
+
+    def _slice_budget(self, sid: int) -> tuple[str, int | None] | None:
         frames: dict[StackNode, set[int]] = {}
         others: list[int] = []
         for q, node in self.states[sid].configs:
