@@ -195,9 +195,10 @@ class _Boom(Exception):
 @pytest.mark.parametrize("fail_at", [1, 40, 300])
 def test_a_state_class_raising_leaves_the_automaton_consistent(fail_at: int, monkeypatch: pytest.MonkeyPatch
                                                                ) -> None:
-    """The native interning's DfaState call raises on its ``fail_at``-th state: the mask raises
-    that error; every listed state is indexed under its configurations and every index entry names
-    a listed state; done rows are whole; the bytes recount the same; the grammar then masks as a
+    """The native interning's new state raises on its ``fail_at``-th (the class's ``__new__``: the
+    native code makes states with the type's ``tp_new``, not ``__init__``): the mask raises that
+    error; every listed state is indexed under its configurations and every index entry names a
+    listed state; done rows are whole; the bytes recount the same; the grammar then masks as a
     fresh one does."""
     schema, text = _case("patterns_formats")
     GRAMMAR_CACHE.clear()
@@ -208,11 +209,11 @@ def test_a_state_class_raising_leaves_the_automaton_consistent(fail_at: int, mon
     class Failing(DfaState):
         __slots__ = ()
 
-        def __init__(self, configs: frozenset, accepting: bool) -> None:
+        def __new__(cls, *args: Any) -> Failing:
             made[0] += 1
             if made[0] == fail_at:
                 raise _Boom
-            super().__init__(configs, accepting)
+            return super().__new__(cls)
 
     real = Automaton.interner
 

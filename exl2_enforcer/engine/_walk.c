@@ -45,7 +45,7 @@ static int int_format(const char *f) {
 }
 
 /* Attribute names, interned once (PyObject_GetAttrString makes a new string per call). */
-static PyObject *S_table, *S_depth, *S_configs, *S_generation, *S_row_done;
+static PyObject *S_table, *S_depth, *S_configs, *S_generation, *S_row_done, *S_accepting;
 
 struct NfaTab;
 
@@ -1018,6 +1018,25 @@ static Py_ssize_t table_rows(PyObject *automaton) {
     return rows;
 }
 
+/* A new ``state_type`` holding ``configs``, not accepting: made by the type's ``tp_new`` with its two
+ * attributes set, as DfaState.__init__ sets them, without a Python frame for __init__ (which made
+ * up most of the cost of a state).  NULL on error. */
+static PyObject *new_state(PyObject *state_type, PyObject *configs) {
+    PyTypeObject *type = (PyTypeObject *)state_type;
+    if (type->tp_new == NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot create '%.100s' states", type->tp_name);
+        return NULL;
+    }
+    PyObject *none = PyTuple_New(0);
+    if (none == NULL) return NULL;
+    PyObject *state = type->tp_new(type, none, NULL);
+    Py_DECREF(none);
+    if (state != NULL &&
+        (PyObject_SetAttr(state, S_configs, configs) < 0 || PyObject_SetAttr(state, S_accepting, Py_False) < 0))
+        Py_CLEAR(state);
+    return state;
+}
+
 /* The DFA state of the plain set ``v[0:len]`` (no NFA state twice) made here, as Automaton._intern_plain
  * would: the state the index holds for (configurations, not accepting), else a new DfaState appended
  * to the states; then ``memo[key]``.  A new reference to the id; NULL with ``*later`` set when the new
@@ -1045,7 +1064,7 @@ static PyObject *intern_here(const Interner *in, NfaTab *t, PyObject *automaton,
             *later = 1;
             goto done;
         }
-        state = PyObject_CallFunctionObjArgs(in->state_type, configs, Py_False, NULL);
+        state = new_state(in->state_type, configs);
         if (state == NULL || (sid = PyLong_FromSsize_t(n)) == NULL) goto done;
         /* the state first, as _intern: an id in the index always names a listed state */
         if (PyList_Append(in->states, state) < 0 || PyDict_SetItem(in->index, ikey, sid) < 0) {
@@ -1659,8 +1678,8 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__walk(void) {
-    static PyObject **const names[] = {&S_table, &S_depth, &S_configs, &S_generation, &S_row_done};
-    static const char *const texts[] = {"table", "depth", "configs", "generation", "row_done"};
+    static PyObject **const names[] = {&S_table, &S_depth, &S_configs, &S_generation, &S_row_done, &S_accepting};
+    static const char *const texts[] = {"table", "depth", "configs", "generation", "row_done", "accepting"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i] == NULL && (*names[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
     return PyModule_Create(&module);
