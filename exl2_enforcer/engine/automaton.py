@@ -561,20 +561,26 @@ class Automaton:
         todo = [config] if node0.depth + hd(q0) <= limit else []
         work = 0
         n_fixed, root_end = len(h), self.root.end
+        moves_of = self._special_moves
+        states: set[int] = set()
         while todo:
             q_at, node = todo.pop()
             reach = eps_cache.get(q_at) or self._eps_reach(q_at)
             with_edges, specials = reach
             work += 1 + len(with_edges) + len(specials)
             room = limit - node.depth
-            # states with byte edges all predate the depth fixpoint (lazy heads have none)
-            out += [(e, node) for e in with_edges if h[e] <= room]
+            # states with byte edges all predate the depth fixpoint (lazy heads have none); plain
+            # loops, not comprehensions: each of those is a call of its own in this Python
+            for e in with_edges:
+                if h[e] <= room:
+                    out.append((e, node))
+                    states.add(e)
             for q in specials:
                 if (h[q] if q < n_fixed else hd(q)) > room:
                     continue
                 if q == root_end and not node.frames:
                     accepting = True
-                for nxt in self._special_moves(q, node):
+                for nxt in moves_of(q, node):
                     if nxt in seen:
                         continue
                     q_next = nxt[0]
@@ -584,7 +590,7 @@ class Automaton:
                     todo.append(nxt)
         self.closure_work += work
         # only configurations of one NFA state can need their nodes merged
-        result = (tuple(out) if len({q for q, _node in out}) == len(out) else self._canonical(out), accepting)
+        result = (tuple(out) if len(states) == len(out) else self._canonical(out), accepting)
         self._closure_cache[config] = result
         self.state_bytes += _CLOSURE_BYTES + _CONFIG_BYTES * len(out)
         return result
