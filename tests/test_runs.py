@@ -374,9 +374,12 @@ def test_run_table_bytes_cover_what_they_hold():
         assert table.nbytes >= held > 0
 
 
-def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget():
-    """``RunMemo.nbytes`` covers every byte set's arrays and agreement entries, and the engine adds
-    what a mask's run path remembered to its retained bytes (what the grammar's budget bounds)."""
+@pytest.mark.parametrize("native_walks", [True, False])
+def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget(native_walks, monkeypatch):
+    """``RunMemo.nbytes`` covers every byte set's arrays and agreement entries (remembered by the
+    numpy path; the native chain reads rows instead), and the engine adds what a mask's run path
+    remembered to its retained bytes (what the grammar's budget bounds)."""
+    monkeypatch.setattr(native, "enabled", native.enabled and native_walks)
     v = vocab_by_name("llama3")
     g = compile_regex("[a-z0-9]{1,40}(-[a-z0-9]{1,40})*@[a-z]{2,20}", v)
     memo = RunMemo(g.automaton)
@@ -388,7 +391,8 @@ def test_run_memo_bytes_cover_what_it_holds_and_reach_the_engine_budget():
         held += byte_set.members.nbytes + 8 * len(byte_set.agree)
         if byte_set.group_classes is not None:
             held += byte_set.group_classes.nbytes
-    assert memo.nbytes >= held > 0 and any(len(b.agree) > 1 for b in memo.sets())
+    assert memo.nbytes >= held > 0
+    assert any(len(b.agree) > 1 for b in memo.sets()) == (not native.enabled)
 
     engine = MaskEngine(g.automaton, g.engine.index)
     before = engine.retained_bytes()

@@ -1498,6 +1498,72 @@ done:
     return PyLong_FromSsize_t(kept);
 }
 
+PyDoc_STRVAR(run_chain_doc,
+"run_chain(automaton, step, n_classes, classes, sid, max_run, check, rows=None) -> (list, bool)\n\n"
+"The chain of a run (engine/runs.py): the states S_0 = ``sid``, S_1, ... that bytes of the set made of\n"
+"the classes ``classes`` (bytes, one class each, ascending) lead through while all of them lead from S_i\n"
+"to one and the same live state, at most ``max_run`` steps; and whether it stopped because they lead\n"
+"to different states (cut: longer runs need a walk from the last state).  It also stops where they all\n"
+"refuse.  Missing DFA rows come from ``step`` (Automaton.step_row), or as in trie_walk with ``rows``;\n"
+"``check`` is called after each.  Hold ``automaton.lock``.");
+
+static PyObject *run_chain(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *automaton, *step, *check, *o_ctx = Py_None;
+    Py_ssize_t n_classes, sid, max_run, n_set;
+    const char *set;
+    if (!PyArg_ParseTuple(args, "OOny#nnO|O", &automaton, &step, &n_classes, &set, &n_set, &sid, &max_run, &check,
+                          &o_ctx))
+        return NULL;
+    if (n_classes < 1 || n_classes > 256 || n_set < 1 || sid < 0 || sid > INT32_MAX || max_run < 0) {
+        PyErr_SetString(PyExc_ValueError, "run_chain: needs 1..256 classes, a set of at least one, sid and "
+                                          "max_run >= 0");
+        return NULL;
+    }
+    int32_t cls[256];
+    for (Py_ssize_t i = 0; i < n_set; i++) {
+        const int32_t c = (uint8_t)set[i];
+        if (i >= 256 || c >= n_classes || (i > 0 && c <= cls[i - 1])) {
+            PyErr_SetString(PyExc_ValueError, "run_chain: classes must be distinct, ascending and below n_classes");
+            return NULL;
+        }
+        cls[i] = c;
+    }
+    RowCtx rc;
+    const int with_rows = rowctx_open(&rc, o_ctx);
+    if (with_rows < 0) return NULL;
+    Dfa d;
+    PyObject *chain = PyList_New(0), *result = NULL;
+    if (chain == NULL) return NULL;
+    if (dfa_open(&d, automaton, step, check, n_classes) < 0) goto done_dfa;
+    if (with_rows) d.rows = &rc;
+    int32_t state = (int32_t)sid;
+    int cut = 0;
+    for (;;) {
+        PyObject *item = PyLong_FromLong(state);
+        if (item == NULL || PyList_Append(chain, item) < 0) {
+            Py_XDECREF(item);
+            goto done_dfa;
+        }
+        Py_DECREF(item);
+        if (PyList_GET_SIZE(chain) > max_run) break;
+        const int32_t first = dfa_step(&d, state, cls[0]);
+        if (first == -3) goto done_dfa;
+        for (Py_ssize_t i = 1; i < n_set && !cut; i++) {
+            const int32_t v = dfa_step(&d, state, cls[i]);
+            if (v == -3) goto done_dfa;
+            cut = v != first;
+        }
+        if (cut || first < 0) break;
+        state = first;
+    }
+    result = Py_BuildValue("(OO)", chain, cut ? Py_True : Py_False);
+done_dfa:
+    dfa_close(&d);
+    Py_DECREF(chain);
+    return result;
+}
+
 PyDoc_STRVAR(widest_set_doc,
 "widest_set(table, sid, class_sizes, min_bytes) -> bytes | None\n\n"
 "The classes (ascending, one byte each) of the largest set of bytes that row ``sid`` of ``table``\n"
@@ -1664,6 +1730,7 @@ static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"groups_walk", groups_walk, METH_VARARGS, groups_walk_doc},
     {"widest_set", widest_set, METH_VARARGS, widest_set_doc},
+    {"run_chain", run_chain, METH_VARARGS, run_chain_doc},
     {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},

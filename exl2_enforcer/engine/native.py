@@ -23,7 +23,7 @@ import importlib
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from exl2_enforcer.engine.automaton import Automaton
     from exl2_enforcer.engine.runs import RunTable, TokenBytes
     from exl2_enforcer.tokens.trie import TokenTrie
+
+_T = TypeVar("_T")
+
 
 def _load() -> ModuleType | None:
     try:
@@ -154,7 +157,7 @@ c_intern: bool = True
 direct_rows: bool = True
 
 
-def _with_rows(auto: "Automaton", walk: Callable[[tuple[Any, ...] | None], int]) -> int:
+def _with_rows(auto: "Automaton", walk: Callable[[tuple[Any, ...] | None], _T]) -> _T:
     """``walk(rows)`` with ``auto``'s row context (None for a stand-in automaton without one: tests
     wrap one to watch its step_row calls), under ``auto.lock``; the rows it built directly are
     counted once after it, also when a callback raised."""
@@ -190,10 +193,26 @@ def groups_walk(auto: "Automaton", tokens: "TokenBytes", chain: np.ndarray, tabl
     assert _module is not None, "native walks are not built"
     r = chain.shape[0] - 1
     module = _module
-    return _with_rows(auto, lambda rows: module.groups_walk(
+    kept: int = _with_rows(auto, lambda rows: module.groups_walk(
         auto, auto.step_row, auto.n_classes, auto.class_of_byte, tokens.flat, tokens.start, tokens.length, tokens.ids,
         chain, table.g_upto.item(r), table.g_run, group_classes, table.g_lo, table.g_hi, table.mixed_rows, cut_rows,
         r, words, check, max_walked, rows))
+    return kept
+
+
+def run_chain(auto: "Automaton", classes: bytes, sid: int, max_run: int, check: Callable[[], None]
+              ) -> tuple[list[int], bool]:
+    """The chain of a run from ``sid`` (:func:`~exl2_enforcer.engine.runs.run_mask`): the states
+    ``S_0 = sid, S_1, ...`` that bytes of the set made of the classes ``classes`` (ascending, as bytes)
+    lead through while they all lead to one live state, at most ``max_run`` steps; and whether it stopped
+    because they lead to different states (longer runs then need a walk from the last state).  Builds
+    missing rows as :func:`trie_walk` does; ``check`` and ``auto.lock`` as there.  Raises ValueError for
+    classes that are not distinct, ascending and below ``auto.n_classes``."""
+    assert _module is not None, "native walks are not built"
+    module = _module
+    got: tuple[list[int], bool] = _with_rows(auto, lambda rows: module.run_chain(
+        auto, auto.step_row, auto.n_classes, classes, sid, max_run, check, rows))
+    return got
 
 
 def widest_set(table: np.ndarray, sid: int, class_sizes: np.ndarray, min_bytes: int) -> bytes | None:

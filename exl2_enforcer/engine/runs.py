@@ -283,15 +283,21 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
         return None
     byte_set = memo.byte_set(classes)
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
+    if native.enabled:  # the chain's rows and agreements in one native pass, nothing remembered
+        chain, cut = native.run_chain(auto, classes, sid, MIN_CHAIN, check)
+    else:
+        chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
     table = tables.table(byte_set.members, byte_set.table_key)
     # the short chain stopped at its bound (a refusal or a disagreement would have ended it
     # shorter): go on from its end, or cut it back where no token runs further
-    del chain[table.max_run + 1:]
-    chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
+    if native.enabled:
+        chain, cut = native.run_chain(auto, classes, sid, table.max_run, check)
+    else:
+        del chain[table.max_run + 1:]
+        chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
     check()
     r = len(chain) - 1
     if native.enabled:
