@@ -995,7 +995,11 @@ class Automaton:
         tokens, and the mask is exact for all of them at once.
         """
         loop_of = self.nfa.loop_of
-        heads = [r for r, _p in node.frames if r in loop_of and loop_of[r][0].slice_kind]
+        frames = node.frames
+        if len(frames) == 1:  # the usual node: no list to build
+            got = loop_of.get(frames[0][0])
+            return frames[0][0] if got is not None and got[0].slice_kind else None
+        heads = [r for r, _p in frames if r in loop_of and loop_of[r][0].slice_kind]
         if not heads:
             return None
         if len(heads) != len(node.frames):
