@@ -20,7 +20,7 @@ from enforcer_oracle import encode, reference_text_allowed, token_table, vocab_b
 
 from exl2_enforcer import compile_json_schema, compile_regex
 from exl2_enforcer.engine import native
-from exl2_enforcer.engine.mask import MaskEngine
+from exl2_enforcer.engine.mask import MaskEngine, popcount
 from exl2_enforcer.errors import MaskTimeout
 from exl2_enforcer.grammar import GRAMMAR_CACHE, SchemaOptions
 from exl2_enforcer.matcher import Matcher
@@ -224,3 +224,33 @@ def test_a_whitespace_flag_table_of_the_wrong_size_is_refused():
         module.trie_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, trie.byte, trie.child_lo,
                          trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids, auto.start, None, None, None,
                          lambda: None, b"\x01" * 10, auto.ws_budget, auto.ws_advance)
+
+
+@needs_native
+@pytest.mark.parametrize("vocab", ["llama3", "gemma3"])
+def test_packed_ids_equal_the_numpy_packing(vocab: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TokenIndex.pack`` in C and in numpy (both of its branches): the same words for id sets of every
+    size, repeats and the last ids included; an id outside the words refused with nothing set."""
+    GRAMMAR_CACHE.clear()
+    index = compile_regex("[a-z]+", vocab_by_name(vocab)).engine.index
+    rng = np.random.default_rng(7)
+    n = index.n_bits
+    sets = [np.zeros(0, np.int64), np.array([0, n - 1, n - 1, 31, 32]), rng.integers(0, n, 999),
+            rng.integers(0, n, 1000), rng.integers(0, n, 60_000), np.arange(n)]
+    for ids in sets:
+        got = index.pack(ids)
+        with monkeypatch.context() as m:
+            m.setattr(native, "enabled", False)
+            want = index.pack(ids)
+        assert np.array_equal(got, want) and got.dtype == want.dtype
+        assert popcount(got) == np.unique(ids).shape[0]
+    words = np.zeros(index.n_words, np.uint32)
+    for bad in ([5, n], [-1], [3, 2**40]):
+        with pytest.raises(ValueError, match="outside the bitmask"):
+            native.pack_ids(np.array(bad, np.int64), words)
+        assert not words.any()
+    with pytest.raises(TypeError):
+        native.pack_ids(None, words)
+    with pytest.raises(ValueError):  # ids of another width
+        native.pack_ids(np.array([1, 2], np.int32), words)
+    GRAMMAR_CACHE.clear()

@@ -209,3 +209,4 @@ def test_malformed_classes_are_refused() -> None:
         with pytest.raises((ValueError, OverflowError)):
             native._module.run_chain(auto, auto.step_row, n, classes, sid, bound, lambda: None)
     GRAMMAR_CACHE.clear()
+

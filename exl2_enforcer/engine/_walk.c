@@ -1564,6 +1564,41 @@ done_dfa:
     return result;
 }
 
+PyDoc_STRVAR(pack_ids_doc,
+"pack_ids(ids, words) -> None\n\n"
+"Set the bit of every token id of ``ids`` (int64) in ``words`` (uint32, writable): bit ``id & 31`` of\n"
+"word ``id >> 5``.  ValueError for an id outside the words (negative included), setting none.");
+
+static PyObject *pack_ids(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_ids, *o_words;
+    if (!PyArg_ParseTuple(args, "OO", &o_ids, &o_words)) return NULL;
+    Buf ids, words;
+    ids.held = words.held = 0;
+    PyObject *result = NULL;
+    if (buf_get(&ids, o_ids, 8, 0, "ids") < 0 || buf_get(&words, o_words, 4, 1, "words") < 0) goto done;
+    if (!ids.held || !words.held) {
+        PyErr_SetString(PyExc_TypeError, "pack_ids: ids and words must be arrays");
+        goto done;
+    }
+    const int64_t *I = ids.view.buf;
+    const Py_ssize_t n = buf_len(&ids), n_words = buf_len(&words);
+    for (Py_ssize_t i = 0; i < n; i++) /* checked first: nothing set when one is out of range */
+        if (I[i] < 0 || (I[i] >> 5) >= n_words) {
+            PyErr_Format(PyExc_ValueError, "token id %lld is outside the bitmask (%zd words)", (long long)I[i],
+                         n_words);
+            goto done;
+        }
+    uint32_t *W = words.view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) W[I[i] >> 5] |= (uint32_t)1 << (I[i] & 31);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    buf_release(&ids);
+    buf_release(&words);
+    return result;
+}
+
 PyDoc_STRVAR(widest_set_doc,
 "widest_set(table, sid, class_sizes, min_bytes) -> bytes | None\n\n"
 "The classes (ascending, one byte each) of the largest set of bytes that row ``sid`` of ``table``\n"
@@ -1731,6 +1766,7 @@ static PyMethodDef methods[] = {
     {"groups_walk", groups_walk, METH_VARARGS, groups_walk_doc},
     {"widest_set", widest_set, METH_VARARGS, widest_set_doc},
     {"run_chain", run_chain, METH_VARARGS, run_chain_doc},
+    {"pack_ids", pack_ids, METH_VARARGS, pack_ids_doc},
     {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},

@@ -144,8 +144,13 @@ class TokenIndex:
         return idx
 
     def pack(self, ids: np.ndarray) -> np.ndarray:
-        """Packed int32 mask words with the bits of ``ids`` set."""
-        ids = np.asarray(ids, dtype=np.int64)
+        """Packed int32 mask words with the bits of ``ids`` set.  Raises ValueError (IndexError
+        without the C extension) for an id outside the vocabulary."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if native.enabled:  # one pass over the ids: no 128k-entry bool array to pack
+            words = np.zeros(self.n_words, dtype=np.uint32)
+            native.pack_ids(ids, words)
+            return words.view("<i4")
         if ids.shape[0] < 1000:
             # few ids: scatter bits straight into words (4x faster than packbits here)
             words = np.zeros(self.n_words, dtype=np.uint32)

@@ -215,6 +215,13 @@ def run_chain(auto: "Automaton", classes: bytes, sid: int, max_run: int, check: 
     return got
 
 
+def pack_ids(ids: np.ndarray, words: np.ndarray) -> None:
+    """Set the bit of every token id of ``ids`` (int64) in ``words`` (uint32): bit ``id & 31`` of word
+    ``id >> 5``.  Raises ValueError, setting none, for an id outside the words (negative included)."""
+    assert _module is not None, "native walks are not built"
+    _module.pack_ids(ids, words)
+
+
 def widest_set(table: np.ndarray, sid: int, class_sizes: np.ndarray, min_bytes: int) -> bytes | None:
     """The classes (ascending, as bytes) of the largest byte set that row ``sid`` of the DFA ``table`` sends
     to one live state, if it holds at least ``min_bytes`` bytes (``class_sizes``: int64 bytes per class)."""
