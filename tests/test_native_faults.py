@@ -43,9 +43,10 @@ def _small() -> tuple[Automaton, TokenTrie]:
 def _rows_walk(auto, flat, start, length, ids, rows, state, offset, words, check) -> int:
     """Read token rows ``rows`` from byte ``offset`` on in ``state``: the cut rows of a one-state chain."""
     none = np.zeros(0, np.int64)
+    no_layout = (np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.uint8))
     return native._module.groups_walk(auto, auto.step_row, auto.n_classes, auto.class_of_byte, flat, start, length,
                                       ids, np.array([state], np.int64), 0, none, np.zeros(0, np.int32), none, none,
-                                      none, rows, offset, words, check, 1 << 30)
+                                      *no_layout, rows, offset, words, check, 1 << 30)
 
 
 class ColdView:

@@ -9,7 +9,9 @@
  *   trie_walk: depth-first over a token trie (tokens/trie.py), pruning a subtree as
  *              soon as its prefix is refused;
  *   groups_walk: over single tokens (runs.py's CSR token bytes) that leave a run of one
- *                byte set, each from the state its run leads to.
+ *                byte set, each from the state its run leads to, the tokens of a group in
+ *                the order of their bytes, stepping the bytes one shares with the one before
+ *                it once (order_groups lays them out).
  *
  * The DFA is built lazily: a cell may be UNKNOWN (-2).  Then the walk calls
  * ``step(state, cls)`` (the automaton's ``step_row``), which computes it (and may replace
@@ -515,6 +517,190 @@ static int walk_row(Dfa *d, Rows *tk, int64_t r, int64_t off, int64_t q, PyObjec
         if (state < 0) return 0;
     }
     return set_bit(tk->W, tk->n_words, tk->I[r]) < 0 ? -1 : 1;
+}
+
+/* A group's token rows as order_groups lays them out (engine/runs.py RunTable.layout): per row i,
+ * its token id ``I[i]``, how many of its bytes after the run it shares with row i - 1 of its group
+ * (``P[i]``, 0 for a group's first row), and the bytes it does not, ``T[E[i - 1] : E[i]]`` (from 0
+ * for i = 0). */
+typedef struct {
+    const int32_t *I, *E;
+    const uint8_t *P, *T;
+    Py_ssize_t n_T;
+} Tails;
+
+/* The states a group's walk reached after each byte of the row it read last (see walk_group). */
+typedef struct {
+    int32_t *q;
+    int64_t cap;
+} Path;
+
+static int path_reserve(Path *path, int64_t n) {
+    if (n <= path->cap) return 0;
+    int64_t cap = path->cap ? path->cap : 256;
+    while (cap < n) cap *= 2;
+    int32_t *q = (uint64_t)cap <= SIZE_MAX / sizeof(int32_t) ? realloc(path->q, sizeof(int32_t) * (size_t)cap) : NULL;
+    if (q == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    path->q = q;
+    path->cap = cap;
+    return 0;
+}
+
+/* Read the rows ``lo:hi`` of ``t`` (one group) from DFA state ``q``, each to its end or to the first byte
+ * refused, and set the bit of every row read to its end: how many did, -1 on error.
+ *
+ * The rows share the steps of their common prefixes: ``path->q[k]`` holds the state after the first k
+ * bytes of the row before, for every k up to where it was read alive; row i goes on from
+ * ``path->q[P[i]]`` with its own bytes, or dies without a step where the row before died on a byte they
+ * share: the cells a walk row by row steps, a shared prefix's once.  Row indices, tail ranges and shared
+ * prefixes are checked as they are read (a prefix longer than the row before was read alive: ValueError);
+ * a layout that lies about the bytes gives a wrong mask, never a read outside the arrays. */
+static Py_ssize_t walk_group(Dfa *d, Rows *tk, const Tails *t, int64_t lo, int64_t hi, int32_t q, Path *path,
+                             PyObject *check) {
+    if (path_reserve(path, 1) < 0) return -1;
+    path->q[0] = q;
+    int64_t alive = 0; /* bytes of the row before read alive: path->q[0 .. alive] */
+    int64_t died = -1; /* the byte it died on (then alive == died); -1: it was read to its end */
+    Py_ssize_t kept = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        const int64_t a = i > 0 ? t->E[i - 1] : 0, b = t->E[i];
+        if (a < 0 || a > b || b > t->n_T) return bad_index("tail range of group row", i);
+        int64_t k = t->P[i];
+        if (died >= 0 && died < k) continue; /* the byte that ended the row before ends this one */
+        if (k > alive) return bad_index("shared prefix of group row", i);
+        const int64_t n = k + (b - a);
+        if (path_reserve(path, n + 1) < 0) return -1;
+        const uint8_t *F = t->T + a - k; /* the row's byte j (from the group's offset on) is F[j], j >= k */
+        int32_t state = path->q[k];
+        for (; k < n; k++) {
+            if (++tk->steps % CHECK_EVERY == 0 && call_check(check) < 0) return -1;
+            /* a known cell inline; dfa_step (not inlined) for a row to build or a malformed cell */
+            const int32_t c = tk->C[F[k]];
+            int32_t nxt = state < d->n_rows ? ((const int32_t *)d->table.buf)[(Py_ssize_t)state * d->n_classes + c]
+                                            : UNKNOWN;
+            if (nxt < DEAD && (nxt = dfa_step(d, state, c)) == -3) return -1;
+            if (nxt < 0) break;
+            state = nxt;
+            path->q[k + 1] = state;
+        }
+        alive = k;
+        died = k < n ? k : -1;
+        if (died < 0) {
+            if (set_bit(tk->W, tk->n_words, t->I[i]) < 0) return -1;
+            kept++;
+        }
+    }
+    return kept;
+}
+
+/* A row's bytes from its group's offset on, as order_groups sorts them.  ``key`` caches 8 of them,
+ * from byte ``kd`` of its segment on (big-endian, 0 past the end): the radix passes read it instead of
+ * the bytes, scattered over the vocabulary's. */
+typedef struct {
+    uint64_t key;
+    const uint8_t *p;
+    int64_t n, row;
+} Suffix;
+
+typedef struct {
+    Py_ssize_t lo, n;
+    int64_t depth, kd; /* bytes all suffixes of the segment share; where their keys start */
+} Segment;
+
+static inline uint64_t suffix_key(const Suffix *a, int64_t from) {
+    uint64_t k = 0;
+    for (int64_t j = from; j < from + 8; j++) k = k << 8 | (j < a->n ? a->p[j] : 0);
+    return k;
+}
+
+/* Whether ``a`` sorts before ``b``, both equal before byte ``kd`` and keyed from it. */
+static int suffix_less(const Suffix *a, const Suffix *b, int64_t kd) {
+    if (a->key != b->key) return a->key < b->key; /* 0 past an end: ends sort first */
+    const int64_t n = a->n < b->n ? a->n : b->n;
+    for (int64_t j = kd + 8; j < n; j++)
+        if (a->p[j] != b->p[j]) return a->p[j] < b->p[j];
+    return a->n < b->n;
+}
+
+/* Write the layout of one group's suffixes ``s[0:m]`` (see order_groups) at its rows ``lo:lo + m`` and its
+ * tails from ``out[used]`` on; the end of its tails, or -1, writing part of it, where ``ordered`` says the
+ * suffixes are in order and one is not (RunTable's groups of tokens that start outside the run's byte set
+ * are: runs.TokenBytes orders the token rows by their bytes). */
+static int64_t lay_out(const Suffix *s, int64_t m, int64_t lo, int ordered, const int64_t *ID, int64_t *R,
+                       uint8_t *P, int32_t *MI, int32_t *E, uint8_t *out, int64_t used) {
+    for (int64_t i = 0; i < m; i++) {
+        int64_t k = 0;
+        const uint8_t *p = s[i].p;
+        if (i > 0) {
+            const uint8_t *q = s[i - 1].p;
+            const int64_t most = s[i].n < s[i - 1].n ? s[i].n : s[i - 1].n;
+            while (k < most && p[k] == q[k]) k++;
+            if (ordered && (k < most ? q[k] > p[k] : s[i - 1].n > s[i].n)) return -1;
+            if (k > 255) k = 255;
+        }
+        for (int64_t j = k; j < s[i].n; j++) out[used++] = p[j];
+        R[lo + i] = s[i].row;
+        P[lo + i] = (uint8_t)k;
+        MI[lo + i] = (int32_t)ID[s[i].row];
+        E[lo + i] = (int32_t)used;
+    }
+    return used;
+}
+
+#define RADIX_MIN 32 /* segments with fewer rows are sorted by insertion */
+
+/* The bucket of ``a`` at byte ``depth``: 0 where it ends, else 1 + the byte. */
+static inline int suffix_bucket(const Suffix *a, int64_t depth, int64_t kd) {
+    return a->n > depth ? 1 + (int)(a->key >> (56 - 8 * (depth - kd)) & 0xff) : 0;
+}
+
+/* Sort ``s[0:n]`` by their bytes, lexicographically: a most-significant-byte radix sort (the suffixes
+ * that end at a depth first, then one bucket per byte value), segments of few rows by insertion.
+ * ``tmp`` has room for ``n`` suffixes, ``seg`` for ``n / 2 + 1`` segments (those waiting are disjoint
+ * and hold two rows or more each). */
+static void sort_suffixes(Suffix *s, Suffix *tmp, Segment *seg, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) s[i].key = suffix_key(&s[i], 0);
+    Py_ssize_t top = 0;
+    if (n > 1) seg[top++] = (Segment){0, n, 0, 0};
+    while (top > 0) {
+        Segment g = seg[--top];
+        Suffix *a = s + g.lo;
+        if (g.depth == g.kd + 8) { /* the keys are spent: the next 8 bytes */
+            for (Py_ssize_t i = 0; i < g.n; i++) a[i].key = suffix_key(&a[i], g.depth);
+            g.kd = g.depth;
+        }
+        if (g.n < RADIX_MIN) {
+            for (Py_ssize_t i = 1; i < g.n; i++) {
+                const Suffix x = a[i];
+                Py_ssize_t j = i;
+                for (; j > 0 && suffix_less(&x, &a[j - 1], g.kd); j--) a[j] = a[j - 1];
+                a[j] = x;
+            }
+            continue;
+        }
+        Py_ssize_t count[257] = {0};
+        for (Py_ssize_t i = 0; i < g.n; i++) count[suffix_bucket(&a[i], g.depth, g.kd)]++;
+        int only = -1; /* the bucket holding every suffix, if one does */
+        for (int b = 0; b < 257 && only < 0; b++)
+            if (count[b] == g.n) only = b;
+        if (only == 0) continue; /* all end here: equal */
+        if (only > 0) {          /* one byte for all: nothing moves */
+            seg[top++] = (Segment){g.lo, g.n, g.depth + 1, g.kd};
+            continue;
+        }
+        Py_ssize_t at[257], sum = 0;
+        for (int b = 0; b < 257; b++) {
+            at[b] = sum;
+            sum += count[b];
+        }
+        for (Py_ssize_t i = 0; i < g.n; i++) tmp[at[suffix_bucket(&a[i], g.depth, g.kd)]++] = a[i];
+        memcpy(a, tmp, sizeof(Suffix) * (size_t)g.n);
+        for (int b = 1; b < 257; b++)
+            if (count[b] > 1) seg[top++] = (Segment){g.lo + at[b] - count[b], count[b], g.depth + 1, g.kd};
+    }
 }
 
 /* ---- plain rows ---------------------------------------------------------------------------
@@ -1377,52 +1563,57 @@ done:
 
 PyDoc_STRVAR(groups_walk_doc,
 "groups_walk(automaton, step, n_classes, class_of_byte, flat, start, length, ids, chain, n_groups, g_run, g_cls,\n"
-"            g_lo, g_hi, mixed_rows, cut_rows, cut_offset, words, check, max_walked, rows=None) -> int\n\n"
+"            g_lo, g_hi, mixed_ids, mixed_lcp, mixed_ends, mixed_tails, cut_rows, cut_offset, words, check,\n"
+"            max_walked, rows=None) -> int\n\n"
 "The walked part of a run mask (engine/runs.py) in one pass: for each group g < ``n_groups`` the state\n"
-"``chain[g_run[g]]`` reads a byte of class ``g_cls[g]``; where that leads to a live state, the token rows\n"
-"``mixed_rows[g_lo[g]:g_hi[g]]`` are read on from byte ``g_run[g] + 1`` in it; the rows ``cut_rows`` are\n"
-"read on from byte ``cut_offset`` in ``chain[-1]``.  Each row read to its end sets the bit of its token id in\n"
-"``words`` (uint32).  Returns how many did, or -1, setting nothing, when more than ``max_walked`` rows\n"
-"would be read.  int64 arrays except ``g_cls`` (int32); missing DFA rows come from ``step``, or as in\n"
-"trie_walk with ``rows`` (Automaton.row_context()'s tuple).");
+"``chain[g_run[g]]`` reads a byte of class ``g_cls[g]``; where that leads to a live state, the group's rows\n"
+"``g_lo[g]:g_hi[g]`` of the mixed layout (order_groups: token ids int32, shared prefixes uint8, tail ends\n"
+"int32, tails) are read on in it, each sharing the steps of its first ``mixed_lcp[i]`` bytes with the row\n"
+"before; the token rows ``cut_rows`` of ``flat``, ``start``, ``length``, ``ids`` are read on from byte\n"
+"``cut_offset`` in ``chain[-1]``.  Each row read to its end sets the bit of its token id in ``words``\n"
+"(uint32).  Returns how many did, or -1, setting nothing, when more than ``max_walked`` rows would be read.\n"
+"Other arrays int64 except ``g_cls`` (int32); missing DFA rows come from ``step``, or as in trie_walk with\n"
+"``rows`` (Automaton.row_context()'s tuple).");
 
-/* A group as checked: its rows ``mixed_rows[lo:hi]``, read on from byte ``off`` in state ``next``. */
+/* A group as checked: its rows ``lo:hi`` of the mixed layout, read on in state ``next``. */
 typedef struct {
-    int64_t lo, hi, off;
+    int64_t lo, hi;
     int32_t next;
 } Group;
 
 static PyObject *groups_walk(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *automaton, *step, *o_cls, *o_flat, *o_start, *o_len, *o_ids, *o_chain, *o_run, *o_gcls, *o_glo, *o_ghi;
-    PyObject *o_mixed, *o_cut, *o_words, *check, *o_ctx = Py_None;
+    PyObject *o_mids, *o_lcp, *o_ends, *o_tails, *o_cut, *o_words, *check, *o_ctx = Py_None;
     Py_ssize_t n_classes, n_groups, cut_off, max_walked;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOnOOOOOOnOOn|O", &automaton, &step, &n_classes, &o_cls, &o_flat, &o_start,
-                          &o_len, &o_ids, &o_chain, &n_groups, &o_run, &o_gcls, &o_glo, &o_ghi, &o_mixed, &o_cut,
-                          &cut_off, &o_words, &check, &max_walked, &o_ctx))
+    if (!PyArg_ParseTuple(args, "OOnOOOOOOnOOOOOOOOOnOOn|O", &automaton, &step, &n_classes, &o_cls, &o_flat,
+                          &o_start, &o_len, &o_ids, &o_chain, &n_groups, &o_run, &o_gcls, &o_glo, &o_ghi, &o_mids,
+                          &o_lcp, &o_ends, &o_tails, &o_cut, &cut_off, &o_words, &check, &max_walked, &o_ctx))
         return NULL;
     RowCtx rc;
     const int with_rows = rowctx_open(&rc, o_ctx);
     if (with_rows < 0) return NULL;
-    Buf cls, flat, st, ln, ids, chain, run, gcls, glo, ghi, mixed, cut, words;
-    Buf *all[] = {&cls, &flat, &st, &ln, &ids, &chain, &run, &gcls, &glo, &ghi, &mixed, &cut, &words};
+    Buf cls, flat, st, ln, ids, chain, run, gcls, glo, ghi, mids, lcp, ends, tails, cut, words;
+    Buf *all[] = {&cls, &flat, &st, &ln, &ids, &chain, &run, &gcls, &glo, &ghi, &mids, &lcp, &ends, &tails, &cut, &words};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
     Dfa d;
     int dfa_ok = 0;
     Group *grp = NULL;
+    Path path = {NULL, 0};
     Py_ssize_t kept = -2;
     if (buf_get(&cls, o_cls, 4, 0, "class_of_byte") < 0 || buf_get(&flat, o_flat, 1, 0, "flat") < 0 ||
         buf_get(&st, o_start, 8, 0, "start") < 0 || buf_get(&ln, o_len, 8, 0, "length") < 0 ||
         buf_get(&ids, o_ids, 8, 0, "ids") < 0 || buf_get(&chain, o_chain, 8, 0, "chain") < 0 ||
         buf_get(&run, o_run, 8, 0, "g_run") < 0 || buf_get(&gcls, o_gcls, 4, 0, "g_cls") < 0 ||
         buf_get(&glo, o_glo, 8, 0, "g_lo") < 0 || buf_get(&ghi, o_ghi, 8, 0, "g_hi") < 0 ||
-        buf_get(&mixed, o_mixed, 8, 0, "mixed_rows") < 0 || buf_get(&cut, o_cut, 8, 0, "cut_rows") < 0 ||
-        buf_get(&words, o_words, 4, 1, "words") < 0)
+        buf_get(&mids, o_mids, 4, 0, "mixed_ids") < 0 || buf_get(&lcp, o_lcp, 1, 0, "mixed_lcp") < 0 ||
+        buf_get(&ends, o_ends, 4, 0, "mixed_ends") < 0 || buf_get(&tails, o_tails, 1, 0, "mixed_tails") < 0 ||
+        buf_get(&cut, o_cut, 8, 0, "cut_rows") < 0 || buf_get(&words, o_words, 4, 1, "words") < 0)
         goto done;
-    const Py_ssize_t n_rows = buf_len(&st), n_chain = buf_len(&chain), n_mixed = buf_len(&mixed);
+    const Py_ssize_t n_rows = buf_len(&st), n_chain = buf_len(&chain), n_mixed = buf_len(&mids);
     if (buf_len(&cls) != 256 || buf_len(&ln) != n_rows || buf_len(&ids) != n_rows || !words.held || n_chain < 1 ||
         n_groups < 0 || n_groups > buf_len(&run) || n_groups > buf_len(&gcls) || n_groups > buf_len(&glo) ||
-        n_groups > buf_len(&ghi) || cut_off < 0) {
+        n_groups > buf_len(&ghi) || cut_off < 0 || buf_len(&lcp) != n_mixed || buf_len(&ends) != n_mixed) {
         PyErr_SetString(PyExc_ValueError, "groups_walk: arrays disagree in length (or the chain is empty)");
         goto done;
     }
@@ -1432,12 +1623,11 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     /* The callbacks (step, check) run Python between the checks below and the reads they guard, and
      * the arrays are plain writable ones: what is checked once (the byte classes, each group's run and
      * row range) is copied first and read from the copy, so a callback that rewrites an array cannot
-     * make the walk read past another.  The rest is checked where it is read (walk_row). */
+     * make the walk read past another.  The rest is checked where it is read (walk_group, walk_row). */
     int32_t C[256];
     if (load_classes(C, &cls, n_classes) < 0) goto done_dfa;
     const int32_t *G = gcls.view.buf;
-    const int64_t *Q = chain.view.buf, *RU = run.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf, *M = mixed.view.buf,
-                  *K = cut.view.buf;
+    const int64_t *Q = chain.view.buf, *RU = run.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf, *K = cut.view.buf;
     grp = malloc(sizeof(Group) * (size_t)(n_groups ? n_groups : 1));
     if (grp == NULL) {
         PyErr_NoMemory();
@@ -1463,7 +1653,7 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
             bad_index("DFA state", q);
             goto done_dfa;
         }
-        grp[g] = (Group){LO[g], HI[g], RU[g] + 1, 0};
+        grp[g] = (Group){LO[g], HI[g], 0};
         grp[g].next = dfa_step(&d, (int32_t)q, G[g]);
         if (grp[g].next == -3) goto done_dfa;
         if (grp[g].next >= 0) walked += (Py_ssize_t)(grp[g].hi - grp[g].lo);
@@ -1474,15 +1664,15 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     }
     Rows tk = {C, flat.view.buf, st.view.buf, ln.view.buf, ids.view.buf, words.view.buf, n_rows, buf_len(&flat),
                buf_len(&words), 0};
+    const Tails tl = {mids.view.buf, ends.view.buf, lcp.view.buf, tails.view.buf, buf_len(&tails)};
     Py_ssize_t n_kept = 0;
     for (Py_ssize_t g = 0; g < n_groups; g++) {
         if (grp[g].next < 0) continue;
-        for (int64_t i = grp[g].lo; i < grp[g].hi; i++) {
-            const int ok = walk_row(&d, &tk, M[i], grp[g].off, grp[g].next, check);
-            if (ok < 0) goto done_dfa;
-            n_kept += ok;
-        }
+        const Py_ssize_t ok = walk_group(&d, &tk, &tl, grp[g].lo, grp[g].hi, grp[g].next, &path, check);
+        if (ok < 0) goto done_dfa;
+        n_kept += ok;
     }
+    /* the cut rows share nothing: few (none on the benchmarks), and read from an offset that varies by call */
     for (Py_ssize_t i = 0; i < buf_len(&cut); i++) {
         const int ok = walk_row(&d, &tk, K[i], cut_off, Q[n_chain - 1], check);
         if (ok < 0) goto done_dfa;
@@ -1493,6 +1683,7 @@ done_dfa:
     if (dfa_ok) dfa_close(&d);
 done:
     free(grp);
+    free(path.q);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     if (kept < -1) return NULL;
     return PyLong_FromSsize_t(kept);
@@ -1596,6 +1787,123 @@ static PyObject *pack_ids(PyObject *self, PyObject *args) {
 done:
     buf_release(&ids);
     buf_release(&words);
+    return result;
+}
+
+PyDoc_STRVAR(order_groups_doc,
+"order_groups(flat, start, length, ids, rows, g_lo, g_hi, g_off, lcp, mixed_ids, ends) -> bytes\n\n"
+"Lay out groups of token rows for groups_walk.  The groups ``rows[g_lo[g]:g_hi[g]]`` (int64) follow one\n"
+"another from 0 to ``len(rows)``; each group's rows are sorted (in place) by their bytes from byte\n"
+"``g_off[g]`` on, lexicographically (equal bytes in any order).  Per row i it writes how many of those bytes\n"
+"it shares with the row before it in its group into ``lcp[i]`` (uint8; 0 for a group's first row, at most\n"
+"255: a shorter prefix is still shared), its token id into ``mixed_ids[i]`` (int32), and where the bytes it\n"
+"does not share end in the returned tails into ``ends[i]`` (int32; they start at ``ends[i - 1]``, 0 for\n"
+"i = 0).  ``flat``, ``start``, ``length``, ``ids``: the token rows as for groups_walk.  Raises ValueError for\n"
+"an index out of range.");
+
+static PyObject *order_groups(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_flat, *o_start, *o_len, *o_ids, *o_rows, *o_glo, *o_ghi, *o_goff, *o_lcp, *o_mids, *o_ends;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOO", &o_flat, &o_start, &o_len, &o_ids, &o_rows, &o_glo, &o_ghi, &o_goff,
+                          &o_lcp, &o_mids, &o_ends))
+        return NULL;
+    Buf flat, st, ln, ids, rows, glo, ghi, goff, lcp, mids, ends;
+    Buf *all[] = {&flat, &st, &ln, &ids, &rows, &glo, &ghi, &goff, &lcp, &mids, &ends};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
+    Suffix *s = NULL, *tmp = NULL;
+    Segment *seg = NULL;
+    uint8_t *out = NULL;
+    PyObject *result = NULL;
+    if (buf_get(&flat, o_flat, 1, 0, "flat") < 0 || buf_get(&st, o_start, 8, 0, "start") < 0 ||
+        buf_get(&ln, o_len, 8, 0, "length") < 0 || buf_get(&ids, o_ids, 8, 0, "ids") < 0 ||
+        buf_get(&rows, o_rows, 8, 1, "rows") < 0 || buf_get(&glo, o_glo, 8, 0, "g_lo") < 0 ||
+        buf_get(&ghi, o_ghi, 8, 0, "g_hi") < 0 || buf_get(&goff, o_goff, 8, 0, "g_off") < 0 ||
+        buf_get(&lcp, o_lcp, 1, 1, "lcp") < 0 || buf_get(&mids, o_mids, 4, 1, "mixed_ids") < 0 ||
+        buf_get(&ends, o_ends, 4, 1, "ends") < 0)
+        goto done;
+    const Py_ssize_t n_rows = buf_len(&st), n_flat = buf_len(&flat), n = buf_len(&rows), n_groups = buf_len(&glo);
+    if (buf_len(&ln) != n_rows || buf_len(&ids) != n_rows || buf_len(&lcp) != n || buf_len(&mids) != n ||
+        buf_len(&ends) != n || buf_len(&ghi) != n_groups || buf_len(&goff) != n_groups) {
+        PyErr_SetString(PyExc_ValueError, "order_groups: arrays disagree in length");
+        goto done;
+    }
+    const uint8_t *F = flat.view.buf;
+    const int64_t *S = st.view.buf, *L = ln.view.buf, *ID = ids.view.buf, *LO = glo.view.buf, *HI = ghi.view.buf,
+                  *OFF = goff.view.buf;
+    int64_t *R = rows.view.buf;
+    uint8_t *P = lcp.view.buf;
+    int32_t *MI = mids.view.buf, *E = ends.view.buf;
+    /* the groups tile the rows */
+    int64_t widest = 0;
+    for (Py_ssize_t g = 0; g < n_groups; g++) {
+        if (LO[g] != (g ? HI[g - 1] : 0) || HI[g] < LO[g] || HI[g] > n || (g == n_groups - 1 && HI[g] != n) ||
+            OFF[g] < 0) {
+            bad_index("row range of group", g);
+            goto done;
+        }
+        if (HI[g] - LO[g] > widest) widest = HI[g] - LO[g];
+    }
+    if (n > 0 && n_groups == 0) {
+        bad_index("row range of group", 0);
+        goto done;
+    }
+    s = malloc(sizeof(Suffix) * (size_t)(widest + 1));
+    tmp = malloc(sizeof(Suffix) * (size_t)(widest + 1));
+    seg = malloc(sizeof(Segment) * (size_t)(widest / 2 + 1));
+    if (s == NULL || tmp == NULL || seg == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t used = 0, cap = 0;
+    for (Py_ssize_t g = 0; g < n_groups; g++) {
+        const int64_t lo = LO[g], m = HI[g] - LO[g], off = OFF[g];
+        int64_t bytes = 0; /* the group's bytes: an upper bound of its tails */
+        for (int64_t i = 0; i < m; i++) {
+            const int64_t r = R[lo + i];
+            if (r < 0 || r >= n_rows) {
+                bad_index("token row", r);
+                goto done;
+            }
+            if (S[r] < 0 || S[r] > n_flat || L[r] < 0 || L[r] > n_flat - S[r] || off > L[r]) {
+                bad_index("byte range of token row", r);
+                goto done;
+            }
+            if (ID[r] < 0 || ID[r] > INT32_MAX) {
+                bad_index("token id", ID[r]);
+                goto done;
+            }
+            s[i] = (Suffix){0, F + S[r] + off, L[r] - off, r};
+            bytes += L[r] - off;
+        }
+        if (bytes > INT32_MAX - used) {
+            PyErr_SetString(PyExc_OverflowError, "order_groups: the tails do not fit int32 offsets");
+            goto done;
+        }
+        if (used + bytes > cap) {
+            cap = cap ? cap : 1 << 16;
+            while (cap < used + bytes) cap *= 2;
+            uint8_t *grown = realloc(out, (size_t)cap);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            out = grown;
+        }
+        /* most groups are in order already: laid out as they are, else sorted and laid out again */
+        int64_t end = lay_out(s, m, lo, 1, ID, R, P, MI, E, out, used);
+        if (end < 0) {
+            sort_suffixes(s, tmp, seg, (Py_ssize_t)m);
+            end = lay_out(s, m, lo, 0, ID, R, P, MI, E, out, used);
+        }
+        used = end;
+    }
+    result = PyBytes_FromStringAndSize(used ? (const char *)out : "", (Py_ssize_t)used);
+done:
+    free(s);
+    free(tmp);
+    free(seg);
+    free(out);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     return result;
 }
 
@@ -1764,6 +2072,7 @@ static int direct_row(Dfa *d, int32_t sid) {
 static PyMethodDef methods[] = {
     {"trie_walk", trie_walk, METH_VARARGS, trie_walk_doc},
     {"groups_walk", groups_walk, METH_VARARGS, groups_walk_doc},
+    {"order_groups", order_groups, METH_VARARGS, order_groups_doc},
     {"widest_set", widest_set, METH_VARARGS, widest_set_doc},
     {"run_chain", run_chain, METH_VARARGS, run_chain_doc},
     {"pack_ids", pack_ids, METH_VARARGS, pack_ids_doc},

@@ -23,7 +23,7 @@ import importlib
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -189,14 +189,19 @@ def groups_walk(auto: "Automaton", tokens: "TokenBytes", chain: np.ndarray, tabl
     to its end in ``words`` (uint32) and returns how many; -1, setting nothing, when more than
     ``max_walked`` rows would be read.  ``check`` and ``auto.lock`` as for :func:`trie_walk`.
     Raises ValueError for an index out of range or a mistyped array.
+
+    The groups' rows are read from ``table.layout`` (:func:`order_groups`): in the order of their
+    bytes, each stepping only the bytes it does not share with the row before it, from the state
+    that row reached after those it does (or dying unstepped where that row died on one of them).
+    The cut rows share nothing.
     """
     assert _module is not None, "native walks are not built"
     r = chain.shape[0] - 1
     module = _module
     kept: int = _with_rows(auto, lambda rows: module.groups_walk(
         auto, auto.step_row, auto.n_classes, auto.class_of_byte, tokens.flat, tokens.start, tokens.length, tokens.ids,
-        chain, table.g_upto.item(r), table.g_run, group_classes, table.g_lo, table.g_hi, table.mixed_rows, cut_rows,
-        r, words, check, max_walked, rows))
+        chain, table.g_upto.item(r), table.g_run, group_classes, table.g_lo, table.g_hi, *table.layout, cut_rows, r,
+        words, check, max_walked, rows))
     return kept
 
 
@@ -220,6 +225,37 @@ def pack_ids(ids: np.ndarray, words: np.ndarray) -> None:
     ``id >> 5``.  Raises ValueError, setting none, for an id outside the words (negative included)."""
     assert _module is not None, "native walks are not built"
     _module.pack_ids(ids, words)
+
+
+class GroupLayout(NamedTuple):
+    """Groups of token rows as :func:`groups_walk` reads them (see :func:`order_groups`), per row ``i``
+    in the groups' order: ``ids`` its token id (int32); ``lcp`` how many of its bytes past the group's
+    offset it shares with the row before it in its group (uint8, 0 for a group's first row); ``tails``
+    (uint8) the bytes past those, row after row, row ``i``'s ending at ``ends[i]`` (int32)."""
+
+    ids: np.ndarray
+    lcp: np.ndarray
+    ends: np.ndarray
+    tails: np.ndarray
+
+
+def order_groups(tokens: "TokenBytes", rows: np.ndarray, g_lo: np.ndarray, g_hi: np.ndarray,
+                 g_off: np.ndarray) -> GroupLayout:
+    """Sorts each group's token rows ``rows[g_lo[g]:g_hi[g]]`` (int64, in place; the groups follow one
+    another from 0 to ``len(rows)``) by their bytes from byte ``g_off[g]`` on, and lays them out for
+    :func:`groups_walk`: a shared prefix is stepped once, and its bytes are not stored again.  A radix
+    sort in C, once per vocabulary and byte set (:class:`~exl2_enforcer.engine.runs.RunTable`).
+
+    Without the extension the rows stay as they are and the layout is empty (the numpy walks read
+    rows in any order, and no layout).
+    """
+    n = rows.shape[0] if _module is not None else 0
+    lcp, ids, ends = np.zeros(n, np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32)
+    tails = np.zeros(0, np.uint8)
+    if _module is not None:
+        tails = np.frombuffer(_module.order_groups(tokens.flat, tokens.start, tokens.length, tokens.ids, rows, g_lo,
+                                                   g_hi, g_off, lcp, ids, ends), np.uint8)
+    return GroupLayout(ids, lcp, ends, tails)
 
 
 def widest_set(table: np.ndarray, sid: int, class_sizes: np.ndarray, min_bytes: int) -> bytes | None:
