@@ -129,22 +129,25 @@ class RunTable:
         key = run_key[~pure] * 256 + tokens.flat[tokens.start[mixed] + run[mixed]]
         order = np.argsort(key, kind="stable")
         key = np.r_[tokens.flat[tokens.start[zero]].astype(np.uint16), key[order]]
-        self.mixed_rows = np.r_[zero, mixed[order]]
+        rows = np.r_[zero, mixed[order]]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.shape[0] else np.zeros(0, np.int64)
         keys = key[starts].astype(np.int64)
         #: one group per (run length, byte after the run): ``mixed_rows[g_lo[g]:g_hi[g]]``
         self.g_run = keys // 256
         self.g_byte = keys % 256
         self.g_lo = starts
-        self.g_hi = np.append(starts[1:], self.mixed_rows.shape[0])
+        self.g_hi = np.append(starts[1:], rows.shape[0])
         #: the groups' rows as the native walk reads them: within each group ordered by their bytes after
-        #: the byte that leaves the run (``mixed_rows`` too, in place: the numpy walks take any order), a
+        #: the byte that leaves the run (``rows`` too, in place: the numpy walks take any order), a
         #: prefix shared with the row before stepped once and stored once (:func:`native.order_groups`)
-        self.layout = native.order_groups(tokens, self.mixed_rows, self.g_lo, self.g_hi, self.g_run + 1)
+        self.layout = native.order_groups(tokens, rows, self.g_lo, self.g_hi, self.g_run + 1)
+        #: the groups' token rows for the numpy walks (int32: the layout's bytes are most of what the
+        #: native walk adds to the table)
+        self.mixed_rows = rows.astype(np.int32)
         #: rows of all tokens ordered by run length, and those lengths (for the runs cut short)
         order = np.argsort(run_key, kind="stable")
         self.by_run_rows = np.r_[zero, cand[order]]
-        self.by_run = np.r_[np.zeros(zero.shape[0], np.int64), crun[order]]
+        self.by_run = np.r_[np.zeros(zero.shape[0], np.int32), crun[order].astype(np.int32)]
         self.max_run = int(crun.max()) if crun.shape[0] else 0
         #: by run length r (0 .. max_run + 1): how many groups have a run of at most r bytes, and
         #: how many pure tokens are at most r bytes long (list lookups instead of binary searches)
