@@ -64,6 +64,12 @@ SCHEMAS = {
     "tree": (HERE / "schemas" / "tree.schema.json", HERE / "schemas" / "tree.instance.json"),
     "patterns_formats": (HERE / "schemas" / "patterns_formats.schema.json",
                          HERE / "schemas" / "patterns_formats.instance.json"),
+    # three more of the same kinds, added after the engine's work on the five above (held out until then)
+    "net_formats": (HERE / "schemas" / "net_formats.schema.json", HERE / "schemas" / "net_formats.instance.json"),
+    "pattern_fields": (HERE / "schemas" / "pattern_fields.schema.json",
+                       HERE / "schemas" / "pattern_fields.instance.json"),
+    "email_records": (HERE / "schemas" / "email_records.schema.json",
+                      HERE / "schemas" / "email_records.instance.json"),
 }
 
 ENGINES = ("ours", "xgrammar", "llguidance", "lm-format-enforcer")
