@@ -210,3 +210,93 @@ def test_malformed_classes_are_refused() -> None:
             native._module.run_chain(auto, auto.step_row, n, classes, sid, bound, lambda: None)
     GRAMMAR_CACHE.clear()
 
+
+#: held-out runs for the chain: counted and unbounded classes, negated classes, sets of 200+ bytes,
+#: UTF-8 letters (multi-byte runs), alternations whose branches part the set after a few bytes
+CHAIN_REGEXES = [
+    "[^,]{0,300}x", "[\\x20-\\x7e]{3,90}[^a]{2,5}", "[^x-z0-9]*@[a-z]+", "[é-ÿ]{2,40}(-[α-ω]{1,9})*",
+    "(ab|a[b-d]|[a-c]{1,3}z){2,6}[0-9a-f]{8,40}", "\\w+(\\.\\w+){0,4}@[^\\n]{1,50}", "[a-m]{5}[n-z]{5}[^,]{0,20}",
+    "[\\u4e00-\\u9fff]{1,30}[^\\u4e00-\\u9fff]{0,10}",
+]
+
+
+def _reachable(auto: Automaton, limit: int) -> list[int]:
+    """Up to ``limit`` states reachable from the start, breadth first, with their rows built."""
+    seen, at = [auto.start], 0
+    while at < len(seen) and len(seen) < limit:
+        auto.ensure_rows([seen[at]])
+        for t in dict.fromkeys(auto.table[seen[at]].tolist()):
+            if t >= 0 and t not in seen:
+                seen.append(t)
+        at += 1
+    return seen
+
+
+@needs_native
+@pytest.mark.parametrize("regex", CHAIN_REGEXES)
+def test_the_native_chain_is_the_numpy_chain_for_any_set_of_classes(regex: str) -> None:
+    """Not only the widest set of a row: for every reachable state, that set and random sets of
+    classes (a single class, all of them, any subset), at bounds from 0 to far past any token, the
+    same chain and cut as ``runs._chain``."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex(regex, vocab_by_name("llama3")).automaton
+    rng = np.random.default_rng(sum(map(ord, regex)))
+    compared = cuts = 0
+    with auto.lock:
+        memo = runs.RunMemo(auto)
+        for sid in _reachable(auto, 150):
+            sets = [bytes(sorted(rng.choice(auto.n_classes, size=k, replace=False).tolist()))
+                    for k in (1, int(rng.integers(1, auto.n_classes + 1)), auto.n_classes)]
+            widest = native.widest_set(auto.table, sid, memo.class_size_array, 1)
+            for classes in sets + ([widest] if widest is not None else []):
+                for bound in (0, 1, 4, 33, 2000):
+                    got = native.run_chain(auto, classes, sid, bound, lambda: None)
+                    want = runs._chain(auto, memo, memo.byte_set(classes), [sid], bound)
+                    assert got == want, (regex, sid, classes, bound)
+                    compared += 1
+                    cuts += got[1]
+    assert compared > 100 and cuts > 0
+    GRAMMAR_CACHE.clear()
+
+
+class _ColdView:
+    """An automaton as run_chain sees it: a ``table`` that knows no cell at first and is replaced by
+    a fresh array of a few rows (a prefix of the real one, or shorter) on every ``step_row``, which
+    answers from the real automaton and raises once ``fail_after`` calls are done."""
+
+    def __init__(self, auto: Automaton, fail_after: int | None) -> None:
+        self.auto, self.n_classes, self.fail_after, self.calls = auto, auto.n_classes, fail_after, 0
+        self.table = np.full((1, auto.n_classes), UNKNOWN, np.int32)
+
+    def step_row(self, sid: int, c: int) -> int:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyError("step failed")
+        nxt = int(self.auto.step_row(sid, c))
+        known = self.auto.table[: 1 + self.calls % 5]
+        self.table = np.concatenate([known, np.full((self.calls % 3 + 1, self.n_classes), UNKNOWN, np.int32)])
+        return nxt
+
+
+@needs_native
+@pytest.mark.parametrize("fail_after", [None, 1, 4, 15])
+def test_a_chain_over_a_table_replaced_on_every_row(fail_after: int | None) -> None:
+    """The table is reallocated (and shrinks below the states the chain reaches) on every step: the
+    chain drops its view of the old array and asks for states past the new one's rows, giving the
+    chain of the real automaton, or the step's error where it raises."""
+    GRAMMAR_CACHE.clear()
+    auto = compile_regex("[a-z0-9]{1,40}(-[a-z0-9]{1,40})*@x", vocab_by_name("llama3")).automaton
+    with auto.lock:
+        sid = auto.walk(auto.start, b"a")
+        auto.ensure_rows([sid])
+        classes = native.widest_set(auto.table, sid, runs.RunMemo(auto).class_size_array, 16)
+        assert classes is not None
+        want = native._module.run_chain(auto, auto.step_row, auto.n_classes, classes, sid, 60, lambda: None)
+        view = _ColdView(auto, fail_after)
+        if fail_after is None:
+            assert native._module.run_chain(view, view.step_row, auto.n_classes, classes, sid, 60, None) == want
+            assert view.calls > 40
+        else:
+            with pytest.raises(KeyError):
+                native._module.run_chain(view, view.step_row, auto.n_classes, classes, sid, 60, None)
+    GRAMMAR_CACHE.clear()

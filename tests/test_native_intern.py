@@ -272,3 +272,64 @@ def test_a_malformed_interner_is_refused() -> None:
                                  trie.child_lo, trie.child_hi, trie.tok_lo, trie.tok_hi, trie.tok_ids,
                                  sid, None, None, None, lambda: None, None, None, None, (*context[:-1], (1, 2)))
     GRAMMAR_CACHE.clear()
+
+
+def _escape_fault_pass(c_intern: bool, fail_at: int, monkeypatch: pytest.MonkeyPatch
+                       ) -> tuple[dict[str, Any], list[bytes]]:
+    """A cold pass whose ``fail_at``-th escape step raises (after the rows before it interned their
+    plain sets, natively or by the callback): the automaton's snapshot then, checked consistent,
+    and the masks of the whole text computed after it on the same grammar."""
+    schema, text = _case("patterns_formats")
+    GRAMMAR_CACHE.clear()
+    g = compile_json_schema(schema, vocab_by_name("llama3"))
+    auto = g.automaton
+    real = Automaton._escape_step
+    seen = [0]
+
+    def escape(self: Automaton, key: bytes, pairs: list, repeats: bool) -> int:
+        seen[0] += 1
+        if seen[0] == fail_at:
+            raise _Boom
+        return real(self, key, pairs, repeats)
+
+    tokens = encode("llama3", text)
+    with monkeypatch.context() as m:
+        m.setattr(native, "c_intern", c_intern)
+        m.setattr(Automaton, "_escape_step", escape)
+        matcher = Matcher(g)
+        with pytest.raises(_Boom):
+            for token in tokens:
+                matcher.packed_mask()
+                matcher.accept_token(token)
+        n = len(auto.states)
+        assert all(auto._index[(s.configs, s.accepting)] == i for i, s in enumerate(auto.states))
+        assert len(auto._index) == n and all(0 <= sid < n for sid in auto._plain_memo.values())
+        assert not (auto.table[:n][auto.row_done[:n]] == UNKNOWN).any()
+        before = auto.state_bytes
+        auto.count_native()
+        assert auto.state_bytes == before
+        assert (auto.native_interned > 0) == c_intern  # sets were interned natively before the fault
+        snap = _snapshot(auto)
+        seen[0] = -(1 << 30)  # no more faults
+        matcher = Matcher(g)
+        masks = []
+        for token in tokens:
+            masks.append(matcher.packed_mask().tobytes())
+            matcher.accept_token(token)
+    GRAMMAR_CACHE.clear()
+    return snap, masks
+
+
+@needs_native
+@pytest.mark.parametrize("fail_at", [3, 25, 90])  # 25, 90: the raising row interned natively before
+def test_an_escape_step_raising_mid_row_leaves_what_the_callback_path_leaves(fail_at: int,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """An escape step raises in the middle of a row whose earlier plain sets were interned (in C,
+    or by the callback with ``c_intern`` off): the same states, index, memos and bytes either way,
+    all consistent, and the same grammar then masks the text as a fresh one does."""
+    snap, masks = _escape_fault_pass(True, fail_at, monkeypatch)
+    slow_snap, slow_masks = _escape_fault_pass(False, fail_at, monkeypatch)
+    for key in snap:
+        assert snap[key] == slow_snap[key], key
+    fresh, _snap, _calls, _ = _pass(*_case("patterns_formats"), "llama3", True, monkeypatch)
+    assert masks == slow_masks == fresh[:-1]

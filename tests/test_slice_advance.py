@@ -100,3 +100,32 @@ def test_plain_string_masks_shared_between_positions_stay_exact(schema):
                 break
             short = pool[table.token_len[pool] <= 2]
             m.accept_token(int(rng.choice(short if short.size and rng.random() < 0.8 else pool)))
+
+
+@pytest.mark.parametrize("case", ["two_open", "array_ws", "bounded"])
+def test_slice_budget_is_remembered_per_state_and_forgotten_by_an_eviction(case):
+    """``slice_budget`` remembers its answer per state: after a mask pass the remembered answer of
+    every state is the one ``_slice_budget`` computes now, a new entry counts its bytes once, asking
+    again counts nothing, and an eviction forgets them all (ids name other states after it)."""
+    from exl2_enforcer.engine.automaton import _MEMO_BYTES
+
+    v = vocab_by_name("llama3")
+    g = compile_json_schema(SCHEMAS[case], v)
+    a = g.automaton
+    text = {"two_open": '{"a": "two words", "b": 12}', "array_ws": '[ "ab" ,  "cdefgh"]',
+            "bounded": '"a few words here"'}[case]
+    m = Matcher(g)
+    for tid in encode("llama3", text):
+        m.packed_mask()
+        m.accept_token(tid)
+    assert a._slice_budgets  # the pass asked
+    fresh = [sid for sid in range(len(a.states)) if sid not in a._slice_budgets]
+    before = a.state_bytes
+    answers = [a.slice_budget(sid) for sid in range(len(a.states))]
+    assert a.state_bytes == before + _MEMO_BYTES * len(fresh)
+    assert answers == [a._slice_budget(sid) for sid in range(len(a.states))]
+    assert any(x is not None for x in answers) and None in answers
+    again = a.state_bytes
+    assert [a.slice_budget(sid) for sid in range(len(a.states))] == answers and a.state_bytes == again
+    a.evict()
+    assert a._slice_budgets == {}
