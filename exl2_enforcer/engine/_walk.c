@@ -529,40 +529,22 @@ typedef struct {
     Py_ssize_t n_T;
 } Tails;
 
-/* The states a group's walk reached after each byte of the row it read last (see walk_group). */
-typedef struct {
-    int32_t *q;
-    int64_t cap;
-} Path;
-
-static int path_reserve(Path *path, int64_t n) {
-    if (n <= path->cap) return 0;
-    int64_t cap = path->cap ? path->cap : 256;
-    while (cap < n) cap *= 2;
-    int32_t *q = (uint64_t)cap <= SIZE_MAX / sizeof(int32_t) ? realloc(path->q, sizeof(int32_t) * (size_t)cap) : NULL;
-    if (q == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    path->q = q;
-    path->cap = cap;
-    return 0;
-}
 
 /* Read the rows ``lo:hi`` of ``t`` (one group) from DFA state ``q``, each to its end or to the first byte
  * refused, and set the bit of every row read to its end: how many did, -1 on error.
  *
- * The rows share the steps of their common prefixes: ``path->q[k]`` holds the state after the first k
+ * The rows share the steps of their common prefixes: ``path->v[k]`` holds the state after the first k
  * bytes of the row before, for every k up to where it was read alive; row i goes on from
- * ``path->q[P[i]]`` with its own bytes, or dies without a step where the row before died on a byte they
+ * ``path->v[P[i]]`` with its own bytes, or dies without a step where the row before died on a byte they
  * share: the cells a walk row by row steps, a shared prefix's once.  Row indices, tail ranges and shared
  * prefixes are checked as they are read (a prefix longer than the row before was read alive: ValueError);
  * a layout that lies about the bytes gives a wrong mask, never a read outside the arrays. */
-static Py_ssize_t walk_group(Dfa *d, Rows *tk, const Tails *t, int64_t lo, int64_t hi, int32_t q, Path *path,
+static Py_ssize_t walk_group(Dfa *d, Rows *tk, const Tails *t, int64_t lo, int64_t hi, int32_t q, IntVec *path,
                              PyObject *check) {
-    if (path_reserve(path, 1) < 0) return -1;
-    path->q[0] = q;
-    int64_t alive = 0; /* bytes of the row before read alive: path->q[0 .. alive] */
+    if (vec_reserve(path, 1) < 0) return -1; /* the states after each byte of the row read last: a
+                                                 * buffer (its count stays 0), as long as the longest row */
+    path->v[0] = q;
+    int64_t alive = 0; /* bytes of the row before read alive: path->v[0 .. alive] */
     int64_t died = -1; /* the byte it died on (then alive == died); -1: it was read to its end */
     Py_ssize_t kept = 0;
     for (int64_t i = lo; i < hi; i++) {
@@ -572,9 +554,9 @@ static Py_ssize_t walk_group(Dfa *d, Rows *tk, const Tails *t, int64_t lo, int64
         if (died >= 0 && died < k) continue; /* the byte that ended the row before ends this one */
         if (k > alive) return bad_index("shared prefix of group row", i);
         const int64_t n = k + (b - a);
-        if (path_reserve(path, n + 1) < 0) return -1;
+        if (vec_reserve(path, n + 1) < 0) return -1;
         const uint8_t *F = t->T + a - k; /* the row's byte j (from the group's offset on) is F[j], j >= k */
-        int32_t state = path->q[k];
+        int32_t state = path->v[k];
         for (; k < n; k++) {
             if (++tk->steps % CHECK_EVERY == 0 && call_check(check) < 0) return -1;
             /* a known cell inline; dfa_step (not inlined) for a row to build or a malformed cell */
@@ -584,7 +566,7 @@ static Py_ssize_t walk_group(Dfa *d, Rows *tk, const Tails *t, int64_t lo, int64
             if (nxt < DEAD && (nxt = dfa_step(d, state, c)) == -3) return -1;
             if (nxt < 0) break;
             state = nxt;
-            path->q[k + 1] = state;
+            path->v[k + 1] = state;
         }
         alive = k;
         died = k < n ? k : -1;
@@ -1599,7 +1581,7 @@ static PyObject *groups_walk(PyObject *self, PyObject *args) {
     Dfa d;
     int dfa_ok = 0;
     Group *grp = NULL;
-    Path path = {NULL, 0};
+    IntVec path = {NULL, 0, 0};
     Py_ssize_t kept = -2;
     if (buf_get(&cls, o_cls, 4, 0, "class_of_byte") < 0 || buf_get(&flat, o_flat, 1, 0, "flat") < 0 ||
         buf_get(&st, o_start, 8, 0, "start") < 0 || buf_get(&ln, o_len, 8, 0, "length") < 0 ||
@@ -1683,7 +1665,7 @@ done_dfa:
     if (dfa_ok) dfa_close(&d);
 done:
     free(grp);
-    free(path.q);
+    vec_drop(&path);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     if (kept < -1) return NULL;
     return PyLong_FromSsize_t(kept);
