@@ -254,3 +254,21 @@ def test_packed_ids_equal_the_numpy_packing(vocab: str, monkeypatch: pytest.Monk
     with pytest.raises(ValueError):  # ids of another width
         native.pack_ids(np.array([1, 2], np.int32), words)
     GRAMMAR_CACHE.clear()
+
+
+def test_an_extension_of_another_version_is_refused_with_a_warning(tmp_path) -> None:
+    """A build whose ``API_VERSION`` differs (an editable checkout updated without a rebuild) is not
+    used: a RuntimeWarning names it and the numpy walks take over, instead of every mask failing."""
+    import types
+
+    stale = types.ModuleType("exl2_enforcer.engine._walk")
+    stale.__file__ = str(tmp_path / "_walk.so")
+    for version in (None, native.API_VERSION - 1):
+        if version is not None:
+            stale.API_VERSION = version  # type: ignore[attr-defined]
+        with pytest.warns(RuntimeWarning, match="another version"):
+            assert native._checked(stale) is None
+    stale.API_VERSION = native.API_VERSION  # type: ignore[attr-defined]
+    assert native._checked(stale) is stale
+    if native.available:  # the built extension is this version's
+        assert native._module is not None and native._module.API_VERSION == native.API_VERSION

@@ -333,3 +333,11 @@ def test_an_escape_step_raising_mid_row_leaves_what_the_callback_path_leaves(fai
         assert snap[key] == slow_snap[key], key
     fresh, _snap, _calls, _ = _pass(*_case("patterns_formats"), "llama3", True, monkeypatch)
     assert masks == slow_masks == fresh[:-1]
+
+
+def test_native_states_hold_every_field_of_a_dfa_state() -> None:
+    """The native interning sets a new state's ``configs`` and ``accepting`` itself (``new_state`` in
+    _walk.c, without ``DfaState.__init__``): a field added to DfaState must be set there too."""
+    assert set(DfaState.__slots__) == {"configs", "accepting"}
+    assert DfaState.__init__.__code__.co_names == ("configs", "accepting")
+

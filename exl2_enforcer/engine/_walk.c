@@ -2066,6 +2066,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Bumped with every change of a function's arguments or results (engine/native.py checks it). */
+#define WALK_API_VERSION 7
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_walk", "Native token walks over a lazily built DFA table (see engine/native.py).", -1,
     methods, NULL, NULL, NULL, NULL,
@@ -2076,5 +2079,8 @@ PyMODINIT_FUNC PyInit__walk(void) {
     static const char *const texts[] = {"table", "depth", "configs", "generation", "row_done", "accepting"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (*names[i] == NULL && (*names[i] = PyUnicode_InternFromString(texts[i])) == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the calling convention of these functions: engine/native.py refuses a build of another one */
+    if (m != NULL && PyModule_AddIntConstant(m, "API_VERSION", WALK_API_VERSION) < 0) Py_CLEAR(m);
+    return m;
 }

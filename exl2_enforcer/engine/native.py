@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -35,11 +36,29 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
+#: the calling convention this module expects of the extension (``API_VERSION`` in ``_walk.c``)
+API_VERSION = 7
+
+
 def _load() -> ModuleType | None:
     try:
-        return importlib.import_module("exl2_enforcer.engine._walk")
+        module = importlib.import_module("exl2_enforcer.engine._walk")
     except ImportError:  # not built (no C compiler at install time)
         return None
+    return _checked(module)
+
+
+def _checked(module: ModuleType) -> ModuleType | None:
+    """``module`` if it was built from this version's ``_walk.c``; else None, with a warning: an extension
+    left over from an older install (an editable checkout updated without a rebuild) would fail every mask
+    with a TypeError, where the numpy walks give the same masks."""
+    got = getattr(module, "API_VERSION", None)
+    if got == API_VERSION:
+        return module
+    warnings.warn(f"exl2_enforcer's C extension ({module.__file__}) was built from another version (API "
+                  f"{got}, this code needs {API_VERSION}): using the numpy walks; rebuild it with "
+                  f"`pip install -e .` (or reinstall) for the native ones", RuntimeWarning, stacklevel=3)
+    return None
 
 
 _module = _load()
