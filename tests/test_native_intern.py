@@ -191,6 +191,19 @@ class _Boom(Exception):
     pass
 
 
+def _assert_consistent(auto: Automaton) -> None:
+    """After a raise mid-pass: every listed state is indexed under its configurations and every index
+    or memo entry names a listed state; done rows are whole; the bytes recount the same."""
+    n = len(auto.states)
+    assert all(auto._index[(s.configs, s.accepting)] == i for i, s in enumerate(auto.states))
+    assert all(0 <= sid < n for sid in auto._index.values()) and len(auto._index) == n
+    assert all(0 <= sid < n for sid in auto._plain_memo.values())
+    assert not (auto.table[:n][auto.row_done[:n]] == UNKNOWN).any()
+    before = auto.state_bytes
+    auto.count_native()
+    assert auto.state_bytes == before
+
+
 @needs_native
 @pytest.mark.parametrize("fail_at", [1, 40, 300])
 def test_a_state_class_raising_leaves_the_automaton_consistent(fail_at: int, monkeypatch: pytest.MonkeyPatch
@@ -230,14 +243,7 @@ def test_a_state_class_raising_leaves_the_automaton_consistent(fail_at: int, mon
             for token in tokens:
                 matcher.packed_mask()
                 matcher.accept_token(token)
-    n = len(auto.states)
-    assert all(auto._index[(s.configs, s.accepting)] == i for i, s in enumerate(auto.states))
-    assert all(0 <= sid < n for sid in auto._index.values()) and len(auto._index) == n
-    assert all(0 <= sid < n for sid in auto._plain_memo.values())
-    assert not (auto.table[:n][auto.row_done[:n]] == UNKNOWN).any()
-    before = auto.state_bytes
-    auto.count_native()
-    assert auto.state_bytes == before
+    _assert_consistent(auto)
     # the same grammar goes on exactly: every mask of the text as a fresh grammar gives it
     matcher = Matcher(g)
     for token in tokens:
@@ -301,13 +307,7 @@ def _escape_fault_pass(c_intern: bool, fail_at: int, monkeypatch: pytest.MonkeyP
             for token in tokens:
                 matcher.packed_mask()
                 matcher.accept_token(token)
-        n = len(auto.states)
-        assert all(auto._index[(s.configs, s.accepting)] == i for i, s in enumerate(auto.states))
-        assert len(auto._index) == n and all(0 <= sid < n for sid in auto._plain_memo.values())
-        assert not (auto.table[:n][auto.row_done[:n]] == UNKNOWN).any()
-        before = auto.state_bytes
-        auto.count_native()
-        assert auto.state_bytes == before
+        _assert_consistent(auto)
         assert (auto.native_interned > 0) == c_intern  # sets were interned natively before the fault
         snap = _snapshot(auto)
         seen[0] = -(1 << 30)  # no more faults

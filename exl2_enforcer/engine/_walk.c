@@ -1154,6 +1154,21 @@ static PyObject *config_of(int32_t q, int32_t uid, PyObject *made, PyObject *con
     return pair;
 }
 
+/* The pairs ``v[0:len]`` as a list of (NFA state, node) tuples (config_of); NULL on error. */
+static PyObject *pairs_list(const int32_t *v, Py_ssize_t len, PyObject *made, PyObject *const *nodes,
+                            const int32_t *uids, Py_ssize_t k) {
+    PyObject *pairs = PyList_New(len / 2);
+    for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
+        PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
+        if (pair == NULL) {
+            Py_CLEAR(pairs);
+            break;
+        }
+        PyList_SET_ITEM(pairs, p, pair);
+    }
+    return pairs;
+}
+
 /* ``obj``: None (0), or Automaton.interner()'s tuple, read into ``in`` (1); -1 on error. */
 static int interner_open(Interner *in, PyObject *obj) {
     if (obj == Py_None) return 0;
@@ -1212,14 +1227,11 @@ static PyObject *new_state(PyObject *state_type, PyObject *configs) {
 static PyObject *intern_here(const Interner *in, NfaTab *t, PyObject *automaton, PyObject *key, const int32_t *v,
                              Py_ssize_t len, PyObject *memo, PyObject *made, PyObject *const *nodes,
                              const int32_t *uids, Py_ssize_t k, int *later) {
-    PyObject *configs = PyFrozenSet_New(NULL), *ikey = NULL, *sid = NULL, *state = NULL;
+    PyObject *pairs = pairs_list(v, len, made, nodes, uids, k), *ikey = NULL, *sid = NULL, *state = NULL;
+    if (pairs == NULL) return NULL;
+    PyObject *configs = PyFrozenSet_New(pairs);
+    Py_DECREF(pairs);
     if (configs == NULL) return NULL;
-    for (Py_ssize_t p = 0; p < len / 2; p++) {
-        PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
-        const int bad = pair == NULL || PySet_Add(configs, pair) < 0;
-        Py_XDECREF(pair);
-        if (bad) goto done;
-    }
     ikey = PyTuple_Pack(2, configs, Py_False);
     if (ikey == NULL) goto done;
     sid = PyDict_GetItemWithError(in->index, ikey); /* borrowed */
@@ -1271,15 +1283,7 @@ static int32_t resolve(const int32_t *v, Py_ssize_t len, PyObject *memo, PyObjec
             if (v[2 * p] == v[2 * p - 2]) repeats = 1;
         if (in != NULL && !repeats) got = intern_here(in, t, automaton, key, v, len, memo, made, nodes, uids, k, &later);
         if (got == NULL && (in == NULL || repeats || later)) {
-            PyObject *pairs = PyList_New(len / 2);
-            for (Py_ssize_t p = 0; pairs != NULL && p < len / 2; p++) {
-                PyObject *pair = config_of(v[2 * p], v[2 * p + 1], made, nodes, uids, k);
-                if (pair == NULL) {
-                    Py_CLEAR(pairs);
-                    break;
-                }
-                PyList_SET_ITEM(pairs, p, pair);
-            }
+            PyObject *pairs = pairs_list(v, len, made, nodes, uids, k);
             if (pairs != NULL) {
                 got = PyObject_CallFunctionObjArgs(make, key, pairs, repeats ? Py_True : Py_False, NULL);
                 Py_DECREF(pairs);

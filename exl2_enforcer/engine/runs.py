@@ -302,21 +302,14 @@ def run_mask(auto: Automaton, tables: RunTables, sid: int, check: Callable[[], N
         return None
     byte_set = memo.byte_set(classes)
     # a short run leaves few tokens alive, which the trie walk handles well: no table for it
-    if native.enabled:  # the chain's rows and agreements in one native pass, nothing remembered
-        chain, cut = native.run_chain(auto, classes, sid, MIN_CHAIN, check)
-    else:
-        chain, cut = _chain(auto, memo, byte_set, [sid], MIN_CHAIN)
+    chain, cut = _chain_from(auto, memo, byte_set, [sid], MIN_CHAIN, check)
     if len(chain) <= MIN_CHAIN:
         return None
     check()  # a table build and a long chain of rows are chunks of work like a trie level
     table = tables.table(byte_set.members, byte_set.table_key)
     # the short chain stopped at its bound (a refusal or a disagreement would have ended it
     # shorter): go on from its end, or cut it back where no token runs further
-    if native.enabled:
-        chain, cut = native.run_chain(auto, classes, sid, table.max_run, check)
-    else:
-        del chain[table.max_run + 1:]
-        chain, cut = _chain(auto, memo, byte_set, chain, table.max_run)
+    chain, cut = _chain_from(auto, memo, byte_set, chain[:table.max_run + 1], table.max_run, check)
     check()
     r = len(chain) - 1
     if native.enabled:
@@ -395,6 +388,16 @@ def _widest_set(class_sizes: list[int], row: list[int]) -> list[int] | None:
     if width[best] < MIN_RUN_BYTES:
         return None
     return [c for c, t in enumerate(row) if t == best]
+
+
+def _chain_from(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], max_run: int,
+                check: Callable[[], None]) -> tuple[list[int], bool]:
+    """:func:`_chain` from ``chain``: in one native pass from its first state where the walks are native
+    (rows built on the way, nothing remembered; the states of ``chain`` it steps again have their rows),
+    else by the agreements the byte set remembers."""
+    if native.enabled:
+        return native.run_chain(auto, byte_set.classes, chain[0], max_run, check)
+    return _chain(auto, memo, byte_set, chain, max_run)
 
 
 def _chain(auto: Automaton, memo: RunMemo, byte_set: ByteSet, chain: list[int], max_run: int
