@@ -1776,6 +1776,514 @@ done:
     return result;
 }
 
+/* -- whole-NFA passes of a compile (Automaton.__init__): completion depth, weight-0 call cycles ------------ */
+
+#define DEPTH_INF (1 << 30) /* automaton.INF: cannot finish */
+
+/* An int32 array argument of at least ``n`` items (read-only); -1 with an error naming it. */
+static int ints_arg(Buf *b, PyObject *o, Py_ssize_t n, const char *name) {
+    if (buf_get(b, o, 4, 0, name) < 0) return -1;
+    if (!b->held || buf_len(b) < n) {
+        PyErr_Format(PyExc_ValueError, "%s must be an int32 array of at least %zd items", name, n);
+        return -1;
+    }
+    return 0;
+}
+
+/* ``ptr`` (n + 1 CSR pointers into ``m`` targets) well formed, every target in [0, n); -1 with an error. */
+static int csr_ok(const int32_t *ptr, Py_ssize_t n, const int32_t *t, Py_ssize_t m, const char *name) {
+    if (ptr[0] != 0 || ptr[n] > m) goto bad;
+    for (Py_ssize_t q = 0; q < n; q++)
+        if (ptr[q + 1] < ptr[q]) goto bad;
+    for (Py_ssize_t i = 0; i < ptr[n]; i++)
+        if (t[i] < 0 || t[i] >= n) {
+            PyErr_Format(PyExc_ValueError, "%s: target %d is not a state", name, (int)t[i]);
+            return -1;
+        }
+    return 0;
+bad:
+    PyErr_Format(PyExc_ValueError, "%s: malformed CSR pointers", name);
+    return -1;
+}
+
+typedef struct {
+    int32_t level, q;
+} HeapItem;
+
+static int heap_push(HeapItem **h, Py_ssize_t *n, Py_ssize_t *cap, int32_t level, int32_t q) {
+    if (*n == *cap) {
+        const Py_ssize_t want = *cap ? 2 * *cap : 1024;
+        HeapItem *p = realloc(*h, sizeof(HeapItem) * (size_t)want);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *h = p;
+        *cap = want;
+    }
+    Py_ssize_t i = (*n)++;
+    while (i > 0) {
+        const Py_ssize_t up = (i - 1) / 2;
+        if ((*h)[up].level <= level) break;
+        (*h)[i] = (*h)[up];
+        i = up;
+    }
+    (*h)[i] = (HeapItem){level, q};
+    return 0;
+}
+
+static HeapItem heap_pop(HeapItem *h, Py_ssize_t *n) {
+    const HeapItem top = h[0], last = h[--*n];
+    Py_ssize_t i = 0;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && h[c + 1].level < h[c].level) c++;
+        if (h[c].level >= last.level) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+PyDoc_STRVAR(completion_depth_doc,
+"completion_depth(n, e_ptr, e_t, p_ptr, p_t, seal_lo, seal_exit, combo_q, dep_ptr, dep_t, term_ptr, term_dep,\n"
+"                 term_w, by_callback, value, ends, h) -> None\n\n"
+"automaton.completion_depth over int32 arrays, into ``h`` (int32, n, writable): for each of the n NFA states\n"
+"the call depth still needed to reach the end of its machine (2**30: never).  Byte edges (``e_ptr``/``e_t``,\n"
+"CSR) and epsilon edges (``p_ptr``/``p_t``) weigh nothing; a sealed block ``seal_lo[i] .. seal_exit[i]`` is\n"
+"one edge from its first state to its exit (its interior's own edges are not read; it finishes as its first\n"
+"state does).  Combination state ``combo_q[j]`` depends on states ``dep_t[dep_ptr[j]:dep_ptr[j + 1]]``; its\n"
+"value is the largest ``term_w + h[term_dep]`` over ``term_ptr[j]:term_ptr[j + 1]``, or, where\n"
+"``by_callback[j]`` (uint8), ``value(combo_q[j])``, which reads ``h`` (Python, for the lazy-head kinds\n"
+"without a closed form).  ``ends`` are at depth 0.  Raises ValueError for malformed arrays.");
+
+static PyObject *completion_depth(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t n;
+    PyObject *o[16], *value;
+    if (!PyArg_ParseTuple(args, "nOOOOOOOOOOOOOOOO", &n, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9], &o[10], &o[11], &o[12], &value, &o[13], &o[14]))
+        return NULL;
+    if (n < 0 || n >= INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "completion_depth: bad state count");
+        return NULL;
+    }
+    Buf e_ptr, e_t, p_ptr, p_t, s_lo, s_ex, cq, d_ptr, d_t, t_ptr, t_dep, t_w, cb, ends, hb;
+    Buf *all[] = {&e_ptr, &e_t, &p_ptr, &p_t, &s_lo, &s_ex, &cq, &d_ptr, &d_t, &t_ptr, &t_dep, &t_w, &cb, &ends, &hb};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
+    PyObject *result = NULL;
+    int32_t *rp_ptr = NULL, *rp_q = NULL, *rc_ptr = NULL, *rc_j = NULL, *cnt = NULL;
+    uint8_t *skip = NULL, *settled = NULL;
+    HeapItem *heap = NULL;
+    Py_ssize_t heap_n = 0, heap_cap = 0;
+    if (ints_arg(&e_ptr, o[0], n + 1, "e_ptr") < 0 || ints_arg(&e_t, o[1], 0, "e_t") < 0 ||
+        ints_arg(&p_ptr, o[2], n + 1, "p_ptr") < 0 || ints_arg(&p_t, o[3], 0, "p_t") < 0 ||
+        ints_arg(&s_lo, o[4], 0, "seal_lo") < 0 || ints_arg(&s_ex, o[5], buf_len(&s_lo), "seal_exit") < 0 ||
+        ints_arg(&cq, o[6], 0, "combo_q") < 0 || ints_arg(&d_ptr, o[7], buf_len(&cq) + 1, "dep_ptr") < 0 ||
+        ints_arg(&d_t, o[8], 0, "dep_t") < 0 || ints_arg(&t_ptr, o[9], buf_len(&cq) + 1, "term_ptr") < 0 ||
+        ints_arg(&t_dep, o[10], 0, "term_dep") < 0 || ints_arg(&t_w, o[11], buf_len(&t_dep), "term_w") < 0)
+        goto done;
+    if (buf_get(&cb, o[12], 1, 0, "by_callback") < 0 || ints_arg(&ends, o[13], 0, "ends") < 0 ||
+        buf_get(&hb, o[14], 4, 1, "h") < 0)
+        goto done;
+    const Py_ssize_t n_seal = buf_len(&s_lo), n_combo = buf_len(&cq);
+    if (!cb.held || buf_len(&cb) < n_combo || !hb.held || buf_len(&hb) < n) {
+        PyErr_SetString(PyExc_ValueError, "completion_depth: by_callback or h is too short");
+        goto done;
+    }
+    const int32_t *EP = e_ptr.view.buf, *ET = e_t.view.buf, *PP = p_ptr.view.buf, *PT = p_t.view.buf;
+    const int32_t *SL = s_lo.view.buf, *SE = s_ex.view.buf, *CQ = cq.view.buf, *DP = d_ptr.view.buf;
+    const int32_t *DT = d_t.view.buf, *TP = t_ptr.view.buf, *TD = t_dep.view.buf, *TW = t_w.view.buf;
+    const uint8_t *CB = cb.view.buf;
+    const int32_t *EN = ends.view.buf;
+    int32_t *h = hb.view.buf;
+    if (csr_ok(EP, n, ET, buf_len(&e_t), "e_ptr") < 0 || csr_ok(PP, n, PT, buf_len(&p_t), "p_ptr") < 0) goto done;
+    if (DP[0] != 0 || DP[n_combo] > buf_len(&d_t) || TP[0] != 0 || TP[n_combo] > buf_len(&t_dep)) {
+        PyErr_SetString(PyExc_ValueError, "completion_depth: malformed combination pointers");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < n_combo; j++) {
+        if (CQ[j] < 0 || CQ[j] >= n || DP[j + 1] < DP[j] || TP[j + 1] < TP[j]) {
+            PyErr_Format(PyExc_ValueError, "completion_depth: malformed combination %zd", j);
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < DP[n_combo]; i++)
+        if (DT[i] < 0 || DT[i] >= n) goto bad_state;
+    for (Py_ssize_t i = 0; i < TP[n_combo]; i++)
+        if (TD[i] < 0 || TD[i] >= n || TW[i] < 0) goto bad_state;
+    for (Py_ssize_t i = 0; i < buf_len(&ends); i++)
+        if (EN[i] < 0 || EN[i] >= n) goto bad_state;
+    skip = calloc((size_t)(n ? n : 1), 1);
+    settled = calloc((size_t)(n ? n : 1), 1);
+    cnt = calloc((size_t)n + 1, sizeof(int32_t));
+    rp_ptr = calloc((size_t)n + 1, sizeof(int32_t));
+    rc_ptr = calloc((size_t)n + 1, sizeof(int32_t));
+    if (skip == NULL || settled == NULL || cnt == NULL || rp_ptr == NULL || rc_ptr == NULL) goto nomem;
+    for (Py_ssize_t i = 0; i < n_seal; i++) {
+        if (SL[i] < 0 || SE[i] <= SL[i] || SE[i] >= n) goto bad_state;
+        for (int32_t q = SL[i]; q < SE[i]; q++) skip[q] = 1;
+    }
+    /* reverse plain edges: counts, then CSR */
+    for (Py_ssize_t q = 0; q < n; q++) {
+        if (skip[q]) continue;
+        for (int32_t i = EP[q]; i < EP[q + 1]; i++) rp_ptr[ET[i] + 1]++;
+        for (int32_t i = PP[q]; i < PP[q + 1]; i++) rp_ptr[PT[i] + 1]++;
+    }
+    for (Py_ssize_t i = 0; i < n_seal; i++) rp_ptr[SE[i] + 1]++;
+    for (Py_ssize_t q = 0; q < n; q++) rp_ptr[q + 1] += rp_ptr[q];
+    rp_q = malloc(sizeof(int32_t) * (size_t)(rp_ptr[n] ? rp_ptr[n] : 1));
+    if (rp_q == NULL) goto nomem;
+    for (Py_ssize_t q = 0; q < n; q++) {
+        if (skip[q]) continue;
+        for (int32_t i = EP[q]; i < EP[q + 1]; i++) rp_q[rp_ptr[ET[i]] + cnt[ET[i]]++] = (int32_t)q;
+        for (int32_t i = PP[q]; i < PP[q + 1]; i++) rp_q[rp_ptr[PT[i]] + cnt[PT[i]]++] = (int32_t)q;
+    }
+    for (Py_ssize_t i = 0; i < n_seal; i++) rp_q[rp_ptr[SE[i]] + cnt[SE[i]]++] = SL[i];
+    /* reverse combination dependencies */
+    memset(cnt, 0, sizeof(int32_t) * ((size_t)n + 1));
+    for (Py_ssize_t i = 0; i < DP[n_combo]; i++) rc_ptr[DT[i] + 1]++;
+    for (Py_ssize_t q = 0; q < n; q++) rc_ptr[q + 1] += rc_ptr[q];
+    rc_j = malloc(sizeof(int32_t) * (size_t)(rc_ptr[n] ? rc_ptr[n] : 1));
+    if (rc_j == NULL) goto nomem;
+    for (Py_ssize_t j = 0; j < n_combo; j++)
+        for (int32_t i = DP[j]; i < DP[j + 1]; i++) rc_j[rc_ptr[DT[i]] + cnt[DT[i]]++] = (int32_t)j;
+    for (Py_ssize_t q = 0; q < n; q++) h[q] = DEPTH_INF;
+    for (Py_ssize_t i = 0; i < buf_len(&ends); i++) {
+        h[EN[i]] = 0;
+        if (heap_push(&heap, &heap_n, &heap_cap, 0, EN[i]) < 0) goto done;
+    }
+    while (heap_n) {
+        const HeapItem top = heap_pop(heap, &heap_n);
+        const int32_t t = top.q, level = top.level;
+        if (settled[t] || h[t] != level) continue;
+        settled[t] = 1;
+        for (int32_t i = rp_ptr[t]; i < rp_ptr[t + 1]; i++) {
+            const int32_t q = rp_q[i];
+            if (h[q] > level) {
+                h[q] = level;
+                if (heap_push(&heap, &heap_n, &heap_cap, level, q) < 0) goto done;
+            }
+        }
+        for (int32_t i = rc_ptr[t]; i < rc_ptr[t + 1]; i++) {
+            const int32_t j = rc_j[i], q = CQ[j];
+            long long v = 0;
+            if (CB[j]) {
+                PyObject *got = PyObject_CallFunction(value, "i", (int)q);
+                if (got == NULL) goto done;
+                v = PyLong_AsLongLong(got);
+                Py_DECREF(got);
+                if (v == -1 && PyErr_Occurred()) goto done;
+            } else {
+                for (int32_t k = TP[j]; k < TP[j + 1]; k++) {
+                    const long long x = (long long)TW[k] + h[TD[k]];
+                    if (x > v) v = x;
+                }
+            }
+            if (v > DEPTH_INF) v = DEPTH_INF;
+            if (v < h[q]) {
+                h[q] = (int32_t)v;
+                if (heap_push(&heap, &heap_n, &heap_cap, (int32_t)v, q) < 0) goto done;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < n_seal; i++) /* a sealed interior finishes as its first state does */
+        for (int32_t q = SL[i] + 1; q < SE[i]; q++) h[q] = h[SL[i]];
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+bad_state:
+    PyErr_SetString(PyExc_ValueError, "completion_depth: a state index is out of range");
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    free(skip);
+    free(settled);
+    free(cnt);
+    free(rp_ptr);
+    free(rp_q);
+    free(rc_ptr);
+    free(rc_j);
+    free(heap);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
+    return result;
+}
+
+/* A growable int32 list (the weight-0 cycle search's machines, walk stack and callee pairs). */
+typedef struct {
+    int32_t *v;
+    Py_ssize_t n, cap;
+} I32List;
+
+static int i32_push(I32List *l, int32_t x) {
+    if (l->n == l->cap) {
+        const Py_ssize_t want = l->cap ? 2 * l->cap : 256;
+        int32_t *p = realloc(l->v, sizeof(int32_t) * (size_t)want);
+        if (p == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->v = p;
+        l->cap = want;
+    }
+    l->v[l->n++] = x;
+    return 0;
+}
+
+PyDoc_STRVAR(zero_weight_cycle_doc,
+"zero_weight_cycle(n, e_ptr, e_t, p_ptr, p_t, seal_lo, seal_exit, spec_q, out_ptr, out_t, out_w, more_ptr,\n"
+"                  more_t, root) -> int | None\n\n"
+"automaton.zero_weight_cycle over int32 arrays: the start state of a machine on a cycle of calls that weighs\n"
+"0 and is reachable from the machine starting at ``root``, or None; the same machine the Python search\n"
+"returns (the same walk and search order).  A machine's walk follows byte edges (``e_ptr``/``e_t``, CSR),\n"
+"then epsilon edges (``p_ptr``/``p_t``), from its start; a sealed block's first state ``seal_lo[i]`` leads\n"
+"only to ``seal_exit[i]``.  Special state ``spec_q[j]`` calls the machines ``out_t[out_ptr[j]:out_ptr[j +\n"
+"1]]`` with weights ``out_w`` and its walk goes on to ``more_t[more_ptr[j]:more_ptr[j + 1]]``.  Raises\n"
+"ValueError for malformed arrays.");
+
+static PyObject *zero_weight_cycle(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t n;
+    int root;
+    PyObject *o[12];
+    if (!PyArg_ParseTuple(args, "nOOOOOOOOOOOOi", &n, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
+                          &o[8], &o[9], &o[10], &o[11], &root))
+        return NULL;
+    if (n < 0 || n >= INT32_MAX || root < 0 || root >= n) {
+        PyErr_SetString(PyExc_ValueError, "zero_weight_cycle: bad state count or root");
+        return NULL;
+    }
+    Buf e_ptr, e_t, p_ptr, p_t, s_lo, s_ex, sq, o_ptr, o_t, o_w, m_ptr, m_t;
+    Buf *all[] = {&e_ptr, &e_t, &p_ptr, &p_t, &s_lo, &s_ex, &sq, &o_ptr, &o_t, &o_w, &m_ptr, &m_t};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) all[i]->held = 0;
+    PyObject *result = NULL;
+    int32_t *seal_to = NULL, *spec_of = NULL, *stamp = NULL, *mach = NULL, *pos = NULL;
+    uint8_t *color = NULL;
+    I32List order = {0}, todo = {0}, pairs = {0}, first = {0}, stack = {0};
+    if (ints_arg(&e_ptr, o[0], n + 1, "e_ptr") < 0 || ints_arg(&e_t, o[1], 0, "e_t") < 0 ||
+        ints_arg(&p_ptr, o[2], n + 1, "p_ptr") < 0 || ints_arg(&p_t, o[3], 0, "p_t") < 0 ||
+        ints_arg(&s_lo, o[4], 0, "seal_lo") < 0 || ints_arg(&s_ex, o[5], buf_len(&s_lo), "seal_exit") < 0 ||
+        ints_arg(&sq, o[6], 0, "spec_q") < 0 || ints_arg(&o_ptr, o[7], buf_len(&sq) + 1, "out_ptr") < 0 ||
+        ints_arg(&o_t, o[8], 0, "out_t") < 0 || ints_arg(&o_w, o[9], buf_len(&o_t), "out_w") < 0 ||
+        ints_arg(&m_ptr, o[10], buf_len(&sq) + 1, "more_ptr") < 0 || ints_arg(&m_t, o[11], 0, "more_t") < 0)
+        goto done;
+    const int32_t *EP = e_ptr.view.buf, *ET = e_t.view.buf, *PP = p_ptr.view.buf, *PT = p_t.view.buf;
+    const int32_t *SL = s_lo.view.buf, *SE = s_ex.view.buf, *SQ = sq.view.buf, *OP = o_ptr.view.buf;
+    const int32_t *OT = o_t.view.buf, *OW = o_w.view.buf, *MP = m_ptr.view.buf, *MT = m_t.view.buf;
+    const Py_ssize_t n_seal = buf_len(&s_lo), n_spec = buf_len(&sq);
+    if (csr_ok(EP, n, ET, buf_len(&e_t), "e_ptr") < 0 || csr_ok(PP, n, PT, buf_len(&p_t), "p_ptr") < 0) goto done;
+    if (OP[0] != 0 || OP[n_spec] > buf_len(&o_t) || MP[0] != 0 || MP[n_spec] > buf_len(&m_t)) {
+        PyErr_SetString(PyExc_ValueError, "zero_weight_cycle: malformed special-state pointers");
+        goto done;
+    }
+    seal_to = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    spec_of = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    stamp = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    mach = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    color = calloc((size_t)(n ? n : 1), 1);
+    if (seal_to == NULL || spec_of == NULL || stamp == NULL || mach == NULL || color == NULL) goto nomem;
+    for (Py_ssize_t q = 0; q < n; q++) seal_to[q] = spec_of[q] = stamp[q] = mach[q] = -1;
+    for (Py_ssize_t i = 0; i < n_seal; i++) {
+        if (SL[i] < 0 || SL[i] >= n || SE[i] < 0 || SE[i] >= n) goto bad_state;
+        seal_to[SL[i]] = SE[i];
+    }
+    for (Py_ssize_t j = 0; j < n_spec; j++) {
+        if (SQ[j] < 0 || SQ[j] >= n || spec_of[SQ[j]] >= 0 || OP[j + 1] < OP[j] || MP[j + 1] < MP[j]) {
+            PyErr_Format(PyExc_ValueError, "zero_weight_cycle: malformed special state %zd", j);
+            goto done;
+        }
+        spec_of[SQ[j]] = (int32_t)j;
+    }
+    for (Py_ssize_t i = 0; i < OP[n_spec]; i++)
+        if (OT[i] < 0 || OT[i] >= n) goto bad_state;
+    for (Py_ssize_t i = 0; i < MP[n_spec]; i++)
+        if (MT[i] < 0 || MT[i] >= n) goto bad_state;
+    /* every machine reachable from root, breadth first, each walked once: its callees are the pairs
+       (start, weight) pairs.v[2 * first[k] ..] up to the next machine's first */
+    if (i32_push(&order, root) < 0) goto done;
+    mach[root] = 0;
+    for (Py_ssize_t k = 0; k < order.n; k++) {
+        const int32_t start = order.v[k];
+        if (i32_push(&first, (int32_t)(pairs.n / 2)) < 0) goto done;
+        todo.n = 0;
+        stamp[start] = (int32_t)k;
+        if (i32_push(&todo, start) < 0) goto done;
+        while (todo.n) {
+            const int32_t q = todo.v[--todo.n];
+#define ZWC_VISIT(t_)                                                    \
+            do {                                                         \
+                const int32_t t__ = (t_);                                \
+                if (stamp[t__] != (int32_t)k) {                          \
+                    stamp[t__] = (int32_t)k;                             \
+                    if (i32_push(&todo, t__) < 0) goto done;             \
+                }                                                        \
+            } while (0)
+            if (seal_to[q] >= 0) {
+                ZWC_VISIT(seal_to[q]);
+            } else {
+                for (int32_t i = EP[q]; i < EP[q + 1]; i++) ZWC_VISIT(ET[i]);
+                for (int32_t i = PP[q]; i < PP[q + 1]; i++) ZWC_VISIT(PT[i]);
+            }
+            const int32_t j = spec_of[q];
+            if (j >= 0) {
+                for (int32_t i = OP[j]; i < OP[j + 1]; i++) {
+                    if (i32_push(&pairs, OT[i]) < 0 || i32_push(&pairs, OW[i]) < 0) goto done;
+                    if (mach[OT[i]] < 0) {
+                        mach[OT[i]] = (int32_t)order.n;
+                        if (i32_push(&order, OT[i]) < 0) goto done;
+                    }
+                }
+                for (int32_t i = MP[j]; i < MP[j + 1]; i++) ZWC_VISIT(MT[i]);
+            }
+#undef ZWC_VISIT
+        }
+    }
+    if (i32_push(&first, (int32_t)(pairs.n / 2)) < 0) goto done;
+    /* depth-first search over the weight-0 calls, every machine a root once in that order */
+    pos = malloc(sizeof(int32_t) * (size_t)(order.n ? order.n : 1));
+    if (pos == NULL) goto nomem;
+    for (Py_ssize_t k = 0; k < order.n; k++) {
+        if (color[order.v[k]]) continue;
+        color[order.v[k]] = 1;
+        stack.n = 0;
+        if (i32_push(&stack, (int32_t)k) < 0) goto done;
+        pos[k] = first.v[k];
+        while (stack.n) {
+            const int32_t m = stack.v[stack.n - 1];
+            int pushed = 0;
+            while (pos[m] < first.v[m + 1]) {
+                const int32_t c = pairs.v[2 * pos[m]], w = pairs.v[2 * pos[m] + 1];
+                pos[m]++;
+                if (w) continue;
+                if (color[c] == 1) {
+                    result = PyLong_FromLong(c);
+                    goto done;
+                }
+                if (color[c] == 0) {
+                    color[c] = 1;
+                    const int32_t mc = mach[c];
+                    pos[mc] = first.v[mc];
+                    if (i32_push(&stack, mc) < 0) goto done;
+                    pushed = 1;
+                    break;
+                }
+            }
+            if (!pushed) {
+                color[order.v[m]] = 2;
+                stack.n--;
+            }
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+bad_state:
+    PyErr_SetString(PyExc_ValueError, "zero_weight_cycle: a state index is out of range");
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    free(seal_to);
+    free(spec_of);
+    free(stamp);
+    free(mach);
+    free(color);
+    free(pos);
+    free(order.v);
+    free(todo.v);
+    free(pairs.v);
+    free(first.v);
+    free(stack.v);
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
+    return result;
+}
+
+PyDoc_STRVAR(mask_hash_doc,
+"mask_hash(words) -> int\n\n"
+"A 64-bit hash (an int >= 0) of the packed mask ``words`` (an array of 4-byte items, any length): equal\n"
+"masks hash alike, so the mask cache compares in full only masks whose hashes agree.  Raises TypeError\n"
+"for an object that is not such an array.");
+
+static PyObject *mask_hash(PyObject *self, PyObject *o_words) {
+    (void)self;
+    Buf w;
+    w.held = 0;
+    if (buf_get(&w, o_words, 4, 0, "words") < 0) {
+        buf_release(&w);
+        return NULL;
+    }
+    if (!w.held) {
+        PyErr_SetString(PyExc_TypeError, "mask_hash: words must be an array");
+        return NULL;
+    }
+    const uint32_t *W = w.view.buf;
+    const Py_ssize_t n = buf_len(&w);
+    /* four lanes of multiply-xor over pairs of words (independent, so the multiplies overlap), then
+     * mixed: a mask of 4,000 words in well under a microsecond */
+    const uint64_t P = 0x9E3779B97F4A7C15ULL;
+    uint64_t h[4] = {P ^ (uint64_t)n, 0xC2B2AE3D27D4EB4FULL, 0x165667B19E3779F9ULL, 0xD6E8FEB86659FD93ULL};
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 4; k++) {
+            const uint64_t x = (uint64_t)W[i + 2 * k] | (uint64_t)W[i + 2 * k + 1] << 32;
+            h[k] = (h[k] ^ x) * P;
+            h[k] ^= h[k] >> 31;
+        }
+    for (; i < n; i++) {
+        h[0] = (h[0] ^ W[i]) * P;
+        h[0] ^= h[0] >> 31;
+    }
+    uint64_t r = h[0];
+    for (int k = 1; k < 4; k++) r = (r ^ (h[k] >> 17 | h[k] << 47)) * 0xFF51AFD7ED558CCDULL;
+    r ^= r >> 33;
+    buf_release(&w);
+    return PyLong_FromUnsignedLongLong(r >> 1); /* >= 0 and below 2**63: a small Python int */
+}
+
+PyDoc_STRVAR(write_words_doc,
+"write_words(packed, out, width) -> bool\n\n"
+"Copy the packed mask ``packed`` (4-byte items) into the first ceil(width / 32) words of ``out`` (writable,\n"
+"4-byte items) for a logits row ``width`` bits wide: words past the end of ``packed`` are zeroed and the\n"
+"bits at and beyond ``width`` cleared; ``out``'s later words are left as they are.  Returns whether any\n"
+"bit is set in what was written.  Raises ValueError for width < 1 or an ``out`` shorter than that.");
+
+static PyObject *write_words(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_packed, *o_out;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "OOn", &o_packed, &o_out, &width)) return NULL;
+    Buf src, dst;
+    src.held = dst.held = 0;
+    PyObject *result = NULL;
+    if (buf_get(&src, o_packed, 4, 0, "packed") < 0 || buf_get(&dst, o_out, 4, 1, "out") < 0) goto done;
+    if (!src.held || !dst.held) {
+        PyErr_SetString(PyExc_TypeError, "write_words: packed and out must be arrays");
+        goto done;
+    }
+    const Py_ssize_t n_out = width > 0 ? (width + 31) / 32 : 0;
+    if (width < 1 || buf_len(&dst) < n_out) {
+        PyErr_Format(PyExc_ValueError, "write_words: width %zd needs %zd words of out, which has %zd", width,
+                     n_out, buf_len(&dst));
+        goto done;
+    }
+    const uint32_t *S = src.view.buf;
+    uint32_t *D = dst.view.buf;
+    const Py_ssize_t n = buf_len(&src) < n_out ? buf_len(&src) : n_out;
+    if (n) memcpy(D, S, sizeof(uint32_t) * (size_t)n);
+    if (n_out > n) memset(D + n, 0, sizeof(uint32_t) * (size_t)(n_out - n));
+    if (width % 32) D[n_out - 1] &= ((uint32_t)1 << (width % 32)) - 1;
+    uint32_t any = 0;
+    for (Py_ssize_t i = 0; i < n_out; i++) any |= D[i];
+    result = PyBool_FromLong(any != 0);
+done:
+    buf_release(&src);
+    buf_release(&dst);
+    return result;
+}
+
 PyDoc_STRVAR(order_groups_doc,
 "order_groups(flat, start, length, ids, rows, g_lo, g_hi, g_off, lcp, mixed_ids, ends) -> bytes\n\n"
 "Lay out groups of token rows for groups_walk.  The groups ``rows[g_lo[g]:g_hi[g]]`` (int64) follow one\n"
@@ -2062,6 +2570,10 @@ static PyMethodDef methods[] = {
     {"widest_set", widest_set, METH_VARARGS, widest_set_doc},
     {"run_chain", run_chain, METH_VARARGS, run_chain_doc},
     {"pack_ids", pack_ids, METH_VARARGS, pack_ids_doc},
+    {"mask_hash", mask_hash, METH_O, mask_hash_doc},
+    {"completion_depth", completion_depth, METH_VARARGS, completion_depth_doc},
+    {"zero_weight_cycle", zero_weight_cycle, METH_VARARGS, zero_weight_cycle_doc},
+    {"write_words", write_words, METH_VARARGS, write_words_doc},
     {"flatten_nfa", flatten_nfa, METH_VARARGS, flatten_nfa_doc},
     {"nfa_tables", nfa_tables, METH_VARARGS, nfa_tables_doc},
     {"nfa_tables_bytes", nfa_tables_bytes, METH_O, nfa_tables_bytes_doc},
@@ -2071,7 +2583,7 @@ static PyMethodDef methods[] = {
 };
 
 /* Bumped with every change of a function's arguments or results (engine/native.py checks it). */
-#define WALK_API_VERSION 7
+#define WALK_API_VERSION 8
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_walk", "Native token walks over a lazily built DFA table (see engine/native.py).", -1,

@@ -37,7 +37,7 @@ _T = TypeVar("_T")
 
 
 #: the calling convention this module expects of the extension (``API_VERSION`` in ``_walk.c``)
-API_VERSION = 7
+API_VERSION = 8
 
 
 def _load() -> ModuleType | None:
@@ -244,6 +244,53 @@ def pack_ids(ids: np.ndarray, words: np.ndarray) -> None:
     ``id >> 5``.  Raises ValueError, setting none, for an id outside the words (negative included)."""
     assert _module is not None, "native walks are not built"
     _module.pack_ids(ids, words)
+
+
+def completion_depth(n: int, e_ptr: np.ndarray, e_t: np.ndarray, p_ptr: np.ndarray, p_t: np.ndarray,
+                     seal_lo: np.ndarray, seal_exit: np.ndarray, combo_q: np.ndarray, dep_ptr: np.ndarray,
+                     dep_t: np.ndarray, term_ptr: np.ndarray, term_dep: np.ndarray, term_w: np.ndarray,
+                     by_callback: np.ndarray, value: Callable[[int], int], ends: np.ndarray, h: np.ndarray) -> None:
+    """:func:`~exl2_enforcer.engine.automaton.completion_depth` over int32 arrays, written into ``h`` (int32,
+    ``n``): the flattened edges (CSR, as :func:`flatten_nfa` gives them), the sealed blocks, and per
+    combination state (a call or lazy head) the states it depends on and either its terms (its depth is
+    the largest ``term_w + h[term_dep]``) or, where ``by_callback`` (uint8) is set, ``value(state)``, which
+    may read ``h``.  Raises ValueError for malformed arrays, and what ``value`` raises."""
+    assert _module is not None, "native walks are not built"
+    _module.completion_depth(n, e_ptr, e_t, p_ptr, p_t, seal_lo, seal_exit, combo_q, dep_ptr, dep_t, term_ptr,
+                             term_dep, term_w, by_callback, value, ends, h)
+
+
+def zero_weight_cycle(n: int, e_ptr: np.ndarray, e_t: np.ndarray, p_ptr: np.ndarray, p_t: np.ndarray,
+                      seal_lo: np.ndarray, seal_exit: np.ndarray, spec_q: np.ndarray, out_ptr: np.ndarray,
+                      out_t: np.ndarray, out_w: np.ndarray, more_ptr: np.ndarray, more_t: np.ndarray,
+                      root: int) -> int | None:
+    """:func:`~exl2_enforcer.engine.automaton.zero_weight_cycle` over int32 arrays: the start state of a
+    machine on a weight-0 cycle of calls reachable from the machine starting at ``root``, or None.  The
+    flattened edges as :func:`flatten_nfa` gives them, the sealed blocks (first state, exit), and per
+    special state ``spec_q[j]`` the machines it calls (``out_t``/``out_w`` by ``out_ptr``, CSR) and the
+    states its machine's walk goes on to (``more_t`` by ``more_ptr``).  Raises ValueError for malformed
+    arrays."""
+    assert _module is not None, "native walks are not built"
+    got: int | None = _module.zero_weight_cycle(n, e_ptr, e_t, p_ptr, p_t, seal_lo, seal_exit, spec_q, out_ptr,
+                                                out_t, out_w, more_ptr, more_t, root)
+    return got
+
+
+def mask_hash(words: np.ndarray) -> int:
+    """A 64-bit hash (an int >= 0) of the packed mask ``words`` (a C-contiguous array of 4-byte items): equal
+    masks hash alike.  Raises TypeError or BufferError for another kind of object."""
+    assert _module is not None, "native walks are not built"
+    got: int = _module.mask_hash(words)
+    return got
+
+
+def write_words(packed: np.ndarray, out: np.ndarray, width: int) -> bool:
+    """Copy ``packed`` (4-byte items) into the first ``ceil(width / 32)`` words of ``out`` (writable, 4-byte
+    items), zeroing the words past ``packed``'s end and clearing the bits at and beyond ``width``; returns
+    whether any bit is set in what was written.  Raises ValueError for ``width < 1`` or a shorter ``out``."""
+    assert _module is not None, "native walks are not built"
+    got: bool = _module.write_words(packed, out, width)
+    return got
 
 
 class GroupLayout(NamedTuple):
