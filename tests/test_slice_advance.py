@@ -120,12 +120,16 @@ def test_slice_budget_is_remembered_per_state_and_forgotten_by_an_eviction(case)
         m.accept_token(tid)
     assert a._slice_budgets  # the pass asked
     fresh = [sid for sid in range(len(a.states)) if sid not in a._slice_budgets]
+    frames_before = len(a._slice_frames)
     before = a.state_bytes
     answers = [a.slice_budget(sid) for sid in range(len(a.states))]
-    assert a.state_bytes == before + _MEMO_BYTES * len(fresh)
+    # a new budget entry and a new per-node frame entry (the stack nodes first met here) count once each
+    new_frames = len(a._slice_frames) - frames_before
+    assert new_frames >= 0
+    assert a.state_bytes == before + _MEMO_BYTES * (len(fresh) + new_frames)
     assert answers == [a._slice_budget(sid) for sid in range(len(a.states))]
     assert any(x is not None for x in answers) and None in answers
     again = a.state_bytes
     assert [a.slice_budget(sid) for sid in range(len(a.states))] == answers and a.state_bytes == again
     a.evict()
-    assert a._slice_budgets == {}
+    assert a._slice_budgets == {} and a._slice_frames == {}
