@@ -282,8 +282,9 @@ PEER_MODULES = {"xgrammar": "xgrammar", "llguidance": "llguidance", "lm-format-e
 
 
 def test_bench_installed_peers_have_figures(capsys):
-    """Every installed peer must time the whole instance: an adapter that breaks (its error string
-    in place of figures) fails here; a peer that is not installed must say so."""
+    """Every installed peer must time the whole instance or report which valid token it refused: an
+    adapter that breaks (any other error string in place of figures) fails here; a peer that is not
+    installed must say so."""
     import importlib.util
 
     code, report, _ = run_json(capsys, "bench", REC_SCHEMA, "--instance", REC_INSTANCE, "--peers", "all")
@@ -294,6 +295,10 @@ def test_bench_installed_peers_have_figures(capsys):
     for name, fig in report["peers"].items():
         if name not in installed:
             assert isinstance(fig, str) and "not installed" in fig, (name, fig)
+            continue
+        if isinstance(fig, str) and fig.startswith("refused "):
+            # the peer's own wrong answer on a valid instance (lm-format-enforcer 0.11.3 refuses the
+            # token after "Zoë"): a finding the bench reports, not a broken adapter
             continue
         assert isinstance(fig, dict), f"{name} adapter failed: {fig}"
         assert set(fig) == {"compile_ms", "cold", "warm"} and set(fig["cold"]) == STAT_KEYS, name
