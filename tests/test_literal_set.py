@@ -41,14 +41,14 @@ def check_sealed(nfa: NFA, deterministic: bool = True) -> None:
     the exit or its common suffix."""
     entered: dict[int, list[int]] = {}
     for q in range(len(nfa)):
-        for t in [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]:
+        for t in [*(t for _lo, _hi, t in nfa.edges[q]), *nfa.eps[q]]:
             entered.setdefault(t, []).append(q)
     for lo, block in nfa.sealed.items():
         inside = range(lo, block.exit)
         seen_bytes = set()
         for q in inside:
             assert q not in nfa.calls and q not in nfa.loop_of
-            targets = [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
+            targets = [*(t for _lo, _hi, t in nfa.edges[q]), *nfa.eps[q]]
             assert all(lo <= t <= block.exit for t in targets), q
             seen_bytes.update((a, b) for a, b, _t in nfa.edges[q])
             if deterministic:

@@ -154,3 +154,23 @@ def test_engine_masks_stay_exact_and_long_objects_cache_far_less():
     states = g.engine.cached_states
     assert states > 1000
     assert g.engine.cached_bytes * 4 < states * g.engine.index.n_words * 4  # under a quarter of one copy each
+
+
+@pytest.mark.skipif(not native.available, reason="needs the extension")
+def test_write_words_refuses_a_width_past_the_word_count_and_copies_overlapping_views():
+    """A width near the largest index must not wrap the word count (it made a huge copy); ``packed``
+    and ``out`` may be views of one array (the copy must behave as if from a snapshot)."""
+    import sys
+
+    packed, out = np.zeros(4, np.uint32), np.zeros(4, np.uint32)
+    for width in (sys.maxsize, sys.maxsize - 30, sys.maxsize - 31, 2**40):
+        with pytest.raises(ValueError, match="words of out"):
+            native.write_words(packed, out, width)
+    a = np.arange(1, 65, dtype=np.uint32)
+    want = a[1:33].copy()
+    assert native.write_words(a[1:33], a[0:32], 32 * 32)
+    assert np.array_equal(a[:32], want)
+    b = np.arange(1, 65, dtype=np.uint32)
+    want = b[0:32].copy()
+    assert native.write_words(b[0:32], b[1:33], 32 * 32)
+    assert np.array_equal(b[1:33], want)

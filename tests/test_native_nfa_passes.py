@@ -267,3 +267,61 @@ def test_zero_weight_cycle_refuses_malformed_arrays() -> None:
         with pytest.raises(ValueError) as err:
             call(**change)
         assert str(err.value), why
+
+
+def _combo_machine() -> tuple[list[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """States 0 and 1 are combinations that depend on the end, state 2: 0 valued by the callback (5),
+    1 by one term of weight 2; state 3 reaches the end by an epsilon edge."""
+    i32 = np.int32
+    n = 4
+    e_ptr, e_t = np.zeros(n + 1, i32), np.zeros(0, i32)
+    p_ptr, p_t = np.array([0, 0, 0, 0, 1], i32), np.array([2], i32)  # 3 -> 2 by epsilon
+    combo_q = np.array([0, 1], i32)
+    dep_ptr, dep_t = np.array([0, 1, 2], i32), np.array([2, 2], i32)
+    term_ptr, term_dep, term_w = np.array([0, 0, 1], i32), np.array([2], i32), np.array([2], i32)
+    seal_lo, seal_exit = np.zeros(0, i32), np.zeros(0, i32)
+    args = [n, e_ptr, e_t, p_ptr, p_t, seal_lo, seal_exit, combo_q, dep_ptr, dep_t, term_ptr, term_dep, term_w,
+            np.array([1, 0], np.uint8), lambda q: 5, np.array([2], i32), np.empty(n, i32)]
+    return args, combo_q, term_ptr, term_dep, seal_exit
+
+
+@pytest.mark.skipif(not native.available, reason="needs the extension")
+@pytest.mark.parametrize("victim", ["combo_q", "term_ptr", "term_dep", "ends"])
+def test_a_callback_that_rewrites_the_inputs_changes_nothing(victim: str) -> None:
+    """The callback may write to the arrays the pass was given (numpy arrays stay writable while C
+    reads them): the pass reads its own copies, so the depths are those of the arrays as passed, and
+    no index it reads can leave them (it read 200 MB past ``h`` before)."""
+    args, *_ = _combo_machine()
+    native.completion_depth(*args)
+    want = args[-1].copy()
+    assert want.tolist() == [5, 2, 0, 0]
+    args, combo_q, term_ptr, term_dep, _seal_exit = _combo_machine()
+    arrays = {"combo_q": combo_q, "term_ptr": term_ptr, "term_dep": term_dep, "ends": args[15]}
+
+    def rewrite(q: int) -> int:
+        arrays[victim][-1] = 50_000_000
+        return 5
+
+    args[14] = rewrite
+    native.completion_depth(*args)
+    assert args[-1].tolist() == want.tolist()
+
+
+@pytest.mark.skipif(not native.available, reason="needs the extension")
+def test_h_may_be_one_of_the_inputs_and_a_negative_callback_depth_is_refused() -> None:
+    """``h`` given as the very array of the combination states (written while they are still read):
+    the same depths as with a separate ``h``; a callback depth below 0 is a ValueError naming the state."""
+    args, *_ = _combo_machine()
+    native.completion_depth(*args)
+    want = args[-1].tolist()
+    args, combo_q, *_ = _combo_machine()
+    aliased = np.zeros(4, np.int32)
+    aliased[:2] = combo_q
+    args[7] = aliased[:2]
+    args[-1] = aliased
+    native.completion_depth(*args)
+    assert aliased.tolist() == want
+    args, *_ = _combo_machine()
+    args[14] = lambda q: -3
+    with pytest.raises(ValueError, match=r"value\(0\) returned a negative depth -3"):
+        native.completion_depth(*args)

@@ -50,7 +50,7 @@ def assert_no_dead_ends(nfa: NFA, frag: Frag) -> None:
     back: dict[int, list[int]] = {}
     while todo:
         q = todo.pop()
-        for t in [dst for _, _, dst in nfa.edges[q]] + nfa.eps[q]:
+        for t in [*(dst for _, _, dst in nfa.edges[q]), *nfa.eps[q]]:
             back.setdefault(t, []).append(q)
             if t not in seen:
                 seen.add(t)

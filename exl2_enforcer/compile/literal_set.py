@@ -250,7 +250,7 @@ def _copyable(template: NFA, frag: Frag) -> _Copyable | None:
     reach, todo = {frag.start}, [frag.start]
     while todo:
         q = todo.pop()
-        for t in [t for _lo, _hi, t in template.edges[q]] + template.eps[q]:
+        for t in [*(t for _lo, _hi, t in template.edges[q]), *template.eps[q]]:
             if t not in reach:
                 reach.add(t)
                 todo.append(t)

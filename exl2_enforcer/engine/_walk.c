@@ -907,8 +907,8 @@ static int nfa_int(PyObject *obj, long lo, long hi, Py_ssize_t q, const char *wh
 
 PyDoc_STRVAR(flatten_nfa_doc,
 "flatten_nfa(edges, eps, n) -> (e_ptr, e_lo, e_hi, e_t, p_ptr, p_t)\n\n"
-"The first ``n`` states of an NFA's edge lists (``edges[q]``: a list of (lo, hi, target) byte-range\n"
-"tuples; ``eps[q]``: a list of target states) as bytes of native int32: CSR pointers (n + 1 each),\n"
+"The first ``n`` states of an NFA's edge lists (``edges[q]``: a list or tuple of (lo, hi, target) byte-range\n"
+"tuples; ``eps[q]``: a list or tuple of target states) as bytes of native int32: CSR pointers (n + 1 each),\n"
 "each byte edge's first byte, last byte and target, and each epsilon edge's target.  Raises\n"
 "ValueError naming the state whose lists are malformed.");
 
@@ -925,12 +925,12 @@ static PyObject *flatten_nfa(PyObject *self, PyObject *args) {
     Py_ssize_t ne = 0, np_ = 0;
     for (Py_ssize_t q = 0; q < n; q++) {
         PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
-        if (!PyList_Check(es) || !PyList_Check(ps)) {
-            PyErr_Format(PyExc_ValueError, "NFA state %zd: its edges and epsilon edges must be lists", q);
+        if (!(PyList_Check(es) || PyTuple_Check(es)) || !(PyList_Check(ps) || PyTuple_Check(ps))) {
+            PyErr_Format(PyExc_ValueError, "NFA state %zd: its edges and epsilon edges must be lists or tuples", q);
             return NULL;
         }
-        ne += PyList_GET_SIZE(es);
-        np_ += PyList_GET_SIZE(ps);
+        ne += PySequence_Fast_GET_SIZE(es);
+        np_ += PySequence_Fast_GET_SIZE(ps);
     }
     if (ne > INT32_MAX || np_ > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "NFA has more than 2**31 - 1 edges");
@@ -949,8 +949,8 @@ static PyObject *flatten_nfa(PyObject *self, PyObject *args) {
     EP[0] = PP[0] = 0;
     for (Py_ssize_t q = 0; q < n; q++) {
         PyObject *es = PyList_GET_ITEM(edges, q), *ps = PyList_GET_ITEM(eps, q);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(es); i++, ie++) {
-            PyObject *e = PyList_GET_ITEM(es, i);
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(es); i++, ie++) {
+            PyObject *e = PySequence_Fast_GET_ITEM(es, i);
             if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3) {
                 PyErr_Format(PyExc_ValueError, "NFA state %zd: byte edge %zd must be a (lo, hi, target) tuple", q, i);
                 goto done;
@@ -960,8 +960,8 @@ static PyObject *flatten_nfa(PyObject *self, PyObject *args) {
                 nfa_int(PyTuple_GET_ITEM(e, 2), 0, INT32_MAX, q, "a byte edge's target", &ET[ie]) < 0)
                 goto done;
         }
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ps); i++, ip++)
-            if (nfa_int(PyList_GET_ITEM(ps, i), 0, INT32_MAX, q, "an epsilon edge's target", &PT[ip]) < 0) goto done;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(ps); i++, ip++)
+            if (nfa_int(PySequence_Fast_GET_ITEM(ps, i), 0, INT32_MAX, q, "an epsilon edge's target", &PT[ip]) < 0) goto done;
         EP[q + 1] = (int32_t)ie;
         PP[q + 1] = (int32_t)ip;
     }
@@ -1876,6 +1876,9 @@ static PyObject *completion_depth(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     int32_t *rp_ptr = NULL, *rp_q = NULL, *rc_ptr = NULL, *rc_j = NULL, *cnt = NULL;
     uint8_t *skip = NULL, *settled = NULL;
+    int32_t *own_cq = NULL, *own_tp = NULL, *own_td = NULL, *own_tw = NULL, *own_sl = NULL, *own_se = NULL,
+            *own_en = NULL;
+    uint8_t *own_cb = NULL;
     HeapItem *heap = NULL;
     Py_ssize_t heap_n = 0, heap_cap = 0;
     if (ints_arg(&e_ptr, o[0], n + 1, "e_ptr") < 0 || ints_arg(&e_t, o[1], 0, "e_t") < 0 ||
@@ -1916,6 +1919,24 @@ static PyObject *completion_depth(PyObject *self, PyObject *args) {
         if (TD[i] < 0 || TD[i] >= n || TW[i] < 0) goto bad_state;
     for (Py_ssize_t i = 0; i < buf_len(&ends); i++)
         if (EN[i] < 0 || EN[i] >= n) goto bad_state;
+    /* What is read after ``h`` is first written or ``value`` first runs is read from private copies of
+     * the checked arrays: ``h`` may be a view of one of them, and the callback may write to any of them
+     * (numpy arrays stay writable from Python while this holds them). */
+    const Py_ssize_t n_ends = buf_len(&ends), n_terms = TP[n_combo];
+    own_cq = copy_ints(&cq, n_combo);
+    own_tp = copy_ints(&t_ptr, n_combo + 1);
+    own_td = copy_ints(&t_dep, n_terms);
+    own_tw = copy_ints(&t_w, n_terms);
+    own_sl = copy_ints(&s_lo, n_seal);
+    own_se = copy_ints(&s_ex, n_seal);
+    own_en = copy_ints(&ends, n_ends);
+    own_cb = malloc((size_t)(n_combo ? n_combo : 1));
+    if (own_cq == NULL || own_tp == NULL || own_td == NULL || own_tw == NULL || own_sl == NULL ||
+        own_se == NULL || own_en == NULL)
+        goto done;
+    if (own_cb == NULL) goto nomem;
+    if (n_combo) memcpy(own_cb, CB, (size_t)n_combo);
+    CQ = own_cq, TP = own_tp, TD = own_td, TW = own_tw, SL = own_sl, SE = own_se, EN = own_en, CB = own_cb;
     skip = calloc((size_t)(n ? n : 1), 1);
     settled = calloc((size_t)(n ? n : 1), 1);
     cnt = calloc((size_t)n + 1, sizeof(int32_t));
@@ -1951,7 +1972,7 @@ static PyObject *completion_depth(PyObject *self, PyObject *args) {
     for (Py_ssize_t j = 0; j < n_combo; j++)
         for (int32_t i = DP[j]; i < DP[j + 1]; i++) rc_j[rc_ptr[DT[i]] + cnt[DT[i]]++] = (int32_t)j;
     for (Py_ssize_t q = 0; q < n; q++) h[q] = DEPTH_INF;
-    for (Py_ssize_t i = 0; i < buf_len(&ends); i++) {
+    for (Py_ssize_t i = 0; i < n_ends; i++) {
         h[EN[i]] = 0;
         if (heap_push(&heap, &heap_n, &heap_cap, 0, EN[i]) < 0) goto done;
     }
@@ -1976,6 +1997,11 @@ static PyObject *completion_depth(PyObject *self, PyObject *args) {
                 v = PyLong_AsLongLong(got);
                 Py_DECREF(got);
                 if (v == -1 && PyErr_Occurred()) goto done;
+                if (v < 0) {
+                    PyErr_Format(PyExc_ValueError, "completion_depth: value(%d) returned a negative depth %lld",
+                                 (int)q, v);
+                    goto done;
+                }
             } else {
                 for (int32_t k = TP[j]; k < TP[j + 1]; k++) {
                     const long long x = (long long)TW[k] + h[TD[k]];
@@ -2008,6 +2034,14 @@ done:
     free(rc_ptr);
     free(rc_j);
     free(heap);
+    free(own_cq);
+    free(own_tp);
+    free(own_td);
+    free(own_tw);
+    free(own_sl);
+    free(own_se);
+    free(own_en);
+    free(own_cb);
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) buf_release(all[i]);
     return result;
 }
@@ -2263,7 +2297,8 @@ static PyObject *write_words(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "write_words: packed and out must be arrays");
         goto done;
     }
-    const Py_ssize_t n_out = width > 0 ? (width + 31) / 32 : 0;
+    /* width / 32 rounded up without adding first: width + 31 wraps near PY_SSIZE_T_MAX */
+    const Py_ssize_t n_out = width > 0 ? width / 32 + (width % 32 != 0) : 0;
     if (width < 1 || buf_len(&dst) < n_out) {
         PyErr_Format(PyExc_ValueError, "write_words: width %zd needs %zd words of out, which has %zd", width,
                      n_out, buf_len(&dst));
@@ -2272,7 +2307,7 @@ static PyObject *write_words(PyObject *self, PyObject *args) {
     const uint32_t *S = src.view.buf;
     uint32_t *D = dst.view.buf;
     const Py_ssize_t n = buf_len(&src) < n_out ? buf_len(&src) : n_out;
-    if (n) memcpy(D, S, sizeof(uint32_t) * (size_t)n);
+    if (n) memmove(D, S, sizeof(uint32_t) * (size_t)n); /* packed and out may be views of one array */
     if (n_out > n) memset(D + n, 0, sizeof(uint32_t) * (size_t)(n_out - n));
     if (width % 32) D[n_out - 1] &= ((uint32_t)1 << (width % 32)) - 1;
     uint32_t any = 0;
@@ -2583,7 +2618,7 @@ static PyMethodDef methods[] = {
 };
 
 /* Bumped with every change of a function's arguments or results (engine/native.py checks it). */
-#define WALK_API_VERSION 8
+#define WALK_API_VERSION 9
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_walk", "Native token walks over a lazily built DFA table (see engine/native.py).", -1,

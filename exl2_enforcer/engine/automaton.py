@@ -25,7 +25,7 @@ time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from itertools import chain
 from typing import Any, cast
 
@@ -253,7 +253,7 @@ def zero_weight_cycle(nfa: NFA, root: Frag, flat: tuple[np.ndarray, ...] | None 
             q = todo.pop()
             block = nfa.sealed.get(q)
             # a sealed block holds no call: only its exit leads on
-            nxt = [block.exit] if block is not None else [t for _lo, _hi, t in nfa.edges[q]] + nfa.eps[q]
+            nxt = [block.exit] if block is not None else [*(t for _lo, _hi, t in nfa.edges[q]), *nfa.eps[q]]
             call = nfa.calls.get(q)
             if call is not None:
                 out.append((call[0].start, call[2]))
@@ -368,6 +368,7 @@ class Automaton:
         self._ret_info: dict[int, tuple[int, int]] = {r: (callee.end, w) for callee, r, w in nfa.calls.values()}
         ends = {root.end} | {callee.end for callee, _r, _w in nfa.calls.values()}
         ends |= {obj.callee_end for obj, _k in nfa.loop_of.values()}
+        nfa.freeze()  # the automaton owns it from here: lists become tuples the collector skips
         # the NFA as arrays, once for the whole-NFA passes and the native tables (None: numpy walks)
         self._flat = native.flatten_nfa(nfa.edges, nfa.eps, len(nfa)) if native.enabled else None
         looping = zero_weight_cycle(nfa, root, self._flat)
@@ -999,7 +1000,7 @@ class Automaton:
         got = self._groups_cache[q] = (((frozenset((first,)), mask, joined),), mask)
         return got
 
-    def _mixed_groups(self, edges: list[tuple[int, int, int]]) -> tuple[EdgeGroups, int]:
+    def _mixed_groups(self, edges: Sequence[tuple[int, int, int]]) -> tuple[EdgeGroups, int]:
         """:meth:`_edge_groups` of edges to several targets: split the classes where targets change."""
         cls = self._class_list
         spans = sorted([(cls[lo], cls[hi] + 1, t) for lo, hi, t in edges])

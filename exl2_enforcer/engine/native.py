@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -37,7 +37,7 @@ _T = TypeVar("_T")
 
 
 #: the calling convention this module expects of the extension (``API_VERSION`` in ``_walk.c``)
-API_VERSION = 8
+API_VERSION = 9
 
 
 def _load() -> ModuleType | None:
@@ -84,9 +84,10 @@ def nfa_tables(auto: "Automaton") -> Any:
     return _module.nfa_tables(auto.n_classes, *auto.nfa_arrays(), PLAIN_TABLE_BYTES)
 
 
-def flatten_nfa(edges: list[list[tuple[int, int, int]]], eps: list[list[int]],
+def flatten_nfa(edges: list[Sequence[tuple[int, int, int]]], eps: list[Sequence[int]],
                 n: int) -> tuple[np.ndarray, ...] | None:
-    """The first ``n`` states' byte edges and epsilon edges as int32 arrays: ``(e_ptr, e_lo, e_hi, e_t,
+    """The first ``n`` states' byte edges and epsilon edges (per state a list or a tuple, as a frozen
+    :class:`~exl2_enforcer.compile.nfa.NFA` holds them) as int32 arrays: ``(e_ptr, e_lo, e_hi, e_t,
     p_ptr, p_t)``, CSR pointers (``n + 1`` each) with each byte edge's first byte, last byte and target
     and each epsilon edge's target; None when the extension is not built.  Raises ValueError naming
     the NFA state whose lists are malformed."""

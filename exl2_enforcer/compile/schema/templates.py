@@ -39,6 +39,7 @@ def template_fragment(nfa: NFA, key: tuple[Any, ...], build: Callable[[NFA], Fra
     if got is None:
         tmpl = NFA()
         got = (tmpl, build(tmpl))
+        tmpl.freeze()  # kept for the process: read by splice only
         with _TEMPLATES_LOCK:
             _TEMPLATES[key] = got
             while len(_TEMPLATES) > 256:
