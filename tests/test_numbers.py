@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from enforcer_oracle import vocab_by_name
@@ -15,8 +15,10 @@ from jsonschema import Draft202012Validator
 from nfa_walks import plain_matches
 
 from exl2_enforcer import compile_json_schema
+from exl2_enforcer.compile import numbers as N
 from exl2_enforcer.compile.nfa import NFA, Frag
 from exl2_enforcer.compile.numbers import integer_fragment, number_fragment
+from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
 from exl2_enforcer.errors import SchemaError
 
 INT_RE = re.compile(r"-?(0|[1-9][0-9]*)")
@@ -331,3 +333,74 @@ def test_multiple_of_numbers_are_written_without_an_exponent():
     auto = compile_json_schema({"type": "number", "multipleOf": 0.01}, vocab_by_name("llama3")).automaton
     assert auto.matches(b"0.01") and auto.matches(b"10") and auto.matches(b"-2.5")
     assert not auto.matches(b"1e-2") and not auto.matches(b"1E1") and not auto.matches(b"0.001")
+
+
+def _same_language(a: Any, b: Any) -> bool:
+    """Whether two DFAs (start 0, as :func:`number_dfa` gives them) accept the same texts: a walk
+    over pairs of states that must agree on acceptance and on the bytes they take."""
+    seen, todo = {(0, 0)}, [(0, 0)]
+    while todo:
+        x, y = todo.pop()
+        if a.accept[x] != b.accept[y] or a.rows[x].keys() != b.rows[y].keys():
+            return False
+        for byte, t in a.rows[x].items():
+            pair = (t, b.rows[y][byte])
+            if pair not in seen:
+                seen.add(pair)
+                todo.append(pair)
+    return True
+
+
+#: values an enum lists: integers to 2**53 and past it, integral floats, floats with a fraction
+#: (shortest reprs of many lengths, subnormal to huge), both zeros
+POINTS: list[Any] = [0, 1, -1, 9, 10, -10, 99, 100, 2**52, 2**53 - 1, 2**53, -2**53, 2**53 + 1, 10**20, 5.0, -0.0,
+                     0.0, 1e15, -7.0, 2.0**53, 1e23, 0.1, -0.1, 2.5, 1 / 3, 1e-7, 123.456, 1e-20, 0.30000000000000004,
+                     1.7976931348623157e308, 2.2250738585072014e-308, 4.35, -1e22, 1.5e300]
+_rng = random.Random(10)
+POINTS += [_rng.randrange(-10**6, 10**6) for _ in range(40)] + [_rng.randrange(-2**53, 2**53) for _ in range(40)]
+POINTS += [_rng.uniform(-1e6, 1e6) for _ in range(40)] + [_rng.uniform(-1, 1) * 10.0 ** _rng.randrange(-30, 30)
+                                                          for _ in range(40)]
+
+
+@pytest.mark.parametrize("kind", ["number", "integer", "integer_with_fraction"])
+def test_a_single_value_built_directly_has_the_general_language(kind: str) -> None:
+    """``minimum == maximum`` (every number of an enum): the direct construction accepts exactly the
+    texts of the general one (bounds machines intersected with the syntax), where it applies; it
+    applies to the ints and floats an enum usually lists (it made an enum of 10,000 numbers
+    compile in 0.3 s instead of 7 s)."""
+    spellings = {"number": [N._INTEGERS, N._FRACTIONS], "integer": [N._INTEGERS],
+                 "integer_with_fraction": [N._INTEGERS, N._INTEGRAL_FRACTIONS]}[kind]
+    direct = 0
+    for v in POINTS:
+        kw = {"minimum": v, "maximum": v, "exclusive_minimum": None, "exclusive_maximum": None, "multiple_of": None}
+        try:
+            general = N.number_dfa(spellings, kw, "/enum/0", direct=False)
+        except SchemaError:
+            general = None
+        got = N.number_dfa(spellings, kw, "/enum/0") if general is not None else None
+        if general is not None and N._point(spellings, kw) is not None:
+            direct += 1
+            assert got is not None and _same_language(cast(Any, N._shrink(got)), general), (kind, v)
+        elif general is None:  # no text: the same error either way
+            with pytest.raises(SchemaError, match="admits no value"):
+                N.number_dfa(spellings, kw, "/enum/0")
+    integral_small = sum(1 for v in POINTS if float(v).is_integer() and abs(v) <= 2**53)
+    assert direct >= integral_small  # the direct path was taken for every small integral value
+
+
+def test_an_enum_of_numbers_accepts_every_spelling_of_its_values() -> None:
+    """Through the schema compiler, checked by jsonschema: each listed value in its plain spellings,
+    and the near misses refused."""
+    values = [0, 7, -12, 2**53, 2.5, -0.125, 1e-7, 3.0]
+    schema = {"enum": values}
+    validator = Draft202012Validator(schema)
+    nfa, root, _warn = compile_schema(schema, SchemaOptions())
+    texts = ["0", "-0", "0.0", "-0.00", "7", "7.0", "7.000", "-12", "-12.0", str(2**53), str(2**53) + ".0", "2.5",
+             "2.50", "-0.125", "-0.1250", "0.0000001", "0.00000010", "3", "3.0", "3.00"]
+    misses = ["7.01", "8", "-7", "12", "2.4", "2.05", "0.125", "1e-7", "3.1", "00", "07", "7.", str(2**53 + 1)]
+    for text in texts:
+        assert validator.is_valid(json.loads(text)), text
+        assert plain_matches(nfa, root, text.encode()), text
+    for text in misses:
+        valid = validator.is_valid(json.loads(text)) if re.fullmatch(r"-?(0|[1-9]\d*)(\.\d+)?", text) else False
+        assert plain_matches(nfa, root, text.encode()) == valid, text

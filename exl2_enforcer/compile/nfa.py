@@ -306,8 +306,8 @@ class NFA:
         RuntimeError.
         """
         if not self.frozen:
-            self.edges[:] = [tuple(es) for es in self.edges]
-            self.eps[:] = [tuple(ps) for ps in self.eps]
+            self.edges[:] = map(tuple, self.edges)
+            self.eps[:] = map(tuple, self.eps)
             self.frozen = True
 
     def edge(self, src: int, lo: int, hi: int, dst: int) -> None:
