@@ -16,6 +16,7 @@ Families (``--families``; sizes per family with ``--sizes family=a,b,...``):
   (closed objects, both keys required), root ``L_N`` (N = 4..20);
 * ``enum`` -- ``{"enum": [n strings]}`` (n = 100..100,000), a numbered series (``alpha_0``, ...);
 * ``enumhex`` -- the same with n strings of 16 random hex digits (little shared structure);
+* ``enumnum`` -- ``{"enum": [n numbers]}``: integers below 2**53 and floats with a fraction, mixed;
 * ``properties`` -- one object with n required integer properties (n = 10..2,000);
 * ``anyof`` -- ``anyOf`` of n closed objects told apart by a ``const`` ``kind`` (n = 2..500);
 * ``tools`` -- a function-calling union: ``anyOf`` of n tools ``{"name": const, "arguments": {...}}``,
@@ -67,13 +68,15 @@ FAMILIES: dict[str, list[int]] = {
     "chain": [4, 8, 12, 16, 20],
     "enum": [100, 1_000, 10_000, 100_000],
     "enumhex": [100, 1_000, 10_000, 100_000],
+    "enumnum": [100, 1_000, 10_000],
     "properties": [10, 100, 500, 2_000],
     "anyof": [2, 10, 100, 500],
     "tools": [10, 50, 200, 500],
     "freetext": [20_000],
 }
 QUICK: dict[str, list[int]] = {
-    "nesting": [4, 8], "chain": [4, 8], "enum": [100, 1_000, 10_000], "enumhex": [1_000], "properties": [10, 100],
+    "nesting": [4, 8], "chain": [4, 8], "enum": [100, 1_000, 10_000], "enumhex": [1_000], "enumnum": [1_000],
+    "properties": [10, 100],
     "anyof": [2, 10, 100], "tools": [10, 50], "freetext": [2_000],
 }
 ENGINES = ("ours", *PEERS)
@@ -124,6 +127,12 @@ def enumhex_case(n: int) -> tuple[dict, Any, int]:
     return {"enum": values}, values[-1], 16
 
 
+def enumnum_case(n: int) -> tuple[dict, Any, int]:
+    """n numbers: integers spread below 2**53 and floats with a fraction (every JSON spelling of each)."""
+    values = [int(hashlib.sha1(str(i).encode()).hexdigest()[:13], 16) if i % 2 else i / 8 + 0.001 for i in range(n)]
+    return {"enum": values}, values[-1], 16
+
+
 def properties_case(n: int) -> tuple[dict, Any, int]:
     names = [f"field_{i}" for i in range(n)]
     schema = {"type": "object", "properties": {k: {"type": "integer"} for k in names}, "required": names}
@@ -161,6 +170,7 @@ def freetext_case(n: int) -> tuple[dict, Any, int]:
 
 
 MAKERS = {"nesting": tree_case, "chain": chain_case, "enum": enum_case, "enumhex": enumhex_case,
+          "enumnum": enumnum_case,
           "properties": properties_case,
           "anyof": anyof_case, "tools": tools_case, "freetext": freetext_case}
 

@@ -573,45 +573,66 @@ def _union(a: DFA, b: DFA) -> DFA:
     return DFA(rows, [(x >= 0 and a.accept[x]) or (y >= 0 and b.accept[y]) for x, y in order])
 
 
-def _point(spellings: list[Spelling], kw: dict[str, Number | None]) -> DFA | None:
-    """The texts of ``spellings`` equal to one value, built directly; None where the bounds are not
-    ``minimum == maximum`` alone, an int or float (of one type), or the value has no such text.
+def point_texts(value: Any) -> tuple[tuple[bytes, ...], bool] | None:
+    """How a listed number (an ``enum``/``const`` value) is written, but for trailing zeros:
+    ``(texts, integral)``, or None where only the general construction applies (big integers,
+    non-finite values, anything but an int or float).
 
-    Such a value is what every number of an ``enum``/``const`` compiles to, and a text must equal
-    it both by its exact decimal value (the written bound) and after ``json.loads`` reads it.  For
-    an integral value of magnitude at most 2**53 that is its digits and, with a fraction spelling,
-    its digits followed by ``.`` and zeros (every such text reads as the exact value); ``0`` also as
-    ``-0``.  For a float that is not integral (the value's shortest decimal, which reads back as
-    the value): that decimal and it followed by zeros, with a fraction spelling.  The same
-    language as the general construction (tests/test_numbers.py compares them), without its bound
-    machines: 0.6 ms a value there, so an ``enum`` of 10,000 numbers took 7 s."""
-    v = kw["minimum"]
-    if (v is None or kw["maximum"] != v or type(v) is not type(kw["maximum"]) or type(v) not in (int, float)
-            or any(kw[k] is not None for k in ("exclusive_minimum", "exclusive_maximum", "multiple_of"))):
-        return None
-    fractions = spellings in ([_INTEGERS, _FRACTIONS], [_INTEGERS, _INTEGRAL_FRACTIONS])
-    if not (fractions or spellings == [_INTEGERS]):
-        return None
-    x = cast(float, v)  # an int or a float, as checked above
-    finite = type(x) is int or math.isfinite(x)
-    integral = finite and x == int(x)
-    if integral and abs(x) <= _EXACT_FLOAT_INT:
-        whole, frac = str(abs(int(x))), ""
-    elif finite and not integral and spellings == [_INTEGERS, _FRACTIONS]:
-        whole, frac = format(abs(Decimal(repr(x))), "f").split(".")
+    A text must equal the value both by its exact decimal value and after ``json.loads`` reads it.
+    An integral value of magnitude at most 2**53 is its digits, optionally followed by ``.`` and
+    one or more zeros (``integral`` True; every such text reads as the exact value); a float that
+    is not integral is its shortest decimal (which reads back as the value) followed by any number
+    of zeros.  ``0`` is also written ``-0``.  Texts carry their ``-``."""
+    if type(value) is int:
+        finite = True
+    elif type(value) is float:
+        finite = math.isfinite(value)
     else:
         return None
-    rows: list[dict[int, int]] = [{b: i + 1} for i, b in enumerate((whole + "." + frac if frac else whole).encode())]
+    integral = finite and value == int(value)
+    if integral and abs(value) <= _EXACT_FLOAT_INT:
+        body = str(abs(int(value))).encode()
+    elif finite and not integral:
+        body = format(abs(Decimal(repr(value))), "f").encode()
+    else:
+        return None
+    texts = (body,) if value > 0 else (b"-" + body,) if value < 0 else (body, b"-" + body)
+    return texts, integral
+
+
+def _point(spellings: list[Spelling], kw: dict[str, Number | None]) -> DFA | None:
+    """The texts of ``spellings`` equal to one value (:func:`point_texts`), built directly; None
+    where the bounds are not ``minimum == maximum`` alone (an int or float, one type) or the
+    value needs the general construction.  The same language as the general construction
+    (tests/test_numbers.py compares them), without its bound machines: 0.6 ms a value there, so
+    an ``enum`` of 10,000 numbers took 7 s."""
+    v = kw["minimum"]
+    if (v is None or kw["maximum"] != v or type(v) is not type(kw["maximum"])
+            or any(kw[k] is not None for k in ("exclusive_minimum", "exclusive_maximum", "multiple_of"))):
+        return None
+    got = point_texts(v)
+    if got is None:
+        return None
+    texts, integral = got
+    if spellings == [_INTEGERS, _FRACTIONS] or (spellings == [_INTEGERS, _INTEGRAL_FRACTIONS] and integral):
+        zeros = True
+    elif spellings == [_INTEGERS] and integral:
+        zeros = False
+    else:
+        return None
+    body = texts[0].lstrip(b"-")
+    rows: list[dict[int, int]] = [{b: i + 1} for i, b in enumerate(body)]
     end = len(rows)
     rows.append({})
     accept = [False] * end + [True]
-    if frac:  # trailing zeros after the value's last (non-zero) fraction digit
+    if not integral:  # trailing zeros after the value's last (non-zero) fraction digit
         rows[end][ord("0")] = end
-    elif fractions:  # D "." "0"+
+    elif zeros:  # D "." "0"+
         rows[end][DOT] = end + 1
         rows += [{ord("0"): end + 2}, {ord("0"): end + 2}]
         accept += [False, True]
     side = DFA(rows, accept)
+    x = cast(float, v)
     return _signed(side if x >= 0 else None, side if x <= 0 else None)
 
 
