@@ -300,7 +300,8 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     :class:`VocabularyError` when ``vocab`` cannot write the language (see
     :func:`check_vocabulary_covers`).  ``mask_cache_bytes`` bounds the masks
     cached for this grammar.  :class:`EnforcerError` for a bad
-    ``memory_bytes``.  Cached in :data:`GRAMMAR_CACHE` unless a ``registry`` is given.
+    ``memory_bytes``.  Cached in :data:`GRAMMAR_CACHE` unless a ``registry`` is given or the schema
+    holds a ``Decimal`` (read with ``parse_float=Decimal``) or a NaN.
     """
     _check_vocab(vocab)
     _check_memory(memory_bytes)
@@ -330,6 +331,11 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     try:
         text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
     except ValueError:  # NaN or an infinity: no JSON text to key by; the compiler names its pointer
+        return build()
+    except TypeError:
+        # Decimal numbers (a schema read with parse_float=Decimal) have no JSON text that keeps them
+        # apart from floats, which compare after rounding: compiled uncached.  Anything else that is
+        # no JSON value: the compiler names its pointer.
         return build()
     key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes, memory_bytes)
     return GRAMMAR_CACHE.get_or_build(key, build)

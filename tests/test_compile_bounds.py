@@ -354,6 +354,25 @@ def test_options_are_part_of_the_key(mini):
     assert small.engine.cache_bytes == 4096 and spaced.engine.cache_bytes != 4096
 
 
+def test_a_schema_read_with_decimals_compiles_uncached(mini):
+    """``parse_float=Decimal`` (documented in docs/schema-support.md) made the cache key's json.dumps
+    raise a bare TypeError; such a schema now compiles every time, outside the cache (no JSON text
+    keeps a Decimal apart from a float, which compares after rounding), and its bounds hold."""
+    from decimal import Decimal
+
+    schema = json.loads('{"type": "number", "minimum": -1.5, "maximum": 0.1}', parse_float=Decimal)
+    assert isinstance(schema["maximum"], Decimal)
+    before = len(G.GRAMMAR_CACHE)
+    g = compile_json_schema(schema, mini)
+    assert len(G.GRAMMAR_CACHE) == before and g not in G.GRAMMAR_CACHE
+    assert compile_json_schema(schema, mini) is not g
+    check = jsonschema.Draft202012Validator(schema)
+    for text in ("0.1", "0.10", "-1.5", "0", "0.2", "0.11", "-1.51", "-2"):
+        assert forced(g, text) == check.is_valid(json.loads(text, parse_float=Decimal)), text
+    floats = compile_json_schema(json.loads('{"type": "number", "minimum": -1.5, "maximum": 0.1}'), mini)
+    assert floats in G.GRAMMAR_CACHE and floats is not g
+
+
 def test_cache_clear_and_hits(mini):
     schema = {"type": "array", "items": {"type": "boolean"}}
     g1 = compile_json_schema(schema, mini)
