@@ -354,6 +354,25 @@ def test_options_are_part_of_the_key(mini):
     assert small.engine.cache_bytes == 4096 and spaced.engine.cache_bytes != 4096
 
 
+def test_the_compile_budget_stops_a_long_enum_at_its_pointer(mini):
+    """An enum of many objects (a machine each) stops within the budget, naming the enum: a clock
+    that passes the budget after a few reads, not wall time."""
+    schema = {"type": "object", "properties": {"pick": {"enum": [{"k": i, "v": [i, None]} for i in range(3000)]}}}
+    reads: list[int] = []
+
+    def clock() -> float:  # one second per read: the budget counts the compiler's checks
+        reads.append(1)
+        return float(len(reads))
+
+    compile_schema(schema, SchemaOptions(compile_timeout_s=1e9), clock=clock)
+    checks = len(reads)
+    assert checks >= 10  # the enum's values are checked in chunks, not once at the end
+    reads.clear()
+    with pytest.raises(SchemaError, match="compile_timeout_s") as err:
+        compile_schema(schema, SchemaOptions(compile_timeout_s=checks - 4), clock=clock)
+    assert err.value.pointer == "/properties/pick/enum"
+
+
 def test_a_schema_read_with_decimals_compiles_uncached(mini):
     """``parse_float=Decimal`` (documented in docs/schema-support.md) made the cache key's json.dumps
     raise a bare TypeError; such a schema now compiles every time, outside the cache (no JSON text

@@ -638,9 +638,13 @@ class SchemaCompiler:
         # first mask of an enum of 10,000 numbers close 10,000 branches (33 ms)
         numbers: dict[bool, list[bytes]] = {True: [], False: []}
         frags = []
-        for v, b in zip(kept, fixed):
+        # where the budget names (values gathered from anyOf branches: the place that gathered them)
+        here = ctx.pointer if places is not None else ctx.child("const" if "const" in schema else "enum").pointer
+        for k, (v, b) in enumerate(zip(kept, fixed)):
             if b is not None or isinstance(v, str):
                 continue
+            if k % 256 == 255:  # objects and arrays cost a machine each: stop within the budget
+                self.tick(here)
             texts = point_texts(v)
             if texts is None:
                 frags.append(self.value_literal(v))
@@ -652,7 +656,7 @@ class SchemaCompiler:
             frags.append(self.literal_set(spelled))
         if strings:
             frags.append(self.spelled_strings(strings))
-        self.tick()
+        self.tick(here)
         return frags[0] if len(frags) == 1 else self.nfa.alt(frags)
 
     def check_listed(self, values: list[Any], place_of: Callable[[int], str], keyword: str) -> None:
