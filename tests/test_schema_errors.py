@@ -454,3 +454,31 @@ def test_recursion_through_a_ref_with_sibling_keywords(vocab):
         text = json.dumps(value, separators=(",", ":")).encode()
         end = g.automaton.walk(Matcher(g).state, text)
         assert (end >= 0 and g.automaton.is_accepting(end)) == check.is_valid(value), value
+
+
+def _all_of_chain(n: int, cycle: bool) -> dict:
+    """``d_i = allOf[$ref d_(i+1), {minimum: -i}]``, ending in an integer, or back at d0."""
+    last = {"allOf": [{"$ref": "#/$defs/d0"}]} if cycle else {"type": "integer"}
+    defs = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"minimum": -i}]} if i < n - 1 else last
+            for i in range(n)}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+def test_a_long_all_of_chain_is_not_called_a_cycle(vocab):
+    """Past the merge nesting limit a chain that ends was refused as a cycle ("reaches itself"): now
+    the limit is named, and the message says it may be either; a chain within it compiles."""
+    from exl2_enforcer.compile.schema.merge import MAX_MERGE_NESTING
+
+    g = compile_json_schema(_all_of_chain(MAX_MERGE_NESTING // 2, False), vocab)
+
+    def takes(text: str) -> bool:
+        m = Matcher(g)
+        return all(m.try_accept(t) for t in encode("llama3", text)) and m.is_accepting()
+
+    assert takes("5") and takes("0") and not takes("-2") and not takes('"x"')  # minimum 0 wins
+    with pytest.raises(SchemaError, match=f"nest more than {MAX_MERGE_NESTING} deep") as info:
+        compile_json_schema(_all_of_chain(MAX_MERGE_NESTING + 5, False), vocab)
+    assert "reaches itself" not in str(info.value) and "a chain of allOf this long" in str(info.value)
+    assert info.value.pointer.startswith("/$defs/d")
+    with pytest.raises(SchemaError, match="reaches itself|a cycle"):
+        compile_json_schema(_all_of_chain(5, True), vocab)

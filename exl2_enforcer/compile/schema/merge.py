@@ -68,10 +68,15 @@ def merge_all_of(schema: dict[str, Any], ctx: "Ctx", c: "SchemaCompiler") -> Any
     one instance location, consumes no input, and would never end.
     """
     active = [ptr for key, ptr in c.merging if key == id(schema)]
-    if active or len(c.merging) >= MAX_MERGE_NESTING:
-        where = active[0] if active else ctx.pointer
+    if active:
         raise SchemaError("allOf reaches itself through $ref without entering an object or array"
-                          " (recursion that consumes no input)", where, keyword="allOf")
+                          " (recursion that consumes no input)", active[0], keyword="allOf")
+    if len(c.merging) >= MAX_MERGE_NESTING:
+        # a cycle whose merged schemas are new objects each round, or a chain that ends but is this
+        # long: told apart only by going on, which costs a Python frame per link
+        raise SchemaError(f"allOf merges nest more than {MAX_MERGE_NESTING} deep through $ref without entering"
+                          " an object or array: a cycle (recursion that consumes no input) or a chain of"
+                          " allOf this long, which is not supported either", ctx.pointer, keyword="allOf")
     c.merging.append((id(schema), ctx.pointer))
     try:
         merged: Any = {k: v for k, v in schema.items() if k != "allOf"}
