@@ -313,7 +313,8 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     options = options or SchemaOptions()
     if mask_cache_bytes < 0:
         raise EnforcerError(f"mask_cache_bytes must be >= 0, got {mask_cache_bytes}")
-    depth = check_schema_depth(schema, options.max_schema_depth)  # before json.dumps recurses into it
+    # before json.dumps recurses into it (or expands a shared sub-object once per use)
+    depth = check_schema_depth(schema, options.max_schema_depth, options.max_nfa_states)
 
     def build() -> CompiledGrammar:
         t0 = time.perf_counter()

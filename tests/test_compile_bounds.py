@@ -373,6 +373,25 @@ def test_the_compile_budget_stops_a_long_enum_at_its_pointer(mini):
     assert err.value.pointer == "/properties/pick/enum"
 
 
+def test_a_python_schema_sharing_sub_objects_is_bounded_by_its_text(mini):
+    """A schema built in Python that reuses one sub-object in every branch is as large as its JSON
+    text (3**k nodes here): it is refused by counting objects/arrays against max_nfa_states before
+    meta-validation or the cache key expand it (k=16 ran for minutes), naming a pointer."""
+    def dag(k: int) -> dict:
+        node: dict = {"type": "integer"}
+        for _ in range(k):
+            node = {"anyOf": [{"type": "array", "prefixItems": [node, {"type": t}], "items": False, "minItems": 2}
+                              for t in ("integer", "string", "boolean")]}
+        return node
+
+    options = SchemaOptions(max_nfa_states=5_000, max_depth=16)
+    with pytest.raises(SchemaError, match="more than max_nfa_states=5000 objects/arrays") as err:
+        compile_json_schema(dag(9), mini, options)
+    assert err.value.pointer.startswith("/anyOf/")
+    g = compile_json_schema(dag(3), mini, options)  # 3**3 branches: well within
+    assert forced(g, "[[[1, 2], \"a\"], true]")
+
+
 def test_a_schema_read_with_decimals_compiles_uncached(mini):
     """``parse_float=Decimal`` (documented in docs/schema-support.md) made the cache key's json.dumps
     raise a bare TypeError; such a schema now compiles every time, outside the cache (no JSON text

@@ -987,14 +987,17 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def check_schema_depth(schema: Any, limit: int) -> int:
+def check_schema_depth(schema: Any, limit: int, max_nodes: int | None = None) -> int:
     """How deep objects/arrays nest in ``schema`` (the root is depth 1; a scalar is 0).
 
     Iterative, so it is safe on any input.  Raises :class:`SchemaError` naming
-    the JSON pointer of the first value past ``limit``.
+    the JSON pointer of the first value past ``limit``, or of the first object/array
+    past ``max_nodes`` of them: a Python schema that reuses one sub-object in many
+    places is as large as its JSON text, which can be exponential in the objects
+    built (meta-validation and the cache key's text then took minutes).
     """
     stack: list[tuple[Any, str, int]] = [(schema, "", 1)]
-    deepest = 0
+    deepest = nodes = 0
     while stack:
         value, pointer, depth = stack.pop()
         if isinstance(value, dict):
@@ -1006,6 +1009,11 @@ def check_schema_depth(schema: Any, limit: int) -> int:
         if depth > limit:
             raise SchemaError(f"the schema nests deeper than max_schema_depth={limit} objects/arrays"
                               " (SchemaOptions.max_schema_depth)", pointer)
+        nodes += 1
+        if max_nodes is not None and nodes > max_nodes:
+            raise SchemaError(f"the schema holds more than max_nfa_states={max_nodes} objects/arrays as JSON text (a"
+                              " sub-object used in several places counts in each; SchemaOptions.max_nfa_states)",
+                              pointer)
         deepest = max(deepest, depth)
         nested = [(k, v) for k, v in children if isinstance(v, (dict, list))]  # an enum of 100,000 strings: none
         stack += [(v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1) for k, v in nested]
@@ -1170,7 +1178,7 @@ def compile_schema(schema: Any, options: SchemaOptions | None = None,
     ``max_nfa_states``) schemas.
     """
     options = options or SchemaOptions()
-    depth = check_schema_depth(schema, options.max_schema_depth)
+    depth = check_schema_depth(schema, options.max_schema_depth, options.max_nfa_states)
     # The JSON nesting sizes the stack; a long chain of $refs nests the compile deeper than
     # the schema text does, so a first attempt that runs out of stack is retried once with
     # room for max_schema_depth levels.
