@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
 import pytest
+from enforcer_oracle import validator_for
+from nfa_walks import plain_matches
 
-from exl2_enforcer.compile.schema.compiler import SchemaOptions
+from exl2_enforcer.compile.schema.compiler import SchemaOptions, compile_schema
 from exl2_enforcer.errors import SchemaError
 from exl2_enforcer.grammar import compile_json_schema
 from exl2_enforcer.tokens.vocabulary import default_vocabulary
@@ -89,3 +92,40 @@ def test_lenient_treats_it_as_an_annotation_with_a_warning(mini):
 def test_values_no_unsupported_format_checks_are_kept(mini, schema, text, asserted):
     g = compile_json_schema(schema, mini, SchemaOptions(format_assertion=asserted))
     assert g.automaton.matches(text)
+
+
+@pytest.mark.parametrize("schema", [
+    {"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer", "enum": [1, 2.0, 2.5, -0.0]},
+    {"$schema": "http://json-schema.org/draft-04/schema#", "allOf": [{"enum": [1, 3.0]}, {"type": "integer"}]},
+    {"$schema": "http://json-schema.org/draft-04/schema#", "enum": [1, 2.0]},
+    {"type": "integer", "enum": [1, 2.0, 7]},
+    {"type": ["integer", "string"], "const": 4},
+    {"type": "number", "enum": [1, 2.0]},
+    {"enum": [1, 2.0]},
+], ids=["d4-type", "d4-allOf", "d4-no-type", "2020-type", "2020-type-list", "2020-number", "2020-bare"])
+def test_listed_integers_are_written_with_a_fraction_only_where_that_is_valid(schema):
+    """Draft 4's ``integer`` refuses ``1.0``: a listed integer beside it was still offered as ``1.0``
+    (invalid output).  Each text here is accepted exactly when the draft's validator finds it valid,
+    except that ``1.0`` beside ``type: integer`` is left out in every draft (``integral_fractions`` is
+    off), as it is for a plain ``type: integer``."""
+    validator = validator_for(schema)
+    nfa, root, _warn = compile_schema(schema, SchemaOptions())
+    integer_type = "integer" in str(schema)
+    for text in ["1", "1.0", "1.00", "2", "2.0", "3", "3.0", "4", "4.0", "7", "7.0", "2.5", "0", "-0", "0.0", "5"]:
+        valid = validator.is_valid(json.loads(text))
+        accepted = plain_matches(nfa, root, text.encode())
+        if accepted:
+            assert valid, text
+        elif valid:
+            assert integer_type and "." in text, text  # only the fraction spellings beside integer
+
+
+@pytest.mark.parametrize("draft,fraction_ok", [("http://json-schema.org/draft-04/schema#", False),
+                                               ("https://json-schema.org/draft/2020-12/schema", True)])
+def test_integral_fractions_follow_the_draft(draft, fraction_ok):
+    """``integral_fractions=True`` offers ``1.0`` for ``type: integer`` where the draft counts it as an
+    integer (draft 6 on), never in draft 4 (it offered it there: invalid output)."""
+    schema = {"$schema": draft, "type": "integer", "minimum": 0, "maximum": 9}
+    nfa, root, _warn = compile_schema(schema, SchemaOptions(integral_fractions=True))
+    assert validator_for(schema).is_valid(1.0) == fraction_ok
+    assert plain_matches(nfa, root, b"1.0") == fraction_ok and plain_matches(nfa, root, b"1")

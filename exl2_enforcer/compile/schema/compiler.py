@@ -495,7 +495,7 @@ class SchemaCompiler:
         named = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum",
                  "exclusiveMaximum": "exclusive_maximum", "multipleOf": "multiple_of"}
         args = {named[k]: v for k, v in kw.items()}
-        fractions = self.options.integral_fractions
+        fractions = self.options.integral_fractions and ctx.draft != "4"  # draft 4: 1.0 is no integer
         # bounds keyed by repr, so 1 and 1.0 (and True) never share an entry by accident
         key = (t, repr(fractions), repr(sorted((k, repr(v), type(v).__name__) for k, v in args.items())))
         try:
@@ -619,6 +619,8 @@ class SchemaCompiler:
             try:
                 if check is None or check(v):
                     kept.append(v)
+                elif type(v) is float and v.is_integer() and abs(v) <= 2**53 and check(int(v)):
+                    kept.append(int(v))  # draft 4: 2 is an integer equal to the listed 2.0
             except RegexError as e:
                 where = _keyword_place(rest, "pattern", e.pattern, ctx)
                 raise SchemaError(f"a pattern next to enum/const: {e}", where, keyword="pattern") from None
@@ -637,6 +639,7 @@ class SchemaCompiler:
         # numbers too, per kind of trailing zeros: an alternation of one machine per number made the
         # first mask of an enum of 10,000 numbers close 10,000 branches (33 ms)
         numbers: dict[bool, list[bytes]] = {True: [], False: []}
+        whole: list[bytes] = []  # integral values that may not be written with a fraction here
         frags = []
         # where the budget names (values gathered from anyOf branches: the place that gathered them)
         here = ctx.pointer if places is not None else ctx.child("const" if "const" in schema else "enum").pointer
@@ -648,9 +651,13 @@ class SchemaCompiler:
             texts = point_texts(v)
             if texts is None:
                 frags.append(self.value_literal(v))
+            elif texts[1] and not self.fraction_spellings(v, rest, check, ctx):
+                whole += texts[0]
             else:
                 numbers[texts[1]] += texts[0]
         frags += [self.listed_numbers(texts, integral) for integral, texts in numbers.items() if texts]
+        if whole:
+            frags.append(self.literal_set(whole))
         spelled = [b for b in fixed if b is not None]
         if spelled:
             frags.append(self.literal_set(spelled))
@@ -706,6 +713,16 @@ class SchemaCompiler:
         built = LiteralSet(literals, tick=self.tick)
         self.tick(adding=built.n_states)
         return built.emit(self.nfa)
+
+    def fraction_spellings(self, value: int | float, rest: dict[str, Any], check: Callable[[Any], bool] | None,
+                           ctx: Ctx) -> bool:
+        """Whether the integral listed ``value`` may also be written ``1.0``: only where its float form
+        satisfies the sibling keywords too (draft 4's ``integer`` type refuses ``1.0``) and, beside a
+        ``type`` that admits integers but not numbers, ``integral_fractions`` asks for it."""
+        types = rest.get("type")
+        if isinstance(types, (str, list)) and "number" not in types and not self.options.integral_fractions:
+            return False
+        return check is None or check(float(value))
 
     def listed_numbers(self, texts: list[bytes], integral: bool) -> Frag:
         """Numbers written as ``texts`` (:func:`.numbers.point_texts`) then ``.`` and one or more zeros
