@@ -409,6 +409,16 @@ def test_a_schema_read_with_decimals_compiles_uncached(mini):
         assert forced(g, text) == check.is_valid(json.loads(text, parse_float=Decimal)), text
     floats = compile_json_schema(json.loads('{"type": "number", "minimum": -1.5, "maximum": 0.1}'), mini)
     assert floats in G.GRAMMAR_CACHE and floats is not g
+    # Decimals listed in enum/const (they were "not a JSON value", at the root's pointer)
+    cases = {'{"enum": [1.5, 2, 0.1]}': (["1.5", "1.50", "2", "2.0", "0.1", "0.10"], ["1.6", "0.5", "1", "0.11"]),
+             '{"type": "array", "items": {"const": 0.5}}': (["[0.5]", "[0.50, 0.5]", "[]"], ["[0.4]", "[0.05]"])}
+    for text, (valid, invalid) in cases.items():
+        listed = json.loads(text, parse_float=Decimal)
+        g = compile_json_schema(listed, mini)
+        check = jsonschema.Draft202012Validator(listed)
+        for sample in valid + invalid:
+            assert forced(g, sample) == check.is_valid(json.loads(sample, parse_float=Decimal)), (text, sample)
+        assert all(forced(g, v) for v in valid)
 
 
 def test_cache_clear_and_hits(mini):

@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, cast
 
@@ -770,7 +771,7 @@ class SchemaCompiler:
             return self.nest(self._container(b"{", members, b"}"))
         if isinstance(value, list):
             return self.nest(self._container(b"[", [self.value_literal(v) for v in value], b"]"))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
             # a number equals its value in every decimal spelling (1 == 1.0 in JSON Schema)
             return number_fragment(nfa, minimum=value, maximum=value)
         return nfa.literal(json.dumps(value).encode())

@@ -36,6 +36,11 @@ def json_key(value: Any) -> Hashable:
         written = Decimal(repr(value))
         return ("num", int(written) if written == written.to_integral_value() else written.normalize(),
                 int(value) if value.is_integer() else value)
+    if isinstance(value, Decimal):  # a schema read with parse_float=Decimal: written and compared exactly
+        if not value.is_finite():
+            return ("num", str(value))
+        exact = int(value) if value == value.to_integral_value() else value.normalize()
+        return ("num", exact, exact)
     if isinstance(value, str):
         return ("str", value)
     if isinstance(value, (list, tuple)):
