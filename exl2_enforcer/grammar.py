@@ -331,12 +331,10 @@ def compile_json_schema(schema: Any, vocab: TokenVocabulary, options: SchemaOpti
     # property order is part of the language, so the key keeps dict order (and 1 vs 1.0 apart)
     try:
         text = call_with_depth(lambda: json.dumps(schema, allow_nan=False), depth)
-    except ValueError:  # NaN or an infinity: no JSON text to key by; the compiler names its pointer
-        return build()
-    except TypeError:
-        # Decimal numbers (a schema read with parse_float=Decimal) have no JSON text that keeps them
-        # apart from floats, which compare after rounding: compiled uncached.  Anything else that is
-        # no JSON value: the compiler names its pointer.
+    except (ValueError, TypeError):
+        # no JSON text to key by, so compiled uncached: NaN or an infinity (ValueError), or a Decimal
+        # (parse_float=Decimal), which no text keeps apart from a float compared after rounding
+        # (TypeError); the compiler names the pointer of anything that is no JSON value
         return build()
     key = ("schema", text, options, vocab.fingerprint, mask_cache_bytes, memory_bytes)
     return GRAMMAR_CACHE.get_or_build(key, build)

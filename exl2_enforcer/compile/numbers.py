@@ -521,13 +521,9 @@ def _syntax_dfa(spelling: Spelling) -> DFA | None:
     built this machine 20,000 times (a third of its compile)."""
     key = (tuple(sorted((state, tuple(sorted(row.items()))) for state, row in spelling.syntax.items())),
            spelling.finals)
-    got = _SYNTAX_DFAS.get(key, _UNSET)
-    if got is _UNSET:
-        got = _SYNTAX_DFAS[key] = _shrink(_explore(_table_machine(spelling.syntax, spelling.finals), MAGNITUDE))
-    return cast("DFA | None", got)
-
-
-_UNSET: Any = object()
+    if key not in _SYNTAX_DFAS:
+        _SYNTAX_DFAS[key] = _shrink(_explore(_table_machine(spelling.syntax, spelling.finals), MAGNITUDE))
+    return _SYNTAX_DFAS[key]
 
 
 def _spelled_dfa(spelling: Spelling, kw: dict[str, Number | None], d: dict[str, Decimal | None],
@@ -573,6 +569,10 @@ def _union(a: DFA, b: DFA) -> DFA:
     return DFA(rows, [(x >= 0 and a.accept[x]) or (y >= 0 and b.accept[y]) for x, y in order])
 
 
+#: integers up to this magnitude are exactly a float, so their float spellings read back as them
+EXACT_FLOAT_INT = 2**53
+
+
 def point_texts(value: Any) -> tuple[tuple[bytes, ...], bool] | None:
     """How a listed number (an ``enum``/``const`` value) is written, but for trailing zeros:
     ``(texts, integral)``, or None where only the general construction applies (big integers,
@@ -590,7 +590,7 @@ def point_texts(value: Any) -> tuple[tuple[bytes, ...], bool] | None:
     else:
         return None
     integral = finite and value == int(value)
-    if integral and abs(value) <= _EXACT_FLOAT_INT:
+    if integral and abs(value) <= EXACT_FLOAT_INT:
         body = str(abs(int(value))).encode()
     elif finite and not integral:
         body = format(abs(Decimal(repr(value))), "f").encode()
@@ -634,9 +634,6 @@ def _point(spellings: list[Spelling], kw: dict[str, Number | None]) -> DFA | Non
     side = DFA(rows, accept)
     x = cast(float, v)
     return _signed(side if x >= 0 else None, side if x <= 0 else None)
-
-
-_EXACT_FLOAT_INT = 2**53
 
 
 def _build(nfa: NFA, spellings: list[Spelling], kw: dict[str, Number | None], pointer: str) -> Frag:

@@ -41,7 +41,7 @@ from exl2_enforcer.compile.charset import ANY_CP, json_char_fragment
 from exl2_enforcer.compile.formats import SPEC_FORMATS, SUPPORTED_FORMATS, format_accepts, format_fragment
 from exl2_enforcer.compile.literal_set import LiteralSet
 from exl2_enforcer.compile.nfa import NFA, Frag
-from exl2_enforcer.compile.numbers import integer_fragment, number_fragment, point_texts
+from exl2_enforcer.compile.numbers import EXACT_FLOAT_INT, integer_fragment, number_fragment, point_texts
 from exl2_enforcer.compile.regex import compile_regex, pattern_accepts
 from exl2_enforcer.compile.schema.containers import compile_array, compile_object
 from exl2_enforcer.compile.schema.discriminated import discriminated_union
@@ -620,8 +620,9 @@ class SchemaCompiler:
             try:
                 if check is None or check(v):
                     kept.append(v)
-                elif type(v) is float and v.is_integer() and abs(v) <= 2**53 and check(int(v)):
-                    kept.append(int(v))  # draft 4: 2 is an integer equal to the listed 2.0
+                elif (ctx.draft == "4" and type(v) is float and v.is_integer() and abs(v) <= EXACT_FLOAT_INT
+                      and check(int(v))):
+                    kept.append(int(v))  # draft 4 only: 2 is an integer equal to the listed 2.0
             except RegexError as e:
                 where = _keyword_place(rest, "pattern", e.pattern, ctx)
                 raise SchemaError(f"a pattern next to enum/const: {e}", where, keyword="pattern") from None
@@ -718,12 +719,13 @@ class SchemaCompiler:
     def fraction_spellings(self, value: int | float, rest: dict[str, Any], check: Callable[[Any], bool] | None,
                            ctx: Ctx) -> bool:
         """Whether the integral listed ``value`` may also be written ``1.0``: only where its float form
-        satisfies the sibling keywords too (draft 4's ``integer`` type refuses ``1.0``) and, beside a
+        satisfies the sibling keywords too (draft 4's ``integer`` type refuses ``1.0``; from draft 6 on
+        the float form meets exactly what the value met, so it is not checked again) and, beside a
         ``type`` that admits integers but not numbers, ``integral_fractions`` asks for it."""
         types = rest.get("type")
         if isinstance(types, (str, list)) and "number" not in types and not self.options.integral_fractions:
             return False
-        return check is None or check(float(value))
+        return check is None or ctx.draft != "4" or check(float(value))
 
     def listed_numbers(self, texts: list[bytes], integral: bool) -> Frag:
         """Numbers written as ``texts`` (:func:`.numbers.point_texts`) then ``.`` and one or more zeros
