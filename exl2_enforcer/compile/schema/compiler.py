@@ -126,8 +126,9 @@ class SchemaOptions:
     * ``escapes`` -- "canonical" or "all" spellings for enum/const strings and keys.
     * ``lenient`` -- unsupported keywords become warnings instead of errors
       (the language then ignores them, so outputs may not validate).
-    * ``integral_fractions`` -- integers may be written ``1.0`` (spec-valid; off by
-      default because a model should not be invited to write them).
+    * ``integral_fractions`` -- integers may be written ``1.0`` (spec-valid from draft 6
+      on, never offered in draft 4; off by default because a model should not be
+      invited to write them).
     * ``format_assertion`` -- True: ``format`` constrains strings (an unknown
       format is an error); False: ``format`` is an annotation, as draft 2020-12
       says by default.
